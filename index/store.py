@@ -1,0 +1,234 @@
+"""Chunks and vectors to disk and back: FAISS vectors, a JSONL docstore and a JSON manifest.
+
+Layout of an index folder (no pickle anywhere):
+    manifest.json           the commit point: settings, per-file hashes, and which generation is live
+    vectors.<gen>.faiss     faiss.write_index output, row i = chunk i
+    chunks.<gen>.jsonl      one JSON object per chunk, row i = vector i
+
+A write puts a new generation's files in place first and then atomically replaces manifest.json,
+so a crash at any moment leaves either the old or the new index loadable, never a mix.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+from langchain_core.documents import Document
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+REBUILD_HINT = "python -m index build --rebuild"
+
+
+class IndexProblem(RuntimeError):
+    """Base for index errors; messages are meant for the user and say how to fix it."""
+
+
+class IndexMissing(IndexProblem):
+    """No index has been built in this folder yet."""
+
+
+class IndexCorrupt(IndexProblem):
+    """A file of the index is unreadable or inconsistent with the others."""
+
+
+class IndexMismatch(IndexProblem):
+    """The index was built with other settings (format, embedder) than the ones in use."""
+
+
+@dataclass
+class StoredIndex:
+    """An index in memory: the manifest, the chunks (row-aligned with vectors) and the FAISS index."""
+
+    manifest: dict[str, Any]
+    chunks: list[Document]
+    vectors: faiss.Index
+    folder: Path | None = None
+    _row_of: dict[str, int] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        self._row_of = {c.metadata["id"]: i for i, c in enumerate(self.chunks)}
+
+    @property
+    def files(self) -> dict[str, dict[str, Any]]:
+        return self.manifest["files"]
+
+    def all_vectors(self) -> np.ndarray:
+        """Every stored vector, row-aligned with `chunks` (used to carry unchanged files over)."""
+        if self.vectors.ntotal == 0:
+            return np.zeros((0, self.vectors.d), dtype=np.float32)
+        return self.vectors.reconstruct_n(0, self.vectors.ntotal)
+
+
+def new_manifest(embedder: str, dim: int, settings: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "format_version": FORMAT_VERSION,
+        "embedder": embedder,
+        "dim": dim,
+        "index_type": "flat",
+        "settings": settings,
+        "generation": 0,
+        "count": 0,
+        "files": {},
+    }
+
+
+def build_vectors(vectors: np.ndarray, dim: int) -> faiss.Index:
+    """Exact inner-product index over unit vectors (cosine similarity)."""
+    index = faiss.IndexFlatIP(dim)
+    if len(vectors):
+        index.add(np.ascontiguousarray(vectors, dtype=np.float32))
+    return index
+
+
+def _chunk_record(chunk: Document) -> dict[str, Any]:
+    return {**chunk.metadata, "text": chunk.page_content}
+
+
+def _chunk_from_record(record: dict[str, Any]) -> Document:
+    text = record.pop("text")
+    return Document(page_content=text, id=record["id"], metadata=record)
+
+
+@contextlib.contextmanager
+def write_lock(folder: Path) -> Iterator[None]:
+    """Serialise writers (CLI build, UI upload) on one index folder across processes."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _atomic_write(path: Path, write: Any) -> None:
+    """Write via a temp file in the same folder, fsync, then rename over the target."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def save(folder: Path, manifest: dict[str, Any], chunks: list[Document], vectors: faiss.Index) -> dict[str, Any]:
+    """Persist a new generation atomically; returns the manifest that is now live.
+
+    Callers must hold `write_lock(folder)`.
+    """
+    if vectors.ntotal != len(chunks):
+        raise ValueError(f"{vectors.ntotal} vectors for {len(chunks)} chunks")
+    folder.mkdir(parents=True, exist_ok=True)
+    generation = int(manifest.get("generation", 0)) + 1
+    vectors_name, chunks_name = f"vectors.{generation}.faiss", f"chunks.{generation}.jsonl"
+    serialized = faiss.serialize_index(vectors)
+    _atomic_write(folder / vectors_name, lambda h: h.write(serialized.tobytes()))
+
+    def write_chunks(handle: Any) -> None:
+        for chunk in chunks:
+            handle.write(json.dumps(_chunk_record(chunk), ensure_ascii=False).encode() + b"\n")
+
+    _atomic_write(folder / chunks_name, write_chunks)
+    live = {**manifest, "generation": generation, "count": len(chunks), "vectors_file": vectors_name, "chunks_file": chunks_name}
+    _fsync_dir(folder)
+    _atomic_write(folder / MANIFEST, lambda h: h.write(json.dumps(live, ensure_ascii=False, indent=1).encode()))
+    _fsync_dir(folder)
+    _remove_stale(folder, {vectors_name, chunks_name, MANIFEST, ".lock"})
+    return live
+
+
+def _remove_stale(folder: Path, keep: set[str]) -> None:
+    """Delete older generations and temp files left by an interrupted build."""
+    for path in folder.iterdir():
+        if path.name not in keep and path.is_file() and (
+            path.name.startswith((".", "vectors.", "chunks.")) and path.name != ".lock"
+        ):
+            with contextlib.suppress(OSError):
+                path.unlink()
+
+
+def read_manifest(folder: Path) -> dict[str, Any]:
+    """The live manifest, validated for format; raises IndexMissing / IndexCorrupt / IndexMismatch."""
+    path = folder / MANIFEST
+    if not path.is_file():
+        raise IndexMissing(f"no index in {folder}: build it with `python -m index build DOCS_DIR --index {folder}`")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(manifest, dict):
+            raise ValueError("not a JSON object")
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise IndexCorrupt(f"{path} is not valid JSON ({exc}); rebuild with `{REBUILD_HINT}`") from exc
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise IndexMismatch(
+            f"{path} has index format {manifest.get('format_version')!r}, this version reads {FORMAT_VERSION}; "
+            f"rebuild with `{REBUILD_HINT}`"
+        )
+    missing = [k for k in ("embedder", "dim", "files", "count", "vectors_file", "chunks_file") if k not in manifest]
+    if missing:
+        raise IndexCorrupt(f"{path} lacks {', '.join(missing)}; rebuild with `{REBUILD_HINT}`")
+    return manifest
+
+
+def check_embedder(manifest: dict[str, Any], embedder: str, folder: Path) -> None:
+    if manifest["embedder"] != embedder:
+        raise IndexMismatch(
+            f"the index in {folder} was built with embedder {manifest['embedder']!r} but {embedder!r} is configured; "
+            f"rebuild with `{REBUILD_HINT} --embedder {embedder}` or configure {manifest['embedder']!r}"
+        )
+
+
+def load(folder: Path, embedder: str | None = None) -> StoredIndex:
+    """Load and cross-check an index; every failure names the file and the fix."""
+    manifest = read_manifest(folder)
+    if embedder is not None:
+        check_embedder(manifest, embedder, folder)
+    vectors_path = folder / manifest["vectors_file"]
+    chunks_path = folder / manifest["chunks_file"]
+    try:
+        data = vectors_path.read_bytes()
+        vectors = faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8))
+    except (OSError, RuntimeError) as exc:
+        raise IndexCorrupt(f"{vectors_path} is missing or damaged ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); rebuild with `{REBUILD_HINT}`") from exc
+    chunks: list[Document] = []
+    try:
+        with open(chunks_path, encoding="utf-8") as handle:
+            for line_no, line in enumerate(handle, 1):
+                try:
+                    record = json.loads(line)
+                    chunks.append(_chunk_from_record(record))
+                except (ValueError, KeyError, TypeError, AttributeError) as exc:
+                    raise IndexCorrupt(
+                        f"{chunks_path} line {line_no} is not a valid chunk record; rebuild with `{REBUILD_HINT}`"
+                    ) from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise IndexCorrupt(f"{chunks_path} is missing or unreadable ({exc}); rebuild with `{REBUILD_HINT}`") from exc
+    if not (vectors.ntotal == len(chunks) == manifest["count"]) or vectors.d != manifest["dim"]:
+        raise IndexCorrupt(
+            f"index in {folder} is inconsistent: {vectors.ntotal} vectors of dim {vectors.d}, {len(chunks)} chunks, "
+            f"manifest says {manifest['count']} of dim {manifest['dim']}; rebuild with `{REBUILD_HINT}`"
+        )
+    return StoredIndex(manifest=manifest, chunks=chunks, vectors=vectors, folder=folder)

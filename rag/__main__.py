@@ -1,0 +1,77 @@
+"""`python -m rag ask "QUESTION" [--k N] [--index DIR] [--json]`; `ask --json -` answers stdin lines."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Iterable
+
+from index.embed import EmbedderUnavailable
+from index.store import IndexProblem
+from rag.answer import Answer
+from rag.chain import Pipeline, QuestionError
+from rag.config import Config, add_arguments
+
+
+def render(answer: Answer) -> str:
+    """Human-readable answer with its numbered sources."""
+    lines = [answer.answer, ""]
+    shown = answer.related if answer.abstained else answer.citations
+    if answer.abstained and shown:
+        lines.append("Related passages:")
+    for c in shown:
+        snippet = " ".join(c.text.split())
+        snippet = snippet if len(snippet) <= 200 else snippet[:200] + " …"
+        lines.append(f"[{c.n}] {c.title} — {c.source} ({c.start}–{c.end})\n    {snippet}")
+    return "\n".join(lines)
+
+
+def _questions(args: argparse.Namespace) -> Iterable[str]:
+    if args.question == "-":
+        for line in sys.stdin:
+            if line.strip():
+                yield line.rstrip("\n")
+    else:
+        yield args.question
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m rag", description="Ask questions about the indexed documents.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    ask = commands.add_parser("ask", help="answer a question (use - to read one question per line from stdin)")
+    ask.add_argument("question", help='the question, or "-" for stdin')
+    ask.add_argument("--json", action="store_true", help="print one JSON object per question")
+    add_arguments(ask, "k", "index_dir", "docs_dir", "embedder", "retriever")
+    args = parser.parse_args(argv)
+    try:
+        config = Config.from_args(args)
+        if args.question != "-":
+            # Refuse a bad question before paying for model and index loading.
+            from rag.chain import clean_question
+
+            clean_question(args.question, config.max_question_chars)
+        pipeline = Pipeline(config, log=lambda m: print(m, file=sys.stderr))
+    except QuestionError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except (IndexProblem, EmbedderUnavailable, ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    status = 0
+    for question in _questions(args):
+        try:
+            answer = pipeline.ask(question)
+        except QuestionError as exc:
+            status = 2
+            if args.json:
+                print(json.dumps({"question": question, "error": str(exc)}, ensure_ascii=False), flush=True)
+            else:
+                print(f"error: {exc}", file=sys.stderr)
+            continue
+        print(json.dumps(answer.to_json(), ensure_ascii=False) if args.json else render(answer), flush=True)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,118 @@
+"""The question-answering chain: validate -> retrieve -> answer, composed from LangChain runnables.
+
+`Pipeline` loads the embedder and the index once and serves any number of questions (CLI batch
+mode, the UI, the evaluation script). The answerer is a Runnable stage, so an LLM answerer can be
+swapped in without touching retrieval.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from langchain_core.runnables import Runnable, RunnableLambda
+
+from index import store
+from index.arabic import normalize
+from index.build import build_folder
+from index.embed import VectorEmbeddings, load_embedder
+from rag.answer import Answer, ExtractiveAnswerer
+from rag.config import PROJECT_ROOT, Config
+from rag.retrieve import HybridRetriever
+
+_CONTROL_RE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+
+
+class QuestionError(ValueError):
+    """A question that cannot be asked (empty, too long, nothing to search for)."""
+
+
+def clean_question(question: str, max_chars: int) -> str:
+    """Strip control characters and surrounding space; refuse what cannot be answered."""
+    question = _CONTROL_RE.sub(" ", question or "").strip()
+    if not question:
+        raise QuestionError("Please type a question.")
+    if len(question) > max_chars:
+        raise QuestionError(f"The question is {len(question):,} characters long; the limit is {max_chars:,}.")
+    if not normalize(question):
+        raise QuestionError("The question has no words to search for (only punctuation or marks).")
+    return question
+
+
+def open_index(config: Config, embedder: VectorEmbeddings, log: Callable[[str], None] | None = None) -> store.StoredIndex:
+    """Load the configured index; the default index over seeds/ is built on first use."""
+    try:
+        return store.load(config.index_dir, embedder.name)
+    except store.IndexMissing:
+        default = Config()
+        if config.index_dir.resolve() != default.index_dir.resolve() or not config.docs_dir.is_dir():
+            raise
+        if log:
+            log(f"Building the default index of {config.docs_dir.relative_to(PROJECT_ROOT) if config.docs_dir.is_relative_to(PROJECT_ROOT) else config.docs_dir} (first run)…")
+        index, report = build_folder(config, embedder, log=log)
+        if log:
+            log(report.summary())
+        return index
+
+
+class Pipeline:
+    """Everything a question needs, loaded once: embedder, index, retriever, answerer, chain."""
+
+    def __init__(self, config: Config, index: store.StoredIndex | None = None, log: Callable[[str], None] | None = None) -> None:
+        self.config = config
+        self.embedder = load_embedder(config.embedder, config.embed_batch_size)
+        self._lock = threading.RLock()
+        self.reload(index if index is not None else open_index(config, self.embedder, log))
+
+    def reload(self, index: store.StoredIndex) -> None:
+        """Swap in a new index (after an upload or rebuild); in-flight questions finish on the old one."""
+        retriever = HybridRetriever.from_index(
+            index,
+            self.embedder,
+            mode=self.config.retriever,
+            k=self.config.k,
+            candidates=self.config.candidates,
+            dense_weight=self.config.dense_weight,
+        )
+        answerer = ExtractiveAnswerer(
+            embedder=self.embedder,
+            term_weight=retriever.bm25.term_weight,
+            max_words=self.config.answer_max_words,
+            abstain_threshold=self.config.abstain_threshold,
+        )
+        with self._lock:
+            self.index, self.retriever, self.answerer = index, retriever, answerer
+            self.chain = self._compose(retriever, answerer)
+
+    @staticmethod
+    def _compose(retriever: HybridRetriever, answerer: Runnable[dict[str, Any], Answer]) -> Runnable[dict[str, Any], Answer]:
+        """retrieve | answer, each stage timing itself into the Answer's `timings_ms`."""
+
+        def retrieve(inputs: dict[str, Any]) -> dict[str, Any]:
+            started = time.perf_counter()
+            documents = retriever.invoke(inputs["question"], k=inputs.get("k"))
+            return {**inputs, "documents": documents, "retrieval_ms": (time.perf_counter() - started) * 1000}
+
+        def answer(inputs: dict[str, Any]) -> Answer:
+            started = time.perf_counter()
+            result = answerer.invoke(inputs)
+            result.timings_ms = {
+                "retrieval": round(inputs["retrieval_ms"], 2),
+                "answer": round((time.perf_counter() - started) * 1000, 2),
+            }
+            return result
+
+        return RunnableLambda(retrieve) | RunnableLambda(answer)
+
+    def ask(self, question: str, k: int | None = None) -> Answer:
+        """Answer one question; raises QuestionError for questions that cannot be asked."""
+        question = clean_question(question, self.config.max_question_chars)
+        started = time.perf_counter()
+        with self._lock:
+            chain = self.chain
+        answer = chain.invoke({"question": question, "k": k or self.config.k})
+        answer.timings_ms["total"] = round((time.perf_counter() - started) * 1000, 2)
+        return answer

@@ -1,0 +1,151 @@
+"""Question -> ranked passages: dense (FAISS cosine), Arabic-aware BM25, and their fusion.
+
+The hybrid retriever scores the union of both candidate lists with *both* signals (a passage found
+only by BM25 still gets its exact cosine, and vice versa) and fuses min-max normalised scores with a
+tuned weight. On ARCD this beats reciprocal-rank fusion, which throws the score gaps away.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from typing import Any
+
+import numpy as np
+from langchain_core.callbacks import CallbackManagerForRetrieverRun
+from langchain_core.documents import Document
+from langchain_core.retrievers import BaseRetriever
+from pydantic import ConfigDict
+from scipy import sparse
+
+from index.arabic import terms
+from index.build import embedding_text
+from index.embed import VectorEmbeddings
+from index.store import StoredIndex
+
+
+class BM25:
+    """Okapi BM25 over stemmed, normalised Arabic terms, as a sparse doc-term weight matrix.
+
+    Weights are precomputed, so scoring a question is one sparse column sum over the corpus.
+    """
+
+    def __init__(self, documents: list[list[str]], k1: float = 1.2, b: float = 0.75) -> None:
+        self.vocabulary: dict[str, int] = {}
+        rows: list[int] = []
+        cols: list[int] = []
+        tfs: list[float] = []
+        lengths = np.array([len(d) for d in documents], dtype=np.float32)
+        for row, doc in enumerate(documents):
+            for term, tf in Counter(doc).items():
+                col = self.vocabulary.setdefault(term, len(self.vocabulary))
+                rows.append(row)
+                cols.append(col)
+                tfs.append(tf)
+        n = len(documents)
+        tf_arr = np.array(tfs, dtype=np.float32)
+        df = np.bincount(np.array(cols, dtype=np.int64), minlength=len(self.vocabulary)).astype(np.float32)
+        self.idf = np.log1p((n - df + 0.5) / (df + 0.5)).astype(np.float32)
+        avg = float(lengths.mean()) if n else 1.0
+        norm = k1 * (1 - b + b * lengths[np.array(rows, dtype=np.int64)] / max(avg, 1e-9)) if rows else tf_arr
+        weights = self.idf[np.array(cols, dtype=np.int64)] * tf_arr * (k1 + 1) / (tf_arr + norm) if rows else tf_arr
+        self.matrix = sparse.csc_matrix((weights, (rows, cols)), shape=(n, len(self.vocabulary)), dtype=np.float32)
+        self.size = n
+
+    def term_weight(self, term: str) -> float:
+        """IDF of a stemmed term (unknown terms get the maximum: they are maximally specific)."""
+        col = self.vocabulary.get(term)
+        if col is None:
+            return math.log1p((self.size + 0.5) / 0.5)
+        return float(self.idf[col])
+
+    def scores(self, query_terms: list[str]) -> np.ndarray:
+        counts = Counter(t for t in query_terms if t in self.vocabulary)
+        if not counts:
+            return np.zeros(self.size, dtype=np.float32)
+        cols = [self.vocabulary[t] for t in counts]
+        weights = np.array(list(counts.values()), dtype=np.float32)
+        return np.asarray(self.matrix[:, cols] @ weights).ravel()
+
+
+def _top(scores: np.ndarray, n: int) -> np.ndarray:
+    n = min(n, len(scores))
+    if n <= 0:
+        return np.zeros(0, dtype=np.int64)
+    part = np.argpartition(-scores, n - 1)[:n]
+    return part[np.argsort(-scores[part], kind="stable")]
+
+
+def _minmax(values: np.ndarray) -> np.ndarray:
+    low, high = float(values.min()), float(values.max())
+    if high - low < 1e-9:
+        return np.ones_like(values) if high > 0 else np.zeros_like(values)
+    return (values - low) / (high - low)
+
+
+class HybridRetriever(BaseRetriever):
+    """langchain-core retriever over a `StoredIndex`: mode 'hybrid', 'dense' or 'bm25'.
+
+    Returned Documents are copies of the stored chunks with `score` (the fused ranking score),
+    `dense_score` (cosine) and `bm25_score` added to their metadata.
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    index: StoredIndex
+    embedder: VectorEmbeddings
+    bm25: BM25
+    mode: str = "hybrid"
+    k: int = 5
+    candidates: int = 50
+    dense_weight: float = 0.5
+
+    @classmethod
+    def from_index(cls, index: StoredIndex, embedder: VectorEmbeddings, **kwargs: Any) -> HybridRetriever:
+        bm25 = BM25([terms(embedding_text(c)) for c in index.chunks])
+        return cls(index=index, embedder=embedder, bm25=bm25, **kwargs)
+
+    def _dense(self, question: str, n: int) -> tuple[np.ndarray, np.ndarray]:
+        vector = self.embedder.encode_query(question).reshape(1, -1)
+        sims, rows = self.index.vectors.search(vector, min(n, self.index.vectors.ntotal))
+        keep = rows[0] >= 0
+        return rows[0][keep].astype(np.int64), sims[0][keep]
+
+    def rank(self, question: str, k: int | None = None) -> list[tuple[int, float, float, float]]:
+        """(row, fused score, cosine, bm25) for the top k chunks."""
+        k = k or self.k
+        if self.index.vectors.ntotal == 0:
+            return []
+        if self.mode == "dense":
+            rows, sims = self._dense(question, k)
+            return [(int(r), float(s), float(s), 0.0) for r, s in zip(rows, sims)]
+        bm25_scores = self.bm25.scores(terms(question))
+        if self.mode == "bm25":
+            rows = _top(bm25_scores, k)
+            return [(int(r), float(bm25_scores[r]), 0.0, float(bm25_scores[r])) for r in rows if bm25_scores[r] > 0]
+        dense_rows, _ = self._dense(question, self.candidates)
+        lexical_rows = [r for r in _top(bm25_scores, self.candidates) if bm25_scores[r] > 0]
+        union = np.array(sorted(set(dense_rows.tolist()) | set(int(r) for r in lexical_rows)), dtype=np.int64)
+        query = self.embedder.encode_query(question)
+        cosines = np.array([float(self.index.vectors.reconstruct(int(r)) @ query) for r in union], dtype=np.float32)
+        lexical = bm25_scores[union]
+        fused = self.dense_weight * _minmax(cosines) + (1 - self.dense_weight) * (
+            lexical / lexical.max() if lexical.max() > 0 else lexical
+        )
+        order = np.argsort(-fused, kind="stable")[:k]
+        return [(int(union[i]), float(fused[i]), float(cosines[i]), float(lexical[i])) for i in order]
+
+    def _get_relevant_documents(
+        self, query: str, *, run_manager: CallbackManagerForRetrieverRun, k: int | None = None
+    ) -> list[Document]:
+        results = []
+        for row, score, cosine, lexical in self.rank(query, k):
+            chunk = self.index.chunks[row]
+            results.append(
+                Document(
+                    page_content=chunk.page_content,
+                    id=chunk.id,
+                    metadata={**chunk.metadata, "score": score, "dense_score": cosine, "bm25_score": lexical},
+                )
+            )
+        return results
