@@ -36,7 +36,9 @@ def main(argv: list[str] | None = None) -> int:
                 bar.n = done
                 bar.refresh()
 
-            _, report = build_folder(config, embedder, rebuild=args.rebuild, progress=progress, log=lambda m: tqdm.write(m, file=sys.stderr))
+            _, report = build_folder(
+                config, embedder, rebuild=args.rebuild, progress=progress, log=lambda m: tqdm.write(m, file=sys.stderr)
+            )
     except (IndexProblem, EmbedderUnavailable, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -19,9 +19,21 @@ _INVISIBLE = "\u00ad\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff"
 _STRIP_RE = re.compile(f"[{_DIACRITICS}{_INVISIBLE}\u0640]")
 _LETTER_MAP = str.maketrans(
     {
-        "أ": "ا", "إ": "ا", "آ": "ا", "ٱ": "ا", "ٲ": "ا", "ٳ": "ا",
-        "ؤ": "و", "ئ": "ي", "ى": "ي", "ی": "ي", "ې": "ي",
-        "ة": "ه", "ۀ": "ه", "ک": "ك", "ڪ": "ك",
+        "أ": "ا",
+        "إ": "ا",
+        "آ": "ا",
+        "ٱ": "ا",
+        "ٲ": "ا",
+        "ٳ": "ا",
+        "ؤ": "و",
+        "ئ": "ي",
+        "ى": "ي",
+        "ی": "ي",
+        "ې": "ي",
+        "ة": "ه",
+        "ۀ": "ه",
+        "ک": "ك",
+        "ڪ": "ك",
         **{chr(0x0660 + i): str(i) for i in range(10)},
         **{chr(0x06F0 + i): str(i) for i in range(10)},
     }
@@ -41,7 +53,26 @@ the a an of in on at to for from by with and or is are was were be been what whi
 when where why how did does do many much that this these those it its as into about than
 """
 _CLITIC_PREFIXES = ("وبال", "وكال", "فبال", "وال", "بال", "كال", "فال", "ولل", "ال", "لل")
-_SUFFIXES = ("هما", "كما", "تين", "تان", "ات", "ان", "ين", "ون", "وا", "يه", "يا", "ها", "هم", "هن", "كم", "نا", "ه", "ي")
+_SUFFIXES = (
+    "هما",
+    "كما",
+    "تين",
+    "تان",
+    "ات",
+    "ان",
+    "ين",
+    "ون",
+    "وا",
+    "يه",
+    "يا",
+    "ها",
+    "هم",
+    "هن",
+    "كم",
+    "نا",
+    "ه",
+    "ي",
+)
 _SENTENCE_END_RE = re.compile(r"(?<!\d)[.!?؟؛;](?!\d)[\"'»”)\]]*|\n")
 _CLAUSE_END_RE = re.compile(r"[،,:](?!\d)")
 
@@ -79,7 +110,7 @@ def stem(token: str) -> str:
         return token
     for prefix in _CLITIC_PREFIXES:
         if token.startswith(prefix) and len(token) - len(prefix) >= 2:
-            token = token[len(prefix):]
+            token = token[len(prefix) :]
             break
     else:
         if token[0] in "وف" and len(token) > 3:
@@ -106,7 +137,7 @@ def _split(text: str, boundary: re.Pattern[str], start: int, end: int) -> list[t
     spans: list[tuple[int, int]] = []
     cursor = start
     for match in boundary.finditer(text, start, end):
-        if match.end() > cursor and text[cursor:match.end()].strip():
+        if match.end() > cursor and text[cursor : match.end()].strip():
             spans.append((cursor, match.end()))
             cursor = match.end()
     if cursor < end:

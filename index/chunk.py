@@ -103,7 +103,9 @@ def split_document(document: Document, settings: ChunkSettings) -> list[Document
         natural_break = current and unit.paragraph_start and words >= settings.max_words // 2
         if too_big or natural_break:
             groups.append(current)
-            current, words = _overlap(current, settings.overlap_words) if too_big and not unit.paragraph_start else ([], 0)
+            current, words = (
+                _overlap(current, settings.overlap_words) if too_big and not unit.paragraph_start else ([], 0)
+            )
             if current and words + unit.words > settings.max_words:
                 current, words = [], 0
         current.append(unit)

@@ -127,7 +127,11 @@ class SentenceTransformerEmbeddings(VectorEmbeddings):
                 f"(nothing is downloaded at run time): {exc}"
             ) from exc
         self.name = ST_PREFIX + model
-        self.dim = int(self._model.get_embedding_dimension() if hasattr(self._model, "get_embedding_dimension") else self._model.get_sentence_embedding_dimension())
+        self.dim = int(
+            self._model.get_embedding_dimension()
+            if hasattr(self._model, "get_embedding_dimension")
+            else self._model.get_sentence_embedding_dimension()
+        )
         self._prefixes = ("query: ", "passage: ") if "e5" in model.lower() else ("", "")
         self._lock = threading.Lock()
 

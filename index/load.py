@@ -122,7 +122,9 @@ def load_folder(folder: Path) -> tuple[list[Document], list[Skipped]]:
     documents: list[Document] = []
     skipped: list[Skipped] = []
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        if path.suffix.lower() not in SUPPORTED_SUFFIXES or any(part.startswith(".") for part in path.parts[len(folder.parts):]):
+        if path.suffix.lower() not in SUPPORTED_SUFFIXES or any(
+            part.startswith(".") for part in path.parts[len(folder.parts) :]
+        ):
             continue
         try:
             documents.append(load_file(path, path.relative_to(folder).as_posix()))

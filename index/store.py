@@ -153,7 +153,13 @@ def save(folder: Path, manifest: dict[str, Any], chunks: list[Document], vectors
             handle.write(json.dumps(_chunk_record(chunk), ensure_ascii=False).encode() + b"\n")
 
     _atomic_write(folder / chunks_name, write_chunks)
-    live = {**manifest, "generation": generation, "count": len(chunks), "vectors_file": vectors_name, "chunks_file": chunks_name}
+    live = {
+        **manifest,
+        "generation": generation,
+        "count": len(chunks),
+        "vectors_file": vectors_name,
+        "chunks_file": chunks_name,
+    }
     _fsync_dir(folder)
     _atomic_write(folder / MANIFEST, lambda h: h.write(json.dumps(live, ensure_ascii=False, indent=1).encode()))
     _fsync_dir(folder)
@@ -164,8 +170,10 @@ def save(folder: Path, manifest: dict[str, Any], chunks: list[Document], vectors
 def _remove_stale(folder: Path, keep: set[str]) -> None:
     """Delete older generations and temp files left by an interrupted build."""
     for path in folder.iterdir():
-        if path.name not in keep and path.is_file() and (
-            path.name.startswith((".", "vectors.", "chunks.")) and path.name != ".lock"
+        if (
+            path.name not in keep
+            and path.is_file()
+            and (path.name.startswith((".", "vectors.", "chunks.")) and path.name != ".lock")
         ):
             with contextlib.suppress(OSError):
                 path.unlink()
@@ -212,7 +220,9 @@ def load(folder: Path, embedder: str | None = None) -> StoredIndex:
         data = vectors_path.read_bytes()
         vectors = faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8))
     except (OSError, RuntimeError) as exc:
-        raise IndexCorrupt(f"{vectors_path} is missing or damaged ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); rebuild with `{REBUILD_HINT}`") from exc
+        raise IndexCorrupt(
+            f"{vectors_path} is missing or damaged ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); rebuild with `{REBUILD_HINT}`"
+        ) from exc
     chunks: list[Document] = []
     try:
         with open(chunks_path, encoding="utf-8") as handle:

@@ -42,7 +42,9 @@ def clean_question(question: str, max_chars: int) -> str:
     return question
 
 
-def open_index(config: Config, embedder: VectorEmbeddings, log: Callable[[str], None] | None = None) -> store.StoredIndex:
+def open_index(
+    config: Config, embedder: VectorEmbeddings, log: Callable[[str], None] | None = None
+) -> store.StoredIndex:
     """Load the configured index; the default index over seeds/ is built on first use."""
     try:
         return store.load(config.index_dir, embedder.name)
@@ -51,7 +53,9 @@ def open_index(config: Config, embedder: VectorEmbeddings, log: Callable[[str], 
         if config.index_dir.resolve() != default.index_dir.resolve() or not config.docs_dir.is_dir():
             raise
         if log:
-            log(f"Building the default index of {config.docs_dir.relative_to(PROJECT_ROOT) if config.docs_dir.is_relative_to(PROJECT_ROOT) else config.docs_dir} (first run)…")
+            log(
+                f"Building the default index of {config.docs_dir.relative_to(PROJECT_ROOT) if config.docs_dir.is_relative_to(PROJECT_ROOT) else config.docs_dir} (first run)…"
+            )
         index, report = build_folder(config, embedder, log=log)
         if log:
             log(report.summary())
@@ -61,7 +65,9 @@ def open_index(config: Config, embedder: VectorEmbeddings, log: Callable[[str], 
 class Pipeline:
     """Everything a question needs, loaded once: embedder, index, retriever, answerer, chain."""
 
-    def __init__(self, config: Config, index: store.StoredIndex | None = None, log: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self, config: Config, index: store.StoredIndex | None = None, log: Callable[[str], None] | None = None
+    ) -> None:
         self.config = config
         self.embedder = load_embedder(config.embedder, config.embed_batch_size)
         self._lock = threading.RLock()
@@ -88,7 +94,9 @@ class Pipeline:
             self.chain = self._compose(retriever, answerer)
 
     @staticmethod
-    def _compose(retriever: HybridRetriever, answerer: Runnable[dict[str, Any], Answer]) -> Runnable[dict[str, Any], Answer]:
+    def _compose(
+        retriever: HybridRetriever, answerer: Runnable[dict[str, Any], Answer]
+    ) -> Runnable[dict[str, Any], Answer]:
         """retrieve | answer, each stage timing itself into the Answer's `timings_ms`."""
 
         def retrieve(inputs: dict[str, Any]) -> dict[str, Any]:

@@ -32,11 +32,11 @@ class Config:
     retriever: str = "hybrid"
     k: int = 5
     candidates: int = 50
-    dense_weight: float = 0.5
+    dense_weight: float = 0.6
     rrf_k: int = 60
     # Answering.
     answer_max_words: int = 60
-    abstain_threshold: float = 0.35
+    abstain_threshold: float = 0.53
     max_question_chars: int = 2000
     # Optional LLM answerer (OpenAI-compatible endpoint); unset means the extractive answerer.
     llm_base_url: str = ""

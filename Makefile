@@ -1,0 +1,36 @@
+# Two commands do everything on a fresh machine:
+#   make run   - create the venv, install, build the seeds index if needed, answer an example question
+#   make test  - create the venv, install, run the whole test suite
+PYTHON ?= python3.11
+VENV   := .venv
+PY     := $(VENV)/bin/python
+QUESTION ?= متى عقد مؤتمر موسكو للأمن الدولي في نسخته الحادية عشرة؟
+
+.PHONY: run test lint eval results clean
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	touch $@
+
+run: $(VENV)/.installed
+	$(PY) -m index build
+	$(PY) -m rag ask "$(QUESTION)"
+
+test: $(VENV)/.installed
+	$(PY) -m ruff check .
+	$(PY) -m pytest -q
+
+lint: $(VENV)/.installed
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+eval: $(VENV)/.installed
+	$(PY) -m eval --questions eval/questions/seeds.jsonl
+
+results: $(VENV)/.installed
+	$(PY) -m eval.results
+
+clean:
+	rm -rf data/index data/eval test-output

@@ -1,0 +1,221 @@
+"""`python -m eval`: run question sets through the full pipeline and score every stage.
+
+    python -m eval --questions eval/questions/seeds.jsonl [--docs seeds] [--k 5] [--json OUT]
+    python -m eval --squad ../shared/data/arcd-train.json [--questions extra.jsonl] [--retriever bm25]
+
+The pipeline is the same `Pipeline` the CLI and UI use, with the same defaults; only the flags given
+change. Indexes for evaluation are cached under data/eval/ and updated incrementally.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from langchain_core.documents import Document
+from tqdm import tqdm
+
+from eval.metrics import (
+    contains,
+    exact_match,
+    first_hit,
+    mean,
+    percentile,
+    recall_at,
+    reciprocal_rank,
+    token_f1,
+)
+from eval.questions import Question, QuestionFileError, load_jsonl, load_squad
+from index import store
+from index.build import apply_changes, build_folder
+from index.embed import EmbedderUnavailable, load_embedder
+from rag.chain import Pipeline
+from rag.config import PROJECT_ROOT, Config, add_arguments
+
+EVAL_ROOT = PROJECT_ROOT / "data" / "eval"
+RANK_CUTOFF = 10
+
+
+@dataclass(frozen=True)
+class Corpus:
+    """What to index for a run: a folder, or documents parsed from a SQuAD file."""
+
+    name: str
+    folder: Path | None = None
+    documents: tuple[Document, ...] = ()
+
+
+def index_dir_for(corpus: Corpus, embedder: str) -> Path:
+    key = hashlib.sha256(
+        f"{corpus.folder.resolve() if corpus.folder else corpus.name}|{embedder}".encode()
+    ).hexdigest()[:10]
+    return EVAL_ROOT / f"{corpus.name}-{key}"
+
+
+def prepare_index(config: Config, corpus: Corpus, show_progress: bool) -> store.StoredIndex:
+    """Build or incrementally update the evaluation index for the corpus."""
+    embedder = load_embedder(config.embedder, config.embed_batch_size)
+    with tqdm(total=0, unit="chunk", desc="indexing", disable=not show_progress, file=sys.stderr, leave=False) as bar:
+
+        def progress(done: int, total: int) -> None:
+            bar.total, bar.n = total, done
+            bar.refresh()
+
+        if corpus.folder is not None:
+            index, _ = build_folder(config, embedder, progress=progress, log=lambda m: tqdm.write(m, file=sys.stderr))
+            return index
+        try:
+            known = set(store.read_manifest(config.index_dir)["files"])
+        except store.IndexProblem:
+            known = set()
+        wanted = {d.metadata["source"] for d in corpus.documents}
+        rebuild = not known
+        index, _ = apply_changes(config, embedder, list(corpus.documents), sorted(known - wanted), rebuild, progress)
+        return index
+
+
+def evaluate_question(pipeline: Pipeline, question: Question, k: int) -> dict[str, Any]:
+    """Run one question through retrieval (top 10, for ranking metrics) and the full chain."""
+    started = time.perf_counter()
+    ranked = pipeline.retriever.invoke(question.question, k=max(RANK_CUTOFF, k))
+    retrieval_ms = (time.perf_counter() - started) * 1000
+    answer = pipeline.ask(question.question, k=k)
+
+    def relevant(passage_source: str, passage_text: str) -> bool:
+        if question.gold_sources:
+            return passage_source in question.gold_sources
+        return contains(passage_text, question.answers)
+
+    rank = first_hit([relevant(d.metadata["source"], d.page_content) for d in ranked]) if question.answerable else None
+    cited_ok = [contains(c.text, question.answers) for c in answer.citations] if question.answerable else []
+    return {
+        "id": question.id,
+        "question": question.question,
+        "kind": question.kind,
+        "gold": question.answers,
+        "answerable": question.answerable,
+        "answer": answer.answer,
+        "abstained": answer.abstained,
+        "confidence": answer.confidence,
+        "rank": rank,
+        "contains": contains(answer.answer, question.answers)
+        if question.answerable and not answer.abstained
+        else False,
+        "exact_match": exact_match(answer.answer, question.answers)
+        if question.answerable and not answer.abstained
+        else 0.0,
+        "f1": token_f1(answer.answer, question.answers) if question.answerable and not answer.abstained else 0.0,
+        "answer_words": len(answer.answer.split()) if not answer.abstained else 0,
+        "citations": [
+            {"source": c.source, "start": c.start, "end": c.end, "correct": ok}
+            for c, ok in zip(answer.citations, cited_ok)
+        ],
+        "retrieved": [d.metadata["source"] for d in ranked[:k]],
+        "retrieval_ms": round(retrieval_ms, 2),
+        "total_ms": answer.timings_ms.get("total", 0.0),
+    }
+
+
+def summarise(records: list[dict[str, Any]]) -> dict[str, float]:
+    answerable = [r for r in records if r["answerable"]]
+    unanswerable = [r for r in records if not r["answerable"]]
+    answered = [r for r in answerable if not r["abstained"]]
+    citations = [c["correct"] for r in answered for c in r["citations"]]
+    return {
+        "questions": len(records),
+        "answerable": len(answerable),
+        "unanswerable": len(unanswerable),
+        "recall@1": mean([recall_at(r["rank"], 1) for r in answerable]),
+        "recall@5": mean([recall_at(r["rank"], 5) for r in answerable]),
+        "mrr@10": mean([reciprocal_rank(r["rank"], RANK_CUTOFF) for r in answerable]),
+        "answer_contains": mean([float(r["contains"]) for r in answerable]),
+        "exact_match": mean([r["exact_match"] for r in answerable]),
+        "f1": mean([r["f1"] for r in answerable]),
+        "answer_words": mean([float(r["answer_words"]) for r in records if not r["abstained"]]),
+        "citation_precision": mean([float(c) for c in citations]),
+        "answered_with_correct_citation": mean([float(any(c["correct"] for c in r["citations"])) for r in answered]),
+        "abstain_on_unanswerable": mean([float(r["abstained"]) for r in unanswerable]),
+        "wrong_abstain_on_answerable": mean([float(r["abstained"]) for r in answerable]),
+        "retrieval_p50_ms": percentile([r["retrieval_ms"] for r in records], 50),
+        "retrieval_p95_ms": percentile([r["retrieval_ms"] for r in records], 95),
+        "answer_p50_ms": percentile([r["total_ms"] for r in records], 50),
+        "answer_p95_ms": percentile([r["total_ms"] for r in records], 95),
+    }
+
+
+def format_table(metrics: dict[str, float], title: str) -> str:
+    width = max(len(k) for k in metrics)
+    lines = [title, "-" * (width + 12)]
+    for key, value in metrics.items():
+        shown = f"{value:.0f}" if key in ("questions", "answerable", "unanswerable") else f"{value:.3f}"
+        lines.append(f"{key:<{width}}  {shown:>9}")
+    return "\n".join(lines)
+
+
+def run(
+    config: Config, corpus: Corpus, questions: list[Question], k: int, show_progress: bool = True
+) -> dict[str, Any]:
+    """Index the corpus, answer every question, and return metrics plus per-question records."""
+    index = prepare_index(config, corpus, show_progress)
+    pipeline = Pipeline(config, index=index)
+    records = [
+        evaluate_question(pipeline, q, k)
+        for q in tqdm(questions, desc="questions", unit="q", disable=not show_progress, file=sys.stderr)
+    ]
+    return {
+        "corpus": corpus.name,
+        "chunks": len(index.chunks),
+        "retriever": config.retriever,
+        "embedder": config.embedder,
+        "k": k,
+        "metrics": summarise(records),
+        "records": records,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m eval", description="Evaluate the QA pipeline on question sets.")
+    parser.add_argument("--questions", type=Path, action="append", default=[], help="JSONL question file (repeatable)")
+    parser.add_argument("--squad", type=Path, help="SQuAD-format JSON: its paragraphs are the corpus")
+    parser.add_argument("--json", type=Path, dest="json_out", help="write metrics and per-question records here")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_arguments(parser, "docs_dir", "k", "retriever", "embedder")
+    args = parser.parse_args(argv)
+    if not args.questions and not args.squad:
+        parser.error("give --questions FILE.jsonl and/or --squad FILE.json")
+    try:
+        questions: list[Question] = []
+        if args.squad:
+            documents, questions = load_squad(args.squad)
+            corpus = Corpus(f"squad-{args.squad.stem}", documents=tuple(documents))
+        else:
+            base = Config.from_args(args)
+            corpus = Corpus(f"docs-{base.docs_dir.name}", folder=base.docs_dir)
+        for path in args.questions:
+            questions.extend(load_jsonl(path))
+        config = Config.from_args(args)
+        config = config.replace(index_dir=index_dir_for(corpus, config.embedder))
+        result = run(config, corpus, questions, config.k, show_progress=not args.quiet)
+    except (QuestionFileError, store.IndexProblem, EmbedderUnavailable, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    names = ", ".join(str(p) for p in ([args.squad] if args.squad else []) + args.questions)
+    print(
+        format_table(
+            result["metrics"], f"{names} | retriever={config.retriever} k={config.k} chunks={result['chunks']}"
+        )
+    )
+    if args.json_out:
+        args.json_out.parent.mkdir(parents=True, exist_ok=True)
+        args.json_out.write_text(json.dumps(result, ensure_ascii=False, indent=1), encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

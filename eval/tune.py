@@ -1,0 +1,104 @@
+"""`python -m eval.tune --squad FILE [--questions UNANSWERABLE.jsonl]`: grid-search the tunable weights.
+
+Prints, for the fusion weight, recall@5 / MRR@10, and for the extractive answerer's sentence weights
+and runner-up ratio, answer containment; then the abstention trade-off by threshold. Features are
+computed once per question, so a grid costs seconds. The chosen values live in `rag/config.py` and
+`rag/answer.py`; this script is how they were chosen.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from eval.__main__ import Corpus, index_dir_for, prepare_index
+from eval.metrics import contains, first_hit, mean, recall_at, reciprocal_rank
+from eval.questions import Question, load_jsonl, load_squad
+from rag.answer import _candidates
+from rag.chain import Pipeline, clean_question
+from rag.config import Config
+
+
+def tune_fusion(pipeline: Pipeline, questions: list[Question]) -> None:
+    for weight in (0.3, 0.4, 0.5, 0.6, 0.7):
+        pipeline.retriever.dense_weight = weight
+        ranks = []
+        for q in questions:
+            docs = pipeline.retriever.invoke(clean_question(q.question, 10_000), k=10)
+            ranks.append(first_hit([d.metadata["source"] in q.gold_sources for d in docs]))
+        print(
+            f"dense_weight={weight:.1f}  recall@1={mean([recall_at(r, 1) for r in ranks]):.3f}  "
+            f"recall@5={mean([recall_at(r, 5) for r in ranks]):.3f}  mrr@10={mean([reciprocal_rank(r) for r in ranks]):.3f}"
+        )
+
+
+def tune_answers(pipeline: Pipeline, questions: list[Question]) -> None:
+    answerer = pipeline.answerer
+    cases = []
+    for q in tqdm(questions, desc="features", leave=False):
+        text = clean_question(q.question, 10_000)
+        passages = pipeline.retriever.invoke(text, k=pipeline.config.k)[: answerer.passages_considered]
+        candidates = _candidates(passages, answerer.max_words)
+        features = answerer.features(text, passages, candidates) if candidates else np.zeros((0, 5), np.float32)
+        dense0 = float(passages[0].metadata["dense_score"]) if passages else 0.0
+        cases.append((q, candidates, features, dense0))
+
+    def score(weights: tuple[float, ...], ratio: float) -> tuple[float, list[float]]:
+        answerer.runner_up_ratio = ratio
+        hits, confidences = [], []
+        for q, candidates, features, dense0 in cases:
+            if not candidates:
+                hits.append(0.0)
+                confidences.append(0.0)
+                continue
+            s = features @ np.array(weights, dtype=np.float32)
+            chosen = answerer._choose(candidates, s)
+            text = " ".join(candidates[i].text for i in chosen)
+            if q.answerable:
+                hits.append(float(contains(text, q.answers)))
+            confidences.append(max(float(s.max()), float(np.clip((dense0 - 0.78) / 0.1, 0, 1)) * 0.5))
+        return mean(hits), confidences
+
+    results = []
+    for lex, dense, prior, kind, passage in itertools.product(
+        (0.3, 0.45, 0.6), (0.2, 0.35, 0.5), (0.0, 0.1, 0.2), (0.0, 0.1), (0.0, 0.2)
+    ):
+        for ratio in (0.6, 0.75, 0.9):
+            weights = (lex, dense, prior, kind, passage)
+            results.append((score(weights, ratio)[0], weights, ratio))
+    results.sort(reverse=True)
+    for containment, weights, ratio in results[:8]:
+        print(f"containment={containment:.3f} weights={weights} runner_up_ratio={ratio}")
+    best_weights, best_ratio = results[0][1], results[0][2]
+    _, confidences = score(best_weights, best_ratio)
+    answerable = [c for (q, *_), c in zip(cases, confidences) if q.answerable]
+    unanswerable = [c for (q, *_), c in zip(cases, confidences) if not q.answerable]
+    for threshold in np.arange(0.2, 0.62, 0.03):
+        print(
+            f"threshold={threshold:.2f}  abstain_on_unanswerable={mean([float(c < threshold) for c in unanswerable]):.3f}  "
+            f"wrong_abstain={mean([float(c < threshold) for c in answerable]):.3f}"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m eval.tune", description=__doc__)
+    parser.add_argument("--squad", type=Path, required=True)
+    parser.add_argument("--questions", type=Path, action="append", default=[], help="extra (unanswerable) questions")
+    args = parser.parse_args()
+    documents, questions = load_squad(args.squad)
+    corpus = Corpus(f"squad-{args.squad.stem}", documents=tuple(documents))
+    config = Config.from_env()
+    config = config.replace(index_dir=index_dir_for(corpus, config.embedder))
+    pipeline = Pipeline(config, index=prepare_index(config, corpus, show_progress=True))
+    tune_fusion(pipeline, questions)
+    pipeline.retriever.dense_weight = config.dense_weight
+    extra = [q for path in args.questions for q in load_jsonl(path)]
+    tune_answers(pipeline, questions + extra)
+
+
+if __name__ == "__main__":
+    main()
