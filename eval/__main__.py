@@ -12,8 +12,8 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import re
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,6 +40,7 @@ from rag.config import PROJECT_ROOT, Config, add_arguments
 
 EVAL_ROOT = PROJECT_ROOT / "data" / "eval"
 RANK_CUTOFF = 10
+_MARKER_RE = re.compile(r"\[\d+\]")
 
 
 @dataclass(frozen=True)
@@ -82,10 +83,10 @@ def prepare_index(config: Config, corpus: Corpus, show_progress: bool) -> store.
 
 def evaluate_question(pipeline: Pipeline, question: Question, k: int) -> dict[str, Any]:
     """Run one question through retrieval (top 10, for ranking metrics) and the full chain."""
-    started = time.perf_counter()
-    ranked = pipeline.retriever.invoke(question.question, k=max(RANK_CUTOFF, k))
-    retrieval_ms = (time.perf_counter() - started) * 1000
+    # The answer goes first, cold, so its timings are what a user would see; the ranking pass for
+    # the retrieval metrics (top 10) comes after and is not timed.
     answer = pipeline.ask(question.question, k=k)
+    ranked = pipeline.retriever.invoke(question.question, k=max(RANK_CUTOFF, k))
 
     def relevant(passage_source: str, passage_text: str) -> bool:
         if question.gold_sources:
@@ -111,13 +112,13 @@ def evaluate_question(pipeline: Pipeline, question: Question, k: int) -> dict[st
         if question.answerable and not answer.abstained
         else 0.0,
         "f1": token_f1(answer.answer, question.answers) if question.answerable and not answer.abstained else 0.0,
-        "answer_words": len(answer.answer.split()) if not answer.abstained else 0,
+        "answer_words": len(_MARKER_RE.sub(" ", answer.answer).split()) if not answer.abstained else 0,
         "citations": [
             {"source": c.source, "start": c.start, "end": c.end, "correct": ok}
             for c, ok in zip(answer.citations, cited_ok)
         ],
         "retrieved": [d.metadata["source"] for d in ranked[:k]],
-        "retrieval_ms": round(retrieval_ms, 2),
+        "retrieval_ms": answer.timings_ms.get("retrieval", 0.0),
         "total_ms": answer.timings_ms.get("total", 0.0),
     }
 
@@ -164,6 +165,7 @@ def run(
     """Index the corpus, answer every question, and return metrics plus per-question records."""
     index = prepare_index(config, corpus, show_progress)
     pipeline = Pipeline(config, index=index)
+    pipeline.embedder.clear_cache()  # runs in one process must not inherit each other's warm cache
     records = [
         evaluate_question(pipeline, q, k)
         for q in tqdm(questions, desc="questions", unit="q", disable=not show_progress, file=sys.stderr)

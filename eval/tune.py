@@ -47,37 +47,49 @@ def tune_answers(pipeline: Pipeline, questions: list[Question]) -> None:
         dense0 = float(passages[0].metadata["dense_score"]) if passages else 0.0
         cases.append((q, candidates, features, dense0))
 
+    words_used = [0, 0]
+
     def score(weights: tuple[float, ...], ratio: float) -> tuple[float, list[float]]:
         answerer.runner_up_ratio = ratio
         hits, confidences = [], []
+        words_used[:] = [0, 0]
         for q, candidates, features, dense0 in cases:
             if not candidates:
                 hits.append(0.0)
                 confidences.append(0.0)
                 continue
-            s = features @ np.array(weights, dtype=np.float32)
-            chosen = answerer._choose(candidates, s)
+            answerer.sentence_weights = weights
+            s, own = answerer.split_scores(features)
+            chosen = answerer._choose(candidates, s, own)
             text = " ".join(candidates[i].text for i in chosen)
+            words_used[0] += sum(candidates[i].words for i in chosen)
+            words_used[1] += 1
             if q.answerable:
                 hits.append(float(contains(text, q.answers)))
-            confidences.append(max(float(s.max()), float(np.clip((dense0 - 0.78) / 0.1, 0, 1)) * 0.5))
+            confidences.append(answerer.confidence(s, own, dense0))
         return mean(hits), confidences
 
     results = []
-    for lex, dense, prior, kind, passage in itertools.product(
-        (0.3, 0.45, 0.6), (0.2, 0.35, 0.5), (0.0, 0.1, 0.2), (0.0, 0.1), (0.0, 0.2)
-    ):
-        for ratio in (0.6, 0.75, 0.9):
-            weights = (lex, dense, prior, kind, passage)
-            results.append((score(weights, ratio)[0], weights, ratio))
+    grid = itertools.product((0.3, 0.45, 0.6), (0.2, 0.35, 0.5), (0.0, 0.1, 0.2), (0.0, 0.1), (0.0, 0.2))
+    for weights in grid:
+        for ratio in (0.1, 0.2, 0.35):
+            containment, _ = score(weights, ratio)
+            results.append((containment, weights, ratio, words_used[0] / max(1, words_used[1])))
     results.sort(reverse=True)
-    for containment, weights, ratio in results[:8]:
-        print(f"containment={containment:.3f} weights={weights} runner_up_ratio={ratio}")
+    for containment, weights, ratio, words in results[:10]:
+        print(f"containment={containment:.3f} mean_words={words:.1f} weights={weights} runner_up_ratio={ratio}")
     best_weights, best_ratio = results[0][1], results[0][2]
-    _, confidences = score(best_weights, best_ratio)
+    for mix in (0.0, 0.5, 1.0):
+        answerer.confidence_mix = mix
+        _, confidences = score(best_weights, best_ratio)
+        abstention_table(cases, confidences, f"confidence_mix={mix}")
+
+
+def abstention_table(cases: list[tuple[Question, ...]], confidences: list[float], label: str) -> None:
     answerable = [c for (q, *_), c in zip(cases, confidences) if q.answerable]
     unanswerable = [c for (q, *_), c in zip(cases, confidences) if not q.answerable]
-    for threshold in np.arange(0.2, 0.62, 0.03):
+    print(label)
+    for threshold in np.arange(0.1, 0.62, 0.03):
         print(
             f"threshold={threshold:.2f}  abstain_on_unanswerable={mean([float(c < threshold) for c in unanswerable]):.3f}  "
             f"wrong_abstain={mean([float(c < threshold) for c in answerable]):.3f}"

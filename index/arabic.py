@@ -73,7 +73,7 @@ _SUFFIXES = (
     "ه",
     "ي",
 )
-_SENTENCE_END_RE = re.compile(r"(?<!\d)[.!?؟؛;](?!\d)[\"'»”)\]]*|\n")
+_SENTENCE_END_RE = re.compile(r"(?:\.(?!(?<=\d\.)\d)|[!?؟؛;])[\"'»”)\]]*|\n")
 _CLAUSE_END_RE = re.compile(r"[،,:](?!\d)")
 
 
@@ -87,8 +87,9 @@ def normalize(text: str) -> str:
     text = unicodedata.normalize("NFKC", text)
     text = _STRIP_RE.sub("", text).translate(_LETTER_MAP).casefold()
     text = _NON_WORD_RE.sub(" ", text)
-    # A second strip catches marks that NFKC or case folding exposed.
-    return " ".join(_STRIP_RE.sub("", text).split())
+    # A second pass catches marks that NFKC or case folding exposed, and characters that only
+    # compose once something between them was removed.
+    return " ".join(_STRIP_RE.sub("", unicodedata.normalize("NFKC", text)).split())
 
 
 def tokenize(text: str) -> list[str]:

@@ -91,19 +91,17 @@ def apply_changes(
 
         replace = {d.metadata["source"]: d for d in upserts}
         drop = set(removals or ()) & set(files)
+        # After --rebuild or a settings change, report against what the folder held before.
+        previous = files if old is not None else _previous_files(folder)
         for source, doc in replace.items():
-            if source not in files:
+            if source not in previous:
                 report.added.append(source)
-            elif files[source]["sha256"] != doc.metadata["sha256"] or old is None:
+            elif old is None or files[source]["sha256"] != doc.metadata["sha256"]:
                 report.updated.append(source)
             else:
                 report.unchanged.append(source)
-        if old is None:
-            report.removed = sorted(drop)
-            kept_sources: set[str] = set()
-        else:
-            report.removed = sorted(drop)
-            kept_sources = set(files) - drop - set(report.added) - set(report.updated)
+        report.removed = sorted(drop | (set(previous) - set(replace) if old is None else set()))
+        kept_sources = set() if old is None else set(files) - drop - set(report.added) - set(report.updated)
 
         kept_rows = [i for i, c in enumerate(old.chunks) if c.metadata["source"] in kept_sources] if old else []
         kept_chunks = [old.chunks[i] for i in kept_rows] if old else []
@@ -123,10 +121,6 @@ def apply_changes(
             }
         for source in drop:
             files.pop(source, None)
-        if old is None:
-            for source in list(files):
-                if source not in replace:
-                    files.pop(source)
 
         new_vectors = embedder.encode_passages([embedding_text(c) for c in new_chunks], progress)
         report.embedded_chunks = len(new_chunks)
@@ -137,6 +131,13 @@ def apply_changes(
         vectors = store.build_vectors(np.concatenate([kept_vectors, new_vectors]), embedder.dim)
         live = store.save(folder, manifest, chunks, vectors)
         return store.StoredIndex(manifest=live, chunks=chunks, vectors=vectors, folder=folder), report
+
+
+def _previous_files(folder: Path) -> dict[str, Any]:
+    try:
+        return store.read_manifest(folder)["files"]
+    except store.IndexProblem:
+        return {}
 
 
 def _load_existing(folder: Path, embedder: str) -> store.StoredIndex | None:

@@ -78,6 +78,10 @@ class VectorEmbeddings(Embeddings):
             out[i] = found[k]
         return out
 
+    def clear_cache(self) -> None:
+        with self._cache_lock:
+            self._cache.clear()
+
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
         return self.encode_passages(texts).tolist()
 

@@ -127,11 +127,12 @@ class ExtractiveAnswerer(RunnableSerializable[dict[str, Any], Answer]):
     embedder: VectorEmbeddings
     term_weight: Callable[[str], float]
     max_words: int = 60
-    abstain_threshold: float = 0.53
+    abstain_threshold: float = 0.28
     passages_considered: int = 3
     # lexical coverage, dense similarity, passage rank prior, answer-type match, passage fused score
-    sentence_weights: tuple[float, float, float, float, float] = (0.3, 0.2, 0.2, 0.0, 0.2)
-    runner_up_ratio: float = 0.6
+    sentence_weights: tuple[float, float, float, float, float] = (0.45, 0.2, 0.2, 0.1, 0.2)
+    runner_up_ratio: float = 0.1
+    confidence_mix: float = 1.0
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
@@ -144,10 +145,10 @@ class ExtractiveAnswerer(RunnableSerializable[dict[str, Any], Answer]):
             return Answer(question, ABSTAIN_MESSAGE[lang], True, [], related)
         considered = passages[: self.passages_considered]
         candidates = _candidates(considered, self.max_words)
-        scores, confidence = self._score(question, considered, candidates)
+        scores, own, confidence = self._score(question, considered, candidates)
         if confidence < self.abstain_threshold or not candidates:
             return Answer(question, ABSTAIN_MESSAGE[lang], True, [], related, confidence=round(confidence, 4))
-        chosen = self._choose(candidates, scores)
+        chosen = self._choose(candidates, scores, own)
         return self._compose(question, considered, candidates, chosen, related, confidence)
 
     def features(self, question: str, passages: list[Document], candidates: list[_Candidate]) -> np.ndarray:
@@ -176,24 +177,40 @@ class ExtractiveAnswerer(RunnableSerializable[dict[str, Any], Answer]):
             [lexical, dense_part, rank_prior, np.array(kind, dtype=np.float32), passage_score]
         ).astype(np.float32)
 
-    def _score(self, question: str, passages: list[Document], candidates: list[_Candidate]) -> tuple[np.ndarray, float]:
-        if not candidates:
-            return np.zeros(0, dtype=np.float32), 0.0
-        scores = self.features(question, passages, candidates) @ np.array(self.sentence_weights, dtype=np.float32)
-        passage_dense = float(passages[0].metadata.get("dense_score", 0.0))
-        # A strong passage-level match vouches for the passage even when no single sentence does.
-        confidence = max(float(scores.max()), float(np.clip((passage_dense - 0.78) / 0.1, 0.0, 1.0)) * 0.5)
-        return scores, confidence
+    def split_scores(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(ranking score, sentence-only evidence): the second leaves out the passage-level
+        columns, which every sentence of a passage shares and so cannot tell them apart."""
+        weights = np.array(self.sentence_weights, dtype=np.float32)
+        own = weights.copy()
+        own[[2, 4]] = 0.0
+        return features @ weights, features @ own
 
-    def _choose(self, candidates: list[_Candidate], scores: np.ndarray) -> list[int]:
-        """The best sentence, then close runners-up while they fit in the word budget."""
+    def _score(
+        self, question: str, passages: list[Document], candidates: list[_Candidate]
+    ) -> tuple[np.ndarray, np.ndarray, float]:
+        if not candidates:
+            return np.zeros(0, dtype=np.float32), np.zeros(0, dtype=np.float32), 0.0
+        scores, own = self.split_scores(self.features(question, passages, candidates))
+        return scores, own, self.confidence(scores, own, float(passages[0].metadata.get("dense_score", 0.0)))
+
+    def confidence(self, scores: np.ndarray, own: np.ndarray, passage_dense: float) -> float:
+        """How sure the evidence is: the best sentence's ranking score, or (with `confidence_mix`)
+        its own evidence, backed by the top passage's absolute similarity to the question."""
+        passage = float(np.clip((passage_dense - 0.78) / 0.1, 0.0, 1.0))
+        if self.confidence_mix == 0.0:
+            # A strong passage-level match vouches for the passage even when no single sentence does.
+            return max(float(scores.max()), passage * 0.5)
+        return float(own.max()) + self.confidence_mix * 0.3 * passage
+
+    def _choose(self, candidates: list[_Candidate], scores: np.ndarray, own: np.ndarray) -> list[int]:
+        """The best sentence, then runners-up whose own evidence is close to the best's, in budget."""
         order = [int(i) for i in np.argsort(-scores, kind="stable")]
         best = order[0]
         chosen = [best]
         words = candidates[best].words
         for i in order[1:]:
-            if scores[i] < self.runner_up_ratio * scores[best]:
-                break
+            if own[i] < self.runner_up_ratio * own[best]:
+                continue
             if words + candidates[i].words <= self.max_words:
                 chosen.append(i)
                 words += candidates[i].words
@@ -209,13 +226,23 @@ class ExtractiveAnswerer(RunnableSerializable[dict[str, Any], Answer]):
         confidence: float,
     ) -> Answer:
         numbers: dict[int, int] = {}
-        parts: list[str] = []
-        highlights: dict[int, list[tuple[int, int]]] = {}
+        spans: list[tuple[int, int, int]] = []  # (passage, start, end), adjacent pieces merged
         for i in sorted(chosen, key=lambda i: (candidates[i].passage, candidates[i].start)):
             c = candidates[i]
-            n = numbers.setdefault(c.passage, len(numbers) + 1)
-            parts.append(f"{_clip_words(c.text, self.max_words)} [{n}]")
-            highlights.setdefault(c.passage, []).append((c.start, c.end))
+            if (
+                spans
+                and spans[-1][0] == c.passage
+                and not passages[c.passage].page_content[spans[-1][2] : c.start].strip()
+            ):
+                spans[-1] = (c.passage, spans[-1][1], c.end)
+            else:
+                spans.append((c.passage, c.start, c.end))
+        parts: list[str] = []
+        highlights: dict[int, list[tuple[int, int]]] = {}
+        for p, start, end in spans:
+            n = numbers.setdefault(p, len(numbers) + 1)
+            parts.append(f"{_clip_words(passages[p].page_content[start:end], self.max_words)} [{n}]")
+            highlights.setdefault(p, []).append((start, end))
         citations = [to_citation(n, passages[p], highlights[p]) for p, n in numbers.items()]
         return Answer(question, " ".join(parts), False, citations, related, confidence=round(confidence, 4))
 

@@ -36,7 +36,7 @@ class Config:
     rrf_k: int = 60
     # Answering.
     answer_max_words: int = 60
-    abstain_threshold: float = 0.53
+    abstain_threshold: float = 0.28
     max_question_chars: int = 2000
     # Optional LLM answerer (OpenAI-compatible endpoint); unset means the extractive answerer.
     llm_base_url: str = ""

@@ -1,0 +1,175 @@
+"""The whole chain over the seeds: questions from eval/questions/seeds.jsonl, JSON shape, citations."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from eval.metrics import contains
+from eval.questions import Question, load_jsonl
+from index.arabic import language
+from rag.answer import ABSTAIN_MESSAGE, Answer
+from rag.chain import Pipeline, QuestionError, clean_question
+from tests.helpers import QUESTIONS_DIR
+
+QUESTIONS = {q.id: q for q in load_jsonl(QUESTIONS_DIR / "seeds.jsonl")}
+OFF_TOPIC = {q.id: q for q in load_jsonl(QUESTIONS_DIR / "arcd-unanswerable.jsonl")}
+
+# Questions the pipeline answers today, covering every kind of question in the set.
+ANSWERABLE = [
+    "s01",  # date
+    "s04",  # date
+    "s05",  # number
+    "s08",  # number (ordinal)
+    "s09",  # name
+    "s10",  # name, from the opinion piece (000_...)
+    "s21",  # paraphrase, opinion piece
+    "s27",  # fact
+    "s28",  # fact
+    "s29",  # no diacritics, no hamza, taa marbuta written as haa
+    "s31",  # no diacritics
+    "s32",  # no diacritics
+    "s37",  # dialect (Gulf/Iraqi "منو اللي")
+    "s40",  # dialect (Levantine "قديش")
+    "s41",  # dialect ("شنو")
+    "s42",  # English question, Arabic documents
+    "s43",  # English
+    "s44",  # English
+    "s49",  # English
+]
+# Questions the seeds do not answer: off-topic ones (Arabic and English) from the unanswerable set.
+# Near-miss questions on the seeds' own topic (s55-s66) are not reliably caught by the extractive
+# answerer; eval/RESULTS.md reports that rate instead of a test pretending otherwise.
+OFF_TOPIC_IDS = ["u01", "u03", "u09", "u17", "u23", "u35"]
+
+_answers: dict[str, Answer] = {}
+
+
+def ask(pipeline: Pipeline, question: Question) -> Answer:
+    if question.id not in _answers:  # each question is asked once per session
+        _answers[question.id] = pipeline.ask(question.question)
+    return _answers[question.id]
+
+
+def top_sources(pipeline: Pipeline, question: str, k: int = 3) -> list[str]:
+    return [d.metadata["source"] for d in pipeline.retriever.invoke(question, k=k)]
+
+
+def test_question_set_kinds_are_covered() -> None:
+    kinds = {QUESTIONS[q].kind for q in ANSWERABLE}
+    assert {
+        "date",
+        "number",
+        "name",
+        "paraphrase",
+        "fact",
+        "no_diacritics",
+        "dialect",
+        "english",
+    } <= kinds
+    assert len(ANSWERABLE + OFF_TOPIC_IDS) >= 12
+    assert {language(OFF_TOPIC[q].question) for q in OFF_TOPIC_IDS} == {"ar", "en"}
+
+
+@pytest.mark.parametrize("qid", ANSWERABLE)
+def test_answerable_question(seeds_pipeline: Pipeline, qid: str) -> None:
+    question = QUESTIONS[qid]
+    assert question.doc in top_sources(seeds_pipeline, question.question)
+    answer = ask(seeds_pipeline, question)
+    assert not answer.abstained, answer.answer
+    assert contains(answer.answer, question.answers), (answer.answer, question.answers)
+    assert any(contains(c.text, question.answers) and c.source == question.doc for c in answer.citations)
+
+
+@pytest.mark.parametrize("qid", OFF_TOPIC_IDS)
+def test_off_topic_question_abstains_in_its_language(seeds_pipeline: Pipeline, qid: str) -> None:
+    question = OFF_TOPIC[qid]
+    answer = ask(seeds_pipeline, question)
+    assert answer.abstained, (answer.confidence, answer.answer)
+    assert answer.citations == []
+    assert answer.answer == ABSTAIN_MESSAGE[language(question.question)]
+    assert answer.related  # the closest passages are still offered
+
+
+# --- question validation ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "question",
+    ["", "   ", "\n\t", "\x00\x01", "؟؟؟ ، ؛", "ـــ"],
+    ids=["empty", "spaces", "whitespace", "controls", "punctuation", "tatweel"],
+)
+def test_question_without_words_is_refused(seeds_pipeline: Pipeline, question: str) -> None:
+    with pytest.raises(QuestionError):
+        seeds_pipeline.ask(question)
+
+
+def test_question_over_2000_chars_is_refused(seeds_pipeline: Pipeline) -> None:
+    with pytest.raises(QuestionError, match="2,001"):
+        seeds_pipeline.ask("س" * 2001)
+    assert clean_question("  " + "س" * 2000 + "\n", 2000) == "س" * 2000
+
+
+def test_clean_question_strips_controls() -> None:
+    assert clean_question("\x07متى\x00 عقد المؤتمر؟\x1b ", 2000) == "متى  عقد المؤتمر؟"
+
+
+# --- output shape and citations --------------------------------------------------------------------
+
+
+def test_answer_json_fields(seeds_pipeline: Pipeline) -> None:
+    answer = ask(seeds_pipeline, QUESTIONS["s01"])
+    data = json.loads(json.dumps(answer.to_json(), ensure_ascii=False))
+    assert {"question", "answer", "abstained", "citations", "timings_ms"} <= set(data)
+    assert data["question"] == QUESTIONS["s01"].question
+    assert isinstance(data["answer"], str) and data["answer"]
+    assert data["abstained"] is False
+    assert data["citations"]
+    for citation in data["citations"]:
+        assert {"n", "source", "title", "start", "end", "text", "score"} <= set(citation)
+        assert (
+            isinstance(citation["n"], int) and isinstance(citation["start"], int) and isinstance(citation["end"], int)
+        )
+        assert (
+            isinstance(citation["score"], float)
+            and isinstance(citation["text"], str)
+            and isinstance(citation["title"], str)
+        )
+        assert citation["end"] - citation["start"] == len(citation["text"])
+    assert {"retrieval", "answer", "total"} <= set(data["timings_ms"])
+    assert all(isinstance(v, float) and v >= 0 for v in data["timings_ms"].values())
+
+
+def test_abstained_answer_json(seeds_pipeline: Pipeline) -> None:
+    data = ask(seeds_pipeline, OFF_TOPIC["u01"]).to_json()
+    assert data["abstained"] is True and data["citations"] == []
+    json.dumps(data, ensure_ascii=False)
+
+
+@pytest.mark.parametrize("qid", ["s01", "s10", "s28", "s40"])
+def test_citation_markers_and_spans(seeds_pipeline: Pipeline, seeds_copy: Path, qid: str) -> None:
+    answer = ask(seeds_pipeline, QUESTIONS[qid])
+    numbers = [c.n for c in answer.citations]
+    assert numbers == list(range(1, len(numbers) + 1))
+    markers = {int(m) for m in re.findall(r"\[(\d+)\]", answer.answer)}
+    assert markers and markers == set(numbers)
+    for citation in answer.citations:
+        source_text = (seeds_copy / citation.source).read_text(encoding="utf-8")
+        assert source_text[citation.start : citation.end] == citation.text
+        assert citation.highlights
+        for start, end in citation.highlights:
+            assert 0 <= start < end <= len(citation.text)
+            # The answer is made of the highlighted sentences, copied verbatim.
+            assert citation.text[start:end] in answer.answer
+    for related in answer.related:
+        source_text = (seeds_copy / related.source).read_text(encoding="utf-8")
+        assert source_text[related.start : related.end] == related.text
+
+
+def test_k_limits_related_passages(seeds_pipeline: Pipeline) -> None:
+    answer = seeds_pipeline.ask(QUESTIONS["s09"].question, k=2)
+    assert len(answer.related) == 2
+    assert [r.n for r in answer.related] == [1, 2]
