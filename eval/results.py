@@ -115,14 +115,14 @@ def main() -> None:
 
 
 def _chart(rows: list[tuple[str, dict[str, float]]], path: Path) -> None:
-    fig, ax = plt.subplots(figsize=(12, 4.5))
+    fig, ax = plt.subplots(figsize=(12, 5.2))
     width = 0.8 / len(CHART)
     for i, metric in enumerate(CHART):
         ax.bar([x + i * width for x in range(len(rows))], [m[metric] for _, m in rows], width, label=metric)
     ax.set_xticks([x + width * (len(CHART) - 1) / 2 for x in range(len(rows))], [name for name, _ in rows])
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("score")
-    ax.legend(ncol=3, fontsize=8, loc="lower right")
+    ax.legend(ncol=6, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14))
     ax.set_title("Retrieval, answer and abstention metrics per retriever")
     fig.tight_layout()
     fig.savefig(path, dpi=110)

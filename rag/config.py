@@ -44,6 +44,12 @@ class Config:
     llm_api_key: str = field(default="", repr=False)
     llm_timeout_s: float = 60.0
     llm_max_tokens: int = 400
+    # Web UI: loopback unless told otherwise; any other address requires credentials.
+    ui_host: str = "127.0.0.1"
+    ui_port: int = 7860
+    ui_username: str = ""
+    ui_password: str = field(default="", repr=False)
+    upload_max_mb: int = 10
 
     def __post_init__(self) -> None:
         if self.retriever not in RETRIEVERS:
@@ -104,6 +110,8 @@ def add_arguments(parser: argparse.ArgumentParser, *names: str) -> None:
         "llm_base_url": ("--llm-base-url", {"help": "OpenAI-compatible endpoint; enables LLM answers"}),
         "llm_model": ("--llm-model", {"help": "model name at the LLM endpoint"}),
         "llm_timeout_s": ("--llm-timeout", {"type": float, "help": "LLM request timeout in seconds"}),
+        "ui_host": ("--host", {"help": "address to bind (default 127.0.0.1; others need RAG_UI_USERNAME/PASSWORD)"}),
+        "ui_port": ("--port", {"type": int, "help": "port (default 7860)"}),
     }
     for name in names:
         flag, kwargs = specs[name]

@@ -1,0 +1,141 @@
+"""The documents panel's work: list, add (upload) and remove documents, keeping the index in step.
+
+Checks happen here, on the server, whatever the page allowed: type, size, name, decodability,
+duplicates. A rejected file changes nothing; accepted files are written to the documents folder and
+indexed in one atomic index write.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import tempfile
+import threading
+import unicodedata
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from index.build import apply_changes
+from index.load import SUPPORTED_SUFFIXES, UnreadableFile, load_file
+from rag.chain import Pipeline
+
+_UNSAFE_NAME_RE = re.compile(r"[^\w.\- ]+")
+
+
+def safe_name(name: str) -> str:
+    """A file name that cannot leave the documents folder: base name only, no control or path
+    characters, no leading dots; Arabic letters are kept."""
+    base = unicodedata.normalize("NFC", name.replace("\\", "/").rsplit("/", 1)[-1])
+    base = _UNSAFE_NAME_RE.sub("_", base).strip(" .")
+    stem, dot, suffix = base.rpartition(".")
+    if not dot:
+        stem, suffix = base, ""
+    stem = stem[:100] or "document"
+    return f"{stem}.{suffix.lower()}" if suffix else stem
+
+
+@dataclass
+class UploadReport:
+    added: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    duplicates: list[str] = field(default_factory=list)
+    rejected: list[str] = field(default_factory=list)
+
+    def message(self) -> str:
+        lines = []
+        if self.added:
+            lines.append(f"Indexed: {', '.join(self.added)}")
+        if self.updated:
+            lines.append(f"Re-indexed (changed): {', '.join(self.updated)}")
+        if self.duplicates:
+            lines.append(f"Already indexed: {', '.join(self.duplicates)}")
+        if self.rejected:
+            lines.append("Rejected: " + "; ".join(self.rejected))
+        return "\n".join(lines) or "Nothing to do."
+
+
+class DocumentLibrary:
+    """Adds and removes documents of a running pipeline; one writer at a time."""
+
+    def __init__(self, pipeline: Pipeline, max_bytes: int) -> None:
+        self.pipeline = pipeline
+        self.max_bytes = max_bytes
+        self._lock = threading.Lock()
+
+    @property
+    def folder(self) -> Path:
+        return self.pipeline.config.docs_dir
+
+    def rows(self) -> list[list[object]]:
+        """(title, file, chunks, size in KB) of every indexed document."""
+        files = self.pipeline.index.files
+        return [
+            [info["title"], name, info["chunks"], round(info["bytes"] / 1024, 1)]
+            for name, info in sorted(files.items())
+        ]
+
+    def names(self) -> list[str]:
+        return sorted(self.pipeline.index.files)
+
+    def add(self, paths: list[tuple[Path, str]]) -> UploadReport:
+        """Index uploaded files, given as (temporary path, name the user gave it)."""
+        report = UploadReport()
+        accepted = []
+        with self._lock:
+            known = {info["sha256"]: name for name, info in self.pipeline.index.files.items()}
+            for path, original in paths:
+                name = safe_name(original)
+                if Path(name).suffix.lower() not in SUPPORTED_SUFFIXES:
+                    report.rejected.append(f"{original}: only .txt and .md files are accepted")
+                    continue
+                size = path.stat().st_size
+                if size > self.max_bytes:
+                    report.rejected.append(
+                        f"{original}: {size / 2**20:.1f} MB is over the {self.max_bytes / 2**20:.0f} MB limit"
+                    )
+                    continue
+                try:
+                    document = load_file(path, name)
+                except (UnreadableFile, OSError) as exc:
+                    report.rejected.append(f"{original}: {exc}")
+                    continue
+                sha = document.metadata["sha256"]
+                if sha in known or any(d.metadata["sha256"] == sha for d, _ in accepted):
+                    report.duplicates.append(f"{original} (same content as {known.get(sha, name)})")
+                    continue
+                accepted.append((document, path))
+            if not accepted:
+                return report
+            for document, path in accepted:
+                _copy_atomic(path, self.folder / document.metadata["source"])
+            index, build = apply_changes(self.pipeline.config, self.pipeline.embedder, [d for d, _ in accepted])
+            self.pipeline.reload(index)
+            report.added, report.updated = build.added, build.updated
+        return report
+
+    def remove(self, name: str) -> str:
+        """Drop a document from the index and the documents folder."""
+        with self._lock:
+            if name not in self.pipeline.index.files:
+                return f"{name} is not in the index."
+            index, _ = apply_changes(self.pipeline.config, self.pipeline.embedder, [], removals=[name])
+            self.pipeline.reload(index)
+            target = (self.folder / name).resolve()
+            if target.is_relative_to(self.folder.resolve()):
+                with contextlib.suppress(FileNotFoundError):
+                    target.unlink()
+        return f"Removed {name}."
+
+
+def _copy_atomic(source: Path, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".upload-")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(source.read_bytes())
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise

@@ -1,0 +1,93 @@
+"""Answers to chat HTML: per-message text direction, cited passages, highlighted answer sentences.
+
+Every piece of document or user text goes through `escape_text`, which turns HTML *and* Markdown
+syntax into inert character references: a `<script>` or `[link](url)` inside a document is shown
+as the characters it is, never as live markup.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+
+from index.arabic import language
+from rag.answer import Answer, Citation
+
+# Every ASCII punctuation mark is made a numeric character reference, so neither the HTML
+# sanitiser nor the Markdown renderer can find a tag, a link, emphasis or an autolink in it.
+_ESCAPES = {ord(c): f"&#{ord(c)};" for c in string.punctuation}
+_MARKER_RE = re.compile(r"\[(\d+)\]")
+
+
+def escape_text(text: str) -> str:
+    """Inert HTML for arbitrary text; newlines become <br> so paragraphs stay visible."""
+    return text.translate(_ESCAPES).replace("\n", "<br>")
+
+
+def direction(text: str) -> str:
+    return "rtl" if language(text) == "ar" else "ltr"
+
+
+def user_message(question: str) -> str:
+    return f'<div dir="{direction(question)}" class="msg">{escape_text(question)}</div>'
+
+
+def notice_message(text: str, kind: str = "error") -> str:
+    """A friendly message in the chat (refusals, errors): never a traceback."""
+    return f'<div dir="{direction(text)}" class="notice notice-{kind}">{escape_text(text)}</div>'
+
+
+def _answer_text(answer: Answer) -> str:
+    """The answer with its [n] markers turned into small badges (after escaping the text)."""
+    pieces = []
+    cursor = 0
+    for match in _MARKER_RE.finditer(answer.answer):
+        pieces.append(escape_text(answer.answer[cursor : match.start()]))
+        pieces.append(f'<sup class="cite">[{int(match.group(1))}]</sup>')
+        cursor = match.end()
+    pieces.append(escape_text(answer.answer[cursor:]))
+    return "".join(pieces)
+
+
+def _highlighted(citation: Citation) -> str:
+    text, cursor, out = citation.text, 0, []
+    for start, end in sorted(citation.highlights):
+        out.append(escape_text(text[cursor:start]))
+        out.append(f"<mark>{escape_text(text[start:end])}</mark>")
+        cursor = end
+    out.append(escape_text(text[cursor:]))
+    return "".join(out)
+
+
+def _passage(citation: Citation, show_scores: bool, open_: bool) -> str:
+    score = f" · score {citation.score:.3f}" if show_scores else ""
+    where = f"chars {citation.start}–{citation.end}"
+    return (
+        f'<details class="source"{" open" if open_ else ""}>'
+        f'<summary dir="auto"><b>[{citation.n}]</b> <bdi>{escape_text(citation.title)}</bdi> '
+        f'<span class="where">— <bdi>{escape_text(citation.source)}</bdi> · <bdi>{where}{score}</bdi></span></summary>'
+        f'<div dir="{direction(citation.text)}" class="passage">{_highlighted(citation)}</div></details>'
+    )
+
+
+def answer_message(answer: Answer, show_scores: bool = False) -> str:
+    """One bot message: the answer (or abstention) and, under it, the cited or related passages."""
+    dir_ = direction(answer.question)
+    parts = []
+    if answer.notice:
+        parts.append(f'<div class="notice notice-warn" dir="auto">{escape_text(answer.notice)}</div>')
+    if answer.abstained:
+        parts.append(f'<div dir="{dir_}" class="answer abstained">{escape_text(answer.answer)}</div>')
+        if answer.related:
+            label = "مقاطع ذات صلة" if dir_ == "rtl" else "Related passages"
+            parts.append(f'<div class="sources-label" dir="{dir_}">{label}</div>')
+            parts.extend(_passage(c, show_scores, open_=False) for c in answer.related[:3])
+        return "".join(parts)
+    parts.append(f'<div dir="{dir_}" class="answer">{_answer_text(answer)}</div>')
+    if not answer.grounded:
+        warn = "تنبيه: لا يستند هذا الجواب إلى مصدر صالح." if dir_ == "rtl" else "Warning: no valid citation."
+        parts.append(f'<div class="notice notice-warn" dir="{dir_}">{warn}</div>')
+    label = "المصادر" if dir_ == "rtl" else "Sources"
+    parts.append(f'<div class="sources-label" dir="{dir_}">{label}</div>')
+    parts.extend(_passage(c, show_scores, open_=True) for c in answer.citations)
+    return "".join(parts)
