@@ -1,12 +1,12 @@
 # Two commands do everything on a fresh machine:
-#   make run   - create the venv, install, build the seeds index if needed, answer an example question
+#   make run   - create the venv, install, build the seeds index if needed, start the web UI
 #   make test  - create the venv, install, run the whole test suite
 PYTHON ?= python3.11
 VENV   := .venv
 PY     := $(VENV)/bin/python
 QUESTION ?= متى عقد مؤتمر موسكو للأمن الدولي في نسخته الحادية عشرة؟
 
-.PHONY: run test lint eval results clean
+.PHONY: run ask test lint eval results clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -15,6 +15,10 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 	touch $@
 
 run: $(VENV)/.installed
+	$(PY) -m index build
+	$(PY) -m ui
+
+ask: $(VENV)/.installed
 	$(PY) -m index build
 	$(PY) -m rag ask "$(QUESTION)"
 

@@ -72,7 +72,7 @@ def build_app(pipeline: Pipeline) -> gr.Blocks:
     with gr.Blocks(title="Arabic document Q&A") as app:
         gr.Markdown("## اسأل مستنداتك · Ask your documents")
         with gr.Tab("Chat / المحادثة"):
-            chat = gr.Chatbot(label="Chat", height=560, elem_id="chat", sanitize_html=True, buttons=["copy"])
+            chat = gr.Chatbot(label="Chat", height=680, elem_id="chat", sanitize_html=True, buttons=["copy"])
             with gr.Row():
                 question = gr.Textbox(
                     placeholder="اكتب سؤالك هنا… / Type your question…",

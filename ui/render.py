@@ -89,5 +89,6 @@ def answer_message(answer: Answer, show_scores: bool = False) -> str:
         parts.append(f'<div class="notice notice-warn" dir="{dir_}">{warn}</div>')
     label = "المصادر" if dir_ == "rtl" else "Sources"
     parts.append(f'<div class="sources-label" dir="{dir_}">{label}</div>')
-    parts.extend(_passage(c, show_scores, open_=True) for c in answer.citations)
+    # The first source is open; the others are one click away, so the answer itself stays in view.
+    parts.extend(_passage(c, show_scores, open_=i == 0) for i, c in enumerate(answer.citations))
     return "".join(parts)
