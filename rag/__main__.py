@@ -14,9 +14,17 @@ from rag.chain import Pipeline, QuestionError
 from rag.config import Config, add_arguments
 
 
-def render(answer: Answer) -> str:
-    """Human-readable answer with its numbered sources."""
-    lines = [answer.answer, ""]
+def render(answer: Answer, streamed: bool = False) -> str:
+    """Human-readable answer with its numbered sources (the answer itself is skipped when it was
+    already streamed to the terminal, unless the LLM failed and the fallback answer replaced it)."""
+    lines = []
+    if answer.notice:
+        lines.append(f"[{answer.notice}]")
+    if not streamed or answer.mode != "llm" or answer.abstained:
+        lines.append(answer.answer)
+    if answer.mode == "llm" and not answer.grounded and not answer.abstained:
+        lines.append("[warning: the answer cites no valid passage]")
+    lines.append("")
     shown = answer.related if answer.abstained else answer.citations
     if answer.abstained and shown:
         lines.append("Related passages:")
@@ -36,13 +44,19 @@ def _questions(args: argparse.Namespace) -> Iterable[str]:
         yield args.question
 
 
+def _print_token(token: str) -> None:
+    print(token, end="", flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m rag", description="Ask questions about the indexed documents.")
     commands = parser.add_subparsers(dest="command", required=True)
     ask = commands.add_parser("ask", help="answer a question (use - to read one question per line from stdin)")
     ask.add_argument("question", help='the question, or "-" for stdin')
     ask.add_argument("--json", action="store_true", help="print one JSON object per question")
-    add_arguments(ask, "k", "index_dir", "docs_dir", "embedder", "retriever")
+    add_arguments(
+        ask, "k", "index_dir", "docs_dir", "embedder", "retriever", "llm_base_url", "llm_model", "llm_timeout_s"
+    )
     args = parser.parse_args(argv)
     try:
         config = Config.from_args(args)
@@ -60,8 +74,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     status = 0
     for question in _questions(args):
+        stream = pipeline.llm_enabled and not args.json
         try:
-            answer = pipeline.ask(question)
+            answer = pipeline.ask(question, on_token=_print_token if stream else None)
         except QuestionError as exc:
             status = 2
             if args.json:
@@ -69,7 +84,9 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 print(f"error: {exc}", file=sys.stderr)
             continue
-        print(json.dumps(answer.to_json(), ensure_ascii=False) if args.json else render(answer), flush=True)
+        if stream:
+            print(flush=True)
+        print(json.dumps(answer.to_json(), ensure_ascii=False) if args.json else render(answer, stream), flush=True)
     return status
 
 

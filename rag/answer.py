@@ -63,6 +63,7 @@ class Answer:
     mode: str = "extractive"
     grounded: bool = True
     notice: str = ""
+    standalone_question: str = ""
     timings_ms: dict[str, float] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from langchain_core.runnables import Runnable, RunnableLambda
@@ -21,6 +21,7 @@ from index.build import build_folder
 from index.embed import VectorEmbeddings, load_embedder
 from rag.answer import Answer, ExtractiveAnswerer
 from rag.config import PROJECT_ROOT, Config
+from rag.llm import LLMAnswerer, QuestionRewriter, TokenFn
 from rag.retrieve import HybridRetriever
 
 _CONTROL_RE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
@@ -89,9 +90,20 @@ class Pipeline:
             max_words=self.config.answer_max_words,
             abstain_threshold=self.config.abstain_threshold,
         )
+        chains = {"extractive": self._compose(retriever, answerer)}
+        if self.llm_enabled:
+            chains["llm"] = self._compose(retriever, LLMAnswerer(config=self.config, fallback=answerer))
         with self._lock:
             self.index, self.retriever, self.answerer = index, retriever, answerer
-            self.chain = self._compose(retriever, answerer)
+            self.chains = chains
+
+    @property
+    def llm_enabled(self) -> bool:
+        return bool(self.config.llm_base_url and self.config.llm_model)
+
+    @property
+    def default_mode(self) -> str:
+        return "llm" if self.llm_enabled else "extractive"
 
     @staticmethod
     def _compose(
@@ -101,12 +113,14 @@ class Pipeline:
 
         def retrieve(inputs: dict[str, Any]) -> dict[str, Any]:
             started = time.perf_counter()
-            documents = retriever.invoke(inputs["question"], k=inputs.get("k"))
+            documents = retriever.invoke(inputs["standalone_question"], k=inputs.get("k"))
             return {**inputs, "documents": documents, "retrieval_ms": (time.perf_counter() - started) * 1000}
 
         def answer(inputs: dict[str, Any]) -> Answer:
             started = time.perf_counter()
-            result = answerer.invoke(inputs)
+            result = answerer.invoke({**inputs, "question": inputs["standalone_question"]})
+            result.question = inputs["question"]
+            result.standalone_question = inputs["standalone_question"]
             result.timings_ms = {
                 "retrieval": round(inputs["retrieval_ms"], 2),
                 "answer": round((time.perf_counter() - started) * 1000, 2),
@@ -115,12 +129,31 @@ class Pipeline:
 
         return RunnableLambda(retrieve) | RunnableLambda(answer)
 
-    def ask(self, question: str, k: int | None = None) -> Answer:
-        """Answer one question; raises QuestionError for questions that cannot be asked."""
+    def ask(
+        self,
+        question: str,
+        k: int | None = None,
+        history: Sequence[tuple[str, str]] = (),
+        on_token: TokenFn | None = None,
+        mode: str | None = None,
+    ) -> Answer:
+        """Answer one question; raises QuestionError for questions that cannot be asked.
+
+        In LLM mode, `history` ((question, answer) pairs) lets follow-up questions be rewritten
+        into stand-alone ones before retrieval, and `on_token` receives the answer as it streams.
+        """
         question = clean_question(question, self.config.max_question_chars)
+        mode = mode or self.default_mode
         started = time.perf_counter()
         with self._lock:
-            chain = self.chain
-        answer = chain.invoke({"question": question, "k": k or self.config.k})
+            chain = self.chains.get(mode)
+        if chain is None:
+            raise QuestionError(f"Answer mode {mode!r} is not available; set RAG_LLM_BASE_URL and RAG_LLM_MODEL.")
+        standalone = question
+        if mode == "llm" and history:
+            standalone = clean_question(QuestionRewriter(self.config).rewrite(history, question), 10**6)
+        answer = chain.invoke(
+            {"question": question, "standalone_question": standalone, "k": k or self.config.k, "on_token": on_token}
+        )
         answer.timings_ms["total"] = round((time.perf_counter() - started) * 1000, 2)
         return answer

@@ -7,6 +7,9 @@ queue lets many people ask at once while the embedding engine serialises its own
 from __future__ import annotations
 
 import logging
+import queue
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +17,9 @@ import gradio as gr
 
 from index.store import IndexProblem
 from rag.chain import Pipeline, QuestionError
+from rag.llm import MAX_HISTORY_TURNS, TokenFn
 from ui.documents import DocumentLibrary
-from ui.render import answer_message, notice_message, user_message
+from ui.render import answer_message, notice_message, stream_message, user_message
 
 log = logging.getLogger(__name__)
 
@@ -43,24 +47,50 @@ details.source .where { color: #6b7280; font-size: .85em; }
 """
 
 
-def _ask(
-    pipeline: Pipeline, question: str, history: list[dict[str, Any]], k: int, show_scores: bool
-) -> tuple[list[dict[str, Any]], str]:
-    history = list(history or [])
-    shown_question = question if question.strip() else " "
-    history.append({"role": "user", "content": user_message(shown_question)})
+Turns = list[tuple[str, str]]
+
+
+def _reply(
+    pipeline: Pipeline, question: str, k: int, mode: str, turns: Turns, show_scores: bool, on_token: TokenFn | None
+) -> tuple[str, str]:
+    """(HTML reply, plain answer for the history); every failure becomes a friendly message."""
     try:
-        answer = pipeline.ask(question, k=int(k))
-        reply = answer_message(answer, show_scores)
+        answer = pipeline.ask(question, k=int(k), history=turns, on_token=on_token, mode=mode)
+        return answer_message(answer, show_scores), answer.answer
     except QuestionError as exc:
-        reply = notice_message(str(exc))
+        return notice_message(str(exc)), ""
     except IndexProblem as exc:
-        reply = notice_message(f"The index cannot be used: {exc}")
+        return notice_message(f"The index cannot be used: {exc}"), ""
     except Exception:  # the user sees a message, the log keeps the traceback
         log.exception("question failed")
-        reply = notice_message("Something went wrong while answering; please try again.")
-    history.append({"role": "assistant", "content": reply})
-    return history, ""
+        return notice_message("Something went wrong while answering; please try again."), ""
+
+
+def _ask(
+    pipeline: Pipeline, question: str, history: list[dict[str, Any]], k: int, show_scores: bool, mode: str, turns: Turns
+) -> Iterator[tuple[list[dict[str, Any]], str, Turns]]:
+    """Chat handler: yields the conversation as the answer streams in (LLM mode) or once."""
+    history = [*list(history or []), {"role": "user", "content": user_message(question if question.strip() else " ")}]
+    turns = list(turns or [])
+    if mode != "llm":
+        reply, plain = _reply(pipeline, question, k, mode, turns, show_scores, None)
+    else:
+        tokens: queue.SimpleQueue[str | None] = queue.SimpleQueue()
+        result: list[tuple[str, str]] = []
+
+        def work() -> None:
+            result.append(_reply(pipeline, question, k, mode, turns, show_scores, tokens.put))
+            tokens.put(None)
+
+        threading.Thread(target=work, daemon=True).start()
+        streamed = ""
+        while (token := tokens.get()) is not None:
+            streamed += token
+            yield [*history, {"role": "assistant", "content": stream_message(question, streamed)}], "", turns
+        reply, plain = result[0]
+    if plain:
+        turns = [*turns, (question, plain)][-MAX_HISTORY_TURNS:]
+    yield [*history, {"role": "assistant", "content": reply}], "", turns
 
 
 def build_app(pipeline: Pipeline) -> gr.Blocks:
@@ -86,21 +116,25 @@ def build_app(pipeline: Pipeline) -> gr.Blocks:
             gr.Examples(EXAMPLES, inputs=question, label="Examples / أمثلة")
             with gr.Accordion("Settings / الإعدادات", open=False):
                 k = gr.Slider(1, 10, value=config.k, step=1, label="Passages to retrieve")
-                gr.Radio(
-                    ["extractive", "LLM"] if llm_ready else ["extractive"],
-                    value="extractive",
+                mode = gr.Radio(
+                    ["llm", "extractive"] if llm_ready else ["extractive"],
+                    value=pipeline.default_mode,
                     label="Answer mode" + ("" if llm_ready else " (LLM: set RAG_LLM_BASE_URL and RAG_LLM_MODEL)"),
+                    elem_id="mode",
                 )
                 show_scores = gr.Checkbox(value=False, label="Show retrieval scores")
                 gr.Markdown(f"Questions are limited to {config.max_question_chars:,} characters.")
             clear = gr.Button("New conversation", size="sm")
+            turns = gr.State([])
 
-            def ask(q: str, history: list[dict[str, Any]], k_: int, scores: bool) -> tuple[list[dict[str, Any]], str]:
-                return _ask(pipeline, q, history, k_, scores)
+            def ask(
+                q: str, history: list[dict[str, Any]], k_: int, scores: bool, mode_: str, turns_: Turns
+            ) -> Iterator[tuple[list[dict[str, Any]], str, Turns]]:
+                yield from _ask(pipeline, q, history, k_, scores, mode_, turns_)
 
             for trigger in (send.click, question.submit):
-                trigger(ask, [question, chat, k, show_scores], [chat, question], api_name=False)
-            clear.click(lambda: ([], ""), None, [chat, question], api_name=False)
+                trigger(ask, [question, chat, k, show_scores, mode, turns], [chat, question, turns], api_name=False)
+            clear.click(lambda: ([], "", []), None, [chat, question, turns], api_name=False)
             # A plain endpoint for scripts and load tests: question in, answer JSON out.
             api_in = gr.Textbox(visible=False)
             api_out = gr.JSON(visible=False)

@@ -37,6 +37,11 @@ def notice_message(text: str, kind: str = "error") -> str:
     return f'<div dir="{direction(text)}" class="notice notice-{kind}">{escape_text(text)}</div>'
 
 
+def stream_message(question: str, partial: str) -> str:
+    """The LLM's answer while it streams in (markers are checked once it is complete)."""
+    return f'<div dir="{direction(question)}" class="answer streaming">{escape_text(partial)}▌</div>'
+
+
 def _answer_text(answer: Answer) -> str:
     """The answer with its [n] markers turned into small badges (after escaping the text)."""
     pieces = []
