@@ -103,6 +103,8 @@ def evaluate_question(pipeline: Pipeline, question: Question, k: int) -> dict[st
         "answerable": question.answerable,
         "answer": answer.answer,
         "abstained": answer.abstained,
+        "mode": answer.mode,
+        "grounded": answer.grounded,
         "confidence": answer.confidence,
         "rank": rank,
         "contains": contains(answer.answer, question.answers)
@@ -147,6 +149,8 @@ def summarise(records: list[dict[str, Any]]) -> dict[str, float]:
         "retrieval_p95_ms": percentile([r["retrieval_ms"] for r in records], 95),
         "answer_p50_ms": percentile([r["total_ms"] for r in records], 50),
         "answer_p95_ms": percentile([r["total_ms"] for r in records], 95),
+        "llm_fallbacks": float(sum(r["mode"] == "extractive-fallback" for r in records)),
+        "ungrounded_answers": float(sum(not r["grounded"] and not r["abstained"] for r in records)),
     }
 
 
@@ -154,7 +158,8 @@ def format_table(metrics: dict[str, float], title: str) -> str:
     width = max(len(k) for k in metrics)
     lines = [title, "-" * (width + 12)]
     for key, value in metrics.items():
-        shown = f"{value:.0f}" if key in ("questions", "answerable", "unanswerable") else f"{value:.3f}"
+        counts = ("questions", "answerable", "unanswerable", "llm_fallbacks", "ungrounded_answers")
+        shown = f"{value:.0f}" if key in counts else f"{value:.3f}"
         lines.append(f"{key:<{width}}  {shown:>9}")
     return "\n".join(lines)
 
@@ -174,6 +179,7 @@ def run(
         "corpus": corpus.name,
         "chunks": len(index.chunks),
         "retriever": config.retriever,
+        "answer_mode": pipeline.default_mode,
         "embedder": config.embedder,
         "k": k,
         "metrics": summarise(records),
@@ -187,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--squad", type=Path, help="SQuAD-format JSON: its paragraphs are the corpus")
     parser.add_argument("--json", type=Path, dest="json_out", help="write metrics and per-question records here")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
-    add_arguments(parser, "docs_dir", "k", "retriever", "embedder")
+    add_arguments(parser, "docs_dir", "k", "retriever", "embedder", "llm_base_url", "llm_model", "llm_timeout_s")
     args = parser.parse_args(argv)
     if not args.questions and not args.squad:
         parser.error("give --questions FILE.jsonl and/or --squad FILE.json")
