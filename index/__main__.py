@@ -19,7 +19,7 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     build = commands.add_parser("build", help="index a folder of .txt/.md files (incremental)")
     build.add_argument("docs_dir", nargs="?", type=Path, default=None, help="documents folder (default: seeds/)")
-    add_arguments(build, "index_dir", "embedder")
+    add_arguments(build, "index_dir", "embedder", "index_type")
     build.add_argument("--rebuild", action="store_true", help="ignore the existing index and build from scratch")
     build.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)

@@ -126,9 +126,17 @@ def apply_changes(
         report.embedded_chunks = len(new_chunks)
         chunks = kept_chunks + new_chunks
         report.total_chunks = len(chunks)
-        if not report.changed and old is not None:
+        index_type = store.choose_index_type(len(chunks), config.index_type)
+        same_layout = old is not None and (old.manifest.get("index_type"), old.manifest.get("nprobe")) == (
+            index_type,
+            config.ivf_nprobe,
+        )
+        if not report.changed and same_layout and old is not None:
             return old, report
-        vectors = store.build_vectors(np.concatenate([kept_vectors, new_vectors]), embedder.dim)
+        all_vectors = np.concatenate([kept_vectors, new_vectors])
+        manifest["index_type"] = index_type
+        manifest["nprobe"] = config.ivf_nprobe
+        vectors = store.build_vectors(all_vectors, embedder.dim, manifest["index_type"], config.ivf_nprobe)
         live = store.save(folder, manifest, chunks, vectors)
         return store.StoredIndex(manifest=live, chunks=chunks, vectors=vectors, folder=folder), report
 

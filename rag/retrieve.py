@@ -30,27 +30,39 @@ class BM25:
     Weights are precomputed, so scoring a question is one sparse column sum over the corpus.
     """
 
-    def __init__(self, documents: list[list[str]], k1: float = 1.2, b: float = 0.75) -> None:
-        self.vocabulary: dict[str, int] = {}
-        rows: list[int] = []
-        cols: list[int] = []
-        tfs: list[float] = []
-        lengths = np.array([len(d) for d in documents], dtype=np.float32)
-        for row, doc in enumerate(documents):
-            for term, tf in Counter(doc).items():
-                col = self.vocabulary.setdefault(term, len(self.vocabulary))
-                rows.append(row)
-                cols.append(col)
-                tfs.append(tf)
-        n = len(documents)
-        tf_arr = np.array(tfs, dtype=np.float32)
-        df = np.bincount(np.array(cols, dtype=np.int64), minlength=len(self.vocabulary)).astype(np.float32)
+    def __init__(self, counts: sparse.spmatrix, vocabulary: dict[str, int], k1: float = 1.2, b: float = 0.75) -> None:
+        """`counts`: documents x terms raw term frequencies; `vocabulary`: term -> column."""
+        counts = sparse.csr_matrix(counts, dtype=np.float32)
+        self.vocabulary = vocabulary
+        n = counts.shape[0]
+        lengths = np.asarray(counts.sum(axis=1)).ravel()
+        df = np.bincount(counts.indices, minlength=counts.shape[1]).astype(np.float32)
         self.idf = np.log1p((n - df + 0.5) / (df + 0.5)).astype(np.float32)
         avg = float(lengths.mean()) if n else 1.0
-        norm = k1 * (1 - b + b * lengths[np.array(rows, dtype=np.int64)] / max(avg, 1e-9)) if rows else tf_arr
-        weights = self.idf[np.array(cols, dtype=np.int64)] * tf_arr * (k1 + 1) / (tf_arr + norm) if rows else tf_arr
-        self.matrix = sparse.csc_matrix((weights, (rows, cols)), shape=(n, len(self.vocabulary)), dtype=np.float32)
+        rows = np.repeat(np.arange(n), np.diff(counts.indptr))
+        tf = counts.data
+        norm = k1 * (1 - b + b * lengths[rows] / max(avg, 1e-9))
+        weights = self.idf[counts.indices] * tf * (k1 + 1) / (tf + norm)
+        self.matrix = sparse.csr_matrix((weights, counts.indices, counts.indptr), shape=counts.shape).tocsc()
         self.size = n
+
+    @classmethod
+    def from_documents(cls, documents: list[list[str]], k1: float = 1.2, b: float = 0.75) -> BM25:
+        """Build from token lists (stemmed, normalised terms)."""
+        vocabulary: dict[str, int] = {}
+        indptr = [0]
+        indices: list[int] = []
+        data: list[int] = []
+        for doc in documents:
+            for term, tf in Counter(doc).items():
+                indices.append(vocabulary.setdefault(term, len(vocabulary)))
+                data.append(tf)
+            indptr.append(len(indices))
+        counts = sparse.csr_matrix(
+            (np.array(data, dtype=np.float32), np.array(indices, dtype=np.int64), np.array(indptr, dtype=np.int64)),
+            shape=(len(documents), len(vocabulary)),
+        )
+        return cls(counts, vocabulary, k1, b)
 
     def term_weight(self, term: str) -> float:
         """IDF of a stemmed term (unknown terms get the maximum: they are maximally specific)."""
@@ -102,7 +114,7 @@ class HybridRetriever(BaseRetriever):
 
     @classmethod
     def from_index(cls, index: StoredIndex, embedder: VectorEmbeddings, **kwargs: Any) -> HybridRetriever:
-        bm25 = BM25([terms(embedding_text(c)) for c in index.chunks])
+        bm25 = BM25.from_documents([terms(embedding_text(c)) for c in index.chunks])
         return cls(index=index, embedder=embedder, bm25=bm25, **kwargs)
 
     def _dense(self, question: str, n: int) -> tuple[np.ndarray, np.ndarray]:
