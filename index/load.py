@@ -88,8 +88,9 @@ def derive_title(text: str, fallback: str) -> str:
 
 def load_file(path: Path, name: str | None = None) -> Document:
     """Read one file into a Document (original text kept intact for display and citation spans)."""
-    if path.suffix.lower() not in SUPPORTED_SUFFIXES:
-        raise UnreadableFile(f"unsupported type {path.suffix or '(none)'}; use .txt or .md")
+    suffix = Path(name or path.name).suffix.lower()
+    if suffix not in SUPPORTED_SUFFIXES:
+        raise UnreadableFile(f"unsupported type {suffix or '(none)'}; use .txt or .md")
     size = path.stat().st_size
     if size > MAX_FILE_BYTES:
         raise UnreadableFile(f"{size / 2**20:.0f} MB is over the {MAX_FILE_BYTES // 2**20} MB limit")

@@ -20,19 +20,32 @@ from index.build import apply_changes
 from index.load import SUPPORTED_SUFFIXES, UnreadableFile, load_file
 from rag.chain import Pipeline
 
-_UNSAFE_NAME_RE = re.compile(r"[^\w.\- ]+")
+_MAX_NAME_BYTES = 200  # well under the usual 255-byte file-name limit
+
+
+def _safe_part(text: str) -> str:
+    """Letters, digits and combining marks (Arabic harakat) stay; anything else becomes '_'."""
+    out = "".join(c if c.isalnum() or unicodedata.category(c).startswith("M") or c in "-_ ." else "_" for c in text)
+    return re.sub(r"_{2,}", "_", out)
 
 
 def safe_name(name: str) -> str:
     """A file name that cannot leave the documents folder: base name only, no control or path
-    characters, no leading dots; Arabic letters are kept."""
+    characters, no leading dots, at most 200 bytes; Arabic letters and marks are kept."""
     base = unicodedata.normalize("NFC", name.replace("\\", "/").rsplit("/", 1)[-1])
-    base = _UNSAFE_NAME_RE.sub("_", base).strip(" .")
     stem, dot, suffix = base.rpartition(".")
     if not dot:
         stem, suffix = base, ""
-    stem = stem[:100] or "document"
-    return f"{stem}.{suffix.lower()}" if suffix else stem
+    stem = _safe_part(stem).strip(" ._") or "document"
+    suffix = _safe_part(suffix).strip(" _.").lower()
+    tail = f".{suffix}" if suffix else ""
+    while len((stem + tail).encode()) > _MAX_NAME_BYTES and len(stem) > 1:
+        stem = stem[:-1]
+    return stem + tail
+
+
+def _size(n: float) -> str:
+    return f"{n / 2**20:.1f} MB" if n >= 2**20 else f"{n / 1024:.0f} KB"
 
 
 @dataclass
@@ -107,9 +120,22 @@ class DocumentLibrary:
                 accepted.append((document, path))
             if not accepted:
                 return report
-            for document, path in accepted:
-                _copy_atomic(path, self.folder / document.metadata["source"])
-            index, build = apply_changes(self.pipeline.config, self.pipeline.embedder, [d for d, _ in accepted])
+            written: list[Path] = []
+            try:
+                for document, path in accepted:
+                    target = self.folder / document.metadata["source"]
+                    _copy_atomic(path, target)
+                    written.append(target)
+                index, build = apply_changes(self.pipeline.config, self.pipeline.embedder, [d for d, _ in accepted])
+            except OSError as exc:
+                # Nothing half-done: the index is untouched (atomic write), so undo the copies too.
+                for target in written:
+                    with contextlib.suppress(OSError):
+                        target.unlink()
+                report.rejected.extend(
+                    f"{d.metadata['source']}: could not be stored ({exc.strerror or exc})" for d, _ in accepted
+                )
+                return report
             self.pipeline.reload(index)
             report.added, report.updated = build.added, build.updated
         return report

@@ -1,0 +1,409 @@
+"""The UI's pieces without a browser or a server: escaping, answer HTML, upload names, the
+documents library (add / reject / remove on a throwaway index), and the network-bind refusal."""
+
+from __future__ import annotations
+
+import html
+import itertools
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from index import store
+from index.build import build_folder
+from index.embed import VectorEmbeddings
+from rag.answer import Answer, Citation
+from rag.chain import Pipeline
+from rag.config import Config
+from tests.helpers import REPO_ROOT, SEEDS_DIR
+from ui.documents import DocumentLibrary, UploadReport, safe_name
+from ui.render import answer_message, escape_text
+
+ARABIC_QUESTION = "كم عدد المندوبين الذين حضروا المؤتمر؟"
+ENGLISH_QUESTION = "How many delegates attended the 2023 conference?"
+OFF_TOPIC_QUESTION = "كيف أحضّر عجينة البيتزا في المنزل؟"
+SEED = "000_b5c95c8664f5005e.txt"
+
+# A document on a topic the seeds never mention, so only it can answer questions about it.
+OLIVE_DOC = """مهرجان واحة الزيتون السنوي
+أقيم مهرجان واحة الزيتون السنوي في مدينة الجوف يوم 3 مارس 2021. وشارك في المهرجان أكثر من 450 مزارعا من 12 محافظة. وفاز بالجائزة الأولى المزارع سالم العنزي عن زيت الزيتون البكر.
+"""
+OLIVE_QUESTION = "كم عدد المزارعين الذين شاركوا في مهرجان واحة الزيتون؟"
+_uploads = itertools.count()
+SMALL_DOC = "ملاحظات قصيرة عن صيد السمك في الخليج\nيخرج الصيادون فجرا بقواربهم الصغيرة ويعودون قبل الظهر.\n"
+
+
+# --- escape_text -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["<script>alert(1)</script>", "[click](http://evil.example)", "**bold**", "http://x.y"],
+    ids=["script", "md-link", "md-bold", "autolink"],
+)
+def test_escape_text_leaves_no_markup_characters(text: str) -> None:
+    escaped = escape_text(text)
+    for raw in "<>[(*:":
+        assert raw not in escaped, (raw, escaped)
+    assert html.unescape(escaped) == text  # shown as the characters it is
+
+
+def test_escape_text_keeps_arabic_and_turns_newlines_into_br() -> None:
+    arabic = "مؤتمر موسكو للأمن الدولي، في نسخته الحادية عشرة"
+    assert escape_text(arabic) == arabic
+    assert escape_text("سطر أول\nسطر ثان") == "سطر أول<br>سطر ثان"
+    assert escape_text("<b>\n</b>").count("<br>") == 1
+
+
+# --- answer_message --------------------------------------------------------------------------
+
+
+def test_answer_message_arabic_question(seeds_pipeline: Pipeline) -> None:
+    answer = seeds_pipeline.ask(ARABIC_QUESTION)
+    assert not answer.abstained and answer.citations
+    page = answer_message(answer)
+    assert 'dir="rtl"' in page
+    assert "<mark>" in page
+    assert '<sup class="cite">[1]</sup>' in page
+    assert "المصادر" in page
+    for citation in answer.citations:
+        # Punctuation in names (the underscore) is a character reference; the page shows the name.
+        assert escape_text(citation.source) in page
+        assert citation.source in html.unescape(page)
+
+
+def test_answer_message_english_question(seeds_pipeline: Pipeline) -> None:
+    answer = seeds_pipeline.ask(ENGLISH_QUESTION)
+    assert not answer.abstained
+    page = answer_message(answer)
+    assert '<div dir="ltr" class="answer">' in page
+    assert 'dir="rtl" class="answer' not in page
+    assert "Sources" in page
+    assert '<sup class="cite">' in page
+
+
+def test_answer_message_abstained_shows_related_passages(seeds_pipeline: Pipeline) -> None:
+    answer = seeds_pipeline.ask(OFF_TOPIC_QUESTION)
+    assert answer.abstained and answer.related
+    page = answer_message(answer)
+    assert 'class="answer abstained"' in page
+    assert "مقاطع ذات صلة" in page
+    assert "<mark>" not in page
+    assert '<sup class="cite">' not in page
+    assert "المصادر" not in page
+
+
+def test_answer_message_escapes_document_text() -> None:
+    text = "قال <script>alert('x')</script> ثم [اضغط هنا](http://evil.example) و **عريض** انتهى."
+    start = text.index("<script>")
+    citation = Citation(
+        n=1,
+        source="<img src=x onerror=alert(1)>.txt",
+        title="<script>document.cookie</script> [t](http://t.example)",
+        start=0,
+        end=len(text),
+        text=text,
+        score=0.9,
+        highlights=[(start, start + 20), (text.index("[اضغط"), len(text))],
+    )
+    answer = Answer(
+        question="ما <script>؟",
+        answer="جواب [رابط](http://evil.example) <script>x</script> [1]",
+        abstained=False,
+        citations=[citation],
+        notice="<script>n</script>",
+    )
+    for page in (
+        answer_message(answer),
+        answer_message(answer, show_scores=True),
+        answer_message(Answer(question="<script>", answer="[x](y)", abstained=True, citations=[], related=[citation])),
+    ):
+        assert "<script" not in page.lower()
+        assert "<img" not in page.lower()
+        assert "](" not in page
+        assert "**" not in page
+    page = answer_message(answer)
+    assert '<sup class="cite">[1]</sup>' in page
+    assert "<mark>" in page
+    shown = html.unescape(re.sub(r"</?mark>", "", page))
+    assert "<script>alert('x')</script>" in shown  # shown as text, not run
+
+
+# --- safe_name -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("../../etc/passwd.txt", "passwd.txt"),
+        ("..\\..\\x.md", "x.md"),
+        ("/abs/path/notes.md", "notes.md"),
+        ("تقرير المؤتمر.TXT", "تقرير المؤتمر.txt"),
+        ("x.tar.TXT", "x.tar.txt"),
+        ("", "document"),
+        ("...", "document"),
+        ("a/b/", "document"),
+    ],
+)
+def test_safe_name(name: str, expected: str) -> None:
+    assert safe_name(name) == expected
+
+
+def test_safe_name_strips_leading_dots() -> None:
+    name = safe_name(".hidden.txt")
+    assert not name.startswith(".")
+    assert name.endswith(".txt") and "hidden" in name
+
+
+@pytest.mark.parametrize("name", ["a\x00b\x1f<c>|d.txt", 'x\ny\rz\t<>|?*".md', 'ملف<>|"تقرير\x07.txt'])
+def test_safe_name_cleans_control_and_shell_characters(name: str) -> None:
+    cleaned = safe_name(name)
+    assert not any(ch in cleaned for ch in '<>|"?*/\\:')
+    assert all(ch.isprintable() for ch in cleaned)
+    assert cleaned.endswith((".txt", ".md"))
+    assert not cleaned.startswith(".")
+
+
+def test_safe_name_keeps_arabic_diacritics_readable() -> None:
+    """Harakat are combining marks, not \\w: they must not become underscores inside the word."""
+    cleaned = safe_name("تَقْرِير.txt")
+    assert cleaned in {"تَقْرِير.txt", "تقرير.txt"}, cleaned
+
+
+def test_safe_name_of_a_bare_suffix_keeps_the_suffix() -> None:
+    """A file called ".txt" has an empty stem: it becomes document.txt, not an unsupported "txt"."""
+    assert safe_name(".txt") == "document.txt"
+    assert safe_name(".md") == "document.md"
+
+
+@pytest.mark.parametrize("char", ["漢", "ﻻ", "a"], ids=["cjk-3-bytes", "arabic-presentation-form", "ascii"])
+def test_safe_name_fits_the_filesystem_limit(char: str) -> None:
+    cleaned = safe_name(char * 300 + ".txt")
+    assert len(cleaned.encode("utf-8")) <= 255, len(cleaned.encode("utf-8"))
+    assert cleaned.endswith(".txt")
+
+
+# --- DocumentLibrary on a throwaway index --------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def library_template(tmp_path_factory: pytest.TempPathFactory, embedder: VectorEmbeddings) -> Path:
+    """A docs folder (one seed) and its index, built once and copied per test."""
+    root = tmp_path_factory.mktemp("library-template")
+    (root / "docs").mkdir()
+    shutil.copy(SEEDS_DIR / SEED, root / "docs" / SEED)
+    build_folder(Config(docs_dir=root / "docs", index_dir=root / "index"), embedder)
+    return root
+
+
+@pytest.fixture
+def library(tmp_path: Path, library_template: Path) -> DocumentLibrary:
+    root = tmp_path / "lib"
+    shutil.copytree(library_template, root)
+    config = Config(docs_dir=root / "docs", index_dir=root / "index")
+    pipeline = Pipeline(config, index=store.load(config.index_dir))
+    return DocumentLibrary(pipeline, max_bytes=10 * 2**20)
+
+
+def upload(tmp_path: Path, content: str | bytes, name: str) -> Path:
+    """A file as Gradio leaves it: in a temp folder of its own, outside the docs folder, keeping
+    the suffix of the name the user gave it (which is passed to add() separately)."""
+    folder = tmp_path / "gradio-upload" / str(next(_uploads))
+    folder.mkdir(parents=True)
+    path = folder / ("upload" + Path(name.replace("\\", "/")).suffix)
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content, encoding="utf-8")
+    return path
+
+
+def add(library: DocumentLibrary, tmp_path: Path, *files: tuple[str | bytes, str]) -> UploadReport:
+    """library.add() of (content, user's file name) pairs."""
+    return library.add([(upload(tmp_path, content, name), name) for content, name in files])
+
+
+def generation(library: DocumentLibrary) -> int:
+    return int(store.read_manifest(library.pipeline.config.index_dir)["generation"])
+
+
+def docs_files(library: DocumentLibrary) -> set[str]:
+    return {p.name for p in library.folder.iterdir() if p.is_file()}
+
+
+def test_add_indexes_a_new_document(library: DocumentLibrary, tmp_path: Path) -> None:
+    before = generation(library)
+    report = add(library, tmp_path, (OLIVE_DOC, "مهرجان الزيتون.txt"))
+    assert report.added == ["مهرجان الزيتون.txt"], report
+    assert not (report.rejected or report.duplicates or report.updated)
+    assert (library.folder / "مهرجان الزيتون.txt").read_text(encoding="utf-8") == OLIVE_DOC
+    assert "مهرجان الزيتون.txt" in library.pipeline.index.files
+    assert "مهرجان الزيتون.txt" in library.names()
+    assert any(row[1] == "مهرجان الزيتون.txt" for row in library.rows())
+    assert generation(library) == before + 1
+    assert SEED in library.pipeline.index.files  # the old document is still there
+
+    answer = library.pipeline.ask(OLIVE_QUESTION)
+    assert not answer.abstained, answer.answer
+    assert "450" in answer.answer
+    assert {c.source for c in answer.citations} == {"مهرجان الزيتون.txt"}
+
+    # The index on disk agrees with the one in memory: a fresh load sees the document.
+    assert "مهرجان الزيتون.txt" in store.load(library.pipeline.config.index_dir).files
+
+
+def test_same_content_under_another_name_is_a_duplicate(library: DocumentLibrary, tmp_path: Path) -> None:
+    add(library, tmp_path, (OLIVE_DOC, "olive.txt"))
+    before_gen, before_files, before_index = (
+        generation(library),
+        docs_files(library),
+        dict(library.pipeline.index.files),
+    )
+
+    report = add(library, tmp_path, (OLIVE_DOC, "olive-copy.txt"))
+    assert not report.added and not report.updated
+    assert len(report.duplicates) == 1 and "olive-copy.txt" in report.duplicates[0]
+    assert "olive.txt" in report.duplicates[0]
+    assert generation(library) == before_gen
+    assert docs_files(library) == before_files
+    assert library.pipeline.index.files == before_index
+
+
+def test_duplicate_of_a_folder_document(library: DocumentLibrary, tmp_path: Path) -> None:
+    content = (SEEDS_DIR / SEED).read_bytes()
+    before = generation(library)
+    report = add(library, tmp_path, (content, "نسخة.txt"))
+    assert report.duplicates and not report.added
+    assert generation(library) == before
+    assert "نسخة.txt" not in docs_files(library)
+
+
+@pytest.mark.parametrize("name", ["report.pdf", "notes.docx", "archive.txt.exe", "README"])
+def test_unsupported_type_is_rejected(library: DocumentLibrary, tmp_path: Path, name: str) -> None:
+    before_gen, before_files = generation(library), docs_files(library)
+    report = add(library, tmp_path, (SMALL_DOC, name))
+    assert not report.added
+    assert len(report.rejected) == 1 and name in report.rejected[0]
+    assert generation(library) == before_gen
+    assert docs_files(library) == before_files
+
+
+def test_file_over_the_size_limit_is_rejected(library: DocumentLibrary, tmp_path: Path) -> None:
+    small = DocumentLibrary(library.pipeline, max_bytes=1000)
+    before_gen, before_files = generation(library), docs_files(library)
+    big = upload(tmp_path, SMALL_DOC * 40, "كبير.txt")
+    assert big.stat().st_size > 1000
+    report = small.add([(big, "كبير.txt")])
+    assert not report.added
+    assert len(report.rejected) == 1 and "كبير.txt" in report.rejected[0]
+    assert generation(library) == before_gen
+    assert docs_files(library) == before_files
+    # A file under the limit goes through the same library.
+    assert add(small, tmp_path, (SMALL_DOC, "صغير.txt")).added == ["صغير.txt"]
+
+
+def test_binary_file_named_txt_is_rejected(library: DocumentLibrary, tmp_path: Path) -> None:
+    before_gen, before_files, before_index = (
+        generation(library),
+        docs_files(library),
+        dict(library.pipeline.index.files),
+    )
+    report = add(library, tmp_path, (b"\x7fELF\x02\x01\x01\x00" + bytes(range(256)) * 8, "صورة.txt"))
+    assert not report.added and not report.duplicates
+    assert len(report.rejected) == 1 and "صورة.txt" in report.rejected[0]
+    assert generation(library) == before_gen
+    assert docs_files(library) == before_files
+    assert library.pipeline.index.files == before_index
+
+
+def test_mixed_batch_adds_the_good_and_rejects_the_bad(library: DocumentLibrary, tmp_path: Path) -> None:
+    report = add(
+        library, tmp_path, (b"\x00\x00\x00\x01binary", "bad.txt"), (OLIVE_DOC, "good.md"), (SMALL_DOC, "slides.pdf")
+    )
+    assert report.added == ["good.md"]
+    assert len(report.rejected) == 2
+    assert docs_files(library) == {SEED, "good.md"}
+    assert set(library.pipeline.index.files) == {SEED, "good.md"}
+    assert "Indexed: good.md" in report.message() and "Rejected:" in report.message()
+
+
+def test_path_traversal_name_stays_in_the_docs_folder(library: DocumentLibrary, tmp_path: Path) -> None:
+    folder = library.folder
+    outside_before = set(folder.parent.iterdir())
+    report = add(library, tmp_path, (SMALL_DOC, "../evil.txt"))
+    assert report.added == ["evil.txt"]
+    assert (folder / "evil.txt").read_text(encoding="utf-8") == SMALL_DOC
+    assert set(folder.parent.iterdir()) == outside_before
+    assert not (folder.parent / "evil.txt").exists()
+    assert "evil.txt" in library.pipeline.index.files
+    # No temporary upload files are left behind in the docs folder.
+    assert not [p for p in folder.iterdir() if p.name.startswith(".")]
+
+
+def test_long_name_does_not_crash_the_upload(library: DocumentLibrary, tmp_path: Path) -> None:
+    """A name longer than the filesystem allows (255 bytes) must not raise out of add() and must not
+    leave the other files of the batch copied into the docs folder but missing from the index."""
+    report = add(library, tmp_path, (SMALL_DOC, "ok.txt"), (OLIVE_DOC, "漢" * 150 + ".txt"))
+    assert "ok.txt" in report.added
+    assert docs_files(library) == set(library.pipeline.index.files)
+
+
+def test_remove_drops_the_document_and_its_file(library: DocumentLibrary, tmp_path: Path) -> None:
+    add(library, tmp_path, (OLIVE_DOC, "olive.txt"))
+    assert not library.pipeline.ask(OLIVE_QUESTION).abstained
+    before = generation(library)
+
+    message = library.remove("olive.txt")
+    assert "olive.txt" in message
+    assert "olive.txt" not in library.pipeline.index.files
+    assert "olive.txt" not in store.load(library.pipeline.config.index_dir).files
+    assert not (library.folder / "olive.txt").exists()
+    assert generation(library) == before + 1
+    assert SEED in library.pipeline.index.files
+    answer = library.pipeline.ask(OLIVE_QUESTION)
+    assert all(c.source != "olive.txt" for c in answer.citations + answer.related)
+
+    # Removing what is not there changes nothing.
+    assert "not in the index" in library.remove("olive.txt")
+    assert "not in the index" in library.remove("../" + SEED)
+    assert generation(library) == before + 1
+    assert (library.folder / SEED).exists()
+
+
+# --- python -m ui refuses to expose documents without a login ---------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.mark.parametrize("credentials", [{}, {"RAG_UI_USERNAME": "admin"}], ids=["none", "no-password"])
+def test_network_bind_without_credentials_exits_2(tmp_path: Path, credentials: dict[str, str]) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAG_")}
+    env.update({"RAG_INDEX_DIR": str(tmp_path / "index"), "PYTHONIOENCODING": "utf-8", **credentials})
+    started = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, "-m", "ui", "--host", "0.0.0.0", "--port", str(free_port())],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        timeout=180,
+    )
+    elapsed = time.monotonic() - started
+    assert result.returncode == 2, result.stderr
+    assert "RAG_UI_USERNAME" in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    assert "Serving on" not in result.stderr
+    assert elapsed < 120  # it stops before loading the model or the index
+    assert not (tmp_path / "index").exists()
