@@ -45,6 +45,8 @@ class LLMError(RuntimeError):
 
 def describe_failure(exc: BaseException) -> str:
     """A short, specific reason for an endpoint failure (no traceback, no secrets)."""
+    if isinstance(exc, LLMError):
+        return str(exc)
     name = type(exc).__name__
     status = getattr(exc, "status_code", None)
     if status == 401 or name == "AuthenticationError":
@@ -78,9 +80,11 @@ def chat_model(config: Config, streaming: bool = False) -> Any:
 
 def quote_passage(n: int, passage: Document) -> str:
     """A passage as inert, clearly delimited data; its text cannot close the delimiter."""
-    text = passage.page_content.replace("<<<", "‹‹‹").replace(">>>", "›››")
     meta = passage.metadata
-    return f"[{n}] (source: {meta.get('source', '?')}; title: {meta.get('title', '')})\n<<<\n{text}\n>>>"
+    # Title and file name come from the document too, so they go inside the quotation as well.
+    body = f"source: {meta.get('source', '?')}\ntitle: {meta.get('title', '')}\n\n{passage.page_content}"
+    body = body.replace("<<<", "‹‹‹").replace(">>>", "›››")
+    return f"[{n}]\n<<<\n{body}\n>>>"
 
 
 def build_messages(question: str, passages: Sequence[Document], max_words: int) -> list[BaseMessage]:
@@ -102,10 +106,40 @@ def check_citations(text: str, passages: int) -> tuple[str, list[int]]:
         numbers = [int(n) for n in re.split(r"\s*[,،]\s*", match.group(1))]
         valid = [n for n in numbers if 1 <= n <= passages]
         cited.extend(n for n in valid if n not in cited)
-        return "".join(f"[{n}]" for n in valid)
+        return "".join(f"[{n}]" for n in valid) or "\x00"
 
-    cleaned = _MARKER_RE.sub(keep, text)
+    cleaned = re.sub(r"[ \t]*\x00", "", _MARKER_RE.sub(keep, text))  # a removed marker takes its space along
     return re.sub(r"[ \t]{2,}", " ", cleaned).strip(), cited
+
+
+class MarkerFilter:
+    """Filters citation markers out of a token stream as it flows: text after an open '[' is held
+    back until the marker closes, then passed on only if it points to an existing passage."""
+
+    _MAX_HELD = 24
+
+    def __init__(self, passages: int, emit: TokenFn) -> None:
+        self.passages, self.emit, self.held = passages, emit, ""
+
+    def feed(self, token: str) -> None:
+        for char in token:
+            if self.held or char == "[":
+                self.held += char
+                if char == "]" or len(self.held) > self._MAX_HELD:
+                    self._release()
+            else:
+                self.emit(char)
+
+    def _release(self) -> None:
+        held, self.held = self.held, ""
+        if _MARKER_RE.fullmatch(held):
+            held = check_citations(held, self.passages)[0]
+        if held:
+            self.emit(held)
+
+    def close(self) -> None:
+        if self.held:
+            self._release()
 
 
 def _is_not_found(text: str) -> bool:
@@ -132,7 +166,7 @@ class LLMAnswerer(RunnableSerializable[dict[str, Any], Answer]):
         if not passages:
             return Answer(question, ABSTAIN_MESSAGE[lang], True, [], related, mode="llm")
         try:
-            text = self._generate(build_messages(question, passages, self.fallback.max_words), on_token)
+            text = self._generate(build_messages(question, passages, self.fallback.max_words), on_token, len(passages))
         except Exception as exc:  # every endpoint failure ends in the labelled fallback
             answer = self.fallback.invoke(input)
             answer.mode = "extractive-fallback"
@@ -144,7 +178,7 @@ class LLMAnswerer(RunnableSerializable[dict[str, Any], Answer]):
         citations = [to_citation(n, passages[n - 1]) for n in cited]
         return Answer(question, cleaned, False, citations, related, mode="llm", grounded=bool(cited))
 
-    def _generate(self, messages: list[BaseMessage], on_token: TokenFn | None) -> str:
+    def _generate(self, messages: list[BaseMessage], on_token: TokenFn | None, passages: int) -> str:
         if on_token is None:
             reply = chat_model(self.config).invoke(messages)
             if not isinstance(reply, AIMessage) or not isinstance(reply.content, str) or not reply.content.strip():
@@ -152,13 +186,20 @@ class LLMAnswerer(RunnableSerializable[dict[str, Any], Answer]):
             return reply.content
         deadline = time.monotonic() + self.config.llm_timeout_s
         parts: list[str] = []
-        for chunk in chat_model(self.config, streaming=True).stream(messages):
-            piece = chunk.content if isinstance(chunk.content, str) else ""
-            if piece:
-                parts.append(piece)
-                on_token(piece)
-            if time.monotonic() > deadline:
-                raise TimeoutError("stream exceeded the request timeout")
+        shown = MarkerFilter(passages, on_token)
+        try:
+            for chunk in chat_model(self.config, streaming=True).stream(messages):
+                piece = chunk.content if isinstance(chunk.content, str) else ""
+                if piece:
+                    parts.append(piece)
+                    shown.feed(piece)
+                if time.monotonic() > deadline:
+                    raise TimeoutError("stream exceeded the request timeout")
+        except Exception as exc:
+            if parts and not isinstance(exc, TimeoutError):
+                raise LLMError("the LLM endpoint's reply broke off mid-stream") from exc
+            raise
+        shown.close()
         text = "".join(parts)
         if not text.strip():
             raise LLMError("empty reply")

@@ -117,28 +117,31 @@ class HybridRetriever(BaseRetriever):
         bm25 = BM25.from_documents([terms(embedding_text(c)) for c in index.chunks])
         return cls(index=index, embedder=embedder, bm25=bm25, **kwargs)
 
-    def _dense(self, question: str, n: int) -> tuple[np.ndarray, np.ndarray]:
-        vector = self.embedder.encode_query(question).reshape(1, -1)
-        sims, rows = self.index.vectors.search(vector, min(n, self.index.vectors.ntotal))
+    def _dense(self, query: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+        sims, rows = self.index.vectors.search(query.reshape(1, -1), min(n, self.index.vectors.ntotal))
         keep = rows[0] >= 0
         return rows[0][keep].astype(np.int64), sims[0][keep]
 
     def rank(self, question: str, k: int | None = None) -> list[tuple[int, float, float, float]]:
         """(row, fused score, cosine, bm25) for the top k chunks."""
-        k = k or self.k
+        query = self.embedder.encode_query(question) if self.mode != "bm25" else np.zeros(0, np.float32)
+        return self.rank_vectors(query, terms(question) if self.mode != "dense" else [], k or self.k)
+
+    def rank_vectors(self, query: np.ndarray, query_terms: list[str], k: int) -> list[tuple[int, float, float, float]]:
+        """Ranking from an already embedded question and its terms (benchmarks call this directly)."""
         if self.index.vectors.ntotal == 0:
             return []
         if self.mode == "dense":
-            rows, sims = self._dense(question, k)
+            rows, sims = self._dense(query, k)
             return [(int(r), float(s), float(s), 0.0) for r, s in zip(rows, sims)]
-        bm25_scores = self.bm25.scores(terms(question))
+        bm25_scores = self.bm25.scores(query_terms)
         if self.mode == "bm25":
             rows = _top(bm25_scores, k)
             return [(int(r), float(bm25_scores[r]), 0.0, float(bm25_scores[r])) for r in rows if bm25_scores[r] > 0]
-        dense_rows, _ = self._dense(question, self.candidates)
+        dense_rows, _ = self._dense(query, self.candidates)
         lexical_rows = [r for r in _top(bm25_scores, self.candidates) if bm25_scores[r] > 0]
-        union = np.array(sorted(set(dense_rows.tolist()) | set(int(r) for r in lexical_rows)), dtype=np.int64)
-        query = self.embedder.encode_query(question)
+        union = np.array(sorted(set(dense_rows.tolist()) | {int(r) for r in lexical_rows}), dtype=np.int64)
+        # Exact cosine for every candidate, including those only BM25 found.
         cosines = np.array([float(self.index.vectors.reconstruct(int(r)) @ query) for r in union], dtype=np.float32)
         lexical = bm25_scores[union]
         fused = self.dense_weight * _minmax(cosines) + (1 - self.dense_weight) * (
