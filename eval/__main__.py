@@ -214,7 +214,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     names = ", ".join(str(p) for p in ([args.squad] if args.squad else []) + args.questions)
-    title = f"{names} | retriever={config.retriever} answers={result['answer_mode']} k={config.k} chunks={result['chunks']}"
+    title = (
+        f"{names} | retriever={config.retriever} answers={result['answer_mode']} k={config.k} chunks={result['chunks']}"
+    )
     print(format_table(result["metrics"], title))
     if args.json_out:
         args.json_out.parent.mkdir(parents=True, exist_ok=True)

@@ -127,16 +127,16 @@ def apply_changes(
         chunks = kept_chunks + new_chunks
         report.total_chunks = len(chunks)
         index_type = store.choose_index_type(len(chunks), config.index_type)
-        same_layout = old is not None and (old.manifest.get("index_type"), old.manifest.get("nprobe")) == (
+        same_layout = old is not None and (old.manifest.get("index_type"), old.manifest.get("ef_search")) == (
             index_type,
-            config.ivf_nprobe,
+            config.hnsw_ef_search,
         )
         if not report.changed and same_layout and old is not None:
             return old, report
         all_vectors = np.concatenate([kept_vectors, new_vectors])
         manifest["index_type"] = index_type
-        manifest["nprobe"] = config.ivf_nprobe
-        vectors = store.build_vectors(all_vectors, embedder.dim, manifest["index_type"], config.ivf_nprobe)
+        manifest["ef_search"] = config.hnsw_ef_search
+        vectors = store.build_vectors(all_vectors, embedder.dim, manifest["index_type"], config.hnsw_ef_search)
         live = store.save(folder, manifest, chunks, vectors)
         return store.StoredIndex(manifest=live, chunks=chunks, vectors=vectors, folder=folder), report
 

