@@ -134,6 +134,7 @@ class ExtractiveAnswerer(RunnableSerializable[dict[str, Any], Answer]):
     sentence_weights: tuple[float, float, float, float, float] = (0.45, 0.2, 0.2, 0.1, 0.2)
     runner_up_ratio: float = 0.1
     confidence_mix: float = 1.0
+    dense_candidates: int = 10
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
@@ -157,26 +158,35 @@ class ExtractiveAnswerer(RunnableSerializable[dict[str, Any], Answer]):
         q_terms = set(terms(question))
         q_weight = {t: self.term_weight(t) for t in q_terms}
         total = sum(q_weight.values()) or 1.0
-        lexical = [sum(q_weight[t] for t in q_terms & set(terms(c.text))) / total for c in candidates]
-        q_vec = self.embedder.encode_query(question)
-        dense = self.embedder.encode_cached([c.text for c in candidates]) @ q_vec
+        lexical = np.array([sum(q_weight[t] for t in q_terms & set(terms(c.text))) / total for c in candidates])
         wants_date, wants_number = bool(_WHEN.search(question)), bool(_HOW_MANY.search(question))
-        kind = [
-            (wants_date and bool(_YEAR_OR_DATE_RE.search(c.text))) or (wants_number and bool(_NUMBER_RE.search(c.text)))
-            for c in candidates
-        ]
+        kind = np.array(
+            [
+                (wants_date and bool(_YEAR_OR_DATE_RE.search(c.text)))
+                or (wants_number and bool(_NUMBER_RE.search(c.text)))
+                for c in candidates
+            ],
+            dtype=np.float32,
+        )
+        rank_prior = np.array([1.0 / (1 + c.passage) for c in candidates])
+        passage_score = np.array([float(passages[c.passage].metadata.get("score", 0.0)) for c in candidates])
         cross_language = language(question) != language(" ".join(p.page_content[:500] for p in passages))
+        # Embedding sentences is the answerer's main cost, so only the most promising ones are
+        # embedded: by the cheap features, or (no shared words across languages) by position.
+        w = self.sentence_weights
+        cheap = rank_prior * w[2] + passage_score * w[4] + (0 if cross_language else lexical * w[0] + kind * w[3])
+        order = np.argsort(-cheap, kind="stable")[: self.dense_candidates]
+        dense = np.zeros(len(candidates), dtype=np.float32)
+        dense[order] = self.embedder.encode_cached([candidates[i].text for i in order]) @ self.embedder.encode_query(
+            question
+        )
         # e5 similarities run lower across languages; the floor is calibrated per case.
         dense_part = np.clip((dense - (0.70 if cross_language else 0.75)) / 0.15, 0.0, 1.0)
         if cross_language:
             # English question about Arabic text: no shared words to count, so embedding
             # similarity stands in for lexical coverage.
-            lexical = dense_part.tolist()
-        rank_prior = [1.0 / (1 + c.passage) for c in candidates]
-        passage_score = [float(passages[c.passage].metadata.get("score", 0.0)) for c in candidates]
-        return np.column_stack(
-            [lexical, dense_part, rank_prior, np.array(kind, dtype=np.float32), passage_score]
-        ).astype(np.float32)
+            lexical = dense_part
+        return np.column_stack([lexical, dense_part, rank_prior, kind, passage_score]).astype(np.float32)
 
     def split_scores(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(ranking score, sentence-only evidence): the second leaves out the passage-level
