@@ -33,7 +33,7 @@ from eval.metrics import (
 )
 from eval.questions import Question, QuestionFileError, load_jsonl, load_squad
 from index import store
-from index.build import apply_changes, build_folder
+from index.build import apply_changes, build_folder, store_for
 from index.embed import EmbedderUnavailable, load_embedder
 from rag.chain import Pipeline
 from rag.config import PROJECT_ROOT, Config, add_arguments
@@ -72,7 +72,7 @@ def prepare_index(config: Config, corpus: Corpus, show_progress: bool) -> store.
             index, _ = build_folder(config, embedder, progress=progress, log=lambda m: tqdm.write(m, file=sys.stderr))
             return index
         try:
-            known = set(store.read_manifest(config.index_dir)["files"])
+            known = set(store_for(config).read_manifest()["files"])
         except store.IndexProblem:
             known = set()
         wanted = {d.metadata["source"] for d in corpus.documents}

@@ -8,10 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import numpy as np
 from langchain_core.documents import Document
 
 from index import store
@@ -77,11 +75,11 @@ def apply_changes(
 
     Used by the folder build and by UI uploads alike, so both follow the same rules.
     """
-    folder = config.index_dir
+    target = store_for(config)
     settings = settings_record(config)
     report = BuildReport()
-    with store.write_lock(folder):
-        old = None if rebuild else _load_existing(folder, embedder.name)
+    with target.lock():
+        old = None if rebuild else _load_existing(target, embedder.name)
         if old is not None and old.manifest.get("settings") != settings:
             old = None  # chunking or normalisation changed: everything must be re-chunked
         manifest = store.new_manifest(embedder.name, embedder.dim, settings) if old is None else dict(old.manifest)
@@ -91,8 +89,8 @@ def apply_changes(
 
         replace = {d.metadata["source"]: d for d in upserts}
         drop = set(removals or ()) & set(files)
-        # After --rebuild or a settings change, report against what the folder held before.
-        previous = files if old is not None else _previous_files(folder)
+        # After --rebuild or a settings change, report against what the store held before.
+        previous = files if old is not None else _previous_files(target)
         for source, doc in replace.items():
             if source not in previous:
                 report.added.append(source)
@@ -101,11 +99,6 @@ def apply_changes(
             else:
                 report.unchanged.append(source)
         report.removed = sorted(drop | (set(previous) - set(replace) if old is None else set()))
-        kept_sources = set() if old is None else set(files) - drop - set(report.added) - set(report.updated)
-
-        kept_rows = [i for i, c in enumerate(old.chunks) if c.metadata["source"] in kept_sources] if old else []
-        kept_chunks = [old.chunks[i] for i in kept_rows] if old else []
-        kept_vectors = old.all_vectors()[kept_rows] if old and kept_rows else np.zeros((0, embedder.dim), np.float32)
 
         new_chunks: list[Document] = []
         for source in report.added + report.updated:
@@ -122,35 +115,36 @@ def apply_changes(
         for source in drop:
             files.pop(source, None)
 
+        layout = {"index_type_requested": config.index_type, "ef_search": config.hnsw_ef_search}
+        same_layout = old is not None and all(old.manifest.get(k) == v for k, v in layout.items())
+        if not report.changed and same_layout and old is not None:
+            report.total_chunks = len(old.chunks)
+            return old, report
         new_vectors = embedder.encode_passages([embedding_text(c) for c in new_chunks], progress)
         report.embedded_chunks = len(new_chunks)
-        chunks = kept_chunks + new_chunks
-        report.total_chunks = len(chunks)
-        index_type = store.choose_index_type(len(chunks), config.index_type)
-        same_layout = old is not None and (old.manifest.get("index_type"), old.manifest.get("ef_search")) == (
-            index_type,
-            config.hnsw_ef_search,
-        )
-        if not report.changed and same_layout and old is not None:
-            return old, report
-        all_vectors = np.concatenate([kept_vectors, new_vectors])
-        manifest["index_type"] = index_type
-        manifest["ef_search"] = config.hnsw_ef_search
-        vectors = store.build_vectors(all_vectors, embedder.dim, manifest["index_type"], config.hnsw_ef_search)
-        live = store.save(folder, manifest, chunks, vectors)
-        return store.StoredIndex(manifest=live, chunks=chunks, vectors=vectors, folder=folder), report
+        manifest.update(layout)
+        changes = store.Changes(frozenset(drop | set(report.updated)), new_chunks, new_vectors)
+        index = target.commit(manifest, changes, old)
+        report.total_chunks = len(index.chunks)
+        return index, report
 
 
-def _previous_files(folder: Path) -> dict[str, Any]:
+def store_for(config: Config) -> store.Store:
+    return store.open_store(
+        config.store, config.index_dir, config.milvus_uri, config.milvus_collection, config.milvus_token
+    )
+
+
+def _previous_files(target: store.Store) -> dict[str, Any]:
     try:
-        return store.read_manifest(folder)["files"]
+        return target.read_manifest()["files"]
     except store.IndexProblem:
         return {}
 
 
-def _load_existing(folder: Path, embedder: str) -> store.StoredIndex | None:
+def _load_existing(target: store.Store, embedder: str) -> store.StoredIndex | None:
     try:
-        return store.load(folder, embedder)
+        return target.load(embedder)
     except store.IndexMissing:
         return None
 
@@ -168,10 +162,7 @@ def build_folder(
         if log:
             log(str(item))
     present = {d.metadata["source"] for d in documents}
-    try:
-        known = set(store.read_manifest(config.index_dir)["files"]) if not rebuild else set()
-    except store.IndexMissing:
-        known = set()
+    known = set() if rebuild else set(_previous_files(store_for(config)))
     index, report = apply_changes(config, embedder, documents, sorted(known - present), rebuild, progress)
     report.skipped = skipped
     return index, report

@@ -12,6 +12,7 @@ so a crash at any moment leaves either the old or the new index loadable, never 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import json
 import os
@@ -19,7 +20,7 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import faiss
 import numpy as np
@@ -44,6 +45,10 @@ class IndexCorrupt(IndexProblem):
 
 class IndexMismatch(IndexProblem):
     """The index was built with other settings (format, embedder) than the ones in use."""
+
+
+class StoreUnavailable(IndexProblem):
+    """The vector database cannot be reached or refused the connection."""
 
 
 @dataclass
@@ -278,3 +283,78 @@ def load(folder: Path, embedder: str | None = None) -> StoredIndex:
         )
     prepare(vectors, int(manifest.get("ef_search", DEFAULT_EF_SEARCH)))
     return StoredIndex(manifest=manifest, chunks=chunks, vectors=vectors, folder=folder)
+
+
+# --- the store seam ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Changes:
+    """One build's worth of edits: sources whose chunks go, and the new chunks with their vectors."""
+
+    drop: frozenset[str]
+    chunks: list[Document]
+    vectors: np.ndarray
+
+
+class Store(Protocol):
+    """Where an index lives. `faiss` (a local folder) and `milvus` (a collection) implement it."""
+
+    description: str
+
+    def read_manifest(self) -> dict[str, Any]: ...
+
+    def load(self, embedder: str | None = None) -> StoredIndex: ...
+
+    def lock(self) -> contextlib.AbstractContextManager[None]: ...
+
+    def commit(self, manifest: dict[str, Any], changes: Changes, old: StoredIndex | None) -> StoredIndex:
+        """Apply `changes` on top of `old` (None: start from empty) and make `manifest` live."""
+        ...
+
+
+@dataclass
+class FaissStore:
+    """A local folder: FAISS vectors + JSONL docstore + manifest, written as atomic generations."""
+
+    folder: Path
+    description: str = dataclasses.field(init=False)
+
+    def __post_init__(self) -> None:
+        self.description = str(self.folder)
+
+    def read_manifest(self) -> dict[str, Any]:
+        return read_manifest(self.folder)
+
+    def load(self, embedder: str | None = None) -> StoredIndex:
+        return load(self.folder, embedder)
+
+    def lock(self) -> contextlib.AbstractContextManager[None]:
+        return write_lock(self.folder)
+
+    def commit(self, manifest: dict[str, Any], changes: Changes, old: StoredIndex | None) -> StoredIndex:
+        kept = [i for i, c in enumerate(old.chunks) if c.metadata["source"] not in changes.drop] if old else []
+        chunks = [old.chunks[i] for i in kept] if old else []
+        kept_vectors = old.all_vectors()[kept] if old and kept else np.zeros((0, manifest["dim"]), np.float32)
+        chunks += changes.chunks
+        all_vectors = np.concatenate([kept_vectors, changes.vectors])
+        manifest["index_type"] = choose_index_type(len(chunks), manifest.get("index_type_requested", "auto"))
+        vectors = build_vectors(all_vectors, manifest["dim"], manifest["index_type"], manifest["ef_search"])
+        live = save(self.folder, manifest, chunks, vectors)
+        return StoredIndex(manifest=live, chunks=chunks, vectors=vectors, folder=self.folder)
+
+
+STORES = ("faiss", "milvus")
+
+
+def open_store(
+    kind: str, folder: Path, milvus_uri: str = "", milvus_collection: str = "rag_chunks", milvus_token: str = ""
+) -> Store:
+    """The configured store; Milvus is imported only when asked for."""
+    if kind == "faiss":
+        return FaissStore(folder)
+    if kind == "milvus":
+        from index.milvus import MilvusStore
+
+        return MilvusStore(milvus_uri or str(folder.with_suffix(".milvus.db")), milvus_collection, milvus_token)
+    raise ValueError(f"store must be one of {', '.join(STORES)}, not {kind!r}")

@@ -17,7 +17,7 @@ from langchain_core.runnables import Runnable, RunnableLambda
 
 from index import store
 from index.arabic import normalize
-from index.build import build_folder
+from index.build import build_folder, store_for
 from index.embed import VectorEmbeddings, load_embedder
 from rag.answer import Answer, ExtractiveAnswerer
 from rag.config import PROJECT_ROOT, Config
@@ -48,15 +48,22 @@ def open_index(
 ) -> store.StoredIndex:
     """Load the configured index; the default index over seeds/ is built on first use."""
     try:
-        return store.load(config.index_dir, embedder.name)
+        return store_for(config).load(embedder.name)
     except store.IndexMissing:
-        default = Config()
-        if config.index_dir.resolve() != default.index_dir.resolve() or not config.docs_dir.is_dir():
+        default_location = (
+            not config.milvus_uri
+            if config.store == "milvus"
+            else config.index_dir.resolve() == Config().index_dir.resolve()
+        )
+        if not default_location or not config.docs_dir.is_dir():
             raise
         if log:
-            log(
-                f"Building the default index of {config.docs_dir.relative_to(PROJECT_ROOT) if config.docs_dir.is_relative_to(PROJECT_ROOT) else config.docs_dir} (first run)…"
+            shown = (
+                config.docs_dir.relative_to(PROJECT_ROOT)
+                if config.docs_dir.is_relative_to(PROJECT_ROOT)
+                else config.docs_dir
             )
+            log(f"Building the default index of {shown} (first run)…")
         index, report = build_folder(config, embedder, log=log)
         if log:
             log(report.summary())

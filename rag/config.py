@@ -31,6 +31,12 @@ class Config:
     # Vector index: "auto" picks exact search below 50k chunks and HNSW above (see index/store.py).
     index_type: str = "auto"
     hnsw_ef_search: int = 256
+    # Where the index lives: "faiss" (local folder, index_dir) or "milvus" (a collection at milvus_uri:
+    # a local file path runs embedded Milvus Lite, http://host:19530 a Milvus server or cluster).
+    store: str = "faiss"
+    milvus_uri: str = ""
+    milvus_collection: str = "rag_chunks"
+    milvus_token: str = field(default="", repr=False)
     # Retrieval.
     retriever: str = "hybrid"
     k: int = 5
@@ -112,6 +118,8 @@ def add_arguments(parser: argparse.ArgumentParser, *names: str) -> None:
             "--index-type",
             {"choices": ("auto", "flat", "hnsw"), "help": "vector index type (default auto)"},
         ),
+        "store": ("--store", {"choices": ("faiss", "milvus"), "help": "index store (default faiss)"}),
+        "milvus_uri": ("--milvus-uri", {"help": "Milvus Lite file path or http://host:19530"}),
         "k": ("--k", {"type": int, "help": "number of passages to retrieve (default 5)"}),
         "retriever": ("--retriever", {"choices": RETRIEVERS, "help": "retrieval mode (default hybrid)"}),
         "llm_base_url": ("--llm-base-url", {"help": "OpenAI-compatible endpoint; enables LLM answers"}),
