@@ -59,6 +59,14 @@ def index_dir_for(corpus: Corpus, embedder: str) -> Path:
     return EVAL_ROOT / f"{corpus.name}-{key}"
 
 
+def for_corpus(config: Config, corpus: Corpus) -> Config:
+    """The config pointed at the corpus's own evaluation index (never the user's index or collection)."""
+    folder = index_dir_for(corpus, config.embedder)
+    if config.store == "milvus":
+        return config.replace(index_dir=folder, milvus_collection=f"eval_{folder.name.replace('-', '_')}")
+    return config.replace(index_dir=folder)
+
+
 def prepare_index(config: Config, corpus: Corpus, show_progress: bool) -> store.StoredIndex:
     """Build or incrementally update the evaluation index for the corpus."""
     embedder = load_embedder(config.embedder, config.embed_batch_size)
@@ -193,7 +201,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--squad", type=Path, help="SQuAD-format JSON: its paragraphs are the corpus")
     parser.add_argument("--json", type=Path, dest="json_out", help="write metrics and per-question records here")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
-    add_arguments(parser, "docs_dir", "k", "retriever", "embedder", "llm_base_url", "llm_model", "llm_timeout_s")
+    add_arguments(
+        parser,
+        "docs_dir",
+        "k",
+        "retriever",
+        "embedder",
+        "store",
+        "milvus_uri",
+        "llm_base_url",
+        "llm_model",
+        "llm_timeout_s",
+    )
     args = parser.parse_args(argv)
     if not args.questions and not args.squad:
         parser.error("give --questions FILE.jsonl and/or --squad FILE.json")
@@ -208,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
         for path in args.questions:
             questions.extend(load_jsonl(path))
         config = Config.from_args(args)
-        config = config.replace(index_dir=index_dir_for(corpus, config.embedder))
+        config = for_corpus(config, corpus)
         result = run(config, corpus, questions, config.k, show_progress=not args.quiet)
     except (QuestionFileError, store.IndexProblem, EmbedderUnavailable, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -19,7 +19,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from eval.__main__ import Corpus, index_dir_for, run
+from eval.__main__ import Corpus, for_corpus, run
 from eval.questions import load_jsonl, load_squad
 from rag.config import PROJECT_ROOT, RETRIEVERS, Config
 
@@ -79,7 +79,7 @@ def main() -> None:
     for title, command, corpus, questions in suites(args.arcd):
         rows = []
         for retriever in RETRIEVERS:
-            config = base.replace(retriever=retriever, index_dir=index_dir_for(corpus, base.embedder))
+            config = for_corpus(base.replace(retriever=retriever), corpus)
             started = time.time()
             result = run(config, corpus, questions, config.k, show_progress=True)
             metrics = result["metrics"]

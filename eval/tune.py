@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from eval.__main__ import Corpus, index_dir_for, prepare_index
+from eval.__main__ import Corpus, for_corpus, prepare_index
 from eval.metrics import contains, first_hit, mean, recall_at, reciprocal_rank
 from eval.questions import Question, load_jsonl, load_squad
 from rag.answer import _candidates
@@ -104,7 +104,7 @@ def main() -> None:
     documents, questions = load_squad(args.squad)
     corpus = Corpus(f"squad-{args.squad.stem}", documents=tuple(documents))
     config = Config.from_env()
-    config = config.replace(index_dir=index_dir_for(corpus, config.embedder))
+    config = for_corpus(config, corpus)
     pipeline = Pipeline(config, index=prepare_index(config, corpus, show_progress=True))
     tune_fusion(pipeline, questions)
     pipeline.retriever.dense_weight = config.dense_weight

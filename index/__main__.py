@@ -8,7 +8,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from index.build import build_folder
+from index.build import build_folder, store_for
 from index.embed import EmbedderUnavailable, load_embedder
 from index.store import IndexProblem
 from rag.config import Config, add_arguments
@@ -19,7 +19,7 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     build = commands.add_parser("build", help="index a folder of .txt/.md files (incremental)")
     build.add_argument("docs_dir", nargs="?", type=Path, default=None, help="documents folder (default: seeds/)")
-    add_arguments(build, "index_dir", "embedder", "index_type")
+    add_arguments(build, "index_dir", "embedder", "index_type", "store", "milvus_uri")
     build.add_argument("--rebuild", action="store_true", help="ignore the existing index and build from scratch")
     build.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     except (IndexProblem, EmbedderUnavailable, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    print(f"{config.index_dir}: {report.summary()}")
+    print(f"{store_for(config).description}: {report.summary()}")
     return 0
 
 

@@ -118,6 +118,7 @@ def apply_changes(
         layout = {"index_type_requested": config.index_type, "ef_search": config.hnsw_ef_search}
         same_layout = old is not None and all(old.manifest.get(k) == v for k, v in layout.items())
         if not report.changed and same_layout and old is not None:
+            target.tidy()
             report.total_chunks = len(old.chunks)
             return old, report
         new_vectors = embedder.encode_passages([embedding_text(c) for c in new_chunks], progress)

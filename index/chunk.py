@@ -13,6 +13,9 @@ from langchain_core.documents import Document
 
 from index.arabic import clause_spans, sentence_spans, trim_span
 
+# Far above any real 150-word chunk (~1,000 characters); bounds pathological input.
+MAX_CHUNK_CHARS = 8_000
+
 
 @dataclass(frozen=True)
 class ChunkSettings:
@@ -45,7 +48,7 @@ def _units(text: str, max_words: int) -> list[_Unit]:
         if start == end:
             paragraph_start = paragraph_start or "\n" in text[s_start:s_end]
             continue
-        for piece_start, piece_end in _split_long(text, start, end, max_words):
+        for piece_start, piece_end in _cap_chars(_split_long(text, start, end, max_words)):
             units.append(_Unit(piece_start, piece_end, len(text[piece_start:piece_end].split()), paragraph_start))
             paragraph_start = False
         paragraph_start = text[s_end - 1] == "\n" or text.startswith("\n", s_end)
@@ -55,7 +58,7 @@ def _units(text: str, max_words: int) -> list[_Unit]:
 def _split_long(text: str, start: int, end: int, max_words: int) -> list[tuple[int, int]]:
     """A sentence over `max_words` is cut at commas, then, if still too long, every `max_words` words."""
     if len(text[start:end].split(None, max_words)) <= max_words:
-        return [(start, end)]
+        return _cap_chars([(start, end)])
     pieces: list[tuple[int, int]] = []
     for c_start, c_end in clause_spans(text, start, end):
         c_start, c_end = trim_span(text, c_start, c_end)
@@ -73,6 +76,14 @@ def _split_long(text: str, start: int, end: int, max_words: int) -> list[tuple[i
                 pieces.append((s, e))
             cursor = stop
     return pieces
+
+
+def _cap_chars(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Cut anything longer than MAX_CHUNK_CHARS (a "word" of 1 MB with no spaces) into windows."""
+    out = []
+    for start, end in spans:
+        out.extend((s, min(s + MAX_CHUNK_CHARS, end)) for s in range(start, end, MAX_CHUNK_CHARS))
+    return out
 
 
 def _after_n_words(text: str, start: int, end: int, n: int) -> int:

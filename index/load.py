@@ -23,6 +23,15 @@ _ARABIC_RE = re.compile(r"[\u0600-\u06ff]")
 _LETTER_RE = re.compile(r"[^\W\d_]")
 
 
+_TERMINAL_CONTROL_RE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def terminal_safe(text: str) -> str:
+    """Document text and file names may carry escape sequences that would drive a terminal
+    (clear it, retitle it); printed output shows them as inert replacement characters."""
+    return _TERMINAL_CONTROL_RE.sub("\ufffd", text)
+
+
 class UnreadableFile(ValueError):
     """A file that is not text in an encoding we can recognise."""
 
@@ -35,7 +44,8 @@ class Skipped:
     reason: str
 
     def __str__(self) -> str:
-        return f"skipped {self.path.name}: {self.reason}"
+        name = self.path.name.encode("utf-8", "replace").decode("utf-8")
+        return terminal_safe(f"skipped {name}: {self.reason}")
 
 
 def decode(data: bytes) -> tuple[str, str]:
@@ -49,6 +59,12 @@ def decode(data: bytes) -> tuple[str, str]:
     elif data.startswith((b"\xff\xfe", b"\xfe\xff")):
         candidates = [("utf-16", data)]
     else:
+        # A UTF-8 file with a few damaged bytes (a truncated download) is still UTF-8: read as
+        # Windows-1256 it would become mojibake that passes for Arabic.
+        lenient = data.decode("utf-8", "replace")
+        damaged = lenient.count("\ufffd")
+        if 0 < damaged <= max(3, len(lenient) // 1000) and "\x00" not in lenient:
+            return lenient.replace("\r\n", "\n").replace("\r", "\n"), "utf-8 (damaged bytes replaced)"
         candidates = [("utf-8", data), ("cp1256", data)]
     for encoding, raw in candidates:
         try:
@@ -81,9 +97,9 @@ def derive_title(text: str, fallback: str) -> str:
         len(first) <= _TITLE_MAX_CHARS and len(lines) > 1 and not first.endswith((".", "؟", "?", "!", ":"))
     )
     if is_heading and first:
-        return first
+        return first[:_TITLE_MAX_CHARS]
     words = first.split()
-    return " ".join(words[:8]) + (" …" if len(words) > 8 else "")
+    return (" ".join(words[:8]) + (" …" if len(words) > 8 else ""))[: _TITLE_MAX_CHARS + 2]
 
 
 def load_file(path: Path, name: str | None = None) -> Document:
@@ -127,8 +143,14 @@ def load_folder(folder: Path) -> tuple[list[Document], list[Skipped]]:
             part.startswith(".") for part in path.parts[len(folder.parts) :]
         ):
             continue
+        name = path.relative_to(folder).as_posix()
         try:
-            documents.append(load_file(path, path.relative_to(folder).as_posix()))
+            name.encode("utf-8")
+        except UnicodeEncodeError:
+            skipped.append(Skipped(path, "file name is not valid UTF-8; rename it"))
+            continue
+        try:
+            documents.append(load_file(path, name))
         except (UnreadableFile, OSError) as exc:
             skipped.append(Skipped(path, str(exc)))
     return documents, skipped

@@ -16,6 +16,7 @@ import dataclasses
 import fcntl
 import json
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -26,9 +27,18 @@ import faiss
 import numpy as np
 from langchain_core.documents import Document
 
+from rag.config import Config
+
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
+_GENERATION_RE = re.compile(r"^(?:vectors|chunks)\.(\d+)\.")
 REBUILD_HINT = "python -m index build --rebuild"
+
+
+def rebuild_hint(folder: Path) -> str:
+    """The repair command for this index folder (the default folder needs no --index)."""
+    default = folder.resolve() == Config().index_dir.resolve()
+    return REBUILD_HINT if default else f"{REBUILD_HINT} --index {folder}"
 
 
 class IndexProblem(RuntimeError):
@@ -183,7 +193,13 @@ def save(folder: Path, manifest: dict[str, Any], chunks: list[Document], vectors
     if vectors.ntotal != len(chunks):
         raise ValueError(f"{vectors.ntotal} vectors for {len(chunks)} chunks")
     folder.mkdir(parents=True, exist_ok=True)
-    generation = int(manifest.get("generation", 0)) + 1
+    # Never reuse a generation number still on disk: after --rebuild the manifest starts from 0,
+    # and overwriting the live generation's files in place would break the old index mid-write.
+    on_disk = [int(m.group(1)) for p in folder.iterdir() if (m := _GENERATION_RE.match(p.name))]
+    live_generation = 0
+    with contextlib.suppress(IndexProblem):
+        live_generation = int(read_manifest(folder).get("generation", 0))
+    generation = max([int(manifest.get("generation", 0)), live_generation, *on_disk]) + 1
     vectors_name, chunks_name = f"vectors.{generation}.faiss", f"chunks.{generation}.jsonl"
     serialized = faiss.serialize_index(vectors)
     _atomic_write(folder / vectors_name, lambda h: h.write(serialized.tobytes()))
@@ -205,6 +221,13 @@ def save(folder: Path, manifest: dict[str, Any], chunks: list[Document], vectors
     _fsync_dir(folder)
     _remove_stale(folder, {vectors_name, chunks_name, MANIFEST, ".lock"})
     return live
+
+
+def remove_stale(folder: Path) -> None:
+    """Delete files of generations other than the live one (left by a build killed after commit)."""
+    with contextlib.suppress(IndexProblem, OSError):
+        live = read_manifest(folder)
+        _remove_stale(folder, {live["vectors_file"], live["chunks_file"], MANIFEST, ".lock"})
 
 
 def _remove_stale(folder: Path, keep: set[str]) -> None:
@@ -229,23 +252,23 @@ def read_manifest(folder: Path) -> dict[str, Any]:
         if not isinstance(manifest, dict):
             raise ValueError("not a JSON object")
     except (ValueError, UnicodeDecodeError) as exc:
-        raise IndexCorrupt(f"{path} is not valid JSON ({exc}); rebuild with `{REBUILD_HINT}`") from exc
+        raise IndexCorrupt(f"{path} is not valid JSON ({exc}); rebuild with `{rebuild_hint(folder)}`") from exc
     if manifest.get("format_version") != FORMAT_VERSION:
         raise IndexMismatch(
             f"{path} has index format {manifest.get('format_version')!r}, this version reads {FORMAT_VERSION}; "
-            f"rebuild with `{REBUILD_HINT}`"
+            f"rebuild with `{rebuild_hint(folder)}`"
         )
     missing = [k for k in ("embedder", "dim", "files", "count", "vectors_file", "chunks_file") if k not in manifest]
     if missing:
-        raise IndexCorrupt(f"{path} lacks {', '.join(missing)}; rebuild with `{REBUILD_HINT}`")
+        raise IndexCorrupt(f"{path} lacks {', '.join(missing)}; rebuild with `{rebuild_hint(folder)}`")
     return manifest
 
 
-def check_embedder(manifest: dict[str, Any], embedder: str, folder: Path) -> None:
+def check_embedder(manifest: dict[str, Any], embedder: str, where: str, hint: str) -> None:
     if manifest["embedder"] != embedder:
         raise IndexMismatch(
-            f"the index in {folder} was built with embedder {manifest['embedder']!r} but {embedder!r} is configured; "
-            f"rebuild with `{REBUILD_HINT} --embedder {embedder}` or configure {manifest['embedder']!r}"
+            f"the index in {where} was built with embedder {manifest['embedder']!r} but {embedder!r} is configured; "
+            f"rebuild with `{hint} --embedder {embedder}` or configure {manifest['embedder']!r}"
         )
 
 
@@ -253,7 +276,7 @@ def load(folder: Path, embedder: str | None = None) -> StoredIndex:
     """Load and cross-check an index; every failure names the file and the fix."""
     manifest = read_manifest(folder)
     if embedder is not None:
-        check_embedder(manifest, embedder, folder)
+        check_embedder(manifest, embedder, str(folder), rebuild_hint(folder))
     vectors_path = folder / manifest["vectors_file"]
     chunks_path = folder / manifest["chunks_file"]
     try:
@@ -261,7 +284,7 @@ def load(folder: Path, embedder: str | None = None) -> StoredIndex:
         vectors = faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8))
     except (OSError, RuntimeError) as exc:
         raise IndexCorrupt(
-            f"{vectors_path} is missing or damaged ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); rebuild with `{REBUILD_HINT}`"
+            f"{vectors_path} is missing or damaged ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); rebuild with `{rebuild_hint(folder)}`"
         ) from exc
     chunks: list[Document] = []
     try:
@@ -272,14 +295,16 @@ def load(folder: Path, embedder: str | None = None) -> StoredIndex:
                     chunks.append(_chunk_from_record(record))
                 except (ValueError, KeyError, TypeError, AttributeError) as exc:
                     raise IndexCorrupt(
-                        f"{chunks_path} line {line_no} is not a valid chunk record; rebuild with `{REBUILD_HINT}`"
+                        f"{chunks_path} line {line_no} is not a valid chunk record; rebuild with `{rebuild_hint(folder)}`"
                     ) from exc
     except (OSError, UnicodeDecodeError) as exc:
-        raise IndexCorrupt(f"{chunks_path} is missing or unreadable ({exc}); rebuild with `{REBUILD_HINT}`") from exc
+        raise IndexCorrupt(
+            f"{chunks_path} is missing or unreadable ({exc}); rebuild with `{rebuild_hint(folder)}`"
+        ) from exc
     if not (vectors.ntotal == len(chunks) == manifest["count"]) or vectors.d != manifest["dim"]:
         raise IndexCorrupt(
             f"index in {folder} is inconsistent: {vectors.ntotal} vectors of dim {vectors.d}, {len(chunks)} chunks, "
-            f"manifest says {manifest['count']} of dim {manifest['dim']}; rebuild with `{REBUILD_HINT}`"
+            f"manifest says {manifest['count']} of dim {manifest['dim']}; rebuild with `{rebuild_hint(folder)}`"
         )
     prepare(vectors, int(manifest.get("ef_search", DEFAULT_EF_SEARCH)))
     return StoredIndex(manifest=manifest, chunks=chunks, vectors=vectors, folder=folder)
@@ -308,6 +333,10 @@ class Store(Protocol):
 
     def lock(self) -> contextlib.AbstractContextManager[None]: ...
 
+    def tidy(self) -> None:
+        """Remove leftovers of interrupted writes (callers hold the lock)."""
+        ...
+
     def commit(self, manifest: dict[str, Any], changes: Changes, old: StoredIndex | None) -> StoredIndex:
         """Apply `changes` on top of `old` (None: start from empty) and make `manifest` live."""
         ...
@@ -331,6 +360,9 @@ class FaissStore:
 
     def lock(self) -> contextlib.AbstractContextManager[None]:
         return write_lock(self.folder)
+
+    def tidy(self) -> None:
+        remove_stale(self.folder)
 
     def commit(self, manifest: dict[str, Any], changes: Changes, old: StoredIndex | None) -> StoredIndex:
         kept = [i for i, c in enumerate(old.chunks) if c.metadata["source"] not in changes.drop] if old else []
@@ -356,5 +388,7 @@ def open_store(
     if kind == "milvus":
         from index.milvus import MilvusStore
 
-        return MilvusStore(milvus_uri or str(folder.with_suffix(".milvus.db")), milvus_collection, milvus_token)
+        return MilvusStore(
+            milvus_uri or str(folder.parent / f"{folder.name}.milvus.db"), milvus_collection, milvus_token
+        )
     raise ValueError(f"store must be one of {', '.join(STORES)}, not {kind!r}")

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import sys
 from collections.abc import Iterable
 
 from index.embed import EmbedderUnavailable
+from index.load import terminal_safe
 from index.store import IndexProblem
 from rag.answer import Answer
 from rag.chain import Pipeline, QuestionError
@@ -32,12 +34,13 @@ def render(answer: Answer, streamed: bool = False) -> str:
         snippet = " ".join(c.text.split())
         snippet = snippet if len(snippet) <= 200 else snippet[:200] + " …"
         lines.append(f"[{c.n}] {c.title} — {c.source} ({c.start}–{c.end})\n    {snippet}")
-    return "\n".join(lines)
+    return terminal_safe("\n".join(lines))
 
 
 def _questions(args: argparse.Namespace) -> Iterable[str]:
     if args.question == "-":
-        for line in sys.stdin:
+        stdin = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="replace")
+        for line in stdin:
             if line.strip():
                 yield line.rstrip("\n")
     else:
@@ -45,7 +48,7 @@ def _questions(args: argparse.Namespace) -> Iterable[str]:
 
 
 def _print_token(token: str) -> None:
-    print(token, end="", flush=True)
+    print(terminal_safe(token), end="", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -33,7 +33,9 @@ class QuestionError(ValueError):
 
 def clean_question(question: str, max_chars: int) -> str:
     """Strip control characters and surrounding space; refuse what cannot be answered."""
-    question = _CONTROL_RE.sub(" ", question or "").strip()
+    # Lone surrogates (undecodable bytes from a terminal or a form) cannot be encoded: replace them.
+    question = (question or "").encode("utf-8", "replace").decode("utf-8")
+    question = _CONTROL_RE.sub(" ", question).strip()
     if not question:
         raise QuestionError("Please type a question.")
     if len(question) > max_chars:

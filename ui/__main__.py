@@ -21,7 +21,7 @@ QUEUE_SIZE = 256
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ui", description="Start the chat UI.")
-    add_arguments(parser, "ui_host", "ui_port", "index_dir", "docs_dir", "embedder", "k")
+    add_arguments(parser, "ui_host", "ui_port", "index_dir", "docs_dir", "embedder", "k", "store", "milvus_uri")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
@@ -57,6 +57,8 @@ def main(argv: list[str] | None = None) -> int:
         footer_links=[],
         show_error=False,
         ssr_mode=False,
+        # Each API client is a session; keep a bounded number of them in memory.
+        state_session_capacity=500,
     )
     return 0
 

@@ -185,10 +185,14 @@ def _original_name(file: Any) -> str:
 
 
 def _api_answer(pipeline: Pipeline, question: str) -> dict[str, Any]:
+    shown = (question or "").encode("utf-8", "replace").decode("utf-8")
     try:
         return pipeline.ask(question).to_json()
     except QuestionError as exc:
-        return {"question": question, "error": str(exc)}
+        return {"question": shown, "error": str(exc)}
+    except Exception:
+        log.exception("API question failed")
+        return {"question": shown, "error": "Something went wrong while answering; please try again."}
 
 
 def theme() -> gr.themes.Base:
