@@ -29,6 +29,7 @@ from typing import Any
 
 import faiss
 import numpy as np
+from langchain_core.documents import Document
 from scipy import sparse
 
 from eval.metrics import percentile
@@ -297,6 +298,60 @@ def bench_scale(corpus: SyntheticCorpus, sizes: list[int], config: Config) -> li
     return rows
 
 
+def bench_milvus(corpus: SyntheticCorpus, sizes: list[int], config: Config, workdir: Path) -> list[dict[str, Any]]:
+    """Milvus Lite rows: write rate (insert + read back) and query latency at each size."""
+    from index.milvus import MilvusStore
+
+    rows = []
+    for n in sizes:
+        vectors = corpus.vectors(n)
+        chunks = []
+        for i in range(n):
+            real = corpus.chunks[i % len(corpus.chunks)]
+            chunks.append(
+                Document(page_content=real.page_content, id=f"syn-{i}", metadata={**real.metadata, "id": f"syn-{i}"})
+            )
+        target = MilvusStore(str(workdir / f"bench-{n}.milvus.db"), f"bench_{n}")
+        manifest = store.new_manifest("bench", corpus.dim, {})
+        index, seconds = timed(
+            lambda t=target, m=manifest, c=chunks, v=vectors: t.commit(m, store.Changes(frozenset(), c, v), None)
+        )
+        bm25 = corpus.bm25(n)
+        retriever = HybridRetriever(
+            index=index,
+            embedder=corpus.embedder,
+            bm25=bm25,
+            k=config.k,
+            candidates=config.candidates,
+            dense_weight=config.dense_weight,
+        )
+        dense = latency(
+            lambda i, v=index.vectors: v.search(corpus.queries[i : i + 1], 50), list(range(len(corpus.queries)))
+        )
+
+        def cold(question: str, r: HybridRetriever = retriever) -> Any:
+            corpus.embedder.clear_cache()
+            return r.invoke(question)
+
+        hybrid = latency(cold, corpus.questions)
+        row = {
+            "chunks": n,
+            "write_s": seconds,
+            "rows_per_s": n / seconds,
+            "dense_p50_ms": dense["p50_ms"],
+            "dense_p95_ms": dense["p95_ms"],
+            "hybrid_p50_ms": hybrid["p50_ms"],
+            "hybrid_p95_ms": hybrid["p95_ms"],
+        }
+        rows.append(row)
+        print(
+            f"  milvus lite {n:>9,} chunks: {row['rows_per_s']:.0f} rows/s, hybrid p50 {row['hybrid_p50_ms']:.1f} ms",
+            flush=True,
+        )
+        target.client().close()
+    return rows
+
+
 # --- report --------------------------------------------------------------------------------------
 
 
@@ -406,6 +461,8 @@ def main(argv: list[str] | None = None) -> int:
         sizes = [10_000, 100_000] if args.quick else [10_000, 100_000, 1_000_000]
         corpus = SyntheticCorpus(config, args.arcd)
         scaling = bench_scale(corpus, sizes, config)
+        print("milvus lite…", flush=True)
+        milvus = bench_milvus(corpus, [10_000, 100_000], config, workdir)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     command = "python -m eval.bench" + (" --quick" if args.quick else "")
@@ -418,6 +475,7 @@ def main(argv: list[str] | None = None) -> int:
         "cold_start": cold,
         "queries": queries,
         "scaling": scaling,
+        "milvus": milvus,
         "peak_rss_mb": peak_mb(),
     }
     print(json.dumps({k: v for k, v in results.items() if k != "scaling"}, indent=1))
