@@ -162,7 +162,7 @@ def write_lock(folder: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _atomic_write(path: Path, write: Any) -> None:
+def atomic_write(path: Path, write: Any) -> None:
     """Write via a temp file in the same folder, fsync, then rename over the target."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -202,13 +202,13 @@ def save(folder: Path, manifest: dict[str, Any], chunks: list[Document], vectors
     generation = max([int(manifest.get("generation", 0)), live_generation, *on_disk]) + 1
     vectors_name, chunks_name = f"vectors.{generation}.faiss", f"chunks.{generation}.jsonl"
     serialized = faiss.serialize_index(vectors)
-    _atomic_write(folder / vectors_name, lambda h: h.write(serialized.tobytes()))
+    atomic_write(folder / vectors_name, lambda h: h.write(serialized.tobytes()))
 
     def write_chunks(handle: Any) -> None:
         for chunk in chunks:
             handle.write(json.dumps(_chunk_record(chunk), ensure_ascii=False).encode() + b"\n")
 
-    _atomic_write(folder / chunks_name, write_chunks)
+    atomic_write(folder / chunks_name, write_chunks)
     live = {
         **manifest,
         "generation": generation,
@@ -217,7 +217,7 @@ def save(folder: Path, manifest: dict[str, Any], chunks: list[Document], vectors
         "chunks_file": chunks_name,
     }
     _fsync_dir(folder)
-    _atomic_write(folder / MANIFEST, lambda h: h.write(json.dumps(live, ensure_ascii=False, indent=1).encode()))
+    atomic_write(folder / MANIFEST, lambda h: h.write(json.dumps(live, ensure_ascii=False, indent=1).encode()))
     _fsync_dir(folder)
     _remove_stale(folder, {vectors_name, chunks_name, MANIFEST, ".lock"})
     return live

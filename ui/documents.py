@@ -8,9 +8,7 @@ indexed in one atomic index write.
 from __future__ import annotations
 
 import contextlib
-import os
 import re
-import tempfile
 import threading
 import unicodedata
 from dataclasses import dataclass, field
@@ -18,6 +16,7 @@ from pathlib import Path
 
 from index.build import apply_changes
 from index.load import SUPPORTED_SUFFIXES, UnreadableFile, load_file
+from index.store import atomic_write
 from rag.chain import Pipeline
 
 _MAX_NAME_BYTES = 200  # well under the usual 255-byte file-name limit
@@ -156,12 +155,4 @@ class DocumentLibrary:
 
 def _copy_atomic(source: Path, target: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".upload-")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(source.read_bytes())
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    atomic_write(target, lambda handle: handle.write(source.read_bytes()))
