@@ -58,7 +58,9 @@ def main(argv: list[str] | None = None) -> int:
     ask.add_argument("question", help='the question, or "-" for stdin')
     ask.add_argument("--json", action="store_true", help="print one JSON object per question")
     add_arguments(
-        ask, "k", "index_dir", "docs_dir", "embedder", "retriever", "llm_base_url", "llm_model", "llm_timeout_s"
+        ask,
+        *("k", "index_dir", "docs_dir", "embedder", "retriever", "store", "milvus_uri"),
+        *("llm_base_url", "llm_model", "llm_timeout_s"),
     )
     args = parser.parse_args(argv)
     try:

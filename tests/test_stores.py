@@ -1,0 +1,285 @@
+"""Both index stores (FAISS folder and Milvus Lite) behind the same build, load and answer paths."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from index import store
+from index.build import BuildReport, build_folder, store_for
+from index.embed import VectorEmbeddings
+from rag.chain import Pipeline
+from rag.config import Config
+from tests.helpers import REPO_ROOT, SEEDS_DIR, CountingEmbedder, write_docs
+
+STORES = ["faiss", "milvus"]
+MOSCOW_SOURCE = "001_e9389b4ffc57ddb8.txt"
+ARABIC_QUESTION = "متى عقد مؤتمر موسكو للأمن الدولي في نسخته الحادية عشرة؟"
+ENGLISH_QUESTION = "How many delegates attended the 2023 conference?"
+
+NILE = (
+    "نهر النيل\n"
+    "نهر النيل أطول أنهار القارة الأفريقية. "
+    "ينبع النيل الأبيض من بحيرة فيكتوريا، وينبع النيل الأزرق من بحيرة تانا في إثيوبيا. "
+    "يلتقي الرافدان في الخرطوم ثم يجري النهر شمالا حتى يصب في البحر المتوسط.\n"
+)
+COFFEE = (
+    "تاريخ القهوة\n"
+    "عرف اليمنيون شراب القهوة في القرن الخامس عشر وزرعوا أشجار البن في الجبال. "
+    "انتقلت القهوة من ميناء المخا إلى مكة والقاهرة ثم إلى إسطنبول. "
+    "تعد البرازيل اليوم أكبر منتج للبن في العالم.\n"
+)
+DATES = (
+    "النخيل في الجزيرة العربية\n"
+    "تزرع أشجار النخيل في واحات الجزيرة العربية منذ آلاف السنين. "
+    "تعد التمور غذاء أساسيا لسكان الصحراء، وتصدر اليوم إلى بلدان كثيرة.\n"
+)
+
+
+def make_config(kind: str, docs: Path, tmp: Path, db: str = "m.db") -> Config:
+    config = Config(docs_dir=docs, index_dir=tmp / "index", store=kind)
+    return config.replace(milvus_uri=str(tmp / db)) if kind == "milvus" else config
+
+
+def free_closed_port() -> int:
+    """A port nothing listens on (bound once by us, then released)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def source_text(config: Config, source: str) -> str:
+    return (config.docs_dir / source).read_text(encoding="utf-8")
+
+
+def ids_by_source(index: store.StoredIndex) -> dict[str, set[str]]:
+    result: dict[str, set[str]] = {}
+    for chunk in index.chunks:
+        result.setdefault(chunk.metadata["source"], set()).add(chunk.metadata["id"])
+    return result
+
+
+@dataclass
+class Built:
+    kind: str
+    config: Config
+    report: BuildReport
+    tmp: Path
+
+
+@pytest.fixture(scope="module", params=STORES)
+def built(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, embedder: VectorEmbeddings
+) -> Built:
+    kind = request.param
+    tmp = tmp_path_factory.mktemp(f"stores-{kind}")
+    docs = tmp / "docs"
+    shutil.copytree(SEEDS_DIR, docs)
+    config = make_config(kind, docs, tmp)
+    _, report = build_folder(config, embedder)
+    return Built(kind, config, report, tmp)
+
+
+@pytest.fixture(scope="module")
+def pipeline(built: Built) -> Pipeline:
+    return Pipeline(built.config)
+
+
+# --- build and load ------------------------------------------------------------------------------
+
+
+def test_build_then_load_is_consistent(built: Built, embedder: VectorEmbeddings) -> None:
+    index = store_for(built.config).load(embedder.name)
+    assert len(index.chunks) > 0
+    assert len(index.chunks) == index.manifest["count"] == index.vectors.ntotal == built.report.total_chunks
+    assert index.vectors.d == embedder.dim == index.manifest["dim"]
+    assert set(index.files) == {p.name for p in built.config.docs_dir.iterdir()}
+    assert sum(info["chunks"] for info in index.files.values()) == len(index.chunks)
+    assert len({c.metadata["id"] for c in index.chunks}) == len(index.chunks)
+    texts = {name: source_text(built.config, name) for name in index.files}
+    for chunk in index.chunks:
+        meta = chunk.metadata
+        assert chunk.page_content == texts[meta["source"]][meta["start"] : meta["end"]], meta["id"]
+        assert chunk.page_content.strip()
+
+
+def test_vectors_are_row_aligned_with_chunks(built: Built, embedder: VectorEmbeddings) -> None:
+    index = store_for(built.config).load(embedder.name)
+    vectors = index.all_vectors()
+    assert vectors.shape == (len(index.chunks), embedder.dim)
+    # Searching with a chunk's own vector finds that chunk first.
+    for row in (0, len(index.chunks) // 2, len(index.chunks) - 1):
+        sims, rows = index.vectors.search(vectors[row : row + 1], 1)
+        assert rows[0, 0] == row
+        assert sims[0, 0] == pytest.approx(float(vectors[row] @ vectors[row]), abs=1e-3)
+
+
+def test_embedder_mismatch(built: Built) -> None:
+    with pytest.raises(store.IndexMismatch, match="--rebuild") as info:
+        store_for(built.config).load("other")
+    assert "other" in str(info.value)
+
+
+# --- retrieval and answers -----------------------------------------------------------------------
+
+
+def check_citations(config: Config, answer: object) -> None:
+    citations = answer.citations  # type: ignore[attr-defined]
+    assert citations
+    for c in citations:
+        assert c.text == source_text(config, c.source)[c.start : c.end]
+
+
+def test_arabic_question(built: Built, pipeline: Pipeline) -> None:
+    answer = pipeline.ask(ARABIC_QUESTION)
+    assert not answer.abstained
+    assert answer.citations[0].source == MOSCOW_SOURCE
+    assert "2023" in answer.answer
+    check_citations(built.config, answer)
+
+
+def test_english_question(built: Built, pipeline: Pipeline) -> None:
+    answer = pipeline.ask(ENGLISH_QUESTION)
+    assert not answer.abstained
+    assert "800" in answer.answer
+    check_citations(built.config, answer)
+
+
+# --- incremental updates -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", STORES)
+def test_incremental_updates(kind: str, tmp_path: Path, embedder: VectorEmbeddings) -> None:
+    docs = tmp_path / "docs"
+    shutil.copytree(SEEDS_DIR, docs)
+    write_docs(docs, {"nile.txt": NILE, "coffee.txt": COFFEE})
+    config = make_config(kind, docs, tmp_path, db="inc.db")
+    counting = CountingEmbedder(embedder)
+
+    def reload() -> store.StoredIndex:
+        index = store_for(config).load(embedder.name)
+        assert len(index.chunks) == index.manifest["count"] == index.vectors.ntotal
+        assert set(index.files) == {p.name for p in docs.iterdir()}
+        for chunk in index.chunks:
+            meta = chunk.metadata
+            assert chunk.page_content == source_text(config, meta["source"])[meta["start"] : meta["end"]]
+        return index
+
+    index, report = build_folder(config, counting)
+    assert report.embedded_chunks == len(counting.passages) == len(index.chunks)
+    before = ids_by_source(reload())
+
+    # Nothing changed: nothing is embedded and the index is the same.
+    counting.reset()
+    _, report = build_folder(config, counting)
+    assert report.embedded_chunks == 0 and counting.passages == []
+    assert ids_by_source(reload()) == before
+
+    # One file changed: only its chunks are embedded; the other files keep their chunk ids.
+    counting.reset()
+    write_docs(docs, {"nile.txt": NILE.replace("أطول", "أكبر وأطول")})
+    _, report = build_folder(config, counting)
+    assert report.updated == ["nile.txt"]
+    after = ids_by_source(reload())
+    assert len(counting.passages) == report.embedded_chunks == len(after["nile.txt"])
+    assert all("أكبر وأطول" in p or "نهر النيل" in p for p in counting.passages)
+    assert after["nile.txt"] != before["nile.txt"]
+    assert {s: ids for s, ids in after.items() if s != "nile.txt"} == {
+        s: ids for s, ids in before.items() if s != "nile.txt"
+    }
+
+    # A new file: its chunks are added, nothing else is embedded.
+    counting.reset()
+    write_docs(docs, {"dates.txt": DATES})
+    _, report = build_folder(config, counting)
+    assert report.added == ["dates.txt"]
+    added = ids_by_source(reload())
+    assert len(counting.passages) == len(added["dates.txt"]) > 0
+    assert {s: ids for s, ids in added.items() if s != "dates.txt"} == after
+
+    # A removed file: its chunks are dropped, nothing is embedded.
+    counting.reset()
+    (docs / "coffee.txt").unlink()
+    _, report = build_folder(config, counting)
+    assert report.removed == ["coffee.txt"] and counting.passages == []
+    removed = reload()
+    assert not any(c.metadata["source"] == "coffee.txt" for c in removed.chunks)
+    assert "coffee.txt" not in removed.files
+    assert ids_by_source(removed) == {s: ids for s, ids in added.items() if s != "coffee.txt"}
+
+
+# --- Milvus only ---------------------------------------------------------------------------------
+
+
+MILVUS_ONLY = pytest.mark.parametrize("built", ["milvus"], indirect=True)
+
+
+@MILVUS_ONLY
+def test_milvus_keeps_no_local_side_files(built: Built) -> None:
+    index_dir = built.config.index_dir
+    if index_dir.exists():
+        leftovers = [*index_dir.glob("chunks*.jsonl"), *index_dir.glob("vectors*.faiss")]
+        assert leftovers == []
+    assert not list(built.tmp.rglob("*.faiss")) and not list(built.tmp.rglob("*.jsonl"))
+
+
+@MILVUS_ONLY
+def test_milvus_second_client_loads_same_chunks(built: Built, embedder: VectorEmbeddings) -> None:
+    from index.milvus import MilvusStore
+
+    config = built.config
+    first = store_for(config).load(embedder.name)
+    second = MilvusStore(config.milvus_uri, config.milvus_collection).load(embedder.name)
+    assert second is not first
+    assert [(c.metadata, c.page_content) for c in second.chunks] == [(c.metadata, c.page_content) for c in first.chunks]
+    assert second.manifest["files"] == first.manifest["files"]
+    np.testing.assert_allclose(second.all_vectors(), first.all_vectors(), atol=1e-6)
+
+
+def test_milvus_unreachable_server(tmp_path: Path, embedder: VectorEmbeddings) -> None:
+    uri = f"http://127.0.0.1:{free_closed_port()}"
+    config = Config(docs_dir=SEEDS_DIR, index_dir=tmp_path / "index", store="milvus", milvus_uri=uri)
+    started = time.monotonic()
+    with pytest.raises(store.StoreUnavailable) as info:
+        store_for(config).load(embedder.name)
+    assert time.monotonic() - started < 15
+    assert uri in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_milvus_unreachable_server_cli(tmp_path: Path) -> None:
+    uri = f"http://127.0.0.1:{free_closed_port()}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAG_")}
+    env.update(
+        {
+            "RAG_STORE": "milvus",
+            "RAG_MILVUS_URI": uri,
+            "RAG_INDEX_DIR": str(tmp_path / "index"),
+            "RAG_DOCS_DIR": str(SEEDS_DIR),
+            "PYTHONIOENCODING": "utf-8",
+        }
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "rag", "ask", "سؤال"],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr and "Traceback" not in result.stdout
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert "milvus" in lines[0].lower()
+    assert uri in lines[0]
