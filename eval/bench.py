@@ -38,7 +38,7 @@ from index import store
 from index.arabic import terms
 from index.build import apply_changes, build_folder, embedding_text
 from index.chunk import ChunkSettings, split_document
-from index.embed import load_embedder
+from index.embed import VectorEmbeddings, load_embedder
 from rag.answer import ExtractiveAnswerer
 from rag.chain import Pipeline
 from rag.config import PROJECT_ROOT, Config
@@ -76,6 +76,16 @@ def latency(fn: Callable[[str], Any], questions: list[str], repeat: int = 1) -> 
             fn(q)
             samples.append((time.perf_counter() - started) * 1000)
     return {"p50_ms": percentile(samples, 50), "p95_ms": percentile(samples, 95), "n": len(samples)}
+
+
+def cold(embedder: VectorEmbeddings, call: Callable[[str], Any]) -> Callable[[str], Any]:
+    """`call` with the embedding cache emptied first: every question pays for its own embeddings."""
+
+    def run(question: str) -> Any:
+        embedder.clear_cache()
+        return call(question)
+
+    return run
 
 
 # --- ingestion -----------------------------------------------------------------------------------
@@ -265,16 +275,12 @@ def bench_scale(corpus: SyntheticCorpus, sizes: list[int], config: Config) -> li
                 lambda i, idx=index: idx.search(corpus.queries[i : i + 1], 50), list(range(len(corpus.queries)))
             )
 
-            def cold(call: Callable[[str], Any]) -> Callable[[str], Any]:
-                def run(question: str) -> Any:
-                    corpus.embedder.clear_cache()  # every question pays for its own embeddings
-                    return call(question)
-
-                return run
-
-            hybrid = latency(cold(lambda q, r=retriever: r.invoke(q)), corpus.questions)
+            hybrid = latency(cold(corpus.embedder, lambda q, r=retriever: r.invoke(q)), corpus.questions)
             answer = latency(
-                cold(lambda q, c=chain: c.invoke({"question": q, "standalone_question": q, "k": config.k})),
+                cold(
+                    corpus.embedder,
+                    lambda q, c=chain: c.invoke({"question": q, "standalone_question": q, "k": config.k}),
+                ),
                 corpus.questions[:100],
             )
             row[name] = {
@@ -329,11 +335,7 @@ def bench_milvus(corpus: SyntheticCorpus, sizes: list[int], config: Config, work
         sample = list(range(30))
         dense = latency(lambda i, v=index.vectors: v.search(corpus.queries[i : i + 1], 50), sample)
 
-        def cold(question: str, r: HybridRetriever = retriever) -> Any:
-            corpus.embedder.clear_cache()
-            return r.invoke(question)
-
-        hybrid = latency(cold, [corpus.questions[i] for i in sample])
+        hybrid = latency(cold(corpus.embedder, retriever.invoke), [corpus.questions[i] for i in sample])
         row = {
             "chunks": n,
             "write_s": seconds,

@@ -19,7 +19,7 @@ import os
 import re
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -69,10 +69,6 @@ class StoredIndex:
     chunks: list[Document]
     vectors: faiss.Index
     folder: Path | None = None
-    _row_of: dict[str, int] = field(default_factory=dict, repr=False)
-
-    def __post_init__(self) -> None:
-        self._row_of = {c.metadata["id"]: i for i, c in enumerate(self.chunks)}
 
     @property
     def files(self) -> dict[str, dict[str, Any]]:
