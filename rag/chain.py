@@ -93,12 +93,7 @@ class Pipeline:
             candidates=self.config.candidates,
             dense_weight=self.config.dense_weight,
         )
-        answerer = ExtractiveAnswerer(
-            embedder=self.embedder,
-            term_weight=retriever.bm25.term_weight,
-            max_words=self.config.answer_max_words,
-            abstain_threshold=self.config.abstain_threshold,
-        )
+        answerer = ExtractiveAnswerer.from_config(self.config, self.embedder, retriever.bm25.term_weight)
         chains = {"extractive": self._compose(retriever, answerer)}
         if self.llm_enabled:
             chains["llm"] = self._compose(retriever, LLMAnswerer(config=self.config, fallback=answerer))

@@ -45,7 +45,9 @@ class Config:
     rrf_k: int = 60
     # Answering.
     answer_max_words: int = 60
-    abstain_threshold: float = 0.28
+    abstain_threshold: float = 0.25
+    # Answer sentences embedded per question (the answerer's main cost, ~30 ms each; see rag/answer.py).
+    answer_dense_sentences: int = 2
     max_question_chars: int = 2000
     # Optional LLM answerer (OpenAI-compatible endpoint); unset means the extractive answerer.
     llm_base_url: str = ""
