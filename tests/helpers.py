@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from index.build import BuildReport
 from index.embed import VectorEmbeddings
@@ -65,3 +72,75 @@ def uncovered_non_space(text: str, spans: Sequence[tuple[int, int]]) -> list[int
     for start, end in spans:
         covered[start:end] = b"\x01" * (end - start)
     return [i for i, ch in enumerate(text) if not covered[i] and not ch.isspace()]
+
+
+@dataclass
+class UIServer:
+    """A `python -m ui` subprocess; its stdout and stderr go to files beside each other."""
+
+    process: subprocess.Popen[bytes]
+    url: str
+    port: int
+    stderr_path: Path
+
+    def stderr(self, tail: int = 6000) -> str:
+        """The last `tail` characters the server wrote to stderr (its log, "Serving on ...", tracebacks)."""
+        return self.stderr_path.read_text(encoding="utf-8", errors="replace")[-tail:]
+
+    def stop(self, timeout: float = 15) -> None:
+        """Terminate the server, then kill it if it has not exited within timeout seconds."""
+        if self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=timeout)
+
+
+def ui_env(**overrides: str) -> dict[str, str]:
+    """This process's environment without RAG_* and GRADIO_* settings, telemetry off, UTF-8 output, then overrides."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAG_", "GRADIO_"))}
+    env.update({"GRADIO_ANALYTICS_ENABLED": "False", "PYTHONIOENCODING": "utf-8", **overrides})
+    return env
+
+
+def start_ui(
+    env: Mapping[str, str],
+    log_dir: Path,
+    args: Sequence[str] = (),
+    host: str | None = None,
+    timeout: float = 120,
+) -> UIServer:
+    """Start `python -m ui` from the repository root on a free port of host (loopback, and no --host
+    argument, when None) with exactly env, and wait until GET / answers 200.
+
+    Output goes to log_dir/ui-PORT.stdout and .stderr. If the server exits or does not answer within
+    timeout seconds, it is stopped and the test fails with the tail of its stderr.
+    """
+    bind = host or "127.0.0.1"
+    with socket.socket() as sock:
+        sock.bind((bind, 0))
+        port = int(sock.getsockname()[1])
+    stderr_path = log_dir / f"ui-{port}.stderr"
+    command = [sys.executable, "-m", "ui", "--port", str(port), *(["--host", host] if host else []), *args]
+    with open(stderr_path, "wb") as stderr, open(log_dir / f"ui-{port}.stdout", "wb") as stdout:
+        process = subprocess.Popen(
+            command, cwd=REPO_ROOT, env=dict(env), stdout=stdout, stderr=stderr, stdin=subprocess.DEVNULL
+        )
+    server = UIServer(process, f"http://{bind}:{port}/", port, stderr_path)
+    deadline = time.monotonic() + timeout
+    last_error = ""
+    while (code := process.poll()) is None and time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(server.url, timeout=5) as response:
+                if response.status == 200:
+                    return server
+                last_error = f"HTTP {response.status}"
+        except OSError as exc:  # URLError, connection refused, timeouts
+            last_error = str(exc)
+        time.sleep(0.5)
+    server.stop()
+    why = f"exited with code {code}" if code is not None else f"did not answer within {timeout} s ({last_error})"
+    pytest.fail(f"the UI server {why}; its stderr:\n{server.stderr()}")

@@ -11,19 +11,15 @@
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import shutil
 import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +29,7 @@ import pytest
 from eval.metrics import contains
 from eval.questions import load_jsonl
 from index import store
-from tests.helpers import QUESTIONS_DIR, REPO_ROOT, SEEDS_DIR
+from tests.helpers import QUESTIONS_DIR, REPO_ROOT, SEEDS_DIR, UIServer, start_ui, ui_env
 
 gradio_client = pytest.importorskip("gradio_client")
 
@@ -48,42 +44,19 @@ GOLD = [(SEEDS[i].question, list(SEEDS[i].answers)) for i in ("s01", "s05", "s09
 GOLD.append(("كم عدد المندوبين الذين حضروا المؤتمر؟", ["800"]))
 
 
-@dataclass
-class Server:
-    url: str
-    process: subprocess.Popen[bytes]
-    log_path: Path
-    docs: Path
-    index: Path
-
-    def log(self, tail: int = 6000) -> str:
-        return self.log_path.read_text(encoding="utf-8", errors="replace")[-tail:]
-
-    def rss_mb(self) -> float:
-        status = Path(f"/proc/{self.process.pid}/status").read_text()
-        line = next(line for line in status.splitlines() if line.startswith("VmRSS:"))
-        return int(line.split()[1]) / 1024
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+def rss_mb(server: UIServer) -> float:
+    status = Path(f"/proc/{server.process.pid}/status").read_text()
+    line = next(line for line in status.splitlines() if line.startswith("VmRSS:"))
+    return int(line.split()[1]) / 1024
 
 
 def server_env(root: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAG_", "GRADIO_"))}
-    env.update(
-        {
-            "RAG_INDEX_DIR": str(root / "index"),
-            "RAG_DOCS_DIR": str(root / "docs"),
-            "GRADIO_TEMP_DIR": str(root / "gradio-tmp"),
-            "GRADIO_ANALYTICS_ENABLED": "False",
-            "PYTHONIOENCODING": "utf-8",
-            **extra,
-        }
+    return ui_env(
+        RAG_INDEX_DIR=str(root / "index"),
+        RAG_DOCS_DIR=str(root / "docs"),
+        GRADIO_TEMP_DIR=str(root / "gradio-tmp"),
+        **extra,
     )
-    return env
 
 
 def prepare(root: Path) -> None:
@@ -100,56 +73,29 @@ def prepare(root: Path) -> None:
     assert build.returncode == 0, build.stderr
 
 
-def start(root: Path, host: str = "127.0.0.1", **extra: str) -> Server:
-    port = free_port(host)
-    log_path = root / f"server-{port}.log"
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "ui", "--port", str(port), *(["--host", host] if host != "127.0.0.1" else [])],
-            cwd=REPO_ROOT,
-            env=server_env(root, **extra),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
-    server = Server(f"http://{host}:{port}/", process, log_path, root / "docs", root / "index")
-    deadline = time.monotonic() + STARTUP_TIMEOUT
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"the UI server exited with {process.returncode}:\n{server.log()}")
-        try:
-            with urllib.request.urlopen(server.url, timeout=5) as response:
-                if response.status == 200:
-                    return server
-        except (urllib.error.URLError, OSError):
-            time.sleep(0.5)
-    stop(server)
-    pytest.fail(f"the UI server did not answer within {STARTUP_TIMEOUT} s:\n{server.log()}")
-
-
-def stop(server: Server) -> None:
-    if server.process.poll() is None:
-        server.process.terminate()
-        try:
-            server.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            server.process.kill()
-            server.process.wait(timeout=15)
+def start(root: Path, host: str | None = None, **extra: str) -> UIServer:
+    return start_ui(server_env(root, **extra), root, host=host, timeout=STARTUP_TIMEOUT)
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    root = tmp_path_factory.mktemp("load-server")
-    prepare(root)
+def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The module server's folder: docs/ and index/ (prepared), its logs and Gradio's temporary files."""
+    folder = tmp_path_factory.mktemp("load-server")
+    prepare(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def server(root: Path) -> Iterator[UIServer]:
     running = start(root)
     try:
         yield running
     finally:
-        stop(running)
+        running.stop()
 
 
 @pytest.fixture(scope="module")
-def http(server: Server) -> Iterator[httpx.Client]:
+def http(server: UIServer) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=server.url.rstrip("/"), timeout=CALL_TIMEOUT) as client:
         yield client
 
@@ -200,7 +146,7 @@ def check_gold(result: Any, question: str, gold: list[str]) -> None:
 # --- load ------------------------------------------------------------------------------------------
 
 
-def test_50_concurrent_questions_all_answered_correctly(server: Server) -> None:
+def test_50_concurrent_questions_all_answered_correctly(server: UIServer) -> None:
     items = [GOLD[i % len(GOLD)] for i in range(50)]
 
     def ask(question: str) -> Any:
@@ -219,10 +165,10 @@ def test_50_concurrent_questions_all_answered_correctly(server: Server) -> None:
     assert len(results) == 50
     for (question, gold), result in zip(items, results, strict=True):
         check_gold(result, question, gold)
-    assert server.process.poll() is None, server.log()
+    assert server.process.poll() is None, server.stderr()
 
 
-def test_1000_sequential_questions_keep_memory_flat(server: Server, http: httpx.Client) -> None:
+def test_1000_sequential_questions_keep_memory_flat(server: UIServer, http: httpx.Client) -> None:
     """Three in four questions are seed questions checked against their gold answer; every fourth is
     a question never seen before, so the caches fill up to their bounds instead of hitting."""
 
@@ -234,7 +180,7 @@ def test_1000_sequential_questions_keep_memory_flat(server: Server, http: httpx.
     def ask(i: int) -> None:
         text, gold = question(i)
         event, result = rest_answer(http, text)
-        assert event == "complete", (i, text, result, server.log())
+        assert event == "complete", (i, text, result, server.stderr())
         if gold is None:
             assert isinstance(result, dict) and "error" not in result and result["answer"], result
         else:
@@ -242,14 +188,14 @@ def test_1000_sequential_questions_keep_memory_flat(server: Server, http: httpx.
 
     for i in range(50):  # warm-up: model pages, caches, Gradio's own first-request allocations
         ask(10_000 + i)
-    before = server.rss_mb()
+    before = rss_mb(server)
     started = time.perf_counter()
     for i in range(1000):
         ask(i)
         if i == 499:
-            middle = server.rss_mb()
+            middle = rss_mb(server)
     elapsed = time.perf_counter() - started
-    after = server.rss_mb()
+    after = rss_mb(server)
     print(
         f"\n1000 sequential questions in {elapsed:.0f} s ({elapsed:.0f} ms per question on average); "
         f"server RSS before {before:.0f} MB, after 500 {middle:.0f} MB, after 1000 {after:.0f} MB, "
@@ -271,21 +217,21 @@ def queue_answer(http: httpx.Client, question: str, session: str) -> dict[str, A
     raise AssertionError("no answer")
 
 
-def test_questions_in_one_session_keep_memory_flat(server: Server, http: httpx.Client) -> None:
+def test_questions_in_one_session_keep_memory_flat(server: UIServer, http: httpx.Client) -> None:
     """The same load from one session (one browser tab): the pipeline itself holds nothing per question.
     (Each REST call above is a new Gradio session, and Gradio keeps per-session state; see
     docs/RELIABILITY.md.)"""
     session = uuid.uuid4().hex
     for i in range(30):
         queue_answer(http, GOLD[i % len(GOLD)][0], session)
-    before = server.rss_mb()
+    before = rss_mb(server)
     for i in range(300):
         question, gold = GOLD[i % len(GOLD)]
         check_gold(queue_answer(http, question, session), question, gold)
-    after = server.rss_mb()
+    after = rss_mb(server)
     print(f"\n300 questions in one session: RSS before {before:.0f} MB, after {after:.0f} MB")
     assert after - before < 20
-    assert server.process.poll() is None, server.log()
+    assert server.process.poll() is None, server.stderr()
 
 
 HOSTILE = {
@@ -302,10 +248,10 @@ HOSTILE = {
 
 
 @pytest.mark.parametrize("qid", list(HOSTILE))
-def test_hostile_question_over_http_gets_json_answer_or_refusal(server: Server, http: httpx.Client, qid: str) -> None:
+def test_hostile_question_over_http_gets_json_answer_or_refusal(server: UIServer, http: httpx.Client, qid: str) -> None:
     question, expected = HOSTILE[qid]
     event, result = rest_answer(http, question)
-    assert event == "complete", (result, server.log())
+    assert event == "complete", (result, server.stderr())
     assert isinstance(result, dict), result
     if "error" in result:
         assert expected in ("refuse", "either"), result
@@ -319,7 +265,7 @@ def test_hostile_question_over_http_gets_json_answer_or_refusal(server: Server, 
     "question", ["\udcff\udcfe", "كم عدد المندوبين الذين حضروا المؤتمر؟ \ud800"], ids=["only", "inside"]
 )
 def test_lone_surrogate_over_http_gets_json_answer_or_refusal(
-    server: Server, http: httpx.Client, question: str
+    server: UIServer, http: httpx.Client, question: str
 ) -> None:
     """JSON may carry "\\ud800" (valid JSON, not valid Unicode text): a refusal or an answer, as JSON."""
     event, result = rest_answer(http, question)
@@ -348,19 +294,19 @@ def listening_addresses(port: int) -> set[str]:
     return found
 
 
-def test_server_binds_to_loopback_by_default(server: Server) -> None:
-    port = int(server.url.rstrip("/").rsplit(":", 1)[1])
-    assert listening_addresses(port) == {"127.0.0.1"}
-    assert f"Serving on http://127.0.0.1:{port}" in server.log(tail=10**9)
+def test_server_binds_to_loopback_by_default(server: UIServer) -> None:
+    assert listening_addresses(server.port) == {"127.0.0.1"}
+    assert f"Serving on http://127.0.0.1:{server.port}" in server.stderr(tail=10**9)
 
 
-def test_oversized_upload_is_refused_by_the_server(server: Server, http: httpx.Client) -> None:
-    before = sorted(p.name for p in server.docs.iterdir())
+def test_oversized_upload_is_refused_by_the_server(root: Path, http: httpx.Client) -> None:
+    docs = root / "docs"
+    before = sorted(p.name for p in docs.iterdir())
     too_big = http.post("/gradio_api/upload", files={"files": ("big.txt", b"a" * (UPLOAD_MAX_BYTES + 1))})
     assert too_big.status_code == 413, too_big.text
     just_fits = http.post("/gradio_api/upload", files={"files": ("ok.txt", "نص قصير".encode())})
     assert just_fits.status_code == 200, just_fits.text  # the endpoint itself works: it is the size that was refused
-    assert sorted(p.name for p in server.docs.iterdir()) == before
+    assert sorted(p.name for p in docs.iterdir()) == before
 
 
 def upload_event(http: httpx.Client) -> tuple[int, int]:
@@ -407,13 +353,12 @@ def status_of(message: dict[str, Any]) -> str:
 ESCAPE_DOC = "مهرجان الصقور\nأقيم مهرجان الصقور في مدينة الظفرة، وفاز الصقر شاهين بالجائزة الأولى من بين 312 صقرا.\n"
 
 
-def test_upload_handler_called_directly_still_refuses_bad_files(
-    server: Server, http: httpx.Client, tmp_path: Path
-) -> None:
+def test_upload_handler_called_directly_still_refuses_bad_files(root: Path, http: httpx.Client, tmp_path: Path) -> None:
     """The page's file picker is bypassed: the handler is called over HTTP with files it would not offer."""
-    docs_before = sorted(p.name for p in server.docs.iterdir())
-    outside_before = sorted(p.name for p in server.docs.parent.iterdir())
-    generation = store.read_manifest(server.index)["generation"]
+    docs, index = root / "docs", root / "index"
+    docs_before = sorted(p.name for p in docs.iterdir())
+    outside_before = sorted(p.name for p in root.iterdir())
+    generation = store.read_manifest(index)["generation"]
 
     exe = call_upload_handler(http, [uploaded(http, "evil.exe", "نص عادي عن الصقور.\n".encode())])
     assert not exe["success"] or "Rejected" in status_of(exe), exe
@@ -429,17 +374,17 @@ def test_upload_handler_called_directly_still_refuses_bad_files(
         http, [{"path": str(secret), "orig_name": "secret.txt", "meta": {"_type": "gradio.FileData"}}]
     )
     assert not outside["success"], outside  # a path the server did not receive is never read
-    assert sorted(p.name for p in server.docs.iterdir()) == docs_before
-    assert store.read_manifest(server.index)["generation"] == generation
+    assert sorted(p.name for p in docs.iterdir()) == docs_before
+    assert store.read_manifest(index)["generation"] == generation
 
     # A traversal name lands inside the documents folder under its base name, and is answerable.
     escape = call_upload_handler(http, [uploaded(http, "../../escape.txt", ESCAPE_DOC.encode())])
     assert escape["success"] and "Indexed: escape.txt" in status_of(escape), escape
-    assert (server.docs / "escape.txt").read_text(encoding="utf-8") == ESCAPE_DOC
-    assert sorted(p.name for p in server.docs.parent.iterdir()) == outside_before
+    assert (docs / "escape.txt").read_text(encoding="utf-8") == ESCAPE_DOC
+    assert sorted(p.name for p in root.iterdir()) == outside_before
     event, answer = rest_answer(http, "كم صقرا تنافس في مهرجان الصقور؟")
     assert event == "complete" and "312" in answer["answer"], answer
-    assert "secret.txt" not in store.load(server.index).files
+    assert "secret.txt" not in store.load(index).files
 
 
 def test_other_host_requires_login(tmp_path: Path) -> None:
@@ -466,7 +411,6 @@ def test_other_host_requires_login(tmp_path: Path) -> None:
             check_gold(client.predict(question, api_name="/answer"), question, gold)
         finally:
             client.close()
-        port = int(server.url.rstrip("/").rsplit(":", 1)[1])
-        assert listening_addresses(port) == {"127.0.0.2"}
+        assert listening_addresses(server.port) == {"127.0.0.2"}
     finally:
-        stop(server)
+        server.stop()

@@ -8,17 +8,14 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import REPO_ROOT, SEEDS_DIR
+from tests.helpers import REPO_ROOT, SEEDS_DIR, start_ui
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -47,46 +44,20 @@ HOSTILE_DOC = """نشرة مكتبة الحي
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     docs = tmp_path_factory.mktemp("ui-docs") / "docs"
     shutil.copytree(SEEDS_DIR, docs)
     index = tmp_path_factory.mktemp("ui-index")
-    port = _free_port()
     env = {**os.environ, "RAG_INDEX_DIR": str(index), "RAG_DOCS_DIR": str(docs)}
     subprocess.run(
         [sys.executable, "-m", "index", "build", "--quiet"], cwd=REPO_ROOT, env=env, check=True, capture_output=True
     )
-    log = (tmp_path_factory.mktemp("ui-log") / "server.log").open("w+")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "ui", "--port", str(port)], cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
-    )
-    url = f"http://127.0.0.1:{port}/"
+    running = start_ui(env, tmp_path_factory.mktemp("ui-log"))
     try:
-        deadline = time.time() + 120
-        while True:
-            try:
-                urllib.request.urlopen(url, timeout=2)
-                break
-            except OSError:
-                if proc.poll() is not None or time.time() > deadline:
-                    log.seek(0)
-                    pytest.fail(f"UI server did not start:\n{log.read()}")
-                time.sleep(0.5)
-        yield url
+        yield running.url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+        running.stop()
 
 
 @pytest.fixture(scope="module")

@@ -2,25 +2,17 @@
 
 from __future__ import annotations
 
-import os
 import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from eval.metrics import contains
 from eval.questions import load_jsonl
-from tests.helpers import QUESTIONS_DIR, REPO_ROOT, SeedsIndex
+from tests.helpers import QUESTIONS_DIR, SeedsIndex, UIServer, start_ui, ui_env
 
 STARTUP_TIMEOUT = 120
 CALL_TIMEOUT = 180
@@ -33,86 +25,21 @@ ClientFactory = Callable[[], Any]
 DELEGATES = ("كم عدد المندوبين الذين حضروا المؤتمر؟", ["800"])
 
 
-@dataclass
-class Server:
-    url: str
-    process: subprocess.Popen[bytes]
-    stderr_path: Path
-
-    def stderr(self) -> str:
-        return self.stderr_path.read_text(encoding="utf-8", errors="replace")[-5000:]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_until_up(server: Server) -> None:
-    deadline = time.monotonic() + STARTUP_TIMEOUT
-    last_error = ""
-    while time.monotonic() < deadline:
-        code = server.process.poll()
-        if code is not None:
-            pytest.fail(f"the UI server exited with code {code} before answering:\n{server.stderr()}")
-        try:
-            with urllib.request.urlopen(server.url, timeout=5) as response:
-                if response.status == 200:
-                    return
-        except (urllib.error.URLError, OSError) as exc:
-            last_error = str(exc)
-        time.sleep(0.5)
-    pytest.fail(f"GET / did not answer within {STARTUP_TIMEOUT} s ({last_error}); server stderr:\n{server.stderr()}")
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is not None:
-        return
-    process.terminate()
-    try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(timeout=10)
-
-
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, seeds_index: SeedsIndex) -> Iterator[Server]:
+def server(tmp_path_factory: pytest.TempPathFactory, seeds_index: SeedsIndex) -> Iterator[UIServer]:
     root = tmp_path_factory.mktemp("ui-server")
     docs, index = root / "docs", root / "index"
     shutil.copytree(seeds_index.config.docs_dir, docs)
     shutil.copytree(seeds_index.config.index_dir, index)  # the server may write; the session index stays as is
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAG_", "GRADIO_"))}
-    env.update(
-        {
-            "RAG_INDEX_DIR": str(index),
-            "RAG_DOCS_DIR": str(docs),
-            "PYTHONIOENCODING": "utf-8",
-            "GRADIO_ANALYTICS_ENABLED": "False",
-        }
-    )
-    port = free_port()
-    stderr_path = root / "server.stderr"
-    with open(stderr_path, "wb") as stderr, open(root / "server.stdout", "wb") as stdout:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "ui", "--port", str(port)],
-            cwd=REPO_ROOT,
-            env=env,
-            stdout=stdout,
-            stderr=stderr,
-            stdin=subprocess.DEVNULL,
-        )
-    running = Server(f"http://127.0.0.1:{port}/", process, stderr_path)
+    running = start_ui(ui_env(RAG_INDEX_DIR=str(index), RAG_DOCS_DIR=str(docs)), root, timeout=STARTUP_TIMEOUT)
     try:
-        wait_until_up(running)
         yield running
     finally:
-        stop(process)
+        running.stop()
 
 
 @pytest.fixture(scope="module")
-def client_factory(server: Server) -> Iterator[ClientFactory]:
+def client_factory(server: UIServer) -> Iterator[ClientFactory]:
     pytest.importorskip("gradio_client")
     from gradio_client import Client
 
@@ -139,7 +66,7 @@ def questions_20() -> list[tuple[str, list[str]]]:
     return items
 
 
-def check_answer(result: object, question: str, gold: list[str], server: Server) -> None:
+def check_answer(result: object, question: str, gold: list[str], server: UIServer) -> None:
     assert isinstance(result, dict), f"{question}: {result!r}\n{server.stderr()}"
     assert "error" not in result, result
     assert result["question"] == question  # each caller gets its own question's answer
@@ -148,7 +75,7 @@ def check_answer(result: object, question: str, gold: list[str], server: Server)
     assert result["citations"], question
 
 
-def test_one_question(server: Server, client_factory: ClientFactory) -> None:
+def test_one_question(server: UIServer, client_factory: ClientFactory) -> None:
     question, gold = DELEGATES
     result = client_factory().predict(question, api_name="/answer")
     check_answer(result, question, gold, server)
@@ -156,7 +83,7 @@ def test_one_question(server: Server, client_factory: ClientFactory) -> None:
     assert result["mode"] == "extractive"
 
 
-def test_20_concurrent_questions_shared_client(server: Server, client_factory: ClientFactory) -> None:
+def test_20_concurrent_questions_shared_client(server: UIServer, client_factory: ClientFactory) -> None:
     client = client_factory()
     items = questions_20()
     with ThreadPoolExecutor(max_workers=20) as pool:
@@ -167,7 +94,7 @@ def test_20_concurrent_questions_shared_client(server: Server, client_factory: C
         check_answer(result, question, gold, server)
 
 
-def test_20_concurrent_questions_own_clients(server: Server, client_factory: ClientFactory) -> None:
+def test_20_concurrent_questions_own_clients(server: UIServer, client_factory: ClientFactory) -> None:
     items = questions_20()
 
     def ask(question: str) -> Any:
@@ -182,14 +109,14 @@ def test_20_concurrent_questions_own_clients(server: Server, client_factory: Cli
 
 
 @pytest.mark.parametrize("question", ["", "   ", "؟؟!!"], ids=["empty", "blank", "punctuation"])
-def test_unaskable_question_returns_error(server: Server, client_factory: ClientFactory, question: str) -> None:
+def test_unaskable_question_returns_error(server: UIServer, client_factory: ClientFactory, question: str) -> None:
     result = client_factory().predict(question, api_name="/answer")
     assert isinstance(result, dict), result
     assert result.get("error"), result
     assert "Traceback" not in str(result)
 
 
-def test_server_still_serves_after_the_load(server: Server) -> None:
+def test_server_still_serves_after_the_load(server: UIServer) -> None:
     assert server.process.poll() is None, server.stderr()
     with urllib.request.urlopen(server.url, timeout=30) as response:
         assert response.status == 200
