@@ -1,7 +1,8 @@
 """`python -m eval.tune --squad FILE [--questions UNANSWERABLE.jsonl]`: grid-search the tunable weights.
 
 Prints, for the fusion weight, recall@5 / MRR@10, and for the extractive answerer's sentence weights
-and runner-up ratio, answer containment; then the abstention trade-off by threshold. Features are
+and runner-up ratio, answer containment; then the abstention trade-off by threshold; and both
+against the number of answer sentences embedded per question. Features are
 computed once per question, so a grid costs seconds. The chosen values live in `rag/config.py` and
 `rag/answer.py`; this script is how they were chosen.
 """
@@ -70,7 +71,7 @@ def tune_answers(pipeline: Pipeline, questions: list[Question]) -> None:
         return mean(hits), confidences
 
     results = []
-    grid = itertools.product((0.3, 0.45, 0.6), (0.2, 0.35, 0.5), (0.0, 0.1, 0.2), (0.0, 0.1), (0.0, 0.2))
+    grid = itertools.product((0.3, 0.45, 0.6), (0.1, 0.2, 0.35), (0.0, 0.1, 0.2), (0.0, 0.1), (0.0, 0.2))
     for weights in grid:
         for ratio in (0.1, 0.2, 0.35):
             containment, _ = score(weights, ratio)
@@ -85,11 +86,41 @@ def tune_answers(pipeline: Pipeline, questions: list[Question]) -> None:
         abstention_table(cases, confidences, f"confidence_mix={mix}")
 
 
-def abstention_table(cases: list[tuple[Question, ...]], confidences: list[float], label: str) -> None:
+def tune_dense_sentences(pipeline: Pipeline, questions: list[Question]) -> None:
+    """Containment and abstention against the number of answer sentences embedded per question
+    (each costs ~30 ms on 2 cores, the answerer's main cost)."""
+    answerer = pipeline.answerer
+    cases = []
+    for q in questions:
+        text = clean_question(q.question, 10_000)
+        passages = pipeline.retriever.invoke(text, k=pipeline.config.k)[: answerer.passages_considered]
+        cases.append((q, text, passages, _candidates(passages, answerer.max_words)))
+    default = answerer.dense_candidates
+    for n in (0, 1, 2, 4, 10):
+        answerer.dense_candidates = n
+        hits, confidences = [], []
+        for q, text, passages, candidates in cases:
+            if not candidates:
+                hits += [0.0] if q.answerable else []
+                confidences.append(0.0)
+                continue
+            s, own = answerer.split_scores(answerer.features(text, passages, candidates))
+            chosen = answerer._choose(candidates, s, own)
+            if q.answerable:
+                hits.append(float(contains(" ".join(candidates[i].text for i in chosen), q.answers)))
+            confidences.append(answerer.confidence(s, own, float(passages[0].metadata.get("dense_score", 0.0))))
+        print(f"dense_candidates={n}  containment={mean(hits):.3f}")
+        abstention_table(cases, confidences, f"dense_candidates={n}", [answerer.abstain_threshold])
+    answerer.dense_candidates = default
+
+
+def abstention_table(
+    cases: list[tuple[Question, ...]], confidences: list[float], label: str, thresholds: list[float] | None = None
+) -> None:
     answerable = [c for (q, *_), c in zip(cases, confidences) if q.answerable]
     unanswerable = [c for (q, *_), c in zip(cases, confidences) if not q.answerable]
     print(label)
-    for threshold in np.arange(0.1, 0.62, 0.03):
+    for threshold in np.arange(0.1, 0.62, 0.03) if thresholds is None else thresholds:
         print(
             f"threshold={threshold:.2f}  abstain_on_unanswerable={mean([float(c < threshold) for c in unanswerable]):.3f}  "
             f"wrong_abstain={mean([float(c < threshold) for c in answerable]):.3f}"
@@ -109,6 +140,7 @@ def main() -> None:
     tune_fusion(pipeline, questions)
     pipeline.retriever.dense_weight = config.dense_weight
     extra = [q for path in args.questions for q in load_jsonl(path)]
+    tune_dense_sentences(pipeline, questions + extra)
     tune_answers(pipeline, questions + extra)
 
 
