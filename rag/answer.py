@@ -129,15 +129,15 @@ class ExtractiveAnswerer(RunnableSerializable[dict[str, Any], Answer]):
     embedder: VectorEmbeddings
     term_weight: Callable[[str], float]
     max_words: int = 60
-    abstain_threshold: float = 0.25
+    abstain_threshold: float = 0.2
     passages_considered: int = 3
     # lexical coverage, dense similarity, passage rank prior, answer-type match, passage fused score
     sentence_weights: tuple[float, float, float, float, float] = (0.45, 0.1, 0.2, 0.1, 0.2)
     runner_up_ratio: float = 0.1
     confidence_mix: float = 1.0
-    # Sentences embedded per question. Each costs ~30 ms on this class of CPU; on ARCD two are as
-    # good as ten (containment 0.801 vs 0.807, within noise). Across languages there are no shared
-    # words to pick the promising ones by, so more are embedded there (English 0.22 -> 0.67 on seeds).
+    # Sentences embedded per question. Each costs ~30 ms on 2 cores; on ARCD two are as good as
+    # ten (answer containment 0.799 vs 0.801, `python -m eval.tune`). Across languages there are no
+    # shared words to pick the promising ones by, so more are embedded (English 0.22 -> 0.67 on seeds).
     dense_candidates: int = 2
     cross_language_dense_candidates: int = 8
 

@@ -45,7 +45,7 @@ class Config:
     rrf_k: int = 60
     # Answering.
     answer_max_words: int = 60
-    abstain_threshold: float = 0.25
+    abstain_threshold: float = 0.2
     # Answer sentences embedded per question (the answerer's main cost, ~30 ms each; see rag/answer.py).
     answer_dense_sentences: int = 2
     max_question_chars: int = 2000
