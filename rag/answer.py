@@ -136,8 +136,9 @@ class ExtractiveAnswerer(RunnableSerializable[dict[str, Any], Answer]):
     runner_up_ratio: float = 0.1
     confidence_mix: float = 1.0
     # Sentences embedded per question. Each costs ~30 ms on 2 cores; on ARCD two are as good as
-    # ten (answer containment 0.799 vs 0.801, `python -m eval.tune`). Across languages there are no
-    # shared words to pick the promising ones by, so more are embedded (English 0.22 -> 0.67 on seeds).
+    # ten (answer containment 0.799 vs 0.801: `python -m eval --squad ...` with
+    # RAG_ANSWER_DENSE_SENTENCES=2 / 10). Across languages there are no shared words to pick the
+    # promising ones by, so more are embedded (English containment 0.22 -> 0.67 on seeds).
     dense_candidates: int = 2
     cross_language_dense_candidates: int = 8
 
