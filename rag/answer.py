@@ -130,6 +130,7 @@ class ExtractiveAnswerer(RunnableSerializable[dict[str, Any], Answer]):
     term_weight: Callable[[str], float]
     max_words: int = 60
     abstain_threshold: float = 0.2
+    cross_language_abstain_threshold: float = 0.24
     passages_considered: int = 3
     # lexical coverage, dense similarity, passage rank prior, answer-type match, passage fused score
     sentence_weights: tuple[float, float, float, float, float] = (0.45, 0.1, 0.2, 0.1, 0.2)
@@ -153,6 +154,7 @@ class ExtractiveAnswerer(RunnableSerializable[dict[str, Any], Answer]):
             term_weight=term_weight,
             max_words=config.answer_max_words,
             abstain_threshold=config.abstain_threshold,
+            cross_language_abstain_threshold=config.cross_language_abstain_threshold,
             dense_candidates=config.answer_dense_sentences,
         )
 
@@ -166,7 +168,7 @@ class ExtractiveAnswerer(RunnableSerializable[dict[str, Any], Answer]):
         considered = passages[: self.passages_considered]
         candidates = _candidates(considered, self.max_words)
         scores, own, confidence = self._score(question, considered, candidates)
-        if confidence < self.abstain_threshold or not candidates:
+        if confidence < self.threshold(question, considered) or not candidates:
             return Answer(question, ABSTAIN_MESSAGE[lang], True, [], related, confidence=round(confidence, 4))
         chosen = self._choose(candidates, scores, own)
         return self._compose(question, considered, candidates, chosen, related, confidence)
@@ -188,7 +190,7 @@ class ExtractiveAnswerer(RunnableSerializable[dict[str, Any], Answer]):
         )
         rank_prior = np.array([1.0 / (1 + c.passage) for c in candidates])
         passage_score = np.array([float(passages[c.passage].metadata.get("score", 0.0)) for c in candidates])
-        cross_language = language(question) != language(" ".join(p.page_content[:500] for p in passages))
+        cross_language = _cross_language(question, passages)
         # Embedding sentences is the answerer's main cost, so only the most promising ones are
         # embedded: by the cheap features, or (no shared words across languages) by position.
         w = self.sentence_weights
@@ -206,6 +208,14 @@ class ExtractiveAnswerer(RunnableSerializable[dict[str, Any], Answer]):
             # similarity stands in for lexical coverage.
             lexical = dense_part
         return np.column_stack([lexical, dense_part, rank_prior, kind, passage_score]).astype(np.float32)
+
+    def threshold(self, question: str, passages: list[Document]) -> float:
+        """The confidence under which to abstain. Across languages the confidence rests on
+        embedding similarity alone (no shared words to count), a different scale, so it has its
+        own cut: set between English questions about the seeds and English off-topic ones."""
+        if _cross_language(question, passages):
+            return self.cross_language_abstain_threshold
+        return self.abstain_threshold
 
     def split_scores(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(ranking score, sentence-only evidence): the second leaves out the passage-level
@@ -275,6 +285,10 @@ class ExtractiveAnswerer(RunnableSerializable[dict[str, Any], Answer]):
             highlights.setdefault(p, []).append((start, end))
         citations = [to_citation(n, passages[p], highlights[p]) for p, n in numbers.items()]
         return Answer(question, " ".join(parts), False, citations, related, confidence=round(confidence, 4))
+
+
+def _cross_language(question: str, passages: list[Document]) -> bool:
+    return language(question) != language(" ".join(p.page_content[:500] for p in passages))
 
 
 def _clip_words(text: str, max_words: int) -> str:

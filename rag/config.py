@@ -46,6 +46,8 @@ class Config:
     # Answering.
     answer_max_words: int = 60
     abstain_threshold: float = 0.2
+    # For a question in another language than the passages (English about Arabic text).
+    cross_language_abstain_threshold: float = 0.24
     # Answer sentences embedded per question (the answerer's main cost, ~30 ms each; see rag/answer.py).
     answer_dense_sentences: int = 2
     max_question_chars: int = 2000
