@@ -21,7 +21,7 @@ from index.build import build_folder, store_for
 from index.embed import VectorEmbeddings, load_embedder
 from rag.answer import Answer, ExtractiveAnswerer
 from rag.config import PROJECT_ROOT, Config
-from rag.llm import LLMAnswerer, QuestionRewriter, TokenFn
+from rag.llm import LLMAnswerer, QuestionRewriter, TokenFn, deadline_for
 from rag.retrieve import HybridRetriever
 
 _CONTROL_RE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
@@ -154,10 +154,17 @@ class Pipeline:
         if chain is None:
             raise QuestionError(f"Answer mode {mode!r} is not available; set RAG_LLM_BASE_URL and RAG_LLM_MODEL.")
         standalone = question
+        deadline = deadline_for(self.config)
         if mode == "llm" and history:
-            standalone = clean_question(QuestionRewriter(self.config).rewrite(history, question), 10**6)
+            standalone = clean_question(QuestionRewriter(self.config).rewrite(history, question, deadline), 10**6)
         answer = chain.invoke(
-            {"question": question, "standalone_question": standalone, "k": k or self.config.k, "on_token": on_token}
+            {
+                "question": question,
+                "standalone_question": standalone,
+                "k": k or self.config.k,
+                "on_token": on_token,
+                "deadline": deadline,
+            }
         )
         answer.timings_ms["total"] = round((time.perf_counter() - started) * 1000, 2)
         return answer

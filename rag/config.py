@@ -30,7 +30,7 @@ class Config:
     chunk_overlap_words: int = 30
     # Vector index: "auto" picks exact search below 50k chunks and HNSW above (see index/store.py).
     index_type: str = "auto"
-    hnsw_ef_search: int = 1024  # recall vs speed of HNSW search, recorded in the manifest at build
+    hnsw_ef_search: int = 768  # recall vs speed of HNSW search, recorded in the manifest at build
     # Where the index lives: "faiss" (local folder, index_dir) or "milvus" (a collection at milvus_uri:
     # a local file path runs embedded Milvus Lite, http://host:19530 a Milvus server or cluster).
     store: str = "faiss"

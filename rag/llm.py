@@ -62,15 +62,29 @@ def describe_failure(exc: BaseException) -> str:
     return f"the LLM endpoint sent an unusable reply ({name})"
 
 
-def chat_model(config: Config, streaming: bool = False) -> Any:
-    """langchain-openai's chat model for the configured endpoint (no retries: fail fast, fall back)."""
+def deadline_for(config: Config) -> float:
+    """When a question's LLM work must be done: one timeout covers the follow-up rewrite and the
+    answer together, so a slow endpoint costs the user at most `llm_timeout_s`, not twice it."""
+    return time.monotonic() + config.llm_timeout_s
+
+
+def _time_left(deadline: float) -> float:
+    left = deadline - time.monotonic()
+    if left <= 0.05:
+        raise TimeoutError("no time left before the LLM deadline")
+    return left
+
+
+def chat_model(config: Config, deadline: float, streaming: bool = False) -> Any:
+    """langchain-openai's chat model for the configured endpoint (no retries: fail fast, fall back),
+    its request timeout cut to what is left before `deadline`."""
     from langchain_openai import ChatOpenAI
 
     return ChatOpenAI(
         base_url=config.llm_base_url,
         model=config.llm_model,
         api_key=config.llm_api_key or "not-needed",
-        timeout=config.llm_timeout_s,
+        timeout=_time_left(deadline),
         max_tokens=config.llm_max_tokens,
         max_retries=0,
         streaming=streaming,
@@ -148,7 +162,7 @@ def _is_not_found(text: str) -> bool:
 
 
 class LLMAnswerer(RunnableSerializable[dict[str, Any], Answer]):
-    """Runnable: {"question", "documents", optional "on_token"} -> Answer from the LLM.
+    """Runnable: {"question", "documents", optional "on_token" and "deadline"} -> Answer from the LLM.
 
     Falls back to `fallback` (the extractive answerer) when the endpoint fails.
     """
@@ -166,7 +180,8 @@ class LLMAnswerer(RunnableSerializable[dict[str, Any], Answer]):
         if not passages:
             return Answer(question, ABSTAIN_MESSAGE[lang], True, [], related, mode="llm")
         try:
-            text = self._generate(build_messages(question, passages, self.fallback.max_words), on_token, len(passages))
+            messages = build_messages(question, passages, self.fallback.max_words)
+            text = self._generate(messages, on_token, len(passages), input.get("deadline") or deadline_for(self.config))
         except Exception as exc:  # every endpoint failure ends in the labelled fallback
             answer = self.fallback.invoke(input)
             answer.mode = "extractive-fallback"
@@ -178,17 +193,16 @@ class LLMAnswerer(RunnableSerializable[dict[str, Any], Answer]):
         citations = [to_citation(n, passages[n - 1]) for n in cited]
         return Answer(question, cleaned, False, citations, related, mode="llm", grounded=bool(cited))
 
-    def _generate(self, messages: list[BaseMessage], on_token: TokenFn | None, passages: int) -> str:
+    def _generate(self, messages: list[BaseMessage], on_token: TokenFn | None, passages: int, deadline: float) -> str:
         if on_token is None:
-            reply = chat_model(self.config).invoke(messages)
+            reply = chat_model(self.config, deadline).invoke(messages)
             if not isinstance(reply, AIMessage) or not isinstance(reply.content, str) or not reply.content.strip():
                 raise LLMError("empty or malformed reply")
             return reply.content
-        deadline = time.monotonic() + self.config.llm_timeout_s
         parts: list[str] = []
         shown = MarkerFilter(passages, on_token)
         try:
-            for chunk in chat_model(self.config, streaming=True).stream(messages):
+            for chunk in chat_model(self.config, deadline, streaming=True).stream(messages):
                 piece = chunk.content if isinstance(chunk.content, str) else ""
                 if piece:
                     parts.append(piece)
@@ -212,7 +226,7 @@ class QuestionRewriter:
     def __init__(self, config: Config) -> None:
         self.config = config
 
-    def rewrite(self, history: Sequence[tuple[str, str]], question: str) -> str:
+    def rewrite(self, history: Sequence[tuple[str, str]], question: str, deadline: float | None = None) -> str:
         """`history` is (question, answer) pairs, oldest first; only the last few turns are used.
 
         If the endpoint fails, the previous question is prepended so retrieval still sees the
@@ -226,7 +240,7 @@ class QuestionRewriter:
             messages += [HumanMessage(asked), AIMessage(answered[:1000])]
         messages.append(HumanMessage(question))
         try:
-            reply = chat_model(self.config).invoke(messages)
+            reply = chat_model(self.config, deadline or deadline_for(self.config)).invoke(messages)
             text = reply.content.strip() if isinstance(reply.content, str) else ""
         except Exception:
             text = ""

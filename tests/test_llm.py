@@ -602,3 +602,16 @@ def test_ui_answer_with_invalid_marker_ends_clean(pipeline: Pipeline, fake: Fake
     chat, _, _ = list(_ask(pipeline, QUESTION, [], 5, False, "llm", []))[-1]
     final = chat[-1]["content"]
     assert "[9]" not in final and "تنبيه" in final
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+def test_rewrite_and_answer_share_one_timeout(quick_pipeline: Pipeline, fake: FakeOpenAI, stream: bool) -> None:
+    """A rewrite that uses most of the 1 s timeout leaves the answer only the rest: the question
+    falls back after about 1 s in all, not after 1 s for each call."""
+    fake.script(Slow(0.7, REWRITTEN), Slow(0.7, "زار وزير الدفاع الصيني بيلاروسيا [1]."))
+    started = time.monotonic()
+    answer, _ = ask_collecting(quick_pipeline, FOLLOW_UP, stream, history=HISTORY)
+    elapsed = time.monotonic() - started
+    assert answer.standalone_question == REWRITTEN  # the rewrite made it in time
+    assert answer.mode == "extractive-fallback" and "did not answer in time" in answer.notice
+    assert elapsed < 3, elapsed  # the old behaviour (a full timeout per call) would have answered at ~1.4 s
