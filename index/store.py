@@ -98,7 +98,7 @@ INDEX_TYPES = ("auto", "flat", "hnsw")
 # Below this many chunks exact search takes a few ms and has perfect recall.
 APPROXIMATE_FROM = 50_000
 # HNSW's recall at a fixed efSearch falls as the collection grows: 256 gives 0.98 recall@10 at
-# 100k chunks but 0.84 at 1M; 768 gives 0.97 at 1M for ~7 ms a search, 1024 0.98 for ~9 ms.
+# 100k chunks but 0.84 at 1M; 768 gives 0.97 at 1M for ~8 ms a search (eval/BENCHMARKS.md).
 DEFAULT_EF_SEARCH = 768
 HNSW_M = 32
 HNSW_EF_CONSTRUCTION = 64
