@@ -340,14 +340,7 @@ def bench_scale(
         texts = [corpus.chunks[i % len(corpus.chunks)] for i in range(n)]
         for name, index, build in (("exact", exact, exact_build), ("hnsw", approx, approx_build)):
             fake = store.StoredIndex(manifest={"files": {}}, chunks=texts, vectors=index)
-            retriever = HybridRetriever(
-                index=fake,
-                embedder=corpus.embedder,
-                bm25=bm25,
-                k=config.k,
-                candidates=config.candidates,
-                dense_weight=config.dense_weight,
-            )
+            retriever = HybridRetriever.from_config(config, fake, corpus.embedder, bm25)
             answerer = ExtractiveAnswerer.from_config(config, corpus.embedder, bm25.term_weight)
             chain = Pipeline._compose(retriever, answerer)
             dense = latency(
@@ -404,14 +397,7 @@ def bench_milvus(
             lambda t=target, m=manifest, c=chunks, v=vectors: t.commit(m, store.Changes(frozenset(), c, v), None)
         )
         bm25 = corpus.bm25(n)
-        retriever = HybridRetriever(
-            index=index,
-            embedder=corpus.embedder,
-            bm25=bm25,
-            k=config.k,
-            candidates=config.candidates,
-            dense_weight=config.dense_weight,
-        )
+        retriever = HybridRetriever.from_config(config, index, corpus.embedder, bm25)
         # Milvus Lite answers each search over gRPC (~0.3 s): a few questions keep this to minutes.
         sample = list(range(questions))
         dense = latency(lambda i, v=index.vectors: v.search(corpus.queries[i : i + 1], 50), sample)

@@ -14,12 +14,13 @@ import itertools
 from pathlib import Path
 
 import numpy as np
+from langchain_core.documents import Document
 from tqdm import tqdm
 
 from eval.__main__ import Corpus, for_corpus, prepare_index
 from eval.metrics import contains, first_hit, mean, recall_at, reciprocal_rank
 from eval.questions import Question, load_jsonl, load_squad
-from rag.answer import _candidates
+from rag.answer import _Candidate, _candidates
 from rag.chain import Pipeline, clean_question
 from rag.config import Config
 
@@ -37,13 +38,25 @@ def tune_fusion(pipeline: Pipeline, questions: list[Question]) -> None:
         )
 
 
-def tune_answers(pipeline: Pipeline, questions: list[Question]) -> None:
+Retrieved = list[tuple[Question, str, list[Document], list[_Candidate]]]
+
+
+def retrieve_all(pipeline: Pipeline, questions: list[Question]) -> Retrieved:
+    """(question, cleaned text, passages the answerer considers, their candidate sentences), once
+    per question: the answer grids below only re-score these."""
     answerer = pipeline.answerer
-    cases = []
-    for q in tqdm(questions, desc="features", leave=False):
+    out = []
+    for q in tqdm(questions, desc="retrieval", leave=False):
         text = clean_question(q.question, 10_000)
         passages = pipeline.retriever.invoke(text, k=pipeline.config.k)[: answerer.passages_considered]
-        candidates = _candidates(passages, answerer.max_words)
+        out.append((q, text, passages, _candidates(passages, answerer.max_words)))
+    return out
+
+
+def tune_answers(pipeline: Pipeline, retrieved: Retrieved) -> None:
+    answerer = pipeline.answerer
+    cases = []
+    for q, text, passages, candidates in retrieved:
         features = answerer.features(text, passages, candidates) if candidates else np.zeros((0, 5), np.float32)
         dense0 = float(passages[0].metadata["dense_score"]) if passages else 0.0
         cases.append((q, candidates, features, dense0))
@@ -86,15 +99,10 @@ def tune_answers(pipeline: Pipeline, questions: list[Question]) -> None:
         abstention_table(cases, confidences, f"confidence_mix={mix}")
 
 
-def tune_dense_sentences(pipeline: Pipeline, questions: list[Question]) -> None:
+def tune_dense_sentences(pipeline: Pipeline, cases: Retrieved) -> None:
     """Containment and abstention against the number of answer sentences embedded per question
     (each costs ~30 ms on 2 cores, the answerer's main cost)."""
     answerer = pipeline.answerer
-    cases = []
-    for q in questions:
-        text = clean_question(q.question, 10_000)
-        passages = pipeline.retriever.invoke(text, k=pipeline.config.k)[: answerer.passages_considered]
-        cases.append((q, text, passages, _candidates(passages, answerer.max_words)))
     default = answerer.dense_candidates
     for n in (0, 1, 2, 4, 10):
         answerer.dense_candidates = n
@@ -140,8 +148,9 @@ def main() -> None:
     tune_fusion(pipeline, questions)
     pipeline.retriever.dense_weight = config.dense_weight
     extra = [q for path in args.questions for q in load_jsonl(path)]
-    tune_dense_sentences(pipeline, questions + extra)
-    tune_answers(pipeline, questions + extra)
+    retrieved = retrieve_all(pipeline, questions + extra)
+    tune_dense_sentences(pipeline, retrieved)
+    tune_answers(pipeline, retrieved)
 
 
 if __name__ == "__main__":

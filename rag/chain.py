@@ -85,14 +85,7 @@ class Pipeline:
 
     def reload(self, index: store.StoredIndex) -> None:
         """Swap in a new index (after an upload or rebuild); in-flight questions finish on the old one."""
-        retriever = HybridRetriever.from_index(
-            index,
-            self.embedder,
-            mode=self.config.retriever,
-            k=self.config.k,
-            candidates=self.config.candidates,
-            dense_weight=self.config.dense_weight,
-        )
+        retriever = HybridRetriever.from_config(self.config, index, self.embedder)
         answerer = ExtractiveAnswerer.from_config(self.config, self.embedder, retriever.bm25.term_weight)
         chains = {"extractive": self._compose(retriever, answerer)}
         if self.llm_enabled:

@@ -22,6 +22,7 @@ from index.arabic import terms
 from index.build import embedding_text
 from index.embed import VectorEmbeddings
 from index.store import StoredIndex
+from rag.config import Config
 
 
 class BM25:
@@ -134,6 +135,21 @@ class HybridRetriever(BaseRetriever):
     def from_index(cls, index: StoredIndex, embedder: VectorEmbeddings, **kwargs: Any) -> HybridRetriever:
         bm25 = BM25.from_documents([terms(embedding_text(c)) for c in index.chunks])
         return cls(index=index, embedder=embedder, bm25=bm25, **kwargs)
+
+    @classmethod
+    def from_config(
+        cls, config: Config, index: StoredIndex, embedder: VectorEmbeddings, bm25: BM25 | None = None
+    ) -> HybridRetriever:
+        """The configured retriever; `bm25` defaults to one built over the index's chunks."""
+        settings = {
+            "mode": config.retriever,
+            "k": config.k,
+            "candidates": config.candidates,
+            "dense_weight": config.dense_weight,
+        }
+        if bm25 is None:
+            return cls.from_index(index, embedder, **settings)
+        return cls(index=index, embedder=embedder, bm25=bm25, **settings)
 
     def _dense(self, query: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
         sims, rows = self.index.vectors.search(query.reshape(1, -1), min(n, self.index.vectors.ntotal))
