@@ -8,23 +8,29 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from index.build import build_folder, store_for
+from index.build import build_folder, resolve_docs_dir, store_for
 from index.embed import EmbedderUnavailable, load_embedder
 from index.store import IndexProblem
-from rag.config import Config, add_arguments
+from rag.config import Config, add_arguments, chosen
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m index", description="Build or update a document index.")
     commands = parser.add_subparsers(dest="command", required=True)
     build = commands.add_parser("build", help="index a folder of .txt/.md files (incremental)")
-    build.add_argument("docs_dir", nargs="?", type=Path, default=None, help="documents folder (default: seeds/)")
+    build.add_argument(
+        "docs_dir",
+        nargs="?",
+        type=Path,
+        default=None,
+        help="documents folder (default: the one the index was built from, else seeds/)",
+    )
     add_arguments(build, "index_dir", "embedder", "index_type", "store", "milvus_uri")
     build.add_argument("--rebuild", action="store_true", help="ignore the existing index and build from scratch")
     build.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     try:
-        config = Config.from_args(args)
+        config = resolve_docs_dir(Config.from_args(args), chosen(args, "docs_dir"), args.rebuild)
         if not config.docs_dir.is_dir():
             print(f"error: documents folder not found: {config.docs_dir}", file=sys.stderr)
             return 2

@@ -123,7 +123,8 @@ def apply_changes(
             return old, report
         new_vectors = embedder.encode_passages([embedding_text(c) for c in new_chunks], progress)
         report.embedded_chunks = len(new_chunks)
-        manifest.update(layout)
+        # Recorded for repair hints and `--rebuild` (a build with no change keeps the old record).
+        manifest.update(layout, docs_dir=str(config.docs_dir.resolve()))
         changes = store.Changes(frozenset(drop | set(report.updated)), new_chunks, new_vectors)
         index = target.commit(manifest, changes, old)
         report.total_chunks = len(index.chunks)
@@ -134,6 +135,31 @@ def store_for(config: Config) -> store.Store:
     return store.open_store(
         config.store, config.index_dir, config.milvus_uri, config.milvus_collection, config.milvus_token
     )
+
+
+def resolve_docs_dir(config: Config, given: bool, rebuild: bool = False) -> Config:
+    """The documents folder to use: the one the user gave, else the one the index was built from.
+
+    Without this, `python -m index build --rebuild` on an index of another folder silently indexed
+    seeds/ instead (and on Milvus dropped the 400 documents it held).
+    """
+    target = store_for(config)
+    recorded = target.recorded_docs_dir()
+    if given:
+        return config
+    if recorded is not None:
+        if not recorded.is_dir():
+            raise store.IndexProblem(
+                f"{target.description} was built from {recorded}, which is not a folder any more; "
+                f"name the documents folder: `python -m index build DOCS_DIR --index {store.shown_path(config.index_dir)}`"
+            )
+        return config.replace(docs_dir=recorded)
+    if rebuild and _previous_files(target):
+        raise store.IndexProblem(
+            f"{target.description} does not record which documents folder it was built from; "
+            f"name it: `python -m index build DOCS_DIR --rebuild --index {store.shown_path(config.index_dir)}`"
+        )
+    return config
 
 
 def _previous_files(target: store.Store) -> dict[str, Any]:

@@ -17,6 +17,7 @@ import fcntl
 import json
 import logging
 import os
+import shlex
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,14 +27,15 @@ from langchain_core.documents import Document
 
 from index.store import (
     FORMAT_VERSION,
-    REBUILD_HINT,
     Changes,
     IndexCorrupt,
     IndexMismatch,
     IndexMissing,
+    IndexProblem,
     StoredIndex,
     StoreUnavailable,
     check_embedder,
+    rebuild_hint,
 )
 
 # pymilvus logs every failed call with a traceback and gRPC prints keep-alive chatter; the
@@ -85,8 +87,9 @@ class MilvusVectors:
 class MilvusStore:
     """Chunks collection `<name>` plus manifest collection `<name>_meta` at `uri`."""
 
-    def __init__(self, uri: str, collection: str = "rag_chunks", token: str = "") -> None:
+    def __init__(self, uri: str, collection: str = "rag_chunks", token: str = "", folder: Path | None = None) -> None:
         self.uri, self.collection, self.token = uri, collection, token
+        self.folder = folder or Path(uri).expanduser().with_suffix("")
         self.meta = f"{collection}_meta"
         self.description = f"Milvus collection {collection!r} at {uri}"
         self._client: Any = None
@@ -120,6 +123,20 @@ class MilvusStore:
 
     # --- manifest --------------------------------------------------------------------------------
 
+    def recorded_docs_dir(self) -> Path | None:
+        try:
+            rows = self.call("query", self.meta, filter=f'id == "{_MANIFEST_ID}"', output_fields=["body"])
+            docs = json.loads(rows[0]["body"]).get("docs_dir")
+        except (IndexProblem, IndexError, KeyError, ValueError, AttributeError):
+            return None
+        return Path(docs) if isinstance(docs, str) else None
+
+    def rebuild_hint(self) -> str:
+        """The repair command with this store's own coordinates, so it rebuilds this collection."""
+        return rebuild_hint(
+            self.folder, self.recorded_docs_dir(), f" --store milvus --milvus-uri {shlex.quote(self.uri)}"
+        )
+
     def read_manifest(self) -> dict[str, Any]:
         if not self.call("has_collection", self.meta) or not self.call("has_collection", self.collection):
             raise IndexMissing(
@@ -130,18 +147,18 @@ class MilvusStore:
         rows = self.call("query", self.meta, filter='id != ""', output_fields=["id", "body"], limit=16_384)
         bodies = {r["id"]: r["body"] for r in rows}
         if _MANIFEST_ID not in bodies:
-            raise IndexCorrupt(f"{self.description} has no manifest row; rebuild with `{REBUILD_HINT} --store milvus`")
+            raise IndexCorrupt(f"{self.description} has no manifest row; rebuild with `{self.rebuild_hint()}`")
         try:
             manifest = json.loads(bodies[_MANIFEST_ID])
             manifest["files"] = {k[len(_FILE_PREFIX) :]: json.loads(v) for k, v in bodies.items() if k != _MANIFEST_ID}
         except ValueError as exc:
             raise IndexCorrupt(
-                f"{self.description}: manifest is not valid JSON; rebuild with `{REBUILD_HINT}`"
+                f"{self.description}: manifest is not valid JSON; rebuild with `{self.rebuild_hint()}`"
             ) from exc
         if manifest.get("format_version") != FORMAT_VERSION:
             raise IndexMismatch(
                 f"{self.description} has index format {manifest.get('format_version')!r}, this version reads "
-                f"{FORMAT_VERSION}; rebuild with `{REBUILD_HINT} --store milvus`"
+                f"{FORMAT_VERSION}; rebuild with `{self.rebuild_hint()}`"
             )
         return manifest
 
@@ -166,7 +183,7 @@ class MilvusStore:
     def load(self, embedder: str | None = None) -> StoredIndex:
         manifest = self.read_manifest()
         if embedder is not None:
-            check_embedder(manifest, embedder, self.description, f"{REBUILD_HINT} --store milvus")
+            check_embedder(manifest, embedder, self.description, self.rebuild_hint())
         records = []
         iterator = self.call("query_iterator", self.collection, batch_size=1000, output_fields=_FIELDS)
         try:
@@ -180,7 +197,7 @@ class MilvusStore:
         if len(records) != manifest["count"]:
             raise IndexCorrupt(
                 f"{self.description} holds {len(records)} chunks but its manifest says {manifest['count']} "
-                f"(an interrupted update?); rebuild with `{REBUILD_HINT} --store milvus`"
+                f"(an interrupted update?); rebuild with `{self.rebuild_hint()}`"
             )
         chunks = [
             Document(

@@ -4,9 +4,13 @@ Layout of an index folder (no pickle anywhere):
     manifest.json           the commit point: settings, per-file hashes, and which generation is live
     vectors.<gen>.faiss     faiss.write_index output, row i = chunk i
     chunks.<gen>.jsonl      one JSON object per chunk, row i = vector i
+    .rag-index.json         the ledger: this folder is ours, the generations we wrote, the docs folder
+    .tmp/                   temp files of writes in progress
+    .lock                   writers' lock
 
 A write puts a new generation's files in place first and then atomically replaces manifest.json,
-so a crash at any moment leaves either the old or the new index loadable, never a mix.
+so a crash at any moment leaves either the old or the new index loadable, never a mix. The index
+deletes only files its ledger names, and refuses to start in a folder that holds anything else.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import dataclasses
 import fcntl
 import json
 import os
-import re
+import shlex
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,18 +31,35 @@ import faiss
 import numpy as np
 from langchain_core.documents import Document
 
-from rag.config import Config
-
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
-_GENERATION_RE = re.compile(r"^(?:vectors|chunks)\.(\d+)\.")
+# The index's own ledger: proof that a folder is an index this tool made, the generations it wrote
+# (the only files cleanup may delete) and the documents folder it was built from (for repair hints).
+OWNER = ".rag-index.json"
+LOCK = ".lock"
+TMP_DIR = ".tmp"
+_GENERATION_FILES = ("vectors.{}.faiss", "chunks.{}.jsonl")
+# Generations kept on disk besides the live one, so a reader that read the manifest just before a
+# commit still finds its files; a slower reader retries from the new manifest (see `load`).
+_KEEP_PREVIOUS = 1
+_LOAD_ATTEMPTS = 20
 REBUILD_HINT = "python -m index build --rebuild"
 
 
-def rebuild_hint(folder: Path) -> str:
-    """The repair command for this index folder (the default folder needs no --index)."""
-    default = folder.resolve() == Config().index_dir.resolve()
-    return REBUILD_HINT if default else f"{REBUILD_HINT} --index {folder}"
+def shown_path(path: Path) -> str:
+    """A path as the user should type it: relative to the working directory when inside it, quoted for a shell."""
+    absolute = path.expanduser().absolute()
+    with contextlib.suppress(ValueError):
+        absolute = absolute.relative_to(Path.cwd())
+    return shlex.quote(str(absolute))
+
+
+def rebuild_hint(folder: Path, docs_dir: Path | None = None, store_args: str = "") -> str:
+    """The repair command for an index: it names the documents folder the index was built from, so
+    running it exactly as printed rebuilds the right collection (never the default seeds/)."""
+    docs = docs_dir if docs_dir is not None else recorded_docs_dir(folder)
+    where = f"{shown_path(docs)} " if docs is not None else "DOCS_DIR "
+    return f"{REBUILD_HINT} {where}--index {shown_path(folder)}{store_args}"
 
 
 class IndexProblem(RuntimeError):
@@ -148,11 +169,70 @@ def _chunk_from_record(record: dict[str, Any]) -> Document:
     return Document(page_content=text, id=record["id"], metadata=record)
 
 
+class NotAnIndex(IndexProblem):
+    """The folder holds files this tool did not write; building there could delete or overwrite them."""
+
+
+def read_owner(folder: Path) -> dict[str, Any] | None:
+    """The folder's ledger, or None when the folder is not (yet) an index of ours."""
+    try:
+        owner = json.loads((folder / OWNER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return owner if isinstance(owner, dict) and owner.get("tool") == "arabic-rag" else None
+
+
+def recorded_docs_dir(folder: Path) -> Path | None:
+    """The documents folder this index was last built from (ledger first: it survives a damaged manifest)."""
+    for read in (lambda: read_owner(folder), lambda: json.loads((folder / MANIFEST).read_text(encoding="utf-8"))):
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            record = read()
+            if isinstance(record, dict) and isinstance(record.get("docs_dir"), str):
+                return Path(record["docs_dir"])
+    return None
+
+
+def _write_owner(folder: Path, owner: dict[str, Any]) -> None:
+    data = json.dumps(owner, ensure_ascii=False, indent=1).encode()
+    atomic_write(folder / OWNER, lambda h: h.write(data), folder / TMP_DIR)
+
+
+def claim(folder: Path) -> dict[str, Any]:
+    """Make sure `folder` is ours before writing anything into it, and return its ledger.
+
+    A new or empty folder becomes an index; an index built before ledgers existed (a valid manifest)
+    is adopted with only its live generation as ours; anything else is refused, because `--index .`
+    in a project folder once deleted `.env` and `.gitignore` there.
+    """
+    owner = read_owner(folder)
+    if owner is not None:
+        return owner
+    # Our own lock and temp folder are left when the very first build is killed: still "empty".
+    entries = sorted(p.name for p in folder.iterdir() if p.name not in (LOCK, TMP_DIR)) if folder.is_dir() else []
+    generations: list[int] = []
+    if entries:
+        try:
+            manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+            generations = [int(manifest["generation"])]
+            if manifest.get("format_version") != FORMAT_VERSION or manifest["vectors_file"] not in entries:
+                raise ValueError("not an index of this format")
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            shown = ", ".join(entries[:3]) + (", …" if len(entries) > 3 else "")
+            raise NotAnIndex(
+                f"{folder} is not empty ({shown}) and is not an index: refusing to write there, so none of "
+                "those files can be overwritten or deleted; choose a new or empty folder with --index"
+            ) from exc
+    folder.mkdir(parents=True, exist_ok=True)
+    owner = {"tool": "arabic-rag", "generations": generations}
+    _write_owner(folder, owner)
+    return owner
+
+
 @contextlib.contextmanager
 def write_lock(folder: Path) -> Iterator[None]:
     """Serialise writers (CLI build, UI upload) on one index folder across processes."""
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / ".lock", "w") as handle:
+    claim(folder)
+    with open(folder / LOCK, "w") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
@@ -160,9 +240,12 @@ def write_lock(folder: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def atomic_write(path: Path, write: Any) -> None:
-    """Write via a temp file in the same folder, fsync, then rename over the target."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+def atomic_write(path: Path, write: Any, tmp_dir: Path | None = None) -> None:
+    """Write via a temp file (in `tmp_dir`, default the target's folder; same file system), fsync,
+    then rename over the target."""
+    tmp_dir = tmp_dir or path.parent
+    tmp_dir.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=tmp_dir, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as handle:
             write(handle)
@@ -186,27 +269,31 @@ def _fsync_dir(folder: Path) -> None:
 def save(folder: Path, manifest: dict[str, Any], chunks: list[Document], vectors: faiss.Index) -> dict[str, Any]:
     """Persist a new generation atomically; returns the manifest that is now live.
 
-    Callers must hold `write_lock(folder)`.
+    Callers must hold `write_lock(folder)`. The generation is entered in the ledger before its files
+    are written, so a build killed at any point leaves only files the next cleanup knows to be ours.
     """
     if vectors.ntotal != len(chunks):
         raise ValueError(f"{vectors.ntotal} vectors for {len(chunks)} chunks")
-    folder.mkdir(parents=True, exist_ok=True)
-    # Never reuse a generation number still on disk: after --rebuild the manifest starts from 0,
-    # and overwriting the live generation's files in place would break the old index mid-write.
-    on_disk = [int(m.group(1)) for p in folder.iterdir() if (m := _GENERATION_RE.match(p.name))]
+    owner = claim(folder)
+    # Never reuse a generation number: after --rebuild the manifest starts from 0, and overwriting
+    # the live generation's files in place would break the old index mid-write.
     live_generation = 0
     with contextlib.suppress(IndexProblem):
         live_generation = int(read_manifest(folder).get("generation", 0))
-    generation = max([int(manifest.get("generation", 0)), live_generation, *on_disk]) + 1
-    vectors_name, chunks_name = f"vectors.{generation}.faiss", f"chunks.{generation}.jsonl"
+    generation = max([int(manifest.get("generation", 0)), live_generation, *owner["generations"]]) + 1
+    owner["generations"] = sorted({*owner["generations"], generation})
+    if manifest.get("docs_dir"):
+        owner["docs_dir"] = manifest["docs_dir"]
+    _write_owner(folder, owner)
+    vectors_name, chunks_name = (name.format(generation) for name in _GENERATION_FILES)
     serialized = faiss.serialize_index(vectors)
-    atomic_write(folder / vectors_name, lambda h: h.write(serialized.tobytes()))
+    atomic_write(folder / vectors_name, lambda h: h.write(serialized.tobytes()), folder / TMP_DIR)
 
     def write_chunks(handle: Any) -> None:
         for chunk in chunks:
             handle.write(json.dumps(_chunk_record(chunk), ensure_ascii=False).encode() + b"\n")
 
-    atomic_write(folder / chunks_name, write_chunks)
+    atomic_write(folder / chunks_name, write_chunks, folder / TMP_DIR)
     live = {
         **manifest,
         "generation": generation,
@@ -215,29 +302,39 @@ def save(folder: Path, manifest: dict[str, Any], chunks: list[Document], vectors
         "chunks_file": chunks_name,
     }
     _fsync_dir(folder)
-    atomic_write(folder / MANIFEST, lambda h: h.write(json.dumps(live, ensure_ascii=False, indent=1).encode()))
+    atomic_write(
+        folder / MANIFEST, lambda h: h.write(json.dumps(live, ensure_ascii=False, indent=1).encode()), folder / TMP_DIR
+    )
     _fsync_dir(folder)
-    _remove_stale(folder, {vectors_name, chunks_name, MANIFEST, ".lock"})
+    remove_stale(folder)
     return live
 
 
 def remove_stale(folder: Path) -> None:
-    """Delete files of generations other than the live one (left by a build killed after commit)."""
-    with contextlib.suppress(IndexProblem, OSError):
-        live = read_manifest(folder)
-        _remove_stale(folder, {live["vectors_file"], live["chunks_file"], MANIFEST, ".lock"})
-
-
-def _remove_stale(folder: Path, keep: set[str]) -> None:
-    """Delete older generations and temp files left by an interrupted build."""
-    for path in folder.iterdir():
-        if (
-            path.name not in keep
-            and path.is_file()
-            and (path.name.startswith((".", "vectors.", "chunks.")) and path.name != ".lock")
-        ):
-            with contextlib.suppress(OSError):
-                path.unlink()
+    """Delete what this tool wrote and no longer needs: generations older than the live one and its
+    predecessor (kept for readers mid-load), and temp files of interrupted writes. Only files named
+    in the ledger, or in the ledger's own temp folder, are ever deleted."""
+    owner = read_owner(folder)
+    if owner is None:
+        return
+    try:
+        live = int(read_manifest(folder)["generation"])
+    except (IndexProblem, KeyError, TypeError, ValueError):
+        return  # without a readable live generation nothing can be called stale
+    older = sorted(g for g in owner["generations"] if g < live)
+    keep = {live, *older[len(older) - _KEEP_PREVIOUS :]}  # not newer ones: those are of killed builds
+    for generation in sorted(set(owner["generations"]) - keep):
+        for name in _GENERATION_FILES:
+            with contextlib.suppress(FileNotFoundError):
+                (folder / name.format(generation)).unlink()
+    if keep != set(owner["generations"]):
+        _write_owner(folder, {**owner, "generations": sorted(keep)})
+    tmp = folder / TMP_DIR
+    if tmp.is_dir():
+        for path in tmp.iterdir():
+            if path.is_file() and path.name.endswith(".tmp"):
+                with contextlib.suppress(OSError):
+                    path.unlink()
 
 
 def read_manifest(folder: Path) -> dict[str, Any]:
@@ -271,10 +368,27 @@ def check_embedder(manifest: dict[str, Any], embedder: str, where: str, hint: st
 
 
 def load(folder: Path, embedder: str | None = None) -> StoredIndex:
-    """Load and cross-check an index; every failure names the file and the fix."""
-    manifest = read_manifest(folder)
+    """Load and cross-check an index; every failure names the file and the fix.
+
+    A writer may commit between our reading the manifest and opening its files, and later delete
+    them; such a vanished file is not damage: read the new manifest and try again.
+    """
+    for _ in range(_LOAD_ATTEMPTS):
+        manifest = read_manifest(folder)
+        try:
+            return _load_generation(folder, manifest, embedder)
+        except IndexCorrupt:
+            with contextlib.suppress(IndexProblem):
+                if read_manifest(folder).get("generation") != manifest.get("generation"):
+                    continue
+            raise
+    raise IndexCorrupt(f"{folder} changed {_LOAD_ATTEMPTS} times while being read; try again when the build is done")
+
+
+def _load_generation(folder: Path, manifest: dict[str, Any], embedder: str | None) -> StoredIndex:
+    hint = rebuild_hint(folder)
     if embedder is not None:
-        check_embedder(manifest, embedder, str(folder), rebuild_hint(folder))
+        check_embedder(manifest, embedder, str(folder), hint)
     vectors_path = folder / manifest["vectors_file"]
     chunks_path = folder / manifest["chunks_file"]
     try:
@@ -282,7 +396,7 @@ def load(folder: Path, embedder: str | None = None) -> StoredIndex:
         vectors = faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8))
     except (OSError, RuntimeError) as exc:
         raise IndexCorrupt(
-            f"{vectors_path} is missing or damaged ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); rebuild with `{rebuild_hint(folder)}`"
+            f"{vectors_path} is missing or damaged ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); rebuild with `{hint}`"
         ) from exc
     chunks: list[Document] = []
     try:
@@ -293,16 +407,14 @@ def load(folder: Path, embedder: str | None = None) -> StoredIndex:
                     chunks.append(_chunk_from_record(record))
                 except (ValueError, KeyError, TypeError, AttributeError) as exc:
                     raise IndexCorrupt(
-                        f"{chunks_path} line {line_no} is not a valid chunk record; rebuild with `{rebuild_hint(folder)}`"
+                        f"{chunks_path} line {line_no} is not a valid chunk record; rebuild with `{hint}`"
                     ) from exc
     except (OSError, UnicodeDecodeError) as exc:
-        raise IndexCorrupt(
-            f"{chunks_path} is missing or unreadable ({exc}); rebuild with `{rebuild_hint(folder)}`"
-        ) from exc
+        raise IndexCorrupt(f"{chunks_path} is missing or unreadable ({exc}); rebuild with `{hint}`") from exc
     if not (vectors.ntotal == len(chunks) == manifest["count"]) or vectors.d != manifest["dim"]:
         raise IndexCorrupt(
             f"index in {folder} is inconsistent: {vectors.ntotal} vectors of dim {vectors.d}, {len(chunks)} chunks, "
-            f"manifest says {manifest['count']} of dim {manifest['dim']}; rebuild with `{rebuild_hint(folder)}`"
+            f"manifest says {manifest['count']} of dim {manifest['dim']}; rebuild with `{hint}`"
         )
     prepare(vectors, int(manifest.get("ef_search", DEFAULT_EF_SEARCH)))
     return StoredIndex(manifest=manifest, chunks=chunks, vectors=vectors, folder=folder)
@@ -324,6 +436,14 @@ class Store(Protocol):
     """Where an index lives. `faiss` (a local folder) and `milvus` (a collection) implement it."""
 
     description: str
+
+    def recorded_docs_dir(self) -> Path | None:
+        """The documents folder the index was last built from, if it says."""
+        ...
+
+    def rebuild_hint(self) -> str:
+        """The exact command that rebuilds this index from its own documents folder."""
+        ...
 
     def read_manifest(self) -> dict[str, Any]: ...
 
@@ -349,6 +469,12 @@ class FaissStore:
 
     def __post_init__(self) -> None:
         self.description = str(self.folder)
+
+    def recorded_docs_dir(self) -> Path | None:
+        return recorded_docs_dir(self.folder)
+
+    def rebuild_hint(self) -> str:
+        return rebuild_hint(self.folder)
 
     def read_manifest(self) -> dict[str, Any]:
         return read_manifest(self.folder)
@@ -387,6 +513,6 @@ def open_store(
         from index.milvus import MilvusStore
 
         return MilvusStore(
-            milvus_uri or str(folder.parent / f"{folder.name}.milvus.db"), milvus_collection, milvus_token
+            milvus_uri or str(folder.parent / f"{folder.name}.milvus.db"), milvus_collection, milvus_token, folder
         )
     raise ValueError(f"store must be one of {', '.join(STORES)}, not {kind!r}")

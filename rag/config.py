@@ -100,6 +100,12 @@ class Config:
         return cls.from_env(**{k: v for k, v in vars(args).items() if k in names})
 
 
+def chosen(args: argparse.Namespace, name: str, env: Mapping[str, str] | None = None) -> bool:
+    """Whether the user set this field (CLI flag or RAG_<FIELD>) rather than leaving the default."""
+    env = os.environ if env is None else env
+    return getattr(args, name, None) is not None or bool(env.get(f"RAG_{name.upper()}"))
+
+
 def _coerce(type_name: object, raw: str, name: str) -> object:
     kind = str(type_name)
     try:

@@ -116,9 +116,14 @@ def check_index(index_dir: Path, *allowed: State) -> State:
 
 
 def live_files_only(index_dir: Path) -> None:
+    """Nothing left of killed builds: the live generation, at most its predecessor (kept for readers
+    mid-load), the manifest, the ledger, the lock, and an empty temp folder."""
     manifest = store.read_manifest(index_dir)
     names = {p.name for p in index_dir.iterdir()}
-    assert names == {store.MANIFEST, ".lock", manifest["vectors_file"], manifest["chunks_file"]}, names
+    live = {store.MANIFEST, store.LOCK, store.OWNER, manifest["vectors_file"], manifest["chunks_file"]}
+    previous = {f"vectors.{manifest['generation'] - 1}.faiss", f"chunks.{manifest['generation'] - 1}.jsonl"}
+    assert live <= names <= live | previous | {store.TMP_DIR}, names
+    assert not (index_dir / store.TMP_DIR).is_dir() or not any((index_dir / store.TMP_DIR).iterdir())
 
 
 def document(rng: random.Random, title: str) -> str:
@@ -237,20 +242,25 @@ def test_sigkill_at_random_moments_leaves_the_old_or_the_new_index(script: Path,
 
 # --- SIGKILL at each step of the commit -------------------------------------------------------------
 
-# save(): write vectors tmp (fsync 1) -> rename (replace 1) -> chunks tmp (fsync 2) -> rename (replace 2)
-# -> fsync dir (fsync 3) -> manifest tmp (fsync 4) -> rename = commit (replace 3) -> fsync dir (fsync 5)
-# -> delete the previous generation (unlink 1, 2).
+# save(): ledger entry for the new generation (fsync 1, replace 1) -> vectors tmp (fsync 2) -> rename
+# (replace 2) -> chunks tmp (fsync 3) -> rename (replace 3) -> fsync dir (fsync 4) -> manifest tmp
+# (fsync 5) -> rename = commit (replace 4) -> fsync dir (fsync 6) -> delete the generation before the
+# previous one (unlink 1, 2) -> ledger without it (fsync 7, replace 5). The template holds two
+# generations, so a build has one to delete.
 KILL_POINTS = {
-    "before-vectors-fsync": ("fsync:1", "old"),
-    "before-vectors-rename": ("replace:1", "old"),
-    "before-chunks-fsync": ("fsync:2", "old"),
-    "before-chunks-rename": ("replace:2", "old"),
-    "before-dir-fsync": ("fsync:3", "old"),
-    "before-manifest-fsync": ("fsync:4", "old"),
-    "before-manifest-rename": ("replace:3", "old"),
-    "after-manifest-rename": ("fsync:5", "new"),
+    "before-ledger-fsync": ("fsync:1", "old"),
+    "before-ledger-rename": ("replace:1", "old"),
+    "before-vectors-fsync": ("fsync:2", "old"),
+    "before-vectors-rename": ("replace:2", "old"),
+    "before-chunks-fsync": ("fsync:3", "old"),
+    "before-chunks-rename": ("replace:3", "old"),
+    "before-dir-fsync": ("fsync:4", "old"),
+    "before-manifest-fsync": ("fsync:5", "old"),
+    "before-manifest-rename": ("replace:4", "old"),
+    "after-manifest-rename": ("fsync:6", "new"),
     "during-cleanup-1": ("unlink:1", "new"),
     "during-cleanup-2": ("unlink:2", "new"),
+    "before-ledger-update": ("replace:5", "new"),
 }
 
 
@@ -259,6 +269,8 @@ def template(script: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("crash-template")
     make_docs(root / "docs", random.Random(7), 40)
     timed_build(script, root / "docs", root / "index")
+    code, _, err = finish(start_build(script, root / "docs", root / "index", REBUILD="1"))  # a second generation
+    assert code == 0, err
     return root
 
 
@@ -282,7 +294,7 @@ def test_sigkill_at_each_commit_step(script: Path, template: Path, tmp_path: Pat
     check_index(index_dir, new)
 
 
-@pytest.mark.parametrize("kill_at", ["replace:2", "replace:3", "fsync:5", "unlink:1"])
+@pytest.mark.parametrize("kill_at", ["replace:2", "replace:3", "fsync:6", "unlink:1"])
 def test_next_build_removes_what_a_killed_build_left(
     script: Path, template: Path, tmp_path: Path, kill_at: str
 ) -> None:
@@ -298,14 +310,16 @@ def test_next_build_removes_what_a_killed_build_left(
     live_files_only(index_dir)
 
 
-@pytest.mark.parametrize("kill_at", ["replace:2", "replace:3", "fsync:5"])
+# The first build also creates the ledger (fsync 1, replace 1) before save() enters its generation
+# (fsync 2, replace 2); then vectors (replace 3), chunks (replace 4), commit (replace 5, then fsync 7).
+@pytest.mark.parametrize("kill_at", ["replace:1", "replace:3", "replace:4", "fsync:7"])
 def test_sigkill_during_the_very_first_build(script: Path, tmp_path: Path, kill_at: str) -> None:
     docs, index_dir = tmp_path / "docs", tmp_path / "index"
     make_docs(docs, random.Random(3), 20)
     new = expected_state(docs)
     code, _, err = finish(start_build(script, docs, index_dir, KILL_AT=kill_at))
     assert code == -9, err
-    if kill_at == "fsync:5":
+    if kill_at == "fsync:7":
         check_index(index_dir, new)
     else:
         with pytest.raises(store.IndexMissing, match="python -m index build"):

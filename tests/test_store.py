@@ -118,7 +118,8 @@ def test_round_trip(config: Config, built: store.StoredIndex) -> None:
         if chunk.metadata["source"] == "moscow.txt":
             assert moscow[chunk.metadata["start"] : chunk.metadata["end"]] == chunk.page_content
     on_disk = sorted(p.name for p in config.index_dir.iterdir())
-    assert on_disk == [".lock", "chunks.1.jsonl", "manifest.json", "vectors.1.faiss"]
+    assert on_disk == [".lock", ".rag-index.json", ".tmp", "chunks.1.jsonl", "manifest.json", "vectors.1.faiss"]
+    assert not any((config.index_dir / ".tmp").iterdir())
 
 
 def test_missing_index(tmp_path: Path) -> None:
@@ -257,7 +258,8 @@ def test_changed_file_reembeds_only_its_chunks(
     for chunk, vector in zip(loaded.chunks, loaded.all_vectors()):
         if chunk.metadata["source"] != "nile.md":
             assert np.allclose(vector, old_vectors[chunk.id], atol=1e-6)
-    assert sorted(p.name for p in config.index_dir.glob("*.faiss")) == ["vectors.2.faiss"]
+    # The live generation and its predecessor (kept for readers that were mid-load), nothing older.
+    assert sorted(p.name for p in config.index_dir.glob("*.faiss")) == ["vectors.1.faiss", "vectors.2.faiss"]
 
 
 def test_removed_file_drops_its_chunks(config: Config, built: store.StoredIndex, counting: CountingEmbedder) -> None:

@@ -45,9 +45,15 @@ HOSTILE_DOC = """نشرة مكتبة الحي
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    docs = tmp_path_factory.mktemp("ui-docs") / "docs"
-    shutil.copytree(SEEDS_DIR, docs)
+def docs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A throw-away copy of the seeds: the UI's documents folder."""
+    folder = tmp_path_factory.mktemp("ui-docs") / "docs"
+    shutil.copytree(SEEDS_DIR, folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, docs: Path) -> Iterator[str]:
     index = tmp_path_factory.mktemp("ui-index")
     env = {**os.environ, "RAG_INDEX_DIR": str(index), "RAG_DOCS_DIR": str(docs)}
     subprocess.run(
@@ -170,3 +176,71 @@ def test_html_in_documents_is_shown_escaped(page: object, tmp_path: Path) -> Non
     assert chat.locator("a[href*='evil.example']").count() == 0
     assert "[اضغط هنا](http://evil.example/)" in text
     shot(page, "ui-escaped-html.png")
+
+
+def _pick(page: object, dropdown: str, text: str) -> None:
+    """Choose the option containing `text` in a Gradio dropdown."""
+    page.locator(f"{dropdown} input").click()  # type: ignore[attr-defined]
+    page.get_by_role("option").filter(has_text=text).first.click()  # type: ignore[attr-defined]
+
+
+def _status_after(page: object, click: str) -> str:
+    status = page.locator("#upload-status textarea")  # type: ignore[attr-defined]
+    previous = status.input_value()
+    page.locator(click).click()  # type: ignore[attr-defined]
+    page.wait_for_function(  # type: ignore[attr-defined]
+        "prev => document.querySelector('#upload-status textarea').value !== prev", arg=previous, timeout=60_000
+    )
+    return str(status.input_value())
+
+
+def test_remove_asks_first_then_trash_and_restore(page: object, docs: Path) -> None:
+    """One click never deletes: nothing is pre-selected, removal needs a confirmation naming the
+    document, the file goes to the trash, and Restore brings it back into the folder and the index."""
+    seed = "000_b5c95c8664f5005e.txt"
+    original = (docs / seed).read_bytes()
+    page.get_by_role("tab", name="Documents / المستندات").click()  # type: ignore[attr-defined]
+    assert page.locator("#to-remove input").input_value() == ""  # type: ignore[attr-defined]
+    assert "Choose a document first" in _status_after(page, "#remove")
+    assert (docs / seed).read_bytes() == original
+
+    _pick(page, "#to-remove", seed)
+    page.locator("#remove").click()  # type: ignore[attr-defined]
+    confirm = page.locator("#confirm-remove")  # type: ignore[attr-defined]
+    confirm.wait_for(state="visible")
+    assert seed in confirm.inner_text()
+    shot(page, "ui-remove-confirm.png")
+    page.locator("#confirm-remove-no").click()  # type: ignore[attr-defined]
+    confirm.wait_for(state="hidden")
+    assert (docs / seed).read_bytes() == original
+
+    _pick(page, "#to-remove", seed)
+    page.locator("#remove").click()  # type: ignore[attr-defined]
+    confirm.wait_for(state="visible")
+    assert "Removed" in _status_after(page, "#confirm-remove-yes")
+    assert not (docs / seed).exists()
+    assert seed not in page.locator("#documents").inner_text()  # type: ignore[attr-defined]
+
+    page.locator("#trash").get_by_text("Trash").first.click()  # type: ignore[attr-defined]
+    _pick(page, "#trashed", seed)
+    assert "Restored" in _status_after(page, "#restore")
+    assert (docs / seed).read_bytes() == original
+    page.wait_for_function(  # type: ignore[attr-defined]
+        "name => document.querySelector('#documents').innerText.includes(name)", arg=seed, timeout=30_000
+    )
+
+
+def test_a_fresh_page_lists_documents_uploaded_after_start(page: object, tmp_path: Path) -> None:
+    """The table and the remove list were fixed at server start: a later upload was missing from
+    them on a new page, and removing it was refused."""
+    doc = tmp_path / "late.txt"
+    doc.write_text("وثيقة متأخرة\nرفعت هذه الوثيقة بعد تشغيل الخادم لاختبار تحديث القائمة.\n", encoding="utf-8")
+    assert "Indexed" in _upload(page, [doc])
+    page.reload()  # type: ignore[attr-defined]
+    page.get_by_role("tab", name="Documents / المستندات").click()  # type: ignore[attr-defined]
+    page.wait_for_function(  # type: ignore[attr-defined]
+        "() => document.querySelector('#documents').innerText.includes('late.txt')", timeout=30_000
+    )
+    _pick(page, "#to-remove", "late.txt")
+    page.locator("#remove").click()  # type: ignore[attr-defined]
+    assert "Removed" in _status_after(page, "#confirm-remove-yes")

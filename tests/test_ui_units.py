@@ -355,13 +355,13 @@ def test_long_name_does_not_crash_the_upload(library: DocumentLibrary, tmp_path:
     assert docs_files(library) == set(library.pipeline.index.files)
 
 
-def test_remove_drops_the_document_and_its_file(library: DocumentLibrary, tmp_path: Path) -> None:
+def test_remove_drops_the_document_and_keeps_its_file_in_the_trash(library: DocumentLibrary, tmp_path: Path) -> None:
     add(library, tmp_path, (OLIVE_DOC, "olive.txt"))
     assert not library.pipeline.ask(OLIVE_QUESTION).abstained
     before = generation(library)
 
     message = library.remove("olive.txt")
-    assert "olive.txt" in message
+    assert "olive.txt" in message and "trash" in message
     assert "olive.txt" not in library.pipeline.index.files
     assert "olive.txt" not in store.load(library.pipeline.config.index_dir).files
     assert not (library.folder / "olive.txt").exists()
@@ -369,12 +369,86 @@ def test_remove_drops_the_document_and_its_file(library: DocumentLibrary, tmp_pa
     assert SEED in library.pipeline.index.files
     answer = library.pipeline.ask(OLIVE_QUESTION)
     assert all(c.source != "olive.txt" for c in answer.citations + answer.related)
+    # Not deleted: the file is in the trash, byte for byte.
+    [item] = library.trash.items()
+    assert (item.name, item.reason, item.title) == ("olive.txt", "removed", "مهرجان واحة الزيتون السنوي")
+    kept = library.pipeline.config.index_dir / "trash" / item.id / "olive.txt"
+    assert kept.read_text(encoding="utf-8") == OLIVE_DOC
 
     # Removing what is not there changes nothing.
     assert "not in the index" in library.remove("olive.txt")
     assert "not in the index" in library.remove("../" + SEED)
     assert generation(library) == before + 1
     assert (library.folder / SEED).exists()
+
+
+def test_restore_brings_a_removed_document_back_and_answerable(library: DocumentLibrary, tmp_path: Path) -> None:
+    add(library, tmp_path, (OLIVE_DOC, "olive.txt"))
+    library.remove("olive.txt")
+    [item] = library.trash.items()
+    assert "Restored" in library.restore(item.id)
+    assert (library.folder / "olive.txt").read_text(encoding="utf-8") == OLIVE_DOC
+    assert "olive.txt" in library.pipeline.index.files
+    assert "450" in library.pipeline.ask(OLIVE_QUESTION).answer
+    assert library.trash.items() == []
+    assert "no longer in the trash" in library.restore(item.id)
+
+
+def test_restore_never_overwrites_a_file_of_the_same_name(library: DocumentLibrary, tmp_path: Path) -> None:
+    add(library, tmp_path, (OLIVE_DOC, "olive.txt"))
+    library.remove("olive.txt")
+    (library.folder / "olive.txt").write_text(SMALL_DOC, encoding="utf-8")  # the user made a new one meanwhile
+    [item] = library.trash.items()
+    message = library.restore(item.id)
+    assert "olive (2).txt" in message
+    assert (library.folder / "olive.txt").read_text(encoding="utf-8") == SMALL_DOC
+    assert (library.folder / "olive (2).txt").read_text(encoding="utf-8") == OLIVE_DOC
+    assert "olive (2).txt" in library.pipeline.index.files
+
+
+def test_removing_the_seed_document_deletes_no_file(library: DocumentLibrary) -> None:
+    original = (library.folder / SEED).read_bytes()
+    library.remove(SEED)
+    assert not library.pipeline.index.files
+    [item] = library.trash.items()
+    library.restore(item.id)
+    assert (library.folder / SEED).read_bytes() == original
+    assert SEED in library.pipeline.index.files
+
+
+def test_emptying_the_trash_deletes_only_trashed_files(library: DocumentLibrary, tmp_path: Path) -> None:
+    add(library, tmp_path, (OLIVE_DOC, "olive.txt"), (SMALL_DOC, "fish.txt"))
+    library.remove("olive.txt")
+    library.remove("fish.txt")
+    assert len(library.trash.items()) == 2
+    assert "2 documents" in library.empty_trash()
+    assert library.trash.items() == []
+    assert docs_files(library) == {SEED}
+    assert set(library.pipeline.index.files) == {SEED}
+
+
+def test_names_that_sanitise_alike_in_one_batch_both_stay(library: DocumentLibrary, tmp_path: Path) -> None:
+    """`تقرير:2024.txt` and `تقرير?2024.txt` once became one document, the other silently lost."""
+    report = add(library, tmp_path, (OLIVE_DOC, "تقرير:2024.txt"), (SMALL_DOC, "تقرير?2024.txt"))
+    stored = sorted(report.added)
+    assert len(stored) == 2, report
+    assert {(library.folder / name).read_text(encoding="utf-8") for name in stored} == {OLIVE_DOC, SMALL_DOC}
+    assert set(stored) <= set(library.pipeline.index.files)
+    assert len(report.renamed) == 1 and "تقرير?2024.txt" in report.renamed[0]
+    assert "new name" in report.message()
+
+
+def test_same_name_upload_keeps_the_previous_version_in_the_trash(library: DocumentLibrary, tmp_path: Path) -> None:
+    add(library, tmp_path, (OLIVE_DOC, "notes.txt"))
+    report = add(library, tmp_path, (SMALL_DOC, "notes.txt"))
+    assert report.updated == ["notes.txt"] and report.replaced == ["notes.txt"]
+    assert "trash" in report.message()
+    assert (library.folder / "notes.txt").read_text(encoding="utf-8") == SMALL_DOC
+    [item] = library.trash.items()
+    assert item.reason == "replaced"
+    library.restore(item.id)
+    assert (library.folder / "notes (2).txt").read_text(encoding="utf-8") == OLIVE_DOC
+    assert "450" in library.pipeline.ask(OLIVE_QUESTION).answer
 
 
 # --- python -m ui refuses to expose documents without a login ---------------------------------

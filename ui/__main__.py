@@ -6,10 +6,11 @@ import argparse
 import logging
 import sys
 
+from index.build import resolve_docs_dir
 from index.embed import EmbedderUnavailable
 from index.store import IndexProblem
 from rag.chain import Pipeline
-from rag.config import Config, add_arguments
+from rag.config import Config, add_arguments, chosen
 from ui.app import CSS, build_app, theme
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
@@ -40,6 +41,8 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         auth = (config.ui_username, config.ui_password)
     try:
+        # Uploads go to the folder the index was built from, unless the user names another.
+        config = resolve_docs_dir(config, chosen(args, "docs_dir"))
         pipeline = Pipeline(config, log=lambda m: print(m, file=sys.stderr, flush=True))
     except (IndexProblem, EmbedderUnavailable, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -19,7 +19,7 @@ from index.store import IndexProblem
 from rag.chain import Pipeline, QuestionError
 from rag.llm import MAX_HISTORY_TURNS, TokenFn
 from ui.documents import DocumentLibrary
-from ui.render import answer_message, notice_message, stream_message, user_message
+from ui.render import answer_message, escape_text, notice_message, stream_message, user_message
 
 log = logging.getLogger(__name__)
 
@@ -141,8 +141,9 @@ def build_app(pipeline: Pipeline) -> gr.Blocks:
             api_in.submit(lambda q: _api_answer(pipeline, q), api_in, api_out, api_name="answer")
 
         with gr.Tab("Documents / المستندات"):
+            # Callables, so every page load shows the index as it is now, not as it was at start-up.
             table = gr.Dataframe(
-                value=library.rows(),
+                value=library.rows,
                 headers=["title", "file", "chunks", "KB"],
                 interactive=False,
                 elem_id="documents",
@@ -151,12 +152,44 @@ def build_app(pipeline: Pipeline) -> gr.Blocks:
             upload = gr.File(file_count="multiple", file_types=[".txt", ".md"], label="Add documents", elem_id="upload")
             status = gr.Textbox(label="Status", interactive=False, elem_id="upload-status", lines=3)
             with gr.Row():
-                to_remove = gr.Dropdown(choices=library.names(), label="Remove a document", scale=4)
-                remove = gr.Button("Remove", variant="stop", scale=1)
+                to_remove = gr.Dropdown(
+                    choices=library.choices(), value=None, label="Remove a document", scale=4, elem_id="to-remove"
+                )
+                remove = gr.Button("Remove…", variant="stop", scale=1, elem_id="remove")
+            with gr.Column(visible=False, elem_id="confirm-remove") as confirm_remove:
+                confirm_text = gr.Markdown()
+                with gr.Row():
+                    really_remove = gr.Button("Yes, remove it", variant="stop", elem_id="confirm-remove-yes")
+                    keep = gr.Button("Cancel", elem_id="confirm-remove-no")
+            with gr.Accordion("Trash / المحذوفات", open=False, elem_id="trash"):
+                gr.Markdown("Removed documents and replaced versions stay here until you empty the trash.")
+                with gr.Row():
+                    trashed = gr.Dropdown(
+                        choices=library.trash_choices(), value=None, label="In the trash", scale=4, elem_id="trashed"
+                    )
+                    restore = gr.Button("Restore", scale=1, elem_id="restore")
+                empty = gr.Button("Empty the trash…", variant="stop", size="sm", elem_id="empty-trash")
+                with gr.Column(visible=False, elem_id="confirm-empty") as confirm_empty:
+                    gr.Markdown("Delete every document in the trash for good? This cannot be undone.")
+                    with gr.Row():
+                        really_empty = gr.Button(
+                            "Yes, delete them for good", variant="stop", elem_id="confirm-empty-yes"
+                        )
+                        keep_trash = gr.Button("Cancel", elem_id="confirm-empty-no")
+
+            def refreshed() -> tuple[Any, ...]:
+                """Table, remove picker and trash picker as they are now, nothing selected."""
+                return (
+                    library.rows(),
+                    gr.update(choices=library.choices(), value=None),
+                    gr.update(choices=library.trash_choices(), value=None),
+                )
+
+            lists = [table, to_remove, trashed]
 
             def on_upload(files: list[Any] | None, progress: gr.Progress = gr.Progress()) -> tuple[Any, ...]:  # noqa: B008
                 if not files:
-                    return library.rows(), gr.update(), gr.update(choices=library.names()), None
+                    return *refreshed(), gr.update(), None
                 progress(0.1, desc="Indexing…")
                 pairs = [(Path(_path(f)), _original_name(f)) for f in files]
                 try:
@@ -164,14 +197,38 @@ def build_app(pipeline: Pipeline) -> gr.Blocks:
                 except Exception:
                     log.exception("upload failed")
                     message = "Indexing failed; the existing index is unchanged."
-                return library.rows(), message, gr.update(choices=library.names()), None
+                return *refreshed(), message, None
 
             def on_remove(name: str | None) -> tuple[Any, ...]:
-                message = library.remove(name) if name else "Choose a document first."
-                return library.rows(), message, gr.update(choices=library.names(), value=None)
+                if not name:
+                    return gr.update(visible=False), gr.update(), "Choose a document first."
+                question = (
+                    f"Remove **{escape_text(library.title(name))}** ({escape_text(name)}) from the index? "
+                    "Its file goes to the trash, from where you can restore it."
+                )
+                return gr.update(visible=True), question, gr.update()
 
-            upload.upload(on_upload, upload, [table, status, to_remove, upload], api_name=False)
-            remove.click(on_remove, to_remove, [table, status, to_remove], api_name=False)
+            def on_confirm_remove(name: str | None) -> tuple[Any, ...]:
+                message = library.remove(name) if name else "Choose a document first."
+                return *refreshed(), message, gr.update(visible=False)
+
+            def on_restore(item_id: str | None) -> tuple[Any, ...]:
+                message = library.restore(item_id) if item_id else "Choose a document in the trash first."
+                return *refreshed(), message
+
+            def on_empty() -> tuple[Any, ...]:
+                return *refreshed(), library.empty_trash(), gr.update(visible=False)
+
+            hidden = (lambda: gr.update(visible=False), None)
+            upload.upload(on_upload, upload, [*lists, status, upload], api_name=False)
+            remove.click(on_remove, to_remove, [confirm_remove, confirm_text, status], api_name=False)
+            really_remove.click(on_confirm_remove, to_remove, [*lists, status, confirm_remove], api_name=False)
+            keep.click(*hidden, confirm_remove, api_name=False)
+            restore.click(on_restore, trashed, [*lists, status], api_name=False)
+            empty.click(lambda: gr.update(visible=True), None, confirm_empty, api_name=False)
+            really_empty.click(on_empty, None, [*lists, status, confirm_empty], api_name=False)
+            keep_trash.click(*hidden, confirm_empty, api_name=False)
+        app.load(refreshed, None, lists, api_name=False)
     return app
 
 

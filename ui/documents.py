@@ -14,9 +14,12 @@ import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from langchain_core.documents import Document
+
 from index.build import apply_changes
 from index.load import SUPPORTED_SUFFIXES, UnreadableFile, load_file
 from index.store import atomic_write
+from index.trash import Trash, TrashError, TrashItem, free_name
 from rag.chain import Pipeline
 
 _MAX_NAME_BYTES = 200  # well under the usual 255-byte file-name limit
@@ -49,10 +52,14 @@ def _size(n: float) -> str:
 
 @dataclass
 class UploadReport:
+    """Each uploaded file's fate, for the status line and tests."""
+
     added: list[str] = field(default_factory=list)
     updated: list[str] = field(default_factory=list)
     duplicates: list[str] = field(default_factory=list)
     rejected: list[str] = field(default_factory=list)
+    renamed: list[str] = field(default_factory=list)  # "given name → stored name"
+    replaced: list[str] = field(default_factory=list)  # previous versions moved to the trash
 
     def message(self) -> str:
         lines = []
@@ -60,6 +67,10 @@ class UploadReport:
             lines.append(f"Indexed: {', '.join(self.added)}")
         if self.updated:
             lines.append(f"Re-indexed (changed): {', '.join(self.updated)}")
+        if self.renamed:
+            lines.append(f"Stored under a new name (the name was taken): {', '.join(self.renamed)}")
+        if self.replaced:
+            lines.append(f"Previous version moved to the trash (restorable): {', '.join(self.replaced)}")
         if self.duplicates:
             lines.append(f"Already indexed: {', '.join(self.duplicates)}")
         if self.rejected:
@@ -68,7 +79,11 @@ class UploadReport:
 
 
 class DocumentLibrary:
-    """Adds and removes documents of a running pipeline; one writer at a time."""
+    """Adds, removes and restores documents of a running pipeline; one writer at a time.
+
+    Nothing the user put in the documents folder is ever deleted here: a removed document and the
+    previous version of a replaced one go to the trash (index/trash.py) until the user empties it.
+    """
 
     def __init__(self, pipeline: Pipeline, max_bytes: int) -> None:
         self.pipeline = pipeline
@@ -78,6 +93,10 @@ class DocumentLibrary:
     @property
     def folder(self) -> Path:
         return self.pipeline.config.docs_dir
+
+    @property
+    def trash(self) -> Trash:
+        return Trash(self.pipeline.config.index_dir, self.folder)
 
     def rows(self) -> list[list[object]]:
         """(title, file, chunks, size in KB) of every indexed document."""
@@ -90,10 +109,18 @@ class DocumentLibrary:
     def names(self) -> list[str]:
         return sorted(self.pipeline.index.files)
 
+    def choices(self) -> list[tuple[str, str]]:
+        """(label, file name) pairs for a picker: the title first, since file names can be opaque."""
+        return [(f"{info['title']} ({name})", name) for name, info in sorted(self.pipeline.index.files.items())]
+
+    def title(self, name: str) -> str:
+        info = self.pipeline.index.files.get(name)
+        return str(info["title"]) if info else name
+
     def add(self, paths: list[tuple[Path, str]]) -> UploadReport:
         """Index uploaded files, given as (temporary path, name the user gave it)."""
         report = UploadReport()
-        accepted = []
+        accepted: list[tuple[Document, Path]] = []
         with self._lock:
             known = {info["sha256"]: name for name, info in self.pipeline.index.files.items()}
             for path, original in paths:
@@ -113,44 +140,92 @@ class DocumentLibrary:
                     report.rejected.append(f"{original}: {exc}")
                     continue
                 sha = document.metadata["sha256"]
-                if sha in known or any(d.metadata["sha256"] == sha for d, _ in accepted):
-                    report.duplicates.append(f"{original} (same content as {known.get(sha, name)})")
-                    continue
-                accepted.append((document, path))
-            if not accepted:
-                return report
-            written: list[Path] = []
-            try:
-                for document, path in accepted:
-                    target = self.folder / document.metadata["source"]
-                    _copy_atomic(path, target)
-                    written.append(target)
-                index, build = apply_changes(self.pipeline.config, self.pipeline.embedder, [d for d, _ in accepted])
-            except OSError as exc:
-                # Nothing half-done: the index is untouched (atomic write), so undo the copies too.
-                for target in written:
-                    with contextlib.suppress(OSError):
-                        target.unlink()
-                report.rejected.extend(
-                    f"{d.metadata['source']}: could not be stored ({exc.strerror or exc})" for d, _ in accepted
+                same = known.get(sha) or next(
+                    (d.metadata["source"] for d, _ in accepted if d.metadata["sha256"] == sha), None
                 )
-                return report
-            self.pipeline.reload(index)
-            report.added, report.updated = build.added, build.updated
+                if same:
+                    report.duplicates.append(f"{original} (same content as {same})")
+                    continue
+                # Two files of one batch that sanitise to one name both stay: the later gets a suffix.
+                taken = {d.metadata["source"] for d, _ in accepted}
+                if name in taken:
+                    stored = free_name(self.folder, name, taken)
+                    document = load_file(path, stored)
+                    report.renamed.append(f"{original} → {stored}")
+                accepted.append((document, path))
+            if accepted:
+                self._store(accepted, report)
         return report
 
+    def _store(self, accepted: list[tuple[Document, Path]], report: UploadReport) -> None:
+        """Write the accepted files and index them; an existing file of the same name goes to the
+        trash first. On failure the folder and the index are as before."""
+        trashed: list[TrashItem] = []
+        written: list[Path] = []
+        try:
+            for document, path in accepted:
+                name = document.metadata["source"]
+                target = self.folder / name
+                if target.exists() or target.is_symlink():
+                    trashed.append(self.trash.put(name, "replaced", self.title(name)))
+                _copy_atomic(path, target)
+                written.append(target)
+            index, build = apply_changes(self.pipeline.config, self.pipeline.embedder, [d for d, _ in accepted])
+        except OSError as exc:
+            # Nothing half-done: the index is untouched (atomic write), so undo the copies too.
+            for target in written:
+                with contextlib.suppress(OSError):
+                    target.unlink()
+            for item in trashed:
+                with contextlib.suppress(OSError):
+                    self.trash.restore(item.id)
+            report.rejected.extend(
+                f"{d.metadata['source']}: could not be stored ({exc.strerror or exc})" for d, _ in accepted
+            )
+            return
+        self.pipeline.reload(index)
+        report.added, report.updated = build.added, build.updated
+        report.replaced = [item.name for item in trashed]
+
     def remove(self, name: str) -> str:
-        """Drop a document from the index and the documents folder."""
+        """Drop a document from the index; its file goes to the trash, from where it can be restored."""
         with self._lock:
             if name not in self.pipeline.index.files:
                 return f"{name} is not in the index."
-            index, _ = apply_changes(self.pipeline.config, self.pipeline.embedder, [], removals=[name])
+            title = self.title(name)
+            item = None
+            with contextlib.suppress(TrashError):  # a file already gone from the folder: just unindex
+                item = self.trash.put(name, "removed", title)
+            try:
+                index, _ = apply_changes(self.pipeline.config, self.pipeline.embedder, [], removals=[name])
+            except BaseException:
+                if item is not None:
+                    self.trash.restore(item.id)
+                raise
             self.pipeline.reload(index)
-            target = (self.folder / name).resolve()
-            if target.is_relative_to(self.folder.resolve()):
-                with contextlib.suppress(FileNotFoundError):
-                    target.unlink()
-        return f"Removed {name}."
+        return f"Removed {title} ({name}); it is in the trash and can be restored."
+
+    def trash_choices(self) -> list[tuple[str, str]]:
+        return [(item.label(), item.id) for item in self.trash.items()]
+
+    def restore(self, item_id: str) -> str:
+        """Put a trashed document back in the folder (under a free name) and index it again."""
+        with self._lock:
+            try:
+                item = self.trash.get(item_id)
+                name = self.trash.restore(item_id)
+                document = load_file(self.folder / name, name)
+            except (TrashError, UnreadableFile, OSError) as exc:
+                return f"Could not restore: {exc}"
+            index, _ = apply_changes(self.pipeline.config, self.pipeline.embedder, [document])
+            self.pipeline.reload(index)
+        renamed = f" as {name} (the name was taken)" if name != item.name else ""
+        return f"Restored {item.title}{renamed}."
+
+    def empty_trash(self) -> str:
+        with self._lock:
+            count = self.trash.empty()
+        return f"Emptied the trash ({count} document{'s' if count != 1 else ''} deleted for good)."
 
 
 def _copy_atomic(source: Path, target: Path) -> None:
