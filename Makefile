@@ -4,6 +4,7 @@
 PYTHON ?= python3.11
 VENV   := .venv
 PY     := $(VENV)/bin/python
+PORT ?=
 QUESTION ?= متى عقد مؤتمر موسكو للأمن الدولي في نسخته الحادية عشرة؟
 
 .PHONY: run ask test lint eval results clean
@@ -16,7 +17,7 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 
 run: $(VENV)/.installed
 	$(PY) -m index build
-	$(PY) -m ui
+	$(PY) -m ui $(if $(PORT),--port $(PORT))
 
 ask: $(VENV)/.installed
 	$(PY) -m index build

@@ -35,16 +35,22 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: documents folder not found: {config.docs_dir}", file=sys.stderr)
             return 2
         embedder = load_embedder(config.embedder, config.embed_batch_size)
-        with tqdm(total=0, unit="chunk", desc="embedding", disable=args.quiet, file=sys.stderr) as bar:
+        bars: list[tqdm] = []
 
-            def progress(done: int, total: int) -> None:
-                bar.total = total
-                bar.n = done
-                bar.refresh()
+        def progress(done: int, total: int) -> None:
+            # Created on the first batch: a build with nothing to embed shows no empty bar.
+            if not bars:
+                bars.append(tqdm(total=total, unit="chunk", desc="embedding", disable=args.quiet, file=sys.stderr))
+            bars[0].n = done
+            bars[0].refresh()
 
+        try:
             _, report = build_folder(
                 config, embedder, rebuild=args.rebuild, progress=progress, log=lambda m: tqdm.write(m, file=sys.stderr)
             )
+        finally:
+            for bar in bars:
+                bar.close()
     except (IndexProblem, EmbedderUnavailable, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

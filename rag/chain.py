@@ -28,7 +28,14 @@ _CONTROL_RE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 
 
 class QuestionError(ValueError):
-    """A question that cannot be asked (empty, too long, nothing to search for)."""
+    """A question that cannot be asked (empty, too long, nothing to search for).
+
+    `key` and `params` let an interface say the same in the question's own language.
+    """
+
+    def __init__(self, message: str, key: str, **params: object) -> None:
+        super().__init__(message)
+        self.key, self.params = key, params
 
 
 def clean_question(question: str, max_chars: int) -> str:
@@ -37,11 +44,16 @@ def clean_question(question: str, max_chars: int) -> str:
     question = (question or "").encode("utf-8", "replace").decode("utf-8")
     question = _CONTROL_RE.sub(" ", question).strip()
     if not question:
-        raise QuestionError("Please type a question.")
+        raise QuestionError("Please type a question.", "empty")
     if len(question) > max_chars:
-        raise QuestionError(f"The question is {len(question):,} characters long; the limit is {max_chars:,}.")
+        raise QuestionError(
+            f"The question is {len(question):,} characters long; the limit is {max_chars:,}.",
+            "too_long",
+            length=f"{len(question):,}",
+            limit=f"{max_chars:,}",
+        )
     if not normalize(question):
-        raise QuestionError("The question has no words to search for (only punctuation or marks).")
+        raise QuestionError("The question has no words to search for (only punctuation or marks).", "no_words")
     return question
 
 
@@ -145,7 +157,9 @@ class Pipeline:
         with self._lock:
             chain = self.chains.get(mode)
         if chain is None:
-            raise QuestionError(f"Answer mode {mode!r} is not available; set RAG_LLM_BASE_URL and RAG_LLM_MODEL.")
+            raise QuestionError(
+                f"Answer mode {mode!r} is not available; set RAG_LLM_BASE_URL and RAG_LLM_MODEL.", "mode_unavailable"
+            )
         standalone = question
         deadline = deadline_for(self.config)
         if mode == "llm" and history:

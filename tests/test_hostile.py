@@ -456,10 +456,10 @@ def test_hostile_question_gets_an_answer_or_a_clear_refusal(seeds_pipeline: Pipe
 @pytest.mark.parametrize("qid", list(QUESTIONS))
 def test_hostile_question_in_the_chat_is_shown_escaped_without_failure(seeds_pipeline: Pipeline, qid: str) -> None:
     question, _ = QUESTIONS[qid]
-    *_, (history, box, _turns) = _ask(seeds_pipeline, question, [], 5, False, "extractive", [])
+    *_, (history, box, _turns) = _ask(seeds_pipeline, question, [], 5, False, "extractive", [], "en")
     assert box == ""
     user, reply = history[-2]["content"], history[-1]["content"]
-    assert "Something went wrong" not in reply and "Traceback" not in reply, reply
+    assert "Something went wrong" not in reply and "حدث خطأ" not in reply and "Traceback" not in reply, reply
     for markup in (user, reply):
         audit_html(markup)
         assert_no_live_markup(markup)

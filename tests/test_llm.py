@@ -570,7 +570,7 @@ def test_cli_stream_does_not_show_a_marker_to_a_missing_passage(cli_env: dict[st
 
 def test_ui_streams_then_shows_the_cited_answer(pipeline: Pipeline, fake: FakeOpenAI) -> None:
     fake.script(Reply(CITED, chunk_chars=4))
-    updates = list(_ask(pipeline, QUESTION, [], 5, False, "llm", []))
+    updates = list(_ask(pipeline, QUESTION, [], 5, False, "llm", [], "ar"))
     assert len(updates) > 2
     partials = [chat[-1]["content"] for chat, _, _ in updates[:-1]]
     assert all('class="answer streaming"' in p for p in partials)
@@ -581,14 +581,14 @@ def test_ui_streams_then_shows_the_cited_answer(pipeline: Pipeline, fake: FakeOp
     final = chat[-1]["content"]
     assert chat[-1]["role"] == "assistant" and chat[0]["role"] == "user" and box == ""
     assert "streaming" not in final
-    assert 'dir="rtl" class="answer"' in final and '<sup class="cite">[1]</sup>' in final
+    assert 'dir="rtl" class="answer"' in final and '<sup class="cite cite-1" title="1">[1]</sup>' in final
     assert "15 أغسطس 2023" in final and "المصادر" in final and "LLM unavailable" not in final
     assert turns == [(QUESTION, CITED)]
 
 
 def test_ui_shows_the_fallback_on_401(pipeline: Pipeline, fake: FakeOpenAI, extractive: Answer) -> None:
     fake.script(Status(401))
-    updates = list(_ask(pipeline, QUESTION, [], 5, False, "llm", []))
+    updates = list(_ask(pipeline, QUESTION, [], 5, False, "llm", [], "ar"))
     chat, _, turns = updates[-1]
     final = chat[-1]["content"]
     assert "LLM unavailable" in final and "401" in final
@@ -599,7 +599,7 @@ def test_ui_shows_the_fallback_on_401(pipeline: Pipeline, fake: FakeOpenAI, extr
 
 def test_ui_answer_with_invalid_marker_ends_clean(pipeline: Pipeline, fake: FakeOpenAI) -> None:
     fake.script(Reply("عقد المؤتمر في 15 أغسطس 2023 [9]."))
-    chat, _, _ = list(_ask(pipeline, QUESTION, [], 5, False, "llm", []))[-1]
+    chat, _, _ = list(_ask(pipeline, QUESTION, [], 5, False, "llm", [], "ar"))[-1]
     final = chat[-1]["content"]
     assert "[9]" not in final and "تنبيه" in final
 

@@ -127,7 +127,7 @@ def test_empty_question_gets_friendly_message(page: object) -> None:
 
 
 def _upload(page: object, files: list[Path]) -> str:
-    page.get_by_role("tab", name="Documents / المستندات").click()  # type: ignore[attr-defined]
+    page.get_by_role("tab", name="Documents").click()  # type: ignore[attr-defined]
     status = page.locator("#upload-status textarea")  # type: ignore[attr-defined]
     previous = status.input_value()
     page.locator("#upload input[type=file]").set_input_files([str(f) for f in files])  # type: ignore[attr-defined]
@@ -146,7 +146,7 @@ def test_upload_then_ask_question_only_it_answers(page: object, tmp_path: Path) 
     assert "Indexed" in status and "مهرجان" in status
     assert "مهرجان التمور" in page.locator("#documents").inner_text()  # type: ignore[attr-defined]
     shot(page, "ui-documents-after-upload.png")
-    page.get_by_role("tab", name="Chat / المحادثة").click()  # type: ignore[attr-defined]
+    page.get_by_role("tab", name="Chat").click()  # type: ignore[attr-defined]
     answer = ask(page, "كم بلغ عدد زوار مهرجان التمور في بريدة؟")
     assert "خمسة وأربعين ألف زائر" in answer.inner_text()
     assert "مهرجان التمور.txt" in page.locator("#chat").inner_text()  # type: ignore[attr-defined]
@@ -165,7 +165,7 @@ def test_html_in_documents_is_shown_escaped(page: object, tmp_path: Path) -> Non
     doc = tmp_path / "hostile.md"
     doc.write_text(HOSTILE_DOC, encoding="utf-8")
     assert "Indexed" in _upload(page, [doc])
-    page.get_by_role("tab", name="Chat / المحادثة").click()  # type: ignore[attr-defined]
+    page.get_by_role("tab", name="Chat").click()  # type: ignore[attr-defined]
     ask(page, "كم قارئا تتسع قاعة المطالعة الجديدة في مكتبة الحي؟")
     chat = page.locator("#chat")  # type: ignore[attr-defined]
     text = chat.inner_text()
@@ -199,7 +199,7 @@ def test_remove_asks_first_then_trash_and_restore(page: object, docs: Path) -> N
     document, the file goes to the trash, and Restore brings it back into the folder and the index."""
     seed = "000_b5c95c8664f5005e.txt"
     original = (docs / seed).read_bytes()
-    page.get_by_role("tab", name="Documents / المستندات").click()  # type: ignore[attr-defined]
+    page.get_by_role("tab", name="Documents").click()  # type: ignore[attr-defined]
     assert page.locator("#to-remove input").input_value() == ""  # type: ignore[attr-defined]
     assert "Choose a document first" in _status_after(page, "#remove")
     assert (docs / seed).read_bytes() == original
@@ -237,10 +237,123 @@ def test_a_fresh_page_lists_documents_uploaded_after_start(page: object, tmp_pat
     doc.write_text("وثيقة متأخرة\nرفعت هذه الوثيقة بعد تشغيل الخادم لاختبار تحديث القائمة.\n", encoding="utf-8")
     assert "Indexed" in _upload(page, [doc])
     page.reload()  # type: ignore[attr-defined]
-    page.get_by_role("tab", name="Documents / المستندات").click()  # type: ignore[attr-defined]
+    page.get_by_role("tab", name="Documents").click()  # type: ignore[attr-defined]
     page.wait_for_function(  # type: ignore[attr-defined]
         "() => document.querySelector('#documents').innerText.includes('late.txt')", timeout=30_000
     )
     _pick(page, "#to-remove", "late.txt")
     page.locator("#remove").click()  # type: ignore[attr-defined]
     assert "Removed" in _status_after(page, "#confirm-remove-yes")
+
+
+# --- UI v2: language, sources, phone, accessibility -----------------------------------------------
+
+DOCS_SHOTS = REPO_ROOT / "docs"
+
+
+def _page(browser: object, server: str, locale: str, width: int = 1200, height: int = 1100) -> object:
+    context = browser.new_context(viewport={"width": width, "height": height}, locale=locale)  # type: ignore[attr-defined]
+    page = context.new_page()
+    page.goto(server)
+    page.wait_for_selector("#question textarea")
+    return page
+
+
+def test_arabic_browser_gets_an_arabic_right_to_left_interface(browser: object, server: str) -> None:
+    page = _page(browser, server, "ar-EG")
+    try:
+        assert page.evaluate("() => document.documentElement.dir") == "rtl"  # type: ignore[attr-defined]
+        assert page.get_by_role("tab", name="المستندات").count() == 1  # type: ignore[attr-defined]
+        assert page.get_by_role("button", name="اسأل").count() == 1  # type: ignore[attr-defined]
+        reply = ask(page, "س" * 2001)  # an Arabic question that is too long gets an Arabic error
+        assert "طول السؤال" in reply.inner_text() and "2,000" in reply.inner_text()
+        ask(page, "متى عقد مؤتمر موسكو للأمن الدولي في نسخته الحادية عشرة؟")
+        page.screenshot(path=str(DOCS_SHOTS / "screenshot-chat-ar.png"))  # type: ignore[attr-defined]
+        # The switch in the header changes the whole interface, and the choice sticks.
+        page.locator("#lang").get_by_text("English").click()  # type: ignore[attr-defined]
+        page.wait_for_function("() => document.documentElement.dir === 'ltr'", timeout=30_000)  # type: ignore[attr-defined]
+        # The open tab and every other label follow at once (Gradio re-labels an unopened tab only
+        # when it is next shown).
+        page.get_by_role("button", name="Ask").wait_for(timeout=30_000)  # type: ignore[attr-defined]
+        assert page.get_by_role("tab", name="Chat").count() == 1  # type: ignore[attr-defined]
+        page.reload()  # type: ignore[attr-defined]
+        page.wait_for_selector("#question textarea")  # type: ignore[attr-defined]
+        assert page.evaluate("() => document.documentElement.lang") == "en"  # type: ignore[attr-defined]
+    finally:
+        page.context.close()  # type: ignore[attr-defined]
+
+
+def test_english_interface_answers_and_typed_arabic_reads_right_to_left(browser: object, server: str) -> None:
+    page = _page(browser, server, "en-US")
+    try:
+        assert page.evaluate("() => document.documentElement.dir") == "ltr"  # type: ignore[attr-defined]
+        box = page.locator("#question textarea")  # type: ignore[attr-defined]
+        box.click()
+        box.fill("متى عقد المؤتمر؟")
+        assert box.evaluate("t => getComputedStyle(t).direction === 'rtl' || t.getAttribute('dir') === 'auto'")
+        # Enter sends; Shift+Enter would add a line.
+        before = page.locator("#chat .answer, #chat .notice").count()  # type: ignore[attr-defined]
+        box.press("Enter")
+        page.wait_for_function(  # type: ignore[attr-defined]
+            "n => document.querySelectorAll('#chat .answer, #chat .notice').length > n", arg=before, timeout=60_000
+        )
+        ask(page, "How many delegates attended the 2023 conference?")
+        page.screenshot(path=str(DOCS_SHOTS / "screenshot-chat-en.png"))  # type: ignore[attr-defined]
+    finally:
+        page.context.close()  # type: ignore[attr-defined]
+
+
+def test_clicking_a_badge_opens_and_flashes_its_source(page: object) -> None:
+    answer = ask(page, "كم عدد المندوبين الذين حضروا المؤتمر؟")
+    badges = answer.locator("sup.cite")
+    assert badges.count() >= 1
+    n = badges.first.inner_text().strip("[]")
+    message = page.locator("#chat details.source.src-" + n).last  # type: ignore[attr-defined]
+    message.evaluate("d => { d.open = false; }")
+    badges.first.click()
+    page.wait_for_function(  # type: ignore[attr-defined]
+        "n => { const all = document.querySelectorAll('#chat details.source.src-' + n);"
+        " const d = all[all.length - 1]; return d.open && d.classList.contains('flash'); }",
+        arg=n,
+        timeout=10_000,
+    )
+
+
+def test_phone_view_shows_the_start_of_the_answer(browser: object, server: str) -> None:
+    page = _page(browser, server, "ar", width=390, height=844)
+    try:
+        answer = ask(page, "من هو وزير الدفاع الصيني الذي شارك في المؤتمر؟")
+        page.wait_for_timeout(500)  # type: ignore[attr-defined]
+        top = answer.evaluate("a => a.getBoundingClientRect().top")
+        assert 0 <= top < 844, top  # the answer's first line is on screen, not scrolled past
+        page.screenshot(path=str(DOCS_SHOTS / "screenshot-phone.png"))  # type: ignore[attr-defined]
+        page.get_by_role("tab", name="المستندات").click()  # type: ignore[attr-defined]
+        hidden = page.locator("#documents th").nth(2).evaluate("th => getComputedStyle(th).display")  # type: ignore[attr-defined]
+        assert hidden == "none"
+    finally:
+        page.context.close()  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("view", ["chat", "documents"])
+def test_no_serious_accessibility_violations(browser: object, server: str, view: str) -> None:
+    from axe_playwright_python.sync_playwright import Axe
+
+    page = _page(browser, server, "ar")
+    try:
+        if view == "documents":
+            page.get_by_role("tab", name="المستندات").click()  # type: ignore[attr-defined]
+        else:
+            ask(page, "كم عدد المندوبين الذين حضروا المؤتمر؟")
+        results = Axe().run(page)
+        bad = [
+            (
+                v["id"],
+                v["impact"],
+                [(n["target"], n["html"][:120], n.get("failureSummary", "")[-160:]) for n in v["nodes"][:4]],
+            )
+            for v in results.response["violations"]
+            if v["impact"] in ("serious", "critical")
+        ]
+        assert not bad, bad
+    finally:
+        page.context.close()  # type: ignore[attr-defined]

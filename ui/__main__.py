@@ -11,7 +11,7 @@ from index.embed import EmbedderUnavailable
 from index.store import IndexProblem
 from rag.chain import Pipeline
 from rag.config import Config, add_arguments, chosen
-from ui.app import CSS, build_app, theme
+from ui.app import CSS, HEAD, build_app, make_i18n, theme
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 # Enough workers that 20 people asking at once are all served; the embedding engine
@@ -47,10 +47,14 @@ def main(argv: list[str] | None = None) -> int:
     except (IndexProblem, EmbedderUnavailable, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    app = build_app(pipeline)
+    i18n = make_i18n(config)
+    app = build_app(pipeline, i18n)
     app.queue(default_concurrency_limit=CONCURRENCY, max_size=QUEUE_SIZE)
     print(f"Serving on http://{config.ui_host}:{config.ui_port}", file=sys.stderr, flush=True)
     app.launch(
+        quiet=True,
+        i18n=i18n,
+        head=HEAD,  # our one line above says where; no share=True hint for a local tool
         server_name=config.ui_host,
         server_port=config.ui_port,
         auth=auth,

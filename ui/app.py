@@ -17,8 +17,10 @@ import gradio as gr
 
 from index.store import IndexProblem
 from rag.chain import Pipeline, QuestionError
+from rag.config import Config
 from rag.llm import MAX_HISTORY_TURNS, TokenFn
 from ui.documents import DocumentLibrary
+from ui.i18n import MESSAGES, for_question, t
 from ui.render import answer_message, escape_text, notice_message, stream_message, user_message
 
 log = logging.getLogger(__name__)
@@ -37,49 +39,129 @@ CSS = """
 .msg, .answer, .passage, .notice { unicode-bidi: plaintext; line-height: 1.8; }
 .answer { font-size: 1.05em; }
 .answer.abstained { font-style: italic; }
-sup.cite { color: #2563eb; font-weight: 600; margin: 0 2px; }
-.sources-label { margin-top: .6em; font-size: .85em; color: #6b7280; }
+sup.cite { color: #1e40af; font-weight: 600; margin: 0 2px; }
+.sources-label { margin-top: .6em; font-size: .85em; color: #374151; }
 details.source { border: 1px solid #e5e7eb; border-radius: 8px; padding: .3em .6em; margin: .3em 0; }
-details.source .where { color: #6b7280; font-size: .85em; }
+details.source .where { color: #374151; font-size: .85em; }
 .passage mark { background: #fde68a; padding: 0 2px; }
 .notice-error { color: #b91c1c; }
 .notice-warn { color: #92400e; }
+sup.cite { cursor: pointer; }
+details.source.flash { animation: flash 1.6s ease-out; }
+@keyframes flash { 0% { background: #fde68a; } 100% { background: transparent; } }
+#question textarea { unicode-bidi: plaintext; text-align: start; }
+#documents td, #documents th { font-family: inherit; white-space: normal; }
+/* WCAG AA contrast (axe): Gradio's indigo and grey on white are just under 4.5:1. */
+#ask, button.primary { background: #4338ca !important; color: #fff !important; }
+[data-testid="upload-text"] { color: #4338ca !important; }
+[data-testid="upload-text"] .or { color: #4b5563 !important; }
+#heading { overflow: visible !important; }
+input[role="combobox"], input[role="combobox"]::placeholder, textarea::placeholder { color: #4b5563 !important; opacity: 1; }
+*:focus-visible { outline: 2px solid #2563eb !important; outline-offset: 2px; }
+@media (max-width: 700px) {
+  #documents th:nth-child(n+3), #documents td:nth-child(n+3) { display: none; }
+}
 """
+
+# Runs as the page loads: the page language is a stored choice (the header switch) or the
+# browser's, normalised to 'ar' or 'en' so Gradio's own translations follow it; the whole page then
+# reads right-to-left in Arabic. Clicking a [n] badge opens source n of that answer and flashes it.
+HEAD = """<script>
+(() => {
+  const stored = localStorage.getItem('rag-lang');
+  const lang = (stored || navigator.language || 'en').toLowerCase().startsWith('ar') ? 'ar' : 'en';
+  Object.defineProperty(navigator, 'language', {get: () => lang});
+  Object.defineProperty(navigator, 'languages', {get: () => [lang]});
+  document.documentElement.lang = lang;
+  document.documentElement.dir = lang === 'ar' ? 'rtl' : 'ltr';
+  // Gradio reads the browser language before it runs this script; a stored choice is applied
+  // through the changeLocale export of its core module (what its own settings panel calls).
+  const core = performance.getEntriesByType('resource').find((e) => /\/core-[^/]*\.js$/.test(e.name));
+  if (stored && core) import(core.name).then((m) => m.changeLocale && m.changeLocale(lang));
+  document.addEventListener('click', (event) => {
+    const badge = event.target.closest && event.target.closest('sup.cite');
+    if (!badge) return;
+    const n = (badge.className.match(/cite-(\\d+)/) || [])[1];
+    const message = badge.closest('.message, .message-wrap, .bot, [data-testid="bot"]') || document;
+    const source = n && message.querySelector('details.source.src-' + n);
+    if (!source) return;
+    source.open = true;
+    source.scrollIntoView({block: 'nearest', behavior: 'smooth'});
+    source.classList.remove('flash');
+    void source.offsetWidth;
+    source.classList.add('flash');
+  });
+  document.addEventListener('focusin', (event) => {
+    if (event.target.matches && event.target.matches('#question textarea')) event.target.setAttribute('dir', 'auto');
+  });
+})();
+</script>"""
+CURRENT_LANGUAGE = "() => document.documentElement.lang || 'en'"
+SWITCH_LANGUAGE = """(lang) => {
+  if (lang && lang !== document.documentElement.lang) { localStorage.setItem('rag-lang', lang); location.reload(); }
+  return lang;
+}"""
+# After an answer: bring its start into view (not the end of its last source), and on a narrow
+# screen keep the sources folded so the answer is what the reader sees.
+SHOW_NEW_ANSWER = """() => {
+  const answers = document.querySelectorAll('#chat .answer, #chat .notice');
+  const last = answers[answers.length - 1];
+  if (!last) return;
+  if (window.innerWidth < 700) last.closest('.message, .bot, div').parentElement
+    .querySelectorAll('details.source[open]').forEach((d) => { d.open = false; });
+  last.scrollIntoView({block: 'start'});
+}"""
 
 
 Turns = list[tuple[str, str]]
 
 
 def _reply(
-    pipeline: Pipeline, question: str, k: int, mode: str, turns: Turns, show_scores: bool, on_token: TokenFn | None
+    pipeline: Pipeline,
+    question: str,
+    k: int,
+    mode: str,
+    turns: Turns,
+    show_scores: bool,
+    on_token: TokenFn | None,
+    page_lang: str,
 ) -> tuple[str, str]:
-    """(HTML reply, plain answer for the history); every failure becomes a friendly message."""
+    """(HTML reply, plain answer for the history); every failure becomes a friendly message in the
+    question's language (the page's, for an empty question)."""
+    lang = for_question(question or "", page_lang)
     try:
         answer = pipeline.ask(question, k=int(k), history=turns, on_token=on_token, mode=mode)
         return answer_message(answer, show_scores), answer.answer
     except QuestionError as exc:
-        return notice_message(str(exc)), ""
+        return notice_message(t(lang, f"question_{exc.key}", **exc.params)), ""
     except IndexProblem as exc:
-        return notice_message(f"The index cannot be used: {exc}"), ""
+        return notice_message(t(lang, "index_unusable", reason=exc)), ""
     except Exception:  # the user sees a message, the log keeps the traceback
         log.exception("question failed")
-        return notice_message("Something went wrong while answering; please try again."), ""
+        return notice_message(t(lang, "answer_failed")), ""
 
 
 def _ask(
-    pipeline: Pipeline, question: str, history: list[dict[str, Any]], k: int, show_scores: bool, mode: str, turns: Turns
+    pipeline: Pipeline,
+    question: str,
+    history: list[dict[str, Any]],
+    k: int,
+    show_scores: bool,
+    mode: str,
+    turns: Turns,
+    page_lang: str,
 ) -> Iterator[tuple[list[dict[str, Any]], str, Turns]]:
     """Chat handler: yields the conversation as the answer streams in (LLM mode) or once."""
     history = [*list(history or []), {"role": "user", "content": user_message(question if question.strip() else " ")}]
     turns = list(turns or [])
     if mode != "llm":
-        reply, plain = _reply(pipeline, question, k, mode, turns, show_scores, None)
+        reply, plain = _reply(pipeline, question, k, mode, turns, show_scores, None, page_lang)
     else:
         tokens: queue.SimpleQueue[str | None] = queue.SimpleQueue()
         result: list[tuple[str, str]] = []
 
         def work() -> None:
-            result.append(_reply(pipeline, question, k, mode, turns, show_scores, tokens.put))
+            result.append(_reply(pipeline, question, k, mode, turns, show_scores, tokens.put, page_lang))
             tokens.put(None)
 
         threading.Thread(target=work, daemon=True).start()
@@ -93,89 +175,130 @@ def _ask(
     yield [*history, {"role": "assistant", "content": reply}], "", turns
 
 
-def build_app(pipeline: Pipeline) -> gr.Blocks:
-    """The whole UI, bound to one loaded pipeline."""
+def make_i18n(config: Config) -> gr.I18n:
+    """The catalogue as Gradio's translations, with the settings' numbers filled in."""
+    numbers = {"limit": f"{config.max_question_chars:,}"}
+    return gr.I18n(
+        **{
+            lang: {
+                **messages,
+                "question_limit": messages["question_limit"].format(**numbers),
+                "upload_note": messages["upload_note"].format(limit=config.upload_max_mb),
+            }
+            for lang, messages in MESSAGES.items()
+        }
+    )
+
+
+def build_app(pipeline: Pipeline, i18n: gr.I18n) -> gr.Blocks:
+    """The whole UI, bound to one loaded pipeline; every label is a key of `i18n` (ui/i18n.py)."""
     config = pipeline.config
     library = DocumentLibrary(pipeline, config.upload_max_mb * 2**20)
     llm_ready = bool(config.llm_base_url and config.llm_model)
 
-    with gr.Blocks(title="Arabic document Q&A") as app:
-        gr.Markdown("## اسأل مستنداتك · Ask your documents")
-        with gr.Tab("Chat / المحادثة"):
-            chat = gr.Chatbot(label="Chat", height=680, elem_id="chat", sanitize_html=True, buttons=["copy"])
+    with gr.Blocks(title="اسأل مستنداتك · Ask your documents") as app:
+        with gr.Row(elem_id="header"):
+            gr.Markdown("## اسأل مستنداتك · Ask your documents", elem_id="heading")
+            page_lang = gr.Radio(
+                [("العربية", "ar"), ("English", "en")],
+                value="en",
+                label=i18n("interface_language"),
+                elem_id="lang",
+                scale=0,
+                min_width=220,
+            )
+        with gr.Tab(i18n("tab_chat"), elem_id="tab-chat"):
+            chat = gr.Chatbot(
+                label=i18n("chat"),
+                height=680,
+                elem_id="chat",
+                sanitize_html=True,
+                buttons=["copy"],
+                autoscroll=False,  # the client scrolls to the start of the new answer (HEAD script)
+            )
             with gr.Row():
                 question = gr.Textbox(
-                    placeholder="اكتب سؤالك هنا… / Type your question…",
+                    placeholder=i18n("question_placeholder"),
+                    label=i18n("question_label"),
                     show_label=False,
                     scale=8,
                     elem_id="question",
-                    rtl=False,
+                    lines=1,
                     max_lines=6,
                 )
-                send = gr.Button("Ask / اسأل", variant="primary", scale=1, elem_id="ask")
-            gr.Examples(EXAMPLES, inputs=question, label="Examples / أمثلة")
-            with gr.Accordion("Settings / الإعدادات", open=False):
-                k = gr.Slider(1, 10, value=config.k, step=1, label="Passages to retrieve")
+                send = gr.Button(i18n("ask"), variant="primary", scale=1, elem_id="ask")
+            gr.Examples(EXAMPLES, inputs=question, label=i18n("examples"))
+            with gr.Accordion(i18n("settings"), open=False):
+                k = gr.Slider(1, 10, value=config.k, step=1, label=i18n("passages"))
                 mode = gr.Radio(
                     ["llm", "extractive"] if llm_ready else ["extractive"],
                     value=pipeline.default_mode,
-                    label="Answer mode" + ("" if llm_ready else " (LLM: set RAG_LLM_BASE_URL and RAG_LLM_MODEL)"),
+                    label=i18n("answer_mode" if llm_ready else "answer_mode_no_llm"),
                     elem_id="mode",
                 )
-                show_scores = gr.Checkbox(value=False, label="Show retrieval scores")
-                gr.Markdown(f"Questions are limited to {config.max_question_chars:,} characters.")
-            clear = gr.Button("New conversation", size="sm")
+                show_scores = gr.Checkbox(value=False, label=i18n("show_scores"))
+                gr.Markdown(i18n("question_limit"))
+            clear = gr.Button(i18n("new_conversation"), size="sm")
             turns = gr.State([])
 
             def ask(
-                q: str, history: list[dict[str, Any]], k_: int, scores: bool, mode_: str, turns_: Turns
+                q: str, history: list[dict[str, Any]], k_: int, scores: bool, mode_: str, turns_: Turns, lang: str
             ) -> Iterator[tuple[list[dict[str, Any]], str, Turns]]:
-                yield from _ask(pipeline, q, history, k_, scores, mode_, turns_)
+                yield from _ask(pipeline, q, history, k_, scores, mode_, turns_, lang)
 
             for trigger in (send.click, question.submit):
-                trigger(ask, [question, chat, k, show_scores, mode, turns], [chat, question, turns], api_name=False)
+                trigger(
+                    ask,
+                    [question, chat, k, show_scores, mode, turns, page_lang],
+                    [chat, question, turns],
+                    api_name=False,
+                ).then(None, js=SHOW_NEW_ANSWER)
             clear.click(lambda: ([], "", []), None, [chat, question, turns], api_name=False)
             # A plain endpoint for scripts and load tests: question in, answer JSON out.
             api_in = gr.Textbox(visible=False)
             api_out = gr.JSON(visible=False)
             api_in.submit(lambda q: _api_answer(pipeline, q), api_in, api_out, api_name="answer")
 
-        with gr.Tab("Documents / المستندات"):
+        with gr.Tab(i18n("tab_documents"), elem_id="tab-documents"):
             # Callables, so every page load shows the index as it is now, not as it was at start-up.
             table = gr.Dataframe(
                 value=library.rows,
-                headers=["title", "file", "chunks", "KB"],
+                headers=[i18n("col_title"), i18n("col_file"), i18n("col_chunks"), i18n("col_kb")],
                 interactive=False,
+                wrap=True,
+                label=i18n("documents_table"),
                 elem_id="documents",
             )
-            gr.Markdown(f"Upload `.txt` or `.md` files, up to {config.upload_max_mb} MB each.")
-            upload = gr.File(file_count="multiple", file_types=[".txt", ".md"], label="Add documents", elem_id="upload")
-            status = gr.Textbox(label="Status", interactive=False, elem_id="upload-status", lines=3)
+            gr.Markdown(i18n("upload_note"))
+            upload = gr.File(file_count="multiple", file_types=[".txt", ".md"], label=i18n("upload"), elem_id="upload")
+            status = gr.Textbox(label=i18n("status"), interactive=False, elem_id="upload-status", lines=3)
             with gr.Row():
                 to_remove = gr.Dropdown(
-                    choices=library.choices(), value=None, label="Remove a document", scale=4, elem_id="to-remove"
+                    choices=library.choices(), value=None, label=i18n("remove_pick"), scale=4, elem_id="to-remove"
                 )
-                remove = gr.Button("Remove…", variant="stop", scale=1, elem_id="remove")
+                remove = gr.Button(i18n("remove"), variant="stop", scale=1, elem_id="remove")
             with gr.Column(visible=False, elem_id="confirm-remove") as confirm_remove:
                 confirm_text = gr.Markdown()
                 with gr.Row():
-                    really_remove = gr.Button("Yes, remove it", variant="stop", elem_id="confirm-remove-yes")
-                    keep = gr.Button("Cancel", elem_id="confirm-remove-no")
-            with gr.Accordion("Trash / المحذوفات", open=False, elem_id="trash"):
-                gr.Markdown("Removed documents and replaced versions stay here until you empty the trash.")
+                    really_remove = gr.Button(i18n("remove_yes"), variant="stop", elem_id="confirm-remove-yes")
+                    keep = gr.Button(i18n("cancel"), elem_id="confirm-remove-no")
+            with gr.Accordion(i18n("trash"), open=False, elem_id="trash"):
+                gr.Markdown(i18n("trash_note"))
                 with gr.Row():
                     trashed = gr.Dropdown(
-                        choices=library.trash_choices(), value=None, label="In the trash", scale=4, elem_id="trashed"
+                        choices=library.trash_choices(),
+                        value=None,
+                        label=i18n("trash_pick"),
+                        scale=4,
+                        elem_id="trashed",
                     )
-                    restore = gr.Button("Restore", scale=1, elem_id="restore")
-                empty = gr.Button("Empty the trash…", variant="stop", size="sm", elem_id="empty-trash")
+                    restore = gr.Button(i18n("restore"), scale=1, elem_id="restore")
+                empty = gr.Button(i18n("empty_trash"), variant="stop", size="sm", elem_id="empty-trash")
                 with gr.Column(visible=False, elem_id="confirm-empty") as confirm_empty:
-                    gr.Markdown("Delete every document in the trash for good? This cannot be undone.")
+                    gr.Markdown(i18n("empty_confirm"))
                     with gr.Row():
-                        really_empty = gr.Button(
-                            "Yes, delete them for good", variant="stop", elem_id="confirm-empty-yes"
-                        )
-                        keep_trash = gr.Button("Cancel", elem_id="confirm-empty-no")
+                        really_empty = gr.Button(i18n("empty_yes"), variant="stop", elem_id="confirm-empty-yes")
+                        keep_trash = gr.Button(i18n("cancel"), elem_id="confirm-empty-no")
 
             def refreshed() -> tuple[Any, ...]:
                 """Table, remove picker and trash picker as they are now, nothing selected."""
@@ -187,47 +310,50 @@ def build_app(pipeline: Pipeline) -> gr.Blocks:
 
             lists = [table, to_remove, trashed]
 
-            def on_upload(files: list[Any] | None, progress: gr.Progress = gr.Progress()) -> tuple[Any, ...]:  # noqa: B008
+            def on_upload(files: list[Any] | None, lang: str, progress: gr.Progress = gr.Progress()) -> tuple[Any, ...]:  # noqa: B008
                 if not files:
                     return *refreshed(), gr.update(), None
-                progress(0.1, desc="Indexing…")
+                progress(0.1, desc=t(lang, "indexing"))
                 pairs = [(Path(_path(f)), _original_name(f)) for f in files]
                 try:
-                    message = library.add(pairs).message()
+                    message = library.add(pairs).message(lang)
                 except Exception:
                     log.exception("upload failed")
-                    message = "Indexing failed; the existing index is unchanged."
+                    message = t(lang, "indexing_failed")
                 return *refreshed(), message, None
 
-            def on_remove(name: str | None) -> tuple[Any, ...]:
+            def on_remove(name: str | None, lang: str) -> tuple[Any, ...]:
                 if not name:
-                    return gr.update(visible=False), gr.update(), "Choose a document first."
-                question = (
-                    f"Remove **{escape_text(library.title(name))}** ({escape_text(name)}) from the index? "
-                    "Its file goes to the trash, from where you can restore it."
-                )
+                    return gr.update(visible=False), gr.update(), t(lang, "choose_document")
+                question = t(lang, "remove_confirm", title=escape_text(library.title(name)), name=escape_text(name))
                 return gr.update(visible=True), question, gr.update()
 
-            def on_confirm_remove(name: str | None) -> tuple[Any, ...]:
-                message = library.remove(name) if name else "Choose a document first."
+            def on_confirm_remove(name: str | None, lang: str) -> tuple[Any, ...]:
+                message = library.remove(name, lang) if name else t(lang, "choose_document")
                 return *refreshed(), message, gr.update(visible=False)
 
-            def on_restore(item_id: str | None) -> tuple[Any, ...]:
-                message = library.restore(item_id) if item_id else "Choose a document in the trash first."
+            def on_restore(item_id: str | None, lang: str) -> tuple[Any, ...]:
+                message = library.restore(item_id, lang) if item_id else t(lang, "choose_trashed")
                 return *refreshed(), message
 
-            def on_empty() -> tuple[Any, ...]:
-                return *refreshed(), library.empty_trash(), gr.update(visible=False)
+            def on_empty(lang: str) -> tuple[Any, ...]:
+                return *refreshed(), library.empty_trash(lang), gr.update(visible=False)
 
             hidden = (lambda: gr.update(visible=False), None)
-            upload.upload(on_upload, upload, [*lists, status, upload], api_name=False)
-            remove.click(on_remove, to_remove, [confirm_remove, confirm_text, status], api_name=False)
-            really_remove.click(on_confirm_remove, to_remove, [*lists, status, confirm_remove], api_name=False)
+            upload.upload(on_upload, [upload, page_lang], [*lists, status, upload], api_name=False)
+            remove.click(on_remove, [to_remove, page_lang], [confirm_remove, confirm_text, status], api_name=False)
+            really_remove.click(
+                on_confirm_remove, [to_remove, page_lang], [*lists, status, confirm_remove], api_name=False
+            )
             keep.click(*hidden, confirm_remove, api_name=False)
-            restore.click(on_restore, trashed, [*lists, status], api_name=False)
+            restore.click(on_restore, [trashed, page_lang], [*lists, status], api_name=False)
             empty.click(lambda: gr.update(visible=True), None, confirm_empty, api_name=False)
-            really_empty.click(on_empty, None, [*lists, status, confirm_empty], api_name=False)
+            really_empty.click(on_empty, page_lang, [*lists, status, confirm_empty], api_name=False)
             keep_trash.click(*hidden, confirm_empty, api_name=False)
+        # The switch shows the page's language (chosen by HEAD from the browser or a stored choice);
+        # changing it stores the choice and reloads the page in the other language.
+        app.load(None, None, page_lang, js=CURRENT_LANGUAGE, api_name=False)
+        page_lang.change(None, page_lang, None, js=SWITCH_LANGUAGE)
         app.load(refreshed, None, lists, api_name=False)
     return app
 

@@ -21,6 +21,7 @@ from index.load import SUPPORTED_SUFFIXES, UnreadableFile, load_file
 from index.store import atomic_write
 from index.trash import Trash, TrashError, TrashItem, free_name
 from rag.chain import Pipeline
+from ui.i18n import t
 
 _MAX_NAME_BYTES = 200  # well under the usual 255-byte file-name limit
 
@@ -61,21 +62,22 @@ class UploadReport:
     renamed: list[str] = field(default_factory=list)  # "given name → stored name"
     replaced: list[str] = field(default_factory=list)  # previous versions moved to the trash
 
-    def message(self) -> str:
-        lines = []
-        if self.added:
-            lines.append(f"Indexed: {', '.join(self.added)}")
-        if self.updated:
-            lines.append(f"Re-indexed (changed): {', '.join(self.updated)}")
-        if self.renamed:
-            lines.append(f"Stored under a new name (the name was taken): {', '.join(self.renamed)}")
-        if self.replaced:
-            lines.append(f"Previous version moved to the trash (restorable): {', '.join(self.replaced)}")
-        if self.duplicates:
-            lines.append(f"Already indexed: {', '.join(self.duplicates)}")
+    def message(self, lang: str = "en") -> str:
+        """One line per kind of fate, in the page's language (file names and reasons as they are)."""
+        lines = [
+            t(lang, key, names=", ".join(names))
+            for key, names in (
+                ("indexed", self.added),
+                ("reindexed", self.updated),
+                ("renamed", self.renamed),
+                ("replaced", self.replaced),
+                ("duplicates", self.duplicates),
+            )
+            if names
+        ]
         if self.rejected:
-            lines.append("Rejected: " + "; ".join(self.rejected))
-        return "\n".join(lines) or "Nothing to do."
+            lines.append(t(lang, "rejected", reasons="; ".join(self.rejected)))
+        return "\n".join(lines) or t(lang, "nothing_to_do")
 
 
 class DocumentLibrary:
@@ -187,11 +189,11 @@ class DocumentLibrary:
         report.added, report.updated = build.added, build.updated
         report.replaced = [item.name for item in trashed]
 
-    def remove(self, name: str) -> str:
+    def remove(self, name: str, lang: str = "en") -> str:
         """Drop a document from the index; its file goes to the trash, from where it can be restored."""
         with self._lock:
             if name not in self.pipeline.index.files:
-                return f"{name} is not in the index."
+                return t(lang, "not_in_index", name=name)
             title = self.title(name)
             item = None
             with contextlib.suppress(TrashError):  # a file already gone from the folder: just unindex
@@ -203,12 +205,12 @@ class DocumentLibrary:
                     self.trash.restore(item.id)
                 raise
             self.pipeline.reload(index)
-        return f"Removed {title} ({name}); it is in the trash and can be restored."
+        return t(lang, "removed", title=title, name=name)
 
     def trash_choices(self) -> list[tuple[str, str]]:
         return [(item.label(), item.id) for item in self.trash.items()]
 
-    def restore(self, item_id: str) -> str:
+    def restore(self, item_id: str, lang: str = "en") -> str:
         """Put a trashed document back in the folder (under a free name) and index it again."""
         with self._lock:
             try:
@@ -216,16 +218,17 @@ class DocumentLibrary:
                 name = self.trash.restore(item_id)
                 document = load_file(self.folder / name, name)
             except (TrashError, UnreadableFile, OSError) as exc:
-                return f"Could not restore: {exc}"
+                return t(lang, "restore_failed", reason=exc)
             index, _ = apply_changes(self.pipeline.config, self.pipeline.embedder, [document])
             self.pipeline.reload(index)
-        renamed = f" as {name} (the name was taken)" if name != item.name else ""
-        return f"Restored {item.title}{renamed}."
+        if name != item.name:
+            return t(lang, "restored_as", title=item.title, name=name)
+        return t(lang, "restored", title=item.title)
 
-    def empty_trash(self) -> str:
+    def empty_trash(self, lang: str = "en") -> str:
         with self._lock:
             count = self.trash.empty()
-        return f"Emptied the trash ({count} document{'s' if count != 1 else ''} deleted for good)."
+        return t(lang, "emptied", count=count)
 
 
 def _copy_atomic(source: Path, target: Path) -> None:

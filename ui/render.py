@@ -48,7 +48,8 @@ def _answer_text(answer: Answer) -> str:
     cursor = 0
     for match in _MARKER_RE.finditer(answer.answer):
         pieces.append(escape_text(answer.answer[cursor : match.start()]))
-        pieces.append(f'<sup class="cite">[{int(match.group(1))}]</sup>')
+        n = int(match.group(1))
+        pieces.append(f'<sup class="cite cite-{n}" title="{n}">[{n}]</sup>')
         cursor = match.end()
     pieces.append(escape_text(answer.answer[cursor:]))
     return "".join(pieces)
@@ -68,7 +69,7 @@ def _passage(citation: Citation, show_scores: bool, open_: bool) -> str:
     score = f" · score {citation.score:.3f}" if show_scores else ""
     where = f"chars {citation.start}–{citation.end}"
     return (
-        f'<details class="source"{" open" if open_ else ""}>'
+        f'<details class="source src-{citation.n}"{" open" if open_ else ""}>'
         f'<summary dir="auto"><b>[{citation.n}]</b> <bdi>{escape_text(citation.title)}</bdi> '
         f'<span class="where">— <bdi>{escape_text(citation.source)}</bdi> · <bdi>{where}{score}</bdi></span></summary>'
         f'<div dir="{direction(citation.text)}" class="passage">{_highlighted(citation)}</div></details>'
