@@ -66,7 +66,7 @@ input[role="combobox"], input[role="combobox"]::placeholder, textarea::placehold
 # Runs as the page loads: the page language is a stored choice (the header switch) or the
 # browser's, normalised to 'ar' or 'en' so Gradio's own translations follow it; the whole page then
 # reads right-to-left in Arabic. Clicking a [n] badge opens source n of that answer and flashes it.
-HEAD = """<script>
+HEAD = r"""<script>
 (() => {
   const stored = localStorage.getItem('rag-lang');
   const lang = (stored || navigator.language || 'en').toLowerCase().startsWith('ar') ? 'ar' : 'en';
@@ -81,7 +81,7 @@ HEAD = """<script>
   document.addEventListener('click', (event) => {
     const badge = event.target.closest && event.target.closest('sup.cite');
     if (!badge) return;
-    const n = (badge.className.match(/cite-(\\d+)/) || [])[1];
+    const n = (badge.className.match(/cite-(\d+)/) || [])[1];
     const message = badge.closest('.message, .message-wrap, .bot, [data-testid="bot"]') || document;
     const source = n && message.querySelector('details.source.src-' + n);
     if (!source) return;
