@@ -32,6 +32,17 @@ def terminal_safe(text: str) -> str:
     return _TERMINAL_CONTROL_RE.sub("\ufffd", text)
 
 
+# Bidirectional formatting controls (embeddings, overrides, isolates, marks).
+_BIDI_CONTROL_RE = re.compile("[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def safe_name(name: str) -> str:
+    """A file name (or title) as shown in the CLI and the chat. A right-to-left override makes
+    `evil\u202egnp.txt` display as `eviltxt.png`, so bidi controls are shown as visible replacement
+    characters, as are terminal controls. Document text keeps its own bidi marks (Arabic needs them)."""
+    return terminal_safe(_BIDI_CONTROL_RE.sub("\ufffd", name))
+
+
 class UnreadableFile(ValueError):
     """A file that is not text in an encoding we can recognise."""
 
@@ -45,7 +56,7 @@ class Skipped:
 
     def __str__(self) -> str:
         name = self.path.name.encode("utf-8", "replace").decode("utf-8")
-        return terminal_safe(f"skipped {name}: {self.reason}")
+        return terminal_safe(f"skipped {safe_name(name)}: {self.reason}")
 
 
 def decode(data: bytes) -> tuple[str, str]:
