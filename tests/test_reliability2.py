@@ -192,10 +192,18 @@ def test_mac_arabic_with_arabic_digits_is_told_apart() -> None:
 
 
 def test_unsure_encoding_is_a_clear_skip() -> None:
-    """Bytes every Arabic code page decodes to something, none convincingly: skipped, not guessed."""
-    junk = bytes(range(0xC1, 0xFF)) * 20
-    with pytest.raises(UnreadableFile, match="UTF-8"):
-        decode(junk)
+    """Seven letters that read as Arabic in Windows-1256 and in ISO-8859-6 (two different texts):
+    too little to tell, so the file is skipped with the fix, not indexed as a guess."""
+    with pytest.raises(UnreadableFile, match="cannot tell its encoding.*save it as UTF-8"):
+        decode("سطر ثان".encode("cp1256"))
+
+
+def test_encoding_guess_reads_a_sample_not_the_whole_file() -> None:
+    big = (ARABIC_PROSE * 40_000).encode("iso8859_6")  # 7 MB
+    started = time.perf_counter()
+    text, encoding = decode(big)
+    assert encoding == "iso-8859-6" and text.startswith(ARABIC_PROSE)
+    assert time.perf_counter() - started < 5
 
 
 # --- 11. document footnote markers are not citations --------------------------------------------
