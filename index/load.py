@@ -199,11 +199,39 @@ def derive_title(text: str, fallback: str) -> str:
     return (" ".join(words[:8]) + (" …" if len(words) > 8 else ""))[: _TITLE_MAX_CHARS + 2]
 
 
-def load_file(path: Path, name: str | None = None) -> Document:
-    """Read one file into a Document (original text kept intact for display and citation spans)."""
+def check_inside(path: Path, root: Path, follow_external_symlinks: bool = False) -> None:
+    """Refuse a file whose real location is outside the documents folder `root`.
+
+    A symlink `passwd.txt -> /etc/passwd` dropped into the folder would otherwise be indexed and
+    served to every user of the chat. Links that stay inside the folder are followed. Every loader
+    goes through `load_file`, which calls this, so the rule is the same for every file type.
+    """
+    if follow_external_symlinks:
+        return
+    real_root = root.resolve()
+    try:
+        target = path.resolve(strict=True)
+    except (OSError, RuntimeError) as exc:  # a dangling link or a loop
+        raise UnreadableFile(f"broken symlink: {exc.strerror or exc}") from exc
+    if not target.is_relative_to(real_root):
+        raise UnreadableFile(
+            "symlink to a file outside the documents folder, not followed (move the file into the folder, "
+            "or allow such links with RAG_FOLLOW_EXTERNAL_SYMLINKS=1, Config.follow_external_symlinks)"
+        )
+
+
+def load_file(
+    path: Path, name: str | None = None, *, root: Path | None = None, follow_external_symlinks: bool = False
+) -> Document:
+    """Read one file into a Document (original text kept intact for display and citation spans).
+
+    With `root` (the documents folder) the file must really be inside it: see `check_inside`.
+    """
     suffix = Path(name or path.name).suffix.lower()
     if suffix not in SUPPORTED_SUFFIXES:
         raise UnreadableFile(f"unsupported type {suffix or '(none)'}; use .txt or .md")
+    if root is not None:
+        check_inside(path, root, follow_external_symlinks)
     size = path.stat().st_size
     if size > MAX_FILE_BYTES:
         raise UnreadableFile(f"{size / 2**20:.0f} MB is over the {MAX_FILE_BYTES // 2**20} MB limit")
@@ -225,11 +253,12 @@ def load_file(path: Path, name: str | None = None) -> Document:
     )
 
 
-def load_folder(folder: Path) -> tuple[list[Document], list[Skipped]]:
+def load_folder(folder: Path, follow_external_symlinks: bool = False) -> tuple[list[Document], list[Skipped]]:
     """Every supported file under `folder` (sorted, recursive), plus the ones that were skipped.
 
     Documents are named by their path relative to the folder, so two files with the same name in
-    different subfolders stay distinct.
+    different subfolders stay distinct. Symlinks are followed only when their target is inside
+    `folder`, unless `follow_external_symlinks`.
     """
     if not folder.is_dir():
         raise FileNotFoundError(f"documents folder not found: {folder}")
@@ -247,7 +276,7 @@ def load_folder(folder: Path) -> tuple[list[Document], list[Skipped]]:
             skipped.append(Skipped(path, "file name is not valid UTF-8; rename it"))
             continue
         try:
-            documents.append(load_file(path, name))
+            documents.append(load_file(path, name, root=folder, follow_external_symlinks=follow_external_symlinks))
         except (UnreadableFile, OSError) as exc:
             skipped.append(Skipped(path, str(exc)))
     return documents, skipped
