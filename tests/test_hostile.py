@@ -301,7 +301,9 @@ def test_megabyte_lines_without_newline_are_indexed(tmp_path: Path) -> None:
     config = Config(docs_dir=docs, index_dir=tmp_path / "index")
     _, report = build_folder(config, HashEmbedder(batch_size=128))
     index = store.load(config.index_dir, "hash-test")
-    assert sorted(report.added) == ["normal.txt", "one-line.txt", "one-word.txt"]
+    # A 1 MB "word" is not text (issue 17, point 5): skipped by name instead of one 1 MB chunk.
+    assert sorted(report.added) == ["normal.txt", "one-line.txt"]
+    assert [(s.path.name, "no text" in s.reason) for s in report.skipped] == [("one-word.txt", True)]
     assert_consistent(index)
     assert_spans_exact(index, docs)
     one_line = [c for c in index.chunks if c.metadata["source"] == "one-line.txt"]
