@@ -15,13 +15,18 @@ from pathlib import Path
 from langchain_core.documents import Document
 
 from index.arabic import language
+from index.chunk import MAX_RUN_CHARS
 
 SUPPORTED_SUFFIXES = (".txt", ".md")
 MAX_FILE_BYTES = 64 * 1024 * 1024
+# A document's name is its path inside the documents folder; PATH_MAX on Linux. Stores size their
+# name fields from it (index/milvus.py).
+MAX_SOURCE_CHARS = 4096
 _TITLE_MAX_CHARS = 120
 _CONTROL_RE = re.compile(r"[\x00-\x08\x0b\x0e-\x1f\x7f]")
 _ARABIC_RE = re.compile(r"[\u0600-\u06ff]")
 _LETTER_RE = re.compile(r"[^\W\d_]")
+_WORD_RE = re.compile(rf"(?<!\S)\S{{1,{MAX_RUN_CHARS}}}(?!\S)")  # a run short enough to be a word
 
 
 _TERMINAL_CONTROL_RE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
@@ -239,6 +244,11 @@ def load_file(
     text, encoding = decode(data)
     if not text.strip():
         raise UnreadableFile("empty file")
+    if not _WORD_RE.search(text):
+        raise UnreadableFile(
+            f"no text: only runs of over {MAX_RUN_CHARS} characters without a space (base64 or other data), "
+            "which are not indexed"
+        )
     source = name or path.name
     return Document(
         page_content=text,
@@ -274,6 +284,11 @@ def load_folder(folder: Path, follow_external_symlinks: bool = False) -> tuple[l
             name.encode("utf-8")
         except UnicodeEncodeError:
             skipped.append(Skipped(path, "file name is not valid UTF-8; rename it"))
+            continue
+        if len(name) > MAX_SOURCE_CHARS:
+            skipped.append(
+                Skipped(path, f"path of {len(name):,} characters, over {MAX_SOURCE_CHARS:,}; move it up or rename it")
+            )
             continue
         try:
             documents.append(load_file(path, name, root=folder, follow_external_symlinks=follow_external_symlinks))

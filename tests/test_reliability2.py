@@ -13,21 +13,19 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 from langchain_core.documents import Document
 
-from index import store
-from index.build import build_folder, store_for
 from index import chunk as chunking
-from index import load
+from index import load, store
+from index.build import build_folder, store_for
 from index.chunk import MAX_CHUNK_CHARS, ChunkSettings, split_document
 from index.load import Skipped, UnreadableFile, decode, load_file, load_folder
 from rag.__main__ import render as cli_render
 from rag.answer import Answer, Citation, ExtractiveAnswerer, _Candidate
 from rag.config import Config
 from tests.helpers import REPO_ROOT, write_docs
-from tests.test_hostile import HashEmbedder, clean_env
+from tests.test_hostile import HashEmbedder, clean_env, run_cli
 from ui.render import answer_message
 
 PARAGRAPH = (
@@ -119,6 +117,113 @@ def test_milvus_lite_builds_a_200_kb_file_with_long_unbroken_words(tmp_path: Pat
     assert max(len(c.page_content) for c in index.chunks) <= MAX_CHUNK_CHARS
 
 
+# --- 6. Milvus manifests of any size -------------------------------------------------------------
+
+
+def test_milvus_manifest_with_more_rows_than_one_query_returns(tmp_path: Path) -> None:
+    """The manifest (one row a file) was read with limit=16,384: past 16,383 files the second build
+    lost files, then every question failed."""
+    from index.milvus import MilvusStore
+
+    milvus = MilvusStore(str(tmp_path / "m.db"))
+    milvus._create(dim=4)
+    files = {f"doc{i:05}.txt": {"sha256": str(i), "chunks": 0} for i in range(16_500)}
+    manifest = {**store.new_manifest("hash-test", 4, {}), "files": files}
+    milvus._write_manifest(manifest)
+    assert len(milvus.read_manifest()["files"]) == 16_500
+    # Rewritten with fewer files: stale rows past the first 16,384 are found and deleted too.
+    manifest["files"] = dict(list(files.items())[-100:])
+    milvus._write_manifest(manifest)
+    assert sorted(milvus.read_manifest()["files"]) == sorted(manifest["files"])
+
+
+def test_milvus_builds_page_through_manifest_and_chunks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same paging with a 7-row page, through real builds: 40 files, then 25 of them changed or gone."""
+    from index.milvus import MilvusStore
+
+    monkeypatch.setattr(MilvusStore, "page_size", 7)
+    docs = write_docs(tmp_path / "docs", {f"f{i:02}.txt": f"{PARAGRAPH}رقم {i}" for i in range(40)})
+    config = Config(docs_dir=docs, index_dir=tmp_path / "index", store="milvus", milvus_uri=str(tmp_path / "m.db"))
+    build_folder(config, HashEmbedder())
+    for i in range(15):
+        (docs / f"f{i:02}.txt").unlink()
+    for i in range(15, 25):
+        (docs / f"f{i:02}.txt").write_text(f"{PARAGRAPH}معدل {i}", encoding="utf-8")
+    _, report = build_folder(config, HashEmbedder())
+    assert (len(report.removed), len(report.updated), len(report.unchanged)) == (15, 10, 15)
+    index = store_for(config).load("hash-test")
+    assert sorted(index.files) == [f"f{i:02}.txt" for i in range(15, 40)]
+    assert len(index.chunks) == index.manifest["count"] == sum(f["chunks"] for f in index.files.values())
+
+
+# --- 9. long source paths on Milvus ---------------------------------------------------------------
+
+DEEP = "/".join(["d" * 240] * 5) + "/deep.txt"  # 1,213 characters, each folder name under 255 bytes
+
+
+def test_milvus_source_path_over_1024_characters_is_indexed(tmp_path: Path) -> None:
+    """A source path over 1,024 characters failed the whole Milvus build (VARCHAR 1,024)."""
+    docs = write_docs(tmp_path / "docs", {DEEP: PARAGRAPH + "عميق", "good.txt": PARAGRAPH})
+    config = Config(docs_dir=docs, index_dir=tmp_path / "index", store="milvus", milvus_uri=str(tmp_path / "m.db"))
+    _, report = build_folder(config, HashEmbedder())
+    assert sorted(report.added) == sorted([DEEP, "good.txt"]) and not report.skipped
+    assert DEEP in store_for(config).load("hash-test").files
+
+
+def test_milvus_collection_too_small_for_a_value_fails_before_writing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A collection made by an older version (source VARCHAR 1,024): a clear error naming the file
+    and the rebuild, before anything is written, instead of a failed insert halfway."""
+    import index.milvus
+
+    docs = write_docs(tmp_path / "docs", {"good.txt": PARAGRAPH})
+    config = Config(docs_dir=docs, index_dir=tmp_path / "index", store="milvus", milvus_uri=str(tmp_path / "m.db"))
+    with monkeypatch.context() as patch:
+        patch.setattr(index.milvus, "_SOURCE_MAX", 1024)
+        build_folder(config, HashEmbedder())
+    write_docs(docs, {DEEP: PARAGRAPH + "عميق"})
+    with pytest.raises(store.IndexMismatch, match=r"deep\.txt: its source has 1,213 characters.*--rebuild"):
+        build_folder(config, HashEmbedder())
+    assert sorted(store_for(config).load("hash-test").files) == ["good.txt"]
+
+
+def test_path_over_the_source_limit_is_a_named_skip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(load, "MAX_SOURCE_CHARS", 100)
+    docs = write_docs(tmp_path / "docs", {"a" * 60 + "/" + "b" * 60 + ".txt": PARAGRAPH, "good.txt": PARAGRAPH})
+    documents, skipped = load_folder(docs)
+    assert [d.metadata["source"] for d in documents] == ["good.txt"]
+    assert len(skipped) == 1 and "over 100" in skipped[0].reason
+
+
+# --- 10. a locked Milvus Lite file ----------------------------------------------------------------
+
+
+def test_locked_milvus_lite_file_is_one_clean_line(tmp_path: Path) -> None:
+    """`rag ask` / `index build` while another process holds the Milvus Lite file printed a 20-line
+    DataDirLockedError traceback before the one-line error."""
+    db = tmp_path / "m.db"
+    docs = write_docs(tmp_path / "docs", {"good.txt": PARAGRAPH})
+    hold = "import sys, time; from pymilvus import MilvusClient; MilvusClient(sys.argv[1]); print('held', flush=True); time.sleep(300)"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", hold, str(db)], stdout=subprocess.PIPE, cwd=REPO_ROOT, env=clean_env()
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == b"held"
+        milvus = ["--store", "milvus", "--milvus-uri", str(db)]
+        for args in (["-m", "index", "build", str(docs), "--quiet", *milvus], ["-m", "rag", "ask", "متى؟", *milvus]):
+            result = run_cli(args, clean_env())
+            stderr = result.stderr.decode("utf-8", "replace")
+            lines = [line for line in stderr.splitlines() if line.strip()]
+            assert result.returncode == 1, stderr
+            assert len(lines) == 1 and lines[0].startswith("error: ") and "in use by another process" in lines[0], (
+                stderr
+            )
+    finally:
+        holder.kill()
+        holder.wait()
+
+
 # --- 7. symlinks ---------------------------------------------------------------------------------
 
 
@@ -194,7 +299,7 @@ def test_mac_arabic_with_arabic_digits_is_told_apart() -> None:
 def test_unsure_encoding_is_a_clear_skip() -> None:
     """Seven letters that read as Arabic in Windows-1256 and in ISO-8859-6 (two different texts):
     too little to tell, so the file is skipped with the fix, not indexed as a guess."""
-    with pytest.raises(UnreadableFile, match="cannot tell its encoding.*save it as UTF-8"):
+    with pytest.raises(UnreadableFile, match=r"cannot tell its encoding.*save it as UTF-8"):
         decode("سطر ثان".encode("cp1256"))
 
 
