@@ -41,7 +41,16 @@ from index.store import (
 # pymilvus logs every failed call with a traceback and gRPC prints keep-alive chatter; the
 # store reports failures itself, in one line.
 os.environ.setdefault("GRPC_VERBOSITY", "NONE")
-logging.getLogger("pymilvus").setLevel(logging.CRITICAL)
+
+
+def _quiet_pymilvus() -> None:
+    """pymilvus configures its own loggers when it is imported (resetting any level set before), and
+    its query iterator warns on every read from Milvus Lite; so this runs after the import."""
+    for name in ("pymilvus", "pymilvus.milvus_client"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+
+
+_quiet_pymilvus()
 
 
 class _LiteFailures(logging.Handler):
@@ -129,6 +138,7 @@ class MilvusStore:
                 from pymilvus import MilvusClient
             except ImportError as exc:
                 raise StoreUnavailable("the milvus store needs `pip install pymilvus milvus-lite`") from exc
+            _quiet_pymilvus()
             if self.is_local:
                 Path(self.uri).expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
             _LITE_FAILURES.last = None
