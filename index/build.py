@@ -184,7 +184,7 @@ def build_folder(
     log: LogFn | None = None,
 ) -> tuple[store.StoredIndex, BuildReport]:
     """Bring the index in `config.index_dir` in line with the files in `config.docs_dir`."""
-    documents, skipped = load_folder(config.docs_dir)
+    documents, skipped = load_folder(config.docs_dir, config.follow_external_symlinks)
     for item in skipped:
         if log:
             log(str(item))

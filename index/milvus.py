@@ -25,6 +25,8 @@ from typing import Any
 import numpy as np
 from langchain_core.documents import Document
 
+from index.chunk import MAX_CHUNK_CHARS
+from index.load import MAX_SOURCE_CHARS, safe_name
 from index.store import (
     FORMAT_VERSION,
     Changes,
@@ -41,11 +43,44 @@ from index.store import (
 # pymilvus logs every failed call with a traceback and gRPC prints keep-alive chatter; the
 # store reports failures itself, in one line.
 os.environ.setdefault("GRPC_VERBOSITY", "NONE")
-logging.getLogger("pymilvus").setLevel(logging.CRITICAL)
+
+
+def _quiet_pymilvus() -> None:
+    """pymilvus configures its own loggers when it is imported (resetting any level set before), and
+    its query iterator warns on every read from Milvus Lite; so this runs after the import."""
+    for name in ("pymilvus", "pymilvus.milvus_client"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+
+
+_quiet_pymilvus()
+
+
+class _LiteFailures(logging.Handler):
+    """Milvus Lite logs a failed start (its file locked by another process) as a 20-line traceback
+    on stderr; this handler keeps the exception instead, for the store's one-line error."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.last: BaseException | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.exc_info:
+            self.last = record.exc_info[1]
+
+
+_LITE_FAILURES = _LiteFailures()
+logging.getLogger("milvus_lite").addHandler(_LITE_FAILURES)
+logging.getLogger("milvus_lite").propagate = False
 
 _MANIFEST_ID = "__manifest__"
 _FILE_PREFIX = "file:"
-_TEXT_MAX = 65_535
+# VARCHAR limits, from the same caps the loader and chunker enforce. Milvus Lite counts characters,
+# some Milvus servers count UTF-8 bytes: 4 bytes a character covers both.
+_TEXT_MAX = 4 * MAX_CHUNK_CHARS
+_SOURCE_MAX = 4 * MAX_SOURCE_CHARS
+_TITLE_MAX = 2048
+_BODY_MAX = 65_535
+_BATCH = 500
 _TIMEOUT_S = 10.0
 _FIELDS = ["id", "vector", "text", "source", "title", "start", "end", "position"]
 
@@ -87,6 +122,8 @@ class MilvusVectors:
 class MilvusStore:
     """Chunks collection `<name>` plus manifest collection `<name>_meta` at `uri`."""
 
+    page_size = 1000  # rows per read when paging through a collection
+
     def __init__(self, uri: str, collection: str = "rag_chunks", token: str = "", folder: Path | None = None) -> None:
         self.uri, self.collection, self.token = uri, collection, token
         self.folder = folder or Path(uri).expanduser().with_suffix("")
@@ -104,11 +141,19 @@ class MilvusStore:
                 from pymilvus import MilvusClient
             except ImportError as exc:
                 raise StoreUnavailable("the milvus store needs `pip install pymilvus milvus-lite`") from exc
+            _quiet_pymilvus()
             if self.is_local:
                 Path(self.uri).expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
+            _LITE_FAILURES.last = None
             try:
                 self._client = MilvusClient(uri=self.uri, token=self.token, timeout=_TIMEOUT_S)
             except Exception as exc:
+                if self.is_local and type(_LITE_FAILURES.last).__name__ == "DataDirLockedError":
+                    raise StoreUnavailable(
+                        f"the Milvus Lite file {self.uri} is in use by another process (the UI, a build or an "
+                        "ask; Milvus Lite allows one process at a time): stop it and retry, or share the index "
+                        "through a Milvus server (--milvus-uri http://host:19530)"
+                    ) from None
                 raise StoreUnavailable(f"cannot connect to Milvus at {self.uri}: {_reason(exc)}") from exc
         return self._client
 
@@ -144,8 +189,7 @@ class MilvusStore:
             )
         for name in (self.collection, self.meta):
             self.call("load_collection", name)  # a restarted server holds collections released
-        rows = self.call("query", self.meta, filter='id != ""', output_fields=["id", "body"], limit=16_384)
-        bodies = {r["id"]: r["body"] for r in rows}
+        bodies = {r["id"]: r["body"] for r in self._rows(self.meta, ["id", "body"])}
         if _MANIFEST_ID not in bodies:
             raise IndexCorrupt(f"{self.description} has no manifest row; rebuild with `{self.rebuild_hint()}`")
         try:
@@ -170,13 +214,29 @@ class MilvusStore:
             {"id": _FILE_PREFIX + name, "body": json.dumps(info, ensure_ascii=False), "v": [0.0, 0.0]}
             for name, info in files.items()
         ]
-        existing = {
-            r["id"] for r in self.call("query", self.meta, filter='id != ""', output_fields=["id"], limit=16_384)
-        }
+        existing = {r["id"] for r in self._rows(self.meta, ["id"])}
         stale = sorted(existing - {r["id"] for r in rows})
-        if stale:
-            self.call("delete", self.meta, ids=stale)
-        self.call("upsert", self.meta, data=rows)
+        for start in range(0, len(stale), _BATCH):
+            self.call("delete", self.meta, ids=stale[start : start + _BATCH])
+        self._upsert(self.meta, rows)
+
+    def _rows(self, collection: str, fields: list[str]) -> list[dict[str, Any]]:
+        """Every row of a collection, page by page: a plain query returns at most 16,384 rows, which
+        broke the manifest (one row a file) of bigger collections."""
+        rows: list[dict[str, Any]] = []
+        iterator = self.call("query_iterator", collection, batch_size=self.page_size, output_fields=fields)
+        try:
+            while batch := iterator.next():
+                rows.extend(batch)
+        except Exception as exc:
+            raise StoreUnavailable(f"Milvus at {self.uri} failed while reading {collection}: {_reason(exc)}") from exc
+        finally:
+            iterator.close()
+        return rows
+
+    def _upsert(self, collection: str, rows: list[dict[str, Any]]) -> None:
+        for start in range(0, len(rows), _BATCH):
+            self.call("upsert", collection, data=rows[start : start + _BATCH])
 
     # --- load ------------------------------------------------------------------------------------
 
@@ -184,15 +244,7 @@ class MilvusStore:
         manifest = self.read_manifest()
         if embedder is not None:
             check_embedder(manifest, embedder, self.description, self.rebuild_hint())
-        records = []
-        iterator = self.call("query_iterator", self.collection, batch_size=1000, output_fields=_FIELDS)
-        try:
-            while batch := iterator.next():
-                records.extend(batch)
-        except Exception as exc:
-            raise StoreUnavailable(f"Milvus at {self.uri} failed while reading chunks: {_reason(exc)}") from exc
-        finally:
-            iterator.close()
+        records = self._rows(self.collection, _FIELDS)
         records.sort(key=lambda r: (r["source"], r["position"], r["start"]))
         if len(records) != manifest["count"]:
             raise IndexCorrupt(
@@ -243,20 +295,33 @@ class MilvusStore:
         schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=64)
         schema.add_field("vector", DataType.FLOAT_VECTOR, dim=dim)
         schema.add_field("text", DataType.VARCHAR, max_length=_TEXT_MAX)
-        schema.add_field("source", DataType.VARCHAR, max_length=1024)
-        schema.add_field("title", DataType.VARCHAR, max_length=2048)
+        schema.add_field("source", DataType.VARCHAR, max_length=_SOURCE_MAX)
+        schema.add_field("title", DataType.VARCHAR, max_length=_TITLE_MAX)
         for name in ("start", "end", "position"):
             schema.add_field(name, DataType.INT64)
         index = self.client().prepare_index_params()
         index.add_index(field_name="vector", index_type="FLAT", metric_type="IP")
         self.call("create_collection", self.collection, schema=schema, index_params=index, consistency_level="Strong")
         meta = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
-        meta.add_field("id", DataType.VARCHAR, is_primary=True, max_length=1100)
-        meta.add_field("body", DataType.VARCHAR, max_length=_TEXT_MAX)
+        meta.add_field("id", DataType.VARCHAR, is_primary=True, max_length=len(_FILE_PREFIX) + _SOURCE_MAX)
+        meta.add_field("body", DataType.VARCHAR, max_length=_BODY_MAX)
         meta.add_field("v", DataType.FLOAT_VECTOR, dim=2)  # Milvus requires a vector field
         meta_index = self.client().prepare_index_params()
         meta_index.add_index(field_name="v", index_type="FLAT", metric_type="L2")
         self.call("create_collection", self.meta, schema=meta, index_params=meta_index, consistency_level="Strong")
+
+    def _check_lengths(self, rows: list[dict[str, Any]]) -> None:
+        """Fail before the first write, naming the file, when a value exceeds this collection's
+        limits: a collection made by an older version had a 1,024-character source field."""
+        limits = _limits(self.call("describe_collection", self.collection))
+        for row in rows:
+            for name in ("text", "source", "title"):
+                if name in limits and len(row[name]) > limits[name]:
+                    raise IndexMismatch(
+                        f"{_shown(row['source'])}: its {name} has {len(row[name]):,} characters, over the "
+                        f"{limits[name]:,} of {self.description} (made by an older version); rebuild it with "
+                        f"`{self.rebuild_hint()}`"
+                    )
 
     def commit(self, manifest: dict[str, Any], changes: Changes, old: StoredIndex | None) -> StoredIndex:
         if old is None:
@@ -270,19 +335,33 @@ class MilvusStore:
                 "vector": v.tolist(),
                 "text": c.page_content,
                 "source": c.metadata["source"],
-                "title": c.metadata["title"][:2000],
+                "title": c.metadata["title"][: _TITLE_MAX // 4],
                 "start": int(c.metadata["start"]),
                 "end": int(c.metadata["end"]),
                 "position": int(c.metadata["position"]),
             }
             for c, v in zip(changes.chunks, changes.vectors)
         ]
-        for start in range(0, len(rows), 500):
-            self.call("upsert", self.collection, data=rows[start : start + 500])
+        self._check_lengths(rows)
+        self._upsert(self.collection, rows)
         kept = sum(1 for c in old.chunks if c.metadata["source"] not in changes.drop) if old else 0
         manifest.update(index_type="milvus", count=kept + len(rows), generation=int(manifest.get("generation", 0)) + 1)
         self._write_manifest(manifest)
         return self.load()
+
+
+def _shown(source: str) -> str:
+    """A file name for an error message: its end (the file itself) when the path is very long."""
+    return safe_name(source if len(source) <= 120 else "…" + source[-120:])
+
+
+def _limits(description: dict[str, Any]) -> dict[str, int]:
+    """VARCHAR max_length of each field of a collection description."""
+    return {
+        f["name"]: int(f.get("params", {}).get("max_length", 0))
+        for f in description.get("fields", [])
+        if f.get("params", {}).get("max_length")
+    }
 
 
 def _reason(exc: BaseException) -> str:

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Iterable
 
 from index.embed import EmbedderUnavailable
-from index.load import terminal_safe
+from index.load import safe_name, terminal_safe
 from index.store import IndexProblem
 from rag.answer import Answer
 from rag.chain import Pipeline, QuestionError
@@ -33,7 +33,7 @@ def render(answer: Answer, streamed: bool = False) -> str:
     for c in shown:
         snippet = " ".join(c.text.split())
         snippet = snippet if len(snippet) <= 200 else snippet[:200] + " …"
-        lines.append(f"[{c.n}] {c.title} — {c.source} ({c.start}–{c.end})\n    {snippet}")
+        lines.append(f"[{c.n}] {safe_name(c.title)} — {safe_name(c.source)} ({c.start}–{c.end})\n    {snippet}")
     return terminal_safe("\n".join(lines))
 
 

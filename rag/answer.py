@@ -35,6 +35,15 @@ _WHEN = re.compile(
     r"(^|\s)(متى|متي|امتى|إمتى|امتي|when|what year|which year|في اي عام|في أي عام|في اي سنة|في أي سنة)(\s|$)", re.I
 )
 _HOW_MANY = re.compile(r"(^|\s)(كم|قديش|how many|how much|what number)(\s|$)", re.I)
+# A citation marker as the UI turns it into a badge ([3], also with Arabic-Indic digits: [٣]).
+MARKER_RE = re.compile(r"\[(\d+)\]")
+_FOOTNOTE_RE = re.compile(r"\[(\d+(?:\s*[,،]\s*\d+)*)\]")  # also [3, 4], which an LLM reply may use
+
+
+def quote_markers(text: str) -> str:
+    """Document text copied into an answer keeps its footnotes (`…سبتمبر.[3]`), but in fullwidth
+    brackets (`［3］`): only the answerer's own markers may read as citations of a passage."""
+    return _FOOTNOTE_RE.sub("\uff3b\\1\uff3d", text)
 
 
 @dataclass
@@ -281,7 +290,7 @@ class ExtractiveAnswerer(RunnableSerializable[dict[str, Any], Answer]):
         highlights: dict[int, list[tuple[int, int]]] = {}
         for p, start, end in spans:
             n = numbers.setdefault(p, len(numbers) + 1)
-            parts.append(f"{_clip_words(passages[p].page_content[start:end], self.max_words)} [{n}]")
+            parts.append(f"{quote_markers(_clip_words(passages[p].page_content[start:end], self.max_words))} [{n}]")
             highlights.setdefault(p, []).append((start, end))
         citations = [to_citation(n, passages[p], highlights[p]) for p, n in numbers.items()]
         return Answer(question, " ".join(parts), False, citations, related, confidence=round(confidence, 4))

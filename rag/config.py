@@ -28,6 +28,9 @@ class Config:
     # Chunking, tuned on ARCD (eval/RESULTS.md): paragraphs of ~90 words mostly stay whole.
     chunk_max_words: int = 150
     chunk_overlap_words: int = 30
+    # Symlinks in the documents folder are followed only to files inside it (a link to /etc/passwd
+    # would otherwise be served in answers); True also follows links that leave the folder.
+    follow_external_symlinks: bool = False
     # Vector index: "auto" picks exact search below 50k chunks and HNSW above (see index/store.py).
     index_type: str = "auto"
     hnsw_ef_search: int = 768  # recall vs speed of HNSW search, recorded in the manifest at build
@@ -113,6 +116,12 @@ def _coerce(type_name: object, raw: str, name: str) -> object:
             return int(raw)
         if kind == "float":
             return float(raw)
+        if kind == "bool":
+            if raw.strip().lower() in ("1", "true", "yes", "on"):
+                return True
+            if raw.strip().lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(f"RAG_{name.upper()}={raw!r} is not a valid bool: use 1/0, true/false, yes/no, on/off")
     except ValueError as exc:
         raise ValueError(f"RAG_{name.upper()}={raw!r} is not a valid {kind}") from exc
     return raw

@@ -20,7 +20,7 @@ from langchain_core.runnables.config import RunnableConfig
 from pydantic import ConfigDict
 
 from index.arabic import language
-from rag.answer import ABSTAIN_MESSAGE, Answer, ExtractiveAnswerer, to_citation
+from rag.answer import ABSTAIN_MESSAGE, Answer, ExtractiveAnswerer, quote_markers, to_citation
 from rag.config import Config
 
 TokenFn = Callable[[str], None]
@@ -98,6 +98,8 @@ def quote_passage(n: int, passage: Document) -> str:
     # Title and file name come from the document too, so they go inside the quotation as well.
     body = f"source: {meta.get('source', '?')}\ntitle: {meta.get('title', '')}\n\n{passage.page_content}"
     body = body.replace("<<<", "‹‹‹").replace(">>>", "›››")
+    # Footnotes in the document ([3]) would read as the model's citations if it copied them.
+    body = quote_markers(body)
     return f"[{n}]\n<<<\n{body}\n>>>"
 
 

@@ -18,6 +18,7 @@ from langchain_core.documents import Document
 
 from index.build import apply_changes
 from index.load import SUPPORTED_SUFFIXES, UnreadableFile, load_file
+from index.load import safe_name as displayed
 from index.store import atomic_write
 from index.trash import Trash, TrashError, TrashItem, free_name
 from rag.chain import Pipeline
@@ -104,7 +105,7 @@ class DocumentLibrary:
         """(title, file, chunks, size in KB) of every indexed document."""
         files = self.pipeline.index.files
         return [
-            [info["title"], name, info["chunks"], round(info["bytes"] / 1024, 1)]
+            [displayed(info["title"]), displayed(name), info["chunks"], round(info["bytes"] / 1024, 1)]
             for name, info in sorted(files.items())
         ]
 
@@ -113,7 +114,9 @@ class DocumentLibrary:
 
     def choices(self) -> list[tuple[str, str]]:
         """(label, file name) pairs for a picker: the title first, since file names can be opaque."""
-        return [(f"{info['title']} ({name})", name) for name, info in sorted(self.pipeline.index.files.items())]
+        return [
+            (displayed(f"{info['title']} ({name})"), name) for name, info in sorted(self.pipeline.index.files.items())
+        ]
 
     def title(self, name: str) -> str:
         info = self.pipeline.index.files.get(name)
@@ -208,7 +211,7 @@ class DocumentLibrary:
         return t(lang, "removed", title=title, name=name)
 
     def trash_choices(self) -> list[tuple[str, str]]:
-        return [(item.label(), item.id) for item in self.trash.items()]
+        return [(displayed(item.label()), item.id) for item in self.trash.items()]
 
     def restore(self, item_id: str, lang: str = "en") -> str:
         """Put a trashed document back in the folder (under a free name) and index it again."""

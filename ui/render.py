@@ -7,16 +7,15 @@ as the characters it is, never as live markup.
 
 from __future__ import annotations
 
-import re
 import string
 
 from index.arabic import language
-from rag.answer import Answer, Citation
+from index.load import safe_name
+from rag.answer import MARKER_RE, Answer, Citation
 
 # Every ASCII punctuation mark is made a numeric character reference, so neither the HTML
 # sanitiser nor the Markdown renderer can find a tag, a link, emphasis or an autolink in it.
 _ESCAPES = {ord(c): f"&#{ord(c)};" for c in string.punctuation}
-_MARKER_RE = re.compile(r"\[(\d+)\]")
 
 
 def escape_text(text: str) -> str:
@@ -46,7 +45,7 @@ def _answer_text(answer: Answer) -> str:
     """The answer with its [n] markers turned into small badges (after escaping the text)."""
     pieces = []
     cursor = 0
-    for match in _MARKER_RE.finditer(answer.answer):
+    for match in MARKER_RE.finditer(answer.answer):
         pieces.append(escape_text(answer.answer[cursor : match.start()]))
         n = int(match.group(1))
         pieces.append(f'<sup class="cite cite-{n}" title="{n}">[{n}]</sup>')
@@ -70,8 +69,8 @@ def _passage(citation: Citation, show_scores: bool, open_: bool) -> str:
     where = f"chars {citation.start}–{citation.end}"
     return (
         f'<details class="source src-{citation.n}"{" open" if open_ else ""}>'
-        f'<summary dir="auto"><b>[{citation.n}]</b> <bdi>{escape_text(citation.title)}</bdi> '
-        f'<span class="where">— <bdi>{escape_text(citation.source)}</bdi> · <bdi>{where}{score}</bdi></span></summary>'
+        f'<summary dir="auto"><b>[{citation.n}]</b> <bdi>{escape_text(safe_name(citation.title))}</bdi> '
+        f'<span class="where">— <bdi>{escape_text(safe_name(citation.source))}</bdi> · <bdi>{where}{score}</bdi></span></summary>'
         f'<div dir="{direction(citation.text)}" class="passage">{_highlighted(citation)}</div></details>'
     )
 
