@@ -188,7 +188,9 @@ _QUESTION_WORDS = frozenset(
 # A pronoun after a relative pronoun usually points back to the relative's own noun, inside the
 # sentence: "الجائزة التي حصل عليها" (the prize that he won it).
 _RELATIVE_PRONOUNS = frozenset(tokenize("الذي التي الذين اللذان اللتان اللذين اللتين اللواتي اللاتي اللي"))
-_ENGLISH_PRONOUNS = frozenset("it its they them their theirs he him his she her hers there this that these those".split())
+_ENGLISH_PRONOUNS = frozenset(
+    "it its they them their theirs he him his she her hers there this that these those".split()
+)
 _ENGLISH_LEADS = frozenset({"and", "so", "also", "then", "but"})
 # An open-class word shorter than this (after a conjunction is removed) is not read as word + pronoun:
 # short words ending in ه/هم are mostly whole words (أهم، فهم، وجه).
@@ -237,14 +239,17 @@ def referring_words(text: str) -> list[str]:
     in_relative_clause = False
     for raw in _RAW_WORD_RE.findall(_STRIP_RE.sub("", unicodedata.normalize("NFKC", text))):
         key = _conjunction_free(normalize(raw))
-        if key in _RELATIVE_PRONOUNS:
-            in_relative_clause = True
-        elif _bears_pronoun(raw) and in_relative_clause:
+        attached = _bears_pronoun(raw)
+        if attached and in_relative_clause:
             in_relative_clause = False
-        elif key in _ENGLISH_PRONOUNS or key in _DEMONSTRATIVES or _bears_pronoun(raw):
+        elif (
+            attached
+            or key in _ENGLISH_PRONOUNS
+            or key in _DEMONSTRATIVES
+            or (key in _PERSONAL_PRONOUNS and previous not in _QUESTION_WORDS)
+        ):
             found.append(raw)
-        elif key in _PERSONAL_PRONOUNS and previous not in _QUESTION_WORDS:
-            found.append(raw)
+        in_relative_clause = in_relative_clause or key in _RELATIVE_PRONOUNS
         previous = key
     return found
 
@@ -270,4 +275,6 @@ def content_words(text: str) -> list[str]:
 
 def _is_function_word(key: str) -> bool:
     """A stopword or question word, also behind a one-letter particle (بماذا، وفي، لمن)."""
-    return any(k in STOPWORDS or k in _QUESTION_WORDS for k in (key, key[1:] if len(key) > 2 and key[0] in "وفبلك" else ""))
+    return any(
+        k in STOPWORDS or k in _QUESTION_WORDS for k in (key, key[1:] if len(key) > 2 and key[0] in "وفبلك" else "")
+    )
