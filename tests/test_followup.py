@@ -5,9 +5,11 @@ from __future__ import annotations
 import io
 import json
 import sys
+from typing import Any
 
 import pytest
 
+from eval.followups import seeds_unchanged
 from eval.metrics import contains
 from eval.questions import load_jsonl
 from rag import __main__ as cli
@@ -16,7 +18,6 @@ from rag.followup import FollowUpResolver
 from tests.helpers import QUESTIONS_DIR
 
 RESOLVER = FollowUpResolver()
-SEEDS = load_jsonl(QUESTIONS_DIR / "seeds.jsonl")
 FOLLOW_UPS = {q.id: q for q in load_jsonl(QUESTIONS_DIR / "followups.jsonl")}
 
 
@@ -54,14 +55,8 @@ def test_empty_history_leaves_every_question_alone() -> None:
 
 def test_self_contained_questions_are_untouched_whatever_came_before() -> None:
     """Every seed question, after every other question of both sets as history: none is changed."""
-    histories = [q.question for q in SEEDS] + [h for q in FOLLOW_UPS.values() for h in (*q.history, q.question)]
-    changed = [
-        (earlier, q.question)
-        for q in SEEDS
-        for earlier in histories
-        if earlier != q.question and RESOLVER.resolve([earlier], q.question) != q.question
-    ]
-    assert changed == []
+    unchanged, pairs = seeds_unchanged(RESOLVER)
+    assert unchanged == pairs > 7000
 
 
 def test_a_chain_of_follow_ups_keeps_the_first_topic() -> None:
@@ -122,3 +117,15 @@ def test_conversation_needs_stdin(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as info:
         cli.main(["ask", "ومن مثّلها؟", "--conversation"])
     assert info.value.code == 2 and "--conversation needs questions on stdin" in capsys.readouterr().err
+
+
+def test_ui_chat_resolves_follow_ups_in_extractive_mode(seeds_pipeline: Pipeline) -> None:
+    from ui.app import _ask
+
+    question = FOLLOW_UPS["f20"]
+    chat: list[dict[str, Any]] = []
+    turns: list[tuple[str, str]] = []
+    for asked in (*question.history, question.question):
+        *_, (chat, _, turns) = _ask(seeds_pipeline, asked, chat, 5, False, "extractive", turns)
+    assert [asked for asked, _ in turns] == [*question.history, question.question]
+    assert "عزيز نصير زاده" in chat[-1]["content"]
