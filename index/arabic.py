@@ -188,7 +188,8 @@ _QUESTION_WORDS = frozenset(
 # A pronoun after a relative pronoun usually points back to the relative's own noun, inside the
 # sentence: "الجائزة التي حصل عليها" (the prize that he won it).
 _RELATIVE_PRONOUNS = frozenset(tokenize("الذي التي الذين اللذان اللتان اللذين اللتين اللواتي اللاتي اللي"))
-_ENGLISH_PRONOUNS = frozenset(
+# Words of their own with no content: a question counting them would look more specific than it is.
+ENGLISH_PRONOUNS = frozenset(
     "it its they them their theirs he him his she her hers there this that these those".split()
 )
 _ENGLISH_LEADS = frozenset({"and", "so", "also", "then", "but"})
@@ -244,7 +245,7 @@ def referring_words(text: str) -> list[str]:
             in_relative_clause = False
         elif (
             attached
-            or key in _ENGLISH_PRONOUNS
+            or key in ENGLISH_PRONOUNS
             or key in _DEMONSTRATIVES
             or (key in _PERSONAL_PRONOUNS and previous not in _QUESTION_WORDS)
         ):
@@ -263,7 +264,7 @@ def continues_conversation(text: str) -> bool:
     first = words[0]
     if first in _ENGLISH_LEADS or words[:2] in (["what", "about"], ["how", "about"]):
         return True
-    return first[0] in "وف" and len(first) > 1 and _conjunction_free(first) != first
+    return _conjunction_free(first) != first
 
 
 def content_words(text: str) -> list[str]:
@@ -274,7 +275,8 @@ def content_words(text: str) -> list[str]:
 
 
 def _is_function_word(key: str) -> bool:
-    """A stopword or question word, also behind a one-letter particle (بماذا، وفي، لمن)."""
-    return any(
-        k in STOPWORDS or k in _QUESTION_WORDS for k in (key, key[1:] if len(key) > 2 and key[0] in "وفبلك" else "")
-    )
+    """A stopword, question word, pronoun or demonstrative, also behind a one-letter particle
+    (بماذا، وفي، لمن)."""
+    keys = (key, key[1:]) if len(key) > 2 and key[0] in "وفبلك" else (key,)
+    closed = (STOPWORDS, _QUESTION_WORDS, ENGLISH_PRONOUNS, _DEMONSTRATIVES)
+    return any(k in words for k in keys for words in closed)

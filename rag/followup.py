@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from index.arabic import content_words, continues_conversation, referring_words, terms
+from index.arabic import ENGLISH_PRONOUNS, content_words, continues_conversation, referring_words, terms
 
 # Same window as the LLM rewrite (rag/llm.py MAX_HISTORY_TURNS): a topic older than three turns is
 # rarely what a pronoun points to.
@@ -25,10 +25,6 @@ MAX_HISTORY_TURNS = 3
 # Held out: 663 of the 693 ARCD-train questions (95.7%) are left unchanged, and 17 of the other 30
 # do lean on their paragraph ("من رسمها؟", "كم عدد سكانها؟"); `python -m eval.followups --show`.
 MAX_FOLLOW_UP_TERMS = 4
-
-# English pronouns are words of their own with no content (an Arabic pronoun is attached to a
-# content word, which stays counted): "What will their actions destroy?" names 3 things, not 4.
-_ENGLISH_PRONOUNS = frozenset("they them their theirs he him his she her hers there this that these those".split())
 
 
 @dataclass(frozen=True)
@@ -51,7 +47,9 @@ class FollowUpResolver:
         """
         if continues_conversation(question):
             return True
-        own_terms = [t for t in terms(question) if t not in _ENGLISH_PRONOUNS]
+        # An Arabic pronoun is attached to a content word, which stays counted; an English one is a
+        # word of its own: "What will their actions destroy?" names 3 things, not 4.
+        own_terms = [t for t in terms(question) if t not in ENGLISH_PRONOUNS]
         return bool(referring_words(question)) and len(own_terms) <= self.max_follow_up_terms
 
     def resolve(self, history: Sequence[str], question: str) -> str:
