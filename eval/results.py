@@ -21,8 +21,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 from eval.__main__ import Corpus, for_corpus, run
+from eval.followups import seeds_unchanged
 from eval.questions import load_jsonl, load_squad
 from rag.config import PROJECT_ROOT, RETRIEVERS, Config
+from rag.followup import FollowUpResolver
 
 HERE = Path(__file__).resolve().parent
 ARCD = PROJECT_ROOT.parent / "shared" / "data" / "arcd-train.json"
@@ -139,7 +141,17 @@ def follow_up_section(base: Config) -> str:
         )
     ]
     title = f"followups.jsonl over seeds/ ({len(questions)} two-turn dialogs, {config.retriever} retriever)"
-    return table(title, "conversation", rows)
+    return table(title, "conversation", rows) + "\n" + untouched_note() + "\n"
+
+
+def untouched_note() -> str:
+    """How often the follow-up resolver leaves a self-contained question as typed (no model needed)."""
+    unchanged, pairs = seeds_unchanged(FollowUpResolver())
+    return (
+        f"Self-contained questions are left as typed: {unchanged:,} of {pairs:,} pairs (a seed question asked "
+        "after any other question of either set), so the seeds rows above hold inside a conversation too "
+        "(`python -m eval.followups`; add `--squad ../shared/data/arcd-train.json` for ARCD-train)."
+    )
 
 
 def _chart(rows: list[tuple[str, dict[str, float]]], path: Path) -> None:
