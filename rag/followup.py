@@ -23,8 +23,8 @@ MAX_HISTORY_TURNS = 3
 # ("كم دولة جاء منها المندوبون إلى مؤتمر موسكو 2023؟") has 5 or more, while the pronoun-only
 # follow-ups in eval/questions/followups.jsonl have 2-4 ("Which other country did he visit?" has 3),
 # except one that also names a new entity ("...did he say China would...", 7: searched as typed).
-# Held out: 663 of the 693 ARCD-train questions (95.7%) are left unchanged, and 17 of the other 30
-# do lean on their paragraph ("من رسمها؟", "كم عدد سكانها؟"); `python -m eval.followups --show`.
+# Held out: 663 of the 693 ARCD-train questions (95.7%) are left unchanged, and reading the other 30,
+# 17 do lean on their paragraph ("من رسمها؟", "كم عدد سكانها؟"); `python -m eval.followups --show`.
 MAX_FOLLOW_UP_TERMS = 4
 
 
