@@ -2,6 +2,7 @@
 
     python -m eval --questions eval/questions/seeds.jsonl [--docs seeds] [--k 5] [--json OUT]
     python -m eval --squad ../shared/data/arcd-train.json [--questions extra.jsonl] [--retriever bm25]
+    python -m eval --questions eval/questions/followups.jsonl [--no-history]
 
 The pipeline is the same `Pipeline` the CLI and UI use, with the same defaults; only the flags given
 change. Indexes for evaluation are cached under data/eval/ and updated incrementally.
@@ -14,7 +15,7 @@ import hashlib
 import json
 import re
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -90,11 +91,17 @@ def prepare_index(config: Config, corpus: Corpus, show_progress: bool) -> store.
 
 
 def evaluate_question(pipeline: Pipeline, question: Question, k: int) -> dict[str, Any]:
-    """Run one question through retrieval (top 10, for ranking metrics) and the full chain."""
+    """Run one question through retrieval (top 10, for ranking metrics) and the full chain.
+
+    A question's `history` (earlier questions) reaches the chain as turns with empty answers: the
+    extractive follow-up resolver reads only earlier questions, and not answering them keeps each
+    follow-up's score independent of how well the question before it was answered.
+    """
     # The answer goes first, cold, so its timings are what a user would see; the ranking pass for
     # the retrieval metrics (top 10) comes after and is not timed.
-    answer = pipeline.ask(question.question, k=k)
-    ranked = pipeline.retriever.invoke(question.question, k=max(RANK_CUTOFF, k))
+    answer = pipeline.ask(question.question, k=k, history=[(earlier, "") for earlier in question.history])
+    searched = answer.standalone_question or question.question
+    ranked = pipeline.retriever.invoke(searched, k=max(RANK_CUTOFF, k))
 
     def relevant(passage_source: str, passage_text: str) -> bool:
         if question.gold_sources:
@@ -106,6 +113,8 @@ def evaluate_question(pipeline: Pipeline, question: Question, k: int) -> dict[st
     return {
         "id": question.id,
         "question": question.question,
+        "history": list(question.history),
+        "standalone_question": searched,
         "kind": question.kind,
         "gold": question.answers,
         "answerable": question.answerable,
@@ -201,6 +210,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--squad", type=Path, help="SQuAD-format JSON: its paragraphs are the corpus")
     parser.add_argument("--json", type=Path, dest="json_out", help="write metrics and per-question records here")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument(
+        "--no-history", action="store_true", help="ask every question alone, ignoring its 'history' (the baseline)"
+    )
     add_arguments(
         parser,
         "docs_dir",
@@ -226,6 +238,8 @@ def main(argv: list[str] | None = None) -> int:
             corpus = Corpus(f"docs-{base.docs_dir.name}", folder=base.docs_dir)
         for path in args.questions:
             questions.extend(load_jsonl(path))
+        if args.no_history:
+            questions = [replace(q, history=()) for q in questions]
         config = Config.from_args(args)
         config = for_corpus(config, corpus)
         result = run(config, corpus, questions, config.k, show_progress=not args.quiet)
@@ -233,6 +247,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     names = ", ".join(str(p) for p in ([args.squad] if args.squad else []) + args.questions)
+    names += " (history ignored)" if args.no_history else ""
     title = (
         f"{names} | retriever={config.retriever} answers={result['answer_mode']} k={config.k} chunks={result['chunks']}"
     )

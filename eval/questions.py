@@ -22,6 +22,7 @@ class Question:
     doc: str | None = None
     kind: str = ""
     gold_sources: frozenset[str] = field(default_factory=frozenset)  # SQuAD: the question's own paragraph
+    history: tuple[str, ...] = ()  # earlier questions of the conversation, oldest first
 
     @property
     def answerable(self) -> bool:
@@ -58,8 +59,11 @@ def load_jsonl(path: Path) -> list[Question]:
         doc = record.get("doc")
         if doc is not None and not isinstance(doc, str):
             raise QuestionFileError(f"{where}: 'doc' must be a file name string")
+        history = record.get("history", [])
+        if not isinstance(history, list) or not all(isinstance(h, str) and h.strip() for h in history):
+            raise QuestionFileError(f"{where}: 'history' must be a list of earlier questions (non-empty strings)")
         seen.add(qid)
-        questions.append(Question(qid, text, answers, doc, str(record.get("kind", ""))))
+        questions.append(Question(qid, text, answers, doc, str(record.get("kind", "")), history=tuple(history)))
     if not questions:
         raise QuestionFileError(f"{path}: no questions")
     return questions

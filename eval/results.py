@@ -11,6 +11,7 @@ import argparse
 import json
 import platform
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +21,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 from eval.__main__ import Corpus, for_corpus, run
+from eval.followups import seeds_unchanged
 from eval.questions import load_jsonl, load_squad
 from rag.config import PROJECT_ROOT, RETRIEVERS, Config
+from rag.followup import FollowUpResolver
 
 HERE = Path(__file__).resolve().parent
 ARCD = PROJECT_ROOT.parent / "shared" / "data" / "arcd-train.json"
@@ -92,16 +95,8 @@ def main() -> None:
             raw[f"{corpus.name}/{label}"] = metrics
             if store_kind == "faiss":
                 chart_rows.append((f"{corpus.name.split('-')[1]}\n{retriever}", metrics))
-        header = "| retriever | " + " | ".join(COLUMNS) + " |"
-        lines = [f"### {title}", "", header, "|" + "---|" * (len(COLUMNS) + 1)]
-        for retriever, metrics, _ in rows:
-            shown = [
-                f"{metrics[c]:.1f}" if c.endswith("_ms") or c == "answer_words" else f"{metrics[c]:.3f}"
-                for c in COLUMNS
-            ]
-            lines.append(f"| **{retriever}** | " + " | ".join(shown) + " |")
-        lines += ["", "Reproduce:", ""] + [f"- `{cmd}`" for _, _, cmd in rows] + [""]
-        sections.append("\n".join(lines))
+        sections.append(table(title, "retriever", rows))
+    sections.append(follow_up_section(base))
     _chart(chart_rows, HERE / "results.png")
     (HERE / "results.json").write_text(json.dumps(raw, indent=1), encoding="utf-8")
     text = [
@@ -117,6 +112,46 @@ def main() -> None:
         *sections,
     ]
     (HERE / "RESULTS.md").write_text("\n".join(text), encoding="utf-8")
+
+
+def table(title: str, first_column: str, rows: list[tuple[str, dict[str, float], str]]) -> str:
+    """One markdown section: a row of COLUMNS per (label, metrics, command), then the commands."""
+    header = f"| {first_column} | " + " | ".join(COLUMNS) + " |"
+    lines = [f"### {title}", "", header, "|" + "---|" * (len(COLUMNS) + 1)]
+    for label, metrics, _ in rows:
+        shown = [
+            f"{metrics[c]:.1f}" if c.endswith("_ms") or c == "answer_words" else f"{metrics[c]:.3f}" for c in COLUMNS
+        ]
+        lines.append(f"| **{label}** | " + " | ".join(shown) + " |")
+    lines += ["", "Reproduce:", ""] + [f"- `{cmd}`" for _, _, cmd in rows] + [""]
+    return "\n".join(lines)
+
+
+def follow_up_section(base: Config) -> str:
+    """The follow-up dialogs answered with their history and with it removed (the gain), default retriever."""
+    corpus = Corpus("docs-seeds", folder=PROJECT_ROOT / "seeds")
+    questions = load_jsonl(HERE / "questions" / "followups.jsonl")
+    config = for_corpus(base, corpus)
+    command = "python -m eval --questions eval/questions/followups.jsonl"
+    rows = [
+        (label, run(config, corpus, asked, config.k, show_progress=True)["metrics"], command + flag)
+        for label, asked, flag in (
+            ("with history", questions, ""),
+            ("history removed", [replace(q, history=()) for q in questions], " --no-history"),
+        )
+    ]
+    title = f"followups.jsonl over seeds/ ({len(questions)} two-turn dialogs, {config.retriever} retriever)"
+    return table(title, "conversation", rows) + "\n" + untouched_note() + "\n"
+
+
+def untouched_note() -> str:
+    """How often the follow-up resolver leaves a self-contained question as typed (no model needed)."""
+    unchanged, pairs = seeds_unchanged(FollowUpResolver())
+    return (
+        f"Self-contained questions are left as typed: {unchanged:,} of {pairs:,} pairs (a seed question asked "
+        "after any other question of either set), so the seeds rows above hold inside a conversation too "
+        "(`python -m eval.followups`; add `--squad ../shared/data/arcd-train.json` for ARCD-train)."
+    )
 
 
 def _chart(rows: list[tuple[str, dict[str, float]]], path: Path) -> None:

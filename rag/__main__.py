@@ -1,4 +1,8 @@
-"""`python -m rag ask "QUESTION" [--k N] [--index DIR] [--json]`; `ask --json -` answers stdin lines."""
+"""`python -m rag ask "QUESTION" [--k N] [--index DIR] [--json]`; `ask --json -` answers stdin lines.
+
+Follow-ups: `--history "EARLIER QUESTION"` (repeatable, oldest first) gives a question its conversation;
+`ask - --conversation` makes each stdin line a follow-up of the lines before it.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ from index.store import IndexProblem
 from rag.answer import Answer
 from rag.chain import Pipeline, QuestionError
 from rag.config import Config, add_arguments
+from rag.followup import MAX_HISTORY_TURNS
 
 
 def render(answer: Answer, streamed: bool = False) -> str:
@@ -22,6 +27,8 @@ def render(answer: Answer, streamed: bool = False) -> str:
     lines = []
     if answer.notice:
         lines.append(f"[{answer.notice}]")
+    if answer.standalone_question and answer.standalone_question != answer.question:
+        lines.append(f"[follow-up, searched as: {answer.standalone_question}]")
     if not streamed or answer.mode != "llm" or answer.abstained:
         lines.append(answer.answer)
     if answer.mode == "llm" and not answer.grounded and not answer.abstained:
@@ -57,12 +64,24 @@ def main(argv: list[str] | None = None) -> int:
     ask = commands.add_parser("ask", help="answer a question (use - to read one question per line from stdin)")
     ask.add_argument("question", help='the question, or "-" for stdin')
     ask.add_argument("--json", action="store_true", help="print one JSON object per question")
+    ask.add_argument(
+        "--history",
+        action="append",
+        default=[],
+        metavar="EARLIER_QUESTION",
+        help="an earlier question of the conversation, for a follow-up (repeatable, oldest first)",
+    )
+    ask.add_argument(
+        "--conversation", action="store_true", help="with -, each stdin line is a follow-up of the lines before it"
+    )
     add_arguments(
         ask,
         *("k", "index_dir", "docs_dir", "embedder", "retriever", "store", "milvus_uri"),
         *("llm_base_url", "llm_model", "llm_timeout_s"),
     )
     args = parser.parse_args(argv)
+    if args.conversation and args.question != "-":
+        parser.error("--conversation needs questions on stdin (question -)")
     try:
         config = Config.from_args(args)
         if args.question != "-":
@@ -78,10 +97,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     status = 0
+    # Earlier questions given on the command line have no answer; conversation turns keep theirs
+    # (the LLM rewrite reads them, the extractive resolver reads only the questions).
+    history: list[tuple[str, str]] = [(earlier, "") for earlier in args.history]
     for question in _questions(args):
         stream = pipeline.llm_enabled and not args.json
         try:
-            answer = pipeline.ask(question, on_token=_print_token if stream else None)
+            answer = pipeline.ask(question, history=history, on_token=_print_token if stream else None)
         except QuestionError as exc:
             status = 2
             if args.json:
@@ -89,6 +111,8 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 print(f"error: {exc}", file=sys.stderr)
             continue
+        if args.conversation:
+            history = [*history, (question, answer.answer)][-MAX_HISTORY_TURNS:]
         if stream:
             print(flush=True)
         print(json.dumps(answer.to_json(), ensure_ascii=False) if args.json else render(answer, stream), flush=True)

@@ -21,6 +21,7 @@ from index.build import build_folder, store_for
 from index.embed import VectorEmbeddings, load_embedder
 from rag.answer import Answer, ExtractiveAnswerer
 from rag.config import PROJECT_ROOT, Config
+from rag.followup import FollowUpResolver
 from rag.llm import LLMAnswerer, QuestionRewriter, TokenFn, deadline_for
 from rag.retrieve import HybridRetriever
 
@@ -93,6 +94,7 @@ class Pipeline:
         self.config = config
         self.embedder = load_embedder(config.embedder, config.embed_batch_size)
         self._lock = threading.RLock()
+        self.follow_ups = FollowUpResolver()
         self.reload(index if index is not None else open_index(config, self.embedder, log))
 
     def reload(self, index: store.StoredIndex) -> None:
@@ -148,8 +150,9 @@ class Pipeline:
     ) -> Answer:
         """Answer one question; raises QuestionError for questions that cannot be asked.
 
-        In LLM mode, `history` ((question, answer) pairs) lets follow-up questions be rewritten
-        into stand-alone ones before retrieval, and `on_token` receives the answer as it streams.
+        `history` ((question, answer) pairs, oldest first) lets a follow-up question be made
+        stand-alone before retrieval: by the model in LLM mode, by `FollowUpResolver` (which reads
+        only the earlier questions) in extractive mode. `on_token` receives an LLM answer as it streams.
         """
         question = clean_question(question, self.config.max_question_chars)
         mode = mode or self.default_mode
@@ -164,6 +167,8 @@ class Pipeline:
         deadline = deadline_for(self.config)
         if mode == "llm" and history:
             standalone = clean_question(QuestionRewriter(self.config).rewrite(history, question, deadline), 10**6)
+        elif history:
+            standalone = self.follow_ups.resolve([asked for asked, _ in history], question)
         answer = chain.invoke(
             {
                 "question": question,

@@ -10,8 +10,11 @@ from langchain_core.documents import Document
 from index.arabic import (
     STOPWORDS,
     clause_spans,
+    content_words,
+    continues_conversation,
     language,
     normalize,
+    referring_words,
     sentence_spans,
     stem,
     terms,
@@ -297,3 +300,74 @@ def test_chunking_never_raises_on_arbitrary_unicode(text: str) -> None:
     chunks = split_document(Document(page_content=text, metadata={"source": "x.md", "title": "x"}), ChunkSettings(8, 2))
     spans = [(c.metadata["start"], c.metadata["end"]) for c in chunks]
     assert uncovered_non_space(text, spans) == []
+
+
+# --- conversation cues -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("question", "expected"),
+    [
+        ("ومن ألقى الكلمة الافتتاحية فيه؟", ["فيه"]),  # preposition + attached pronoun
+        ("وكم مندوباً حضره؟", ["حضره"]),  # verb + object pronoun
+        ("وإلى ماذا دعا في كلمته؟", ["كلمته"]),  # noun + possessive pronoun
+        ("وعلى أي مناطق ركز المؤتمر في ذلك العام؟", ["ذلك"]),  # demonstrative
+        ("ومن ضمن هؤلاء الحلفاء؟", ["هؤلاء"]),
+        ("ماذا قال هو عن الناتو؟", ["هو"]),  # a personal pronoun standing for someone
+        ("What did he call for in his speech?", ["he", "his"]),
+        ("How many countries attended it?", ["it"]),
+    ],
+)
+def test_referring_words_find_pronouns_and_demonstratives(question: str, expected: list[str]) -> None:
+    assert referring_words(question) == expected
+
+
+@pytest.mark.parametrize(
+    "question",
+    [
+        "من هو وزير الدفاع الروسي؟",  # copula after a question word
+        "ما هي الجائزة التي حصل عليها نجيب محفوظ؟",  # the relative clause's own pronoun
+        "ما الموضوع الذي ناقشته النسخة الأولى من المؤتمر؟",
+        "ما معنى كلمة الله في اللغة؟",  # ه of a word with the article is a letter, not a pronoun
+        "متى تأسست المدرسة الثانوية؟",  # ة is taa marbuta, not the pronoun ه
+        "ما أهم نتائج المؤتمر؟",  # a short word ending in هم is a whole word
+        "Which ministry organizes the Moscow Conference on International Security?",
+    ],
+)
+def test_referring_words_ignore_words_that_only_look_like_pronouns(question: str) -> None:
+    assert referring_words(question) == []
+
+
+@pytest.mark.parametrize(
+    ("question", "expected"),
+    [
+        ("ومن ألقى الكلمة الافتتاحية فيه؟", True),
+        ("وأي دولة زار أيضاً؟", True),
+        ("فما الذي حدث بعد ذلك؟", True),
+        ("وفي أي منظمة أعلن ذلك؟", True),
+        ("And how many delegates attended it?", True),
+        ("What about Iran?", True),
+        ("وزير الدفاع الروسي من هو؟", False),  # و is a letter of وزير
+        ("فلاديمير بوتين ماذا قال؟", False),
+        ("من ألقى الكلمة الافتتاحية؟", False),
+        ("Andorra's capital?", False),
+        ("", False),
+    ],
+)
+def test_continues_conversation(question: str, expected: bool) -> None:
+    assert continues_conversation(question) is expected
+
+
+def test_content_words_keep_the_topic_as_written() -> None:
+    assert content_words("متى عُقد مؤتمر موسكو للأمن الدولي في نسخته الحادية عشرة؟") == [
+        "عقد",
+        "مؤتمر",
+        "موسكو",
+        "للأمن",
+        "الدولي",
+        "نسخته",
+        "الحادية",
+        "عشرة",
+    ]
+    assert content_words("بماذا اتهم بوتين الناتو؟") == ["اتهم", "بوتين", "الناتو"]  # ب + ماذا is a question word
+    assert content_words("Who represented Iran at the conference?") == ["represented", "Iran", "conference"]

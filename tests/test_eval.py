@@ -136,6 +136,13 @@ def test_load_jsonl_valid(tmp_path: Path) -> None:
         True,
     )
     assert (q2.id, q2.doc, q2.kind, q2.answerable) == ("q2", None, "unanswerable", False)
+    assert q1.history == q2.history == ()
+
+
+def test_load_jsonl_history(tmp_path: Path) -> None:
+    record = {"id": "q1", "history": ["من مثّل إيران؟", "ما منصبه؟"], "question": "وإلى ماذا دعا؟", "answers": ["x"]}
+    (question,) = load_jsonl(write_lines(tmp_path / "q.jsonl", [json.dumps(record, ensure_ascii=False)]))
+    assert question.history == ("من مثّل إيران؟", "ما منصبه؟")
 
 
 @pytest.mark.parametrize(
@@ -151,6 +158,8 @@ def test_load_jsonl_valid(tmp_path: Path) -> None:
         ([GOOD, "", json.dumps({"id": "q2", "question": "  ", "answers": []})], 3, "'question'"),
         ([GOOD, "[1, 2]"], 2, "JSON object"),
         ([GOOD, json.dumps({"id": "q2", "question": "x؟", "answers": [], "doc": 7})], 2, "'doc'"),
+        ([GOOD, json.dumps({"id": "q2", "question": "x؟", "answers": [], "history": "y؟"})], 2, "'history'"),
+        ([GOOD, json.dumps({"id": "q2", "question": "x؟", "answers": [], "history": ["y؟", " "]})], 2, "'history'"),
     ],
     ids=[
         "bad-json",
@@ -163,6 +172,8 @@ def test_load_jsonl_valid(tmp_path: Path) -> None:
         "blank-question",
         "not-object",
         "doc-not-string",
+        "history-string",
+        "history-blank-entry",
     ],
 )
 def test_load_jsonl_errors_name_the_line(tmp_path: Path, lines: list[str], line_no: int, fragment: str) -> None:
@@ -209,13 +220,28 @@ def test_seed_questions_are_valid_and_cover_every_kind() -> None:
     assert not any(q.answerable for q in questions if q.kind == "unanswerable")
 
 
-def test_every_seed_gold_answer_occurs_verbatim_in_its_document() -> None:
+def test_follow_up_set_is_valid() -> None:
+    questions = load_jsonl(QUESTIONS_DIR / "followups.jsonl")
+    assert len(questions) >= 20
+    assert all(q.history and q.answerable and q.doc for q in questions)
+    assert {"arabic", "english"} <= {q.kind for q in questions}
+
+
+@pytest.mark.parametrize("name", ["seeds.jsonl", "followups.jsonl"])
+def test_every_gold_answer_occurs_verbatim_in_its_document(name: str) -> None:
     texts = {p.name: p.read_text(encoding="utf-8") for p in SEEDS_DIR.iterdir()}
     missing = []
-    for q in load_jsonl(QUESTIONS_DIR / "seeds.jsonl"):
+    for q in load_jsonl(QUESTIONS_DIR / name):
         candidates = [texts[q.doc]] if q.doc else list(texts.values())
         missing += [(q.id, a) for a in q.answers if not any(a in t for t in candidates)]
     assert missing == []
+
+
+def test_every_follow_up_gold_answer_can_be_matched_by_the_metric() -> None:
+    """`contains` matches whole words: a gold that only occurs inside a longer word could never score."""
+    texts = {p.name: p.read_text(encoding="utf-8") for p in SEEDS_DIR.iterdir()}
+    questions = load_jsonl(QUESTIONS_DIR / "followups.jsonl")
+    assert [(q.id, a) for q in questions for a in q.answers if not contains(texts[q.doc or ""], [a])] == []
 
 
 def test_arcd_unanswerable_set_is_valid() -> None:

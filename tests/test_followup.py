@@ -1,0 +1,131 @@
+"""rag.followup: follow-up questions made stand-alone without an LLM; the pipeline and CLI carrying history."""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+from typing import Any
+
+import pytest
+
+from eval.followups import seeds_unchanged
+from eval.metrics import contains
+from eval.questions import load_jsonl
+from rag import __main__ as cli
+from rag.chain import Pipeline
+from rag.followup import FollowUpResolver
+from tests.helpers import QUESTIONS_DIR
+
+RESOLVER = FollowUpResolver()
+FOLLOW_UPS = {q.id: q for q in load_jsonl(QUESTIONS_DIR / "followups.jsonl")}
+
+
+def test_arabic_follow_up_inherits_the_previous_topic() -> None:
+    earlier = "ما رقم الدورة التي يعقدها منتدى موسكو للأمن الدولي بحسب مقال الرأي؟"
+    question = "ومن ألقى الكلمة الافتتاحية فيه؟"
+    resolved = RESOLVER.resolve([earlier], question)
+    assert resolved.startswith(question)  # the user's own words stay first and intact
+    for topic in ("منتدى", "موسكو", "للأمن", "الدولي"):
+        assert topic in resolved
+    assert "ما" not in resolved[len(question) :].split()  # question words are not inherited
+
+
+def test_words_the_follow_up_already_has_are_not_repeated() -> None:
+    resolved = RESOLVER.resolve(
+        ["ماذا قال الأمين العام للأمم المتحدة عن مؤتمر موسكو في 2014؟"], "وعلى أي مناطق ركز المؤتمر في ذلك العام؟"
+    )
+    inherited = resolved.split("(", 1)[1]
+    assert "موسكو" in inherited and "2014" in inherited
+    assert "مؤتمر" not in inherited and "العام" not in inherited  # same stems as المؤتمر / العام
+
+
+def test_english_pronoun_follow_up() -> None:
+    resolved = RESOLVER.resolve(
+        ["Who represented Iran at the Moscow security conference?"], "What did he call for in his speech?"
+    )
+    assert resolved.startswith("What did he call for in his speech?")
+    assert "Iran" in resolved and "Moscow" in resolved
+
+
+def test_empty_history_leaves_every_question_alone() -> None:
+    for question in ("ومن ألقى الكلمة الافتتاحية فيه؟", "And how many delegates attended it?"):
+        assert RESOLVER.resolve([], question) == question
+
+
+def test_self_contained_questions_are_untouched_whatever_came_before() -> None:
+    """Every seed question, after every other question of both sets as history: none is changed."""
+    unchanged, pairs = seeds_unchanged(RESOLVER)
+    assert unchanged == pairs > 7000
+
+
+def test_a_chain_of_follow_ups_keeps_the_first_topic() -> None:
+    history = ["Who represented Iran at the Moscow security conference?", "What did he call for in his speech?"]
+    resolved = RESOLVER.resolve(history, "And what was his delegation?")
+    assert "Iran" in resolved
+
+
+def test_only_the_last_turns_are_read() -> None:
+    history = ["Who represented Iran at the Moscow security conference?", *["ما هدف المؤتمر؟"] * 3]
+    assert "Iran" not in RESOLVER.resolve(history, "And what did he say?")
+
+
+# --- through the pipeline -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("qid", ["f20", "e03"])
+def test_follow_up_finds_its_passage_only_with_history(seeds_pipeline: Pipeline, qid: str) -> None:
+    question = FOLLOW_UPS[qid]
+    history = [(earlier, "") for earlier in question.history]
+
+    alone = seeds_pipeline.ask(question.question)
+    assert alone.standalone_question == question.question
+    assert not contains(alone.answer, question.answers)
+
+    followed = seeds_pipeline.ask(question.question, history=history)
+    assert followed.question == question.question
+    assert followed.standalone_question != question.question
+    top = seeds_pipeline.retriever.invoke(followed.standalone_question, k=1)[0]
+    assert contains(top.page_content, question.answers)
+    assert contains(followed.answer, question.answers)
+
+
+def test_cli_conversation_and_history_flag(seeds_pipeline: Pipeline, capsys: pytest.CaptureFixture[str]) -> None:
+    question = FOLLOW_UPS["f20"]
+    config = seeds_pipeline.config
+    where = ["--index", str(config.index_dir), "--docs", str(config.docs_dir)]
+    assert cli.main(["ask", question.question, "--json", "--history", question.history[0], *where]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert record["standalone_question"] != question.question and contains(record["answer"], question.answers)
+
+
+def test_cli_conversation_makes_each_line_a_follow_up(
+    seeds_pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    question = FOLLOW_UPS["f20"]
+    lines = f"{question.history[0]}\n{question.question}\n"
+    config = seeds_pipeline.config
+    where = ["--index", str(config.index_dir), "--docs", str(config.docs_dir)]
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(lines.encode())))
+    assert cli.main(["ask", "-", "--json", "--conversation", *where]) == 0
+    first, second = (json.loads(line) for line in capsys.readouterr().out.splitlines())
+    assert first["standalone_question"] == question.history[0]
+    assert second["standalone_question"] != question.question and contains(second["answer"], question.answers)
+
+
+def test_conversation_needs_stdin(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        cli.main(["ask", "ومن مثّلها؟", "--conversation"])
+    assert info.value.code == 2 and "--conversation needs questions on stdin" in capsys.readouterr().err
+
+
+def test_ui_chat_resolves_follow_ups_in_extractive_mode(seeds_pipeline: Pipeline) -> None:
+    from ui.app import _ask
+
+    question = FOLLOW_UPS["f20"]
+    chat: list[dict[str, Any]] = []
+    turns: list[tuple[str, str]] = []
+    for asked in (*question.history, question.question):
+        *_, (chat, _, turns) = _ask(seeds_pipeline, asked, chat, 5, False, "extractive", turns)
+    assert [asked for asked, _ in turns] == [*question.history, question.question]
+    assert "عزيز نصير زاده" in chat[-1]["content"]
