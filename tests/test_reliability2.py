@@ -330,7 +330,7 @@ def test_footnote_markers_copied_from_documents_are_not_citation_badges() -> Non
     candidate = _Candidate(0, 0, len(text), text, len(text.split()))
     answer = answerer._compose("متى انعقد المؤتمر؟", [passage], [candidate], [0], [], 1.0)
     html = answer_message(answer)
-    assert html.count('class="cite"') == 1, html  # only the answerer's own [1]
+    assert html.count('<sup class="cite') == 1, html  # only the answerer's own [1]
     assert "[3]" not in answer.answer and "[12]" not in answer.answer
     assert answer.answer.endswith("[1]")
 
