@@ -1,0 +1,146 @@
+"""Rich document formats (PDF, scans and images, DOCX, HTML) to text with page and section maps.
+
+Each format lives in its own module and returns an `Extracted`: the text the index stores (so
+chunk spans are exact offsets into it), the offset where each page starts, and (offset, heading)
+pairs for sections. `locate` turns a chunk's span into the page/section a citation shows. The
+format modules import their libraries lazily, so plain-text indexing never pays for them.
+"""
+
+from __future__ import annotations
+
+import bisect
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class FormatError(ValueError):
+    """A file of a supported type that cannot be read; the message is the one-line reason."""
+
+
+@dataclass
+class Extracted:
+    """Text of one document and where its pages and sections start (character offsets)."""
+
+    text: str
+    kind: str  # shown as the manifest's "encoding": pdf, pdf+ocr, docx, html, image+ocr
+    pages: list[int] = field(default_factory=list)  # start offset of page i+1; empty: no pages
+    sections: list[tuple[int, str]] = field(default_factory=list)  # (offset, nearest heading)
+    ocr_pages: list[int] = field(default_factory=list)  # 1-based pages whose text came from OCR
+    title: str = ""
+    notes: list[str] = field(default_factory=list)  # e.g. pages OCR could not read
+
+    def metadata(self) -> dict[str, Any]:
+        """Document metadata for the chunker (lists of plain ints/strings: JSON-safe)."""
+        meta: dict[str, Any] = {"format": self.kind.split("+")[0]}
+        if self.pages:
+            meta["pages"] = self.pages
+        if self.sections:
+            meta["sections"] = [[o, h] for o, h in self.sections]
+        if self.ocr_pages:
+            meta["ocr_pages"] = self.ocr_pages
+        if self.title:
+            meta["title"] = self.title
+        return meta
+
+
+MB = 2**20
+# Upload and folder caps per type. A 50 MB PDF is ~1,000 scanned pages or far more text pages;
+# DOCX/HTML are text plus images, 20 MB holds hundreds of pages of prose.
+MAX_BYTES: dict[str, int] = {
+    ".pdf": 50 * MB,
+    ".docx": 20 * MB,
+    ".html": 10 * MB,
+    ".htm": 10 * MB,
+    ".png": 20 * MB,
+    ".jpg": 20 * MB,
+    ".jpeg": 20 * MB,
+    ".tif": 20 * MB,
+    ".tiff": 20 * MB,
+}
+SUFFIXES: tuple[str, ...] = tuple(MAX_BYTES)
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
+_MAGIC = {
+    ".pdf": (b"%PDF-",),
+    ".docx": (b"PK\x03\x04",),
+    ".png": (b"\x89PNG\r\n\x1a\n",),
+    ".jpg": (b"\xff\xd8\xff",),
+    ".jpeg": (b"\xff\xd8\xff",),
+    ".tif": (b"II*\x00", b"MM\x00*"),
+    ".tiff": (b"II*\x00", b"MM\x00*"),
+}
+
+
+def sniff(data: bytes) -> str:
+    """What the bytes look like, for a reason such as "not a PDF (looks like HTML)"."""
+    head = data[:1024].lstrip().lower()
+    if head.startswith((b"<!doctype html", b"<html", b"<head", b"<body")) or b"<html" in head:
+        return "HTML"
+    if data.startswith(b"PK\x03\x04"):
+        return "a ZIP archive"
+    if data.startswith(b"%PDF-") or b"%PDF-" in data[:1024]:
+        return "a PDF"
+    if not data.strip():
+        return "empty"
+    return "something else"
+
+
+def extract(data: bytes, suffix: str) -> Extracted:
+    """Dispatch on suffix after checking the bytes are what the suffix claims."""
+    magic = _MAGIC.get(suffix)
+    # PDF readers accept a header anywhere in the first 1 KB (some writers prepend junk).
+    found = data[:1024] if suffix == ".pdf" else data[:8]
+    if magic and not any(m in found if suffix == ".pdf" else found.startswith(m) for m in magic):
+        raise FormatError(f"not a {suffix.lstrip('.').upper()} file (looks like {sniff(data)})")
+    if suffix == ".pdf":
+        from index.formats.pdf import extract_pdf
+
+        return extract_pdf(data)
+    if suffix == ".docx":
+        from index.formats.docx import extract_docx
+
+        return extract_docx(data)
+    if suffix in (".html", ".htm"):
+        from index.formats.html import extract_html
+
+        return extract_html(data)
+    if suffix in IMAGE_SUFFIXES:
+        from index.formats.ocr import extract_image
+
+        return extract_image(data)
+    raise FormatError(f"unsupported type {suffix}")
+
+
+_MD_HEADING_RE = re.compile(r"^(#{1,6})[ \t]+(.+?)[ \t#]*$", re.M)
+
+
+def markdown_sections(text: str) -> list[list[Any]]:
+    """[(offset, heading)] of ATX headings (`## Title`) in a Markdown file."""
+    return [[m.start(), m.group(2).strip()] for m in _MD_HEADING_RE.finditer(text)]
+
+
+def locate(metadata: dict[str, Any], start: int, end: int) -> dict[str, Any]:
+    """Page, last page (only when the span crosses a page break), section and OCR flag of a span.
+
+    Keys are present only when the document has that information, so plain-text chunks keep the
+    metadata (and store records) they always had.
+    """
+    out: dict[str, Any] = {}
+    pages: list[int] = metadata.get("pages") or []
+    if pages:
+        first = bisect.bisect_right(pages, start)
+        last = bisect.bisect_right(pages, max(start, end - 1))
+        out["page"] = max(first, 1)
+        if last > first:
+            out["page_end"] = last
+        ocr = set(metadata.get("ocr_pages") or ())
+        if ocr and any(p in ocr for p in range(out["page"], last + 1)):
+            out["ocr"] = True
+    elif metadata.get("ocr_pages"):
+        out["ocr"] = True
+    sections = metadata.get("sections") or []
+    if sections:
+        i = bisect.bisect_right([s[0] for s in sections], start) - 1
+        if i >= 0:
+            out["section"] = sections[i][1]
+    return out
