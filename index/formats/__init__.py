@@ -144,3 +144,27 @@ def locate(metadata: dict[str, Any], start: int, end: int) -> dict[str, Any]:
         if i >= 0:
             out["section"] = sections[i][1]
     return out
+
+
+def from_blocks(blocks: list[tuple[bool, str]], kind: str, title: str = "") -> Extracted:
+    """Text of (is_heading, text) blocks in reading order, one per line; headings become sections.
+
+    Shared by the DOCX and HTML loaders, which differ only in how they find the blocks.
+    """
+    from index.arabic import repair_extracted
+
+    parts: list[str] = []
+    sections: list[tuple[int, str]] = []
+    cursor = 0
+    for is_heading, raw in blocks:
+        text = " ".join(repair_extracted(raw).split())
+        if not text:
+            continue
+        if is_heading:
+            sections.append((cursor, text))
+        parts.append(text)
+        cursor += len(text) + 1
+    if not parts:
+        raise FormatError("no text found")
+    title = " ".join(title.split()) or (sections[0][1] if sections and sections[0][0] == 0 else "")
+    return Extracted("\n".join(parts), kind, sections=sections, title=title[:120])
