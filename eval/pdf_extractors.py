@@ -90,7 +90,11 @@ def fixtures(folder: Path) -> list[tuple[str, Path, str]]:
     seeds = seed_paragraphs()
     arcd = arcd_sections(12)
     docs = {
-        "seeds, 1 column": ("مقالات", [Section("مؤتمر موسكو", seeds[:8]), Section("تتمة", seeds[8:], new_page=True)], 1),
+        "seeds, 1 column": (
+            "مقالات",
+            [Section("مؤتمر موسكو", seeds[:8]), Section("تتمة", seeds[8:], new_page=True)],
+            1,
+        ),
         "ARCD, 1 column": ("مقالات ويكيبيديا", arcd[:6], 1),
         "ARCD, 2 columns": ("مقالات في عمودين", arcd[6:12], 2),
     }
@@ -107,7 +111,10 @@ def fixtures(folder: Path) -> list[tuple[str, Path, str]]:
 def measure(folder: Path) -> list[dict[str, object]]:
     rows = []
     docs = fixtures(folder)
-    for name, (licence, extract, visual) in {**CANDIDATES, "project loader (index.formats.pdf)": ("-", _loader, False)}.items():
+    for name, (licence, extract, visual) in {
+        **CANDIDATES,
+        "project loader (index.formats.pdf)": ("-", _loader, False),
+    }.items():
         raw_total = fixed_total = seconds = 0.0
         per_doc = []
         pages = 0

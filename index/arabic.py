@@ -189,7 +189,9 @@ _SPLIT_LAM_ALEF_RE = re.compile(f"([{_MARKS}]+)ل ا(?=[\\s{_MARKS}]|$)")
 _ARABIC_RUN_RE = re.compile("[\u0600-\u06ff\ufb50-\ufdff\ufe70-\ufefc]")
 # Characters that keep left-to-right order inside a right-to-left line: Latin letters and digits,
 # plus the separators that join them (3.5, 2018-10, 1,000) when they sit between two of them.
-_LTR_RUN_RE = re.compile(r"[A-Za-z0-9\u0660-\u0669\u06f0-\u06f9]+(?:[ .,:/%\-]+[A-Za-z0-9\u0660-\u0669\u06f0-\u06f9]+)*")
+_LTR_RUN_RE = re.compile(
+    r"[A-Za-z0-9\u0660-\u0669\u06f0-\u06f9]+(?:[ .,:/%\-]+[A-Za-z0-9\u0660-\u0669\u06f0-\u06f9]+)*"
+)
 _MIRROR = str.maketrans("()[]{}<>«»", ")(][}{><»«")
 
 
@@ -230,5 +232,5 @@ def letter_share(text: str) -> float:
     chars = [c for c in text if not c.isspace()]
     if not chars:
         return 0.0
-    good = sum(1 for c in chars if _ARABIC_LETTER_RE.match(c) or c.isascii() and c.isalnum() or c.isdigit())
+    good = sum(1 for c in chars if _ARABIC_LETTER_RE.match(c) or (c.isascii() and c.isalnum()) or c.isdigit())
     return good / len(chars)

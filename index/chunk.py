@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from langchain_core.documents import Document
 
 from index.arabic import clause_spans, sentence_spans, trim_span
+from index.formats import locate
 
 # Far above any real 150-word chunk (~1,000 characters); bounds pathological input.
 MAX_CHUNK_CHARS = 8_000
@@ -102,7 +103,8 @@ def _after_n_words(text: str, start: int, end: int, n: int) -> int:
 
 
 def split_document(document: Document, settings: ChunkSettings) -> list[Document]:
-    """Chunks of one document, each with source, title, span, stable id and position."""
+    """Chunks of one document, each with source, title, span, stable id and position, plus the
+    page(s) and section the span lies in when the document records them (PDF, DOCX, HTML, Markdown)."""
     text = document.page_content
     units = _units(text, settings.max_words)
     groups: list[list[_Unit]] = []
@@ -140,6 +142,8 @@ def split_document(document: Document, settings: ChunkSettings) -> list[Document
                     "start": start,
                     "end": end,
                     "position": position,
+                    # page / page_end / section / ocr, when the document has them
+                    **locate(document.metadata, start, end),
                 },
             )
         )

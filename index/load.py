@@ -10,12 +10,14 @@ import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from langchain_core.documents import Document
 
+from index import formats
 from index.arabic import language
 
-SUPPORTED_SUFFIXES = (".txt", ".md")
+SUPPORTED_SUFFIXES = (".txt", ".md", *formats.SUFFIXES)
 MAX_FILE_BYTES = 64 * 1024 * 1024
 _TITLE_MAX_CHARS = 120
 _CONTROL_RE = re.compile(r"[\x00-\x08\x0b\x0e-\x1f\x7f]")
@@ -106,12 +108,23 @@ def load_file(path: Path, name: str | None = None) -> Document:
     """Read one file into a Document (original text kept intact for display and citation spans)."""
     suffix = Path(name or path.name).suffix.lower()
     if suffix not in SUPPORTED_SUFFIXES:
-        raise UnreadableFile(f"unsupported type {suffix or '(none)'}; use .txt or .md")
+        raise UnreadableFile(f"unsupported type {suffix or '(none)'}; use .txt, .md, .pdf, .docx, .html or an image")
     size = path.stat().st_size
-    if size > MAX_FILE_BYTES:
-        raise UnreadableFile(f"{size / 2**20:.0f} MB is over the {MAX_FILE_BYTES // 2**20} MB limit")
+    limit = formats.MAX_BYTES.get(suffix, MAX_FILE_BYTES)
+    if size > limit:
+        raise UnreadableFile(f"{size / 2**20:.0f} MB is over the {limit // 2**20} MB limit for {suffix} files")
     data = path.read_bytes()
-    text, encoding = decode(data)
+    extra: dict[str, Any] = {}
+    if suffix in formats.SUFFIXES:
+        try:
+            found = formats.extract(data, suffix)
+        except formats.FormatError as exc:
+            raise UnreadableFile(str(exc)) from exc
+        text, encoding, extra = found.text, found.kind, found.metadata()
+    else:
+        text, encoding = decode(data)
+        if suffix == ".md" and (headings := formats.markdown_sections(text)):
+            extra["sections"] = headings
     if not text.strip():
         raise UnreadableFile("empty file")
     source = name or path.name
@@ -119,11 +132,12 @@ def load_file(path: Path, name: str | None = None) -> Document:
         page_content=text,
         metadata={
             "source": source,
-            "title": derive_title(text, Path(source).stem),
+            "title": extra.pop("title", "") or derive_title(text, Path(source).stem),
             "sha256": hashlib.sha256(data).hexdigest(),
             "encoding": encoding,
             "bytes": size,
             "language": language(text[:5000]),
+            **extra,
         },
     )
 

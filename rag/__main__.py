@@ -9,6 +9,7 @@ import sys
 from collections.abc import Iterable
 
 from index.embed import EmbedderUnavailable
+from index.formats import describe_location
 from index.load import terminal_safe
 from index.store import IndexProblem
 from rag.answer import Answer
@@ -33,7 +34,10 @@ def render(answer: Answer, streamed: bool = False) -> str:
     for c in shown:
         snippet = " ".join(c.text.split())
         snippet = snippet if len(snippet) <= 200 else snippet[:200] + " …"
-        lines.append(f"[{c.n}] {c.title} — {c.source} ({c.start}–{c.end})\n    {snippet}")
+        where = describe_location(c.page, c.page_end, c.section, c.ocr, arabic=False)
+        lines.append(
+            f"[{c.n}] {c.title} — {c.source}{' · ' + where if where else ''} ({c.start}–{c.end})\n    {snippet}"
+        )
     return terminal_safe("\n".join(lines))
 
 

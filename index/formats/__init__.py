@@ -41,6 +41,8 @@ class Extracted:
             meta["ocr_pages"] = self.ocr_pages
         if self.title:
             meta["title"] = self.title
+        if self.notes:
+            meta["notes"] = self.notes
         return meta
 
 
@@ -78,6 +80,8 @@ def sniff(data: bytes) -> str:
         return "HTML"
     if data.startswith(b"PK\x03\x04"):
         return "a ZIP archive"
+    if data.startswith(b"\xd0\xcf\x11\xe0"):
+        return "an encrypted Word file or an old .doc; save it as an unprotected .docx"
     if data.startswith(b"%PDF-") or b"%PDF-" in data[:1024]:
         return "a PDF"
     if not data.strip():
@@ -92,6 +96,17 @@ def extract(data: bytes, suffix: str) -> Extracted:
     found = data[:1024] if suffix == ".pdf" else data[:8]
     if magic and not any(m in found if suffix == ".pdf" else found.startswith(m) for m in magic):
         raise FormatError(f"not a {suffix.lstrip('.').upper()} file (looks like {sniff(data)})")
+    try:
+        return _extract(data, suffix)
+    except FormatError:
+        raise
+    except Exception as exc:
+        # Parsers of hostile files fail in ways no list of exception types covers (pdfium, lxml,
+        # zipfile, PIL each have their own); one bad file must be skipped, never stop the folder.
+        raise FormatError(f"cannot read this {suffix.lstrip('.').upper()} file ({type(exc).__name__}: {exc})") from exc
+
+
+def _extract(data: bytes, suffix: str) -> Extracted:
     if suffix == ".pdf":
         from index.formats.pdf import extract_pdf
 
@@ -168,3 +183,16 @@ def from_blocks(blocks: list[tuple[bool, str]], kind: str, title: str = "") -> E
         raise FormatError("no text found")
     title = " ".join(title.split()) or (sections[0][1] if sections and sections[0][0] == 0 else "")
     return Extracted("\n".join(parts), kind, sections=sections, title=title[:120])
+
+
+def describe_location(page: int | None, page_end: int | None, section: str, ocr: bool, arabic: bool) -> str:
+    """ "ص 3–4 · القسم الثاني · OCR" / "p. 3–4 · Section two · OCR"; "" when nothing is known."""
+    parts = []
+    if page:
+        pages = f"{page}–{page_end}" if page_end and page_end != page else str(page)
+        parts.append(f"ص {pages}" if arabic else f"{'pp.' if page_end else 'p.'} {pages}")
+    if section:
+        parts.append(section)
+    if ocr:
+        parts.append("OCR")
+    return " · ".join(parts)

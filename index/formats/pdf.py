@@ -13,6 +13,7 @@ from vertical gaps, headings from font size, and lines repeated at the top or bo
 from __future__ import annotations
 
 import ctypes
+import itertools
 import re
 import statistics
 from collections import Counter
@@ -250,11 +251,12 @@ def _paragraphs(lines: list[_Line], body: float) -> tuple[str, list[tuple[int, s
 
     Text is repaired line by line, before offsets are taken, so the offsets stay exact.
     """
-    pitches = [abs(a.y - b.y) for a, b in zip(lines, lines[1:]) if abs(a.size - b.size) < 0.5]
+    pitches = [abs(a.y - b.y) for a, b in itertools.pairwise(lines) if abs(a.size - b.size) < 0.5]
     pitch = statistics.median(pitches) if pitches else 0.0
     out = ""
     headings: list[tuple[int, str]] = []
     previous: _Line | None = None
+    previous_heading = False
     for line in lines:
         text = repair_extracted(line.text).strip()
         if not text:
