@@ -15,6 +15,7 @@ from typing import Any
 
 import gradio as gr
 
+from index.load import SUPPORTED_SUFFIXES
 from index.store import IndexProblem
 from rag.chain import Pipeline, QuestionError
 from rag.llm import MAX_HISTORY_TURNS, TokenFn
@@ -147,8 +148,13 @@ def build_app(pipeline: Pipeline) -> gr.Blocks:
                 interactive=False,
                 elem_id="documents",
             )
-            gr.Markdown(f"Upload `.txt` or `.md` files, up to {config.upload_max_mb} MB each.")
-            upload = gr.File(file_count="multiple", file_types=[".txt", ".md"], label="Add documents", elem_id="upload")
+            gr.Markdown(
+                f"Upload `.txt`/`.md` (up to {config.upload_max_mb} MB), PDF (scans are OCR'd; up to 50 MB), "
+                "Word `.docx`, saved web pages `.html` or page images (up to 20 MB)."
+            )
+            upload = gr.File(
+                file_count="multiple", file_types=list(SUPPORTED_SUFFIXES), label="Add documents", elem_id="upload"
+            )
             status = gr.Textbox(label="Status", interactive=False, elem_id="upload-status", lines=3)
             with gr.Row():
                 to_remove = gr.Dropdown(choices=library.names(), label="Remove a document", scale=4)
