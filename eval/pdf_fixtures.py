@@ -34,33 +34,28 @@ def chromium() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 
 
-def rtl_html(
-    title: str, sections: list[Section], columns: int = 1, running_header: str = "", extra_body: str = ""
-) -> str:
-    """A right-to-left page set in Noto Naskh Arabic. `running_header` repeats on every printed page
-    (Chromium repeats position:fixed boxes), as a letterhead or a report name would."""
+def rtl_html(title: str, sections: list[Section], columns: int = 1) -> str:
+    """A right-to-left page set in Noto Naskh Arabic, one <h2> per section."""
     css = (
         "body{font-family:'Noto Naskh Arabic',serif;font-size:13pt;line-height:1.7;margin:0}"
-        f"main{{column-count:{columns};column-gap:1.2cm}}"
-        ".hdr{position:fixed;top:0;left:0;right:0;text-align:center;font-size:9pt;color:#555}"
-        "h1{font-size:18pt} h2{font-size:15pt}"
-        "@page{margin:2cm 1.8cm}"
+        "h1{font-size:18pt} h2{font-size:15pt} @page{margin:2cm 1.8cm}"
     )
+    if columns > 1:  # only then: a multi-column container ignores page breaks inside it
+        css += f"main{{column-count:{columns};column-gap:1.2cm}}"
     body = []
     for section in sections:
         style = ' style="break-before:page"' if section.new_page else ""
         body.append(f"<h2{style}>{html.escape(section.heading)}</h2>")
         body.extend(f"<p>{html.escape(p)}</p>" for p in section.paragraphs)
-    header = f'<div class="hdr">{html.escape(running_header)}</div>' if running_header else ""
     return (
         f'<!doctype html><html lang="ar" dir="rtl"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
-        f"<style>{css}</style></head><body>{header}<h1>{html.escape(title)}</h1><main>{''.join(body)}</main>"
-        f"{extra_body}</body></html>"
+        f"<style>{css}</style></head><body><h1>{html.escape(title)}</h1><main>{''.join(body)}</main></body></html>"
     )
 
 
-def print_pdf(page: str, out: Path) -> Path:
-    """Print HTML to `out` with headless Chromium (no date/URL header or footer)."""
+def print_pdf(page: str, out: Path, header_footer: bool = False) -> Path:
+    """Print HTML to `out` with headless Chromium. `header_footer` adds the browser's running
+    header (date, title) and footer (file URL, "2/3" page numbers), as "Print to PDF" does."""
     binary = chromium()
     if binary is None:
         raise RuntimeError("chromium is not installed (apt-get install chromium)")
@@ -73,7 +68,7 @@ def print_pdf(page: str, out: Path) -> Path:
                 "--headless",
                 "--no-sandbox",
                 "--disable-gpu",
-                "--no-pdf-header-footer",
+                *([] if header_footer else ["--no-pdf-header-footer"]),
                 f"--user-data-dir={tmp}/profile",
                 f"--print-to-pdf={out}",
                 source.as_uri(),
