@@ -110,10 +110,15 @@ def split_document(document: Document, settings: ChunkSettings) -> list[Document
     groups: list[list[_Unit]] = []
     current: list[_Unit] = []
     words = 0
+    # A heading (DOCX/HTML/PDF/Markdown) always opens a chunk, so a chunk's section is the one its
+    # text is in, not the previous one it merely starts in.
+    headings = {int(offset) for offset, _ in document.metadata.get("sections") or ()}
     for unit in units:
         too_big = current and words + unit.words > settings.max_words
         # Prefer a paragraph boundary once the chunk has real content: keeps topics apart.
-        natural_break = current and unit.paragraph_start and words >= settings.max_words // 2
+        natural_break = current and (
+            (unit.paragraph_start and words >= settings.max_words // 2) or unit.start in headings
+        )
         if too_big or natural_break:
             groups.append(current)
             current, words = (
