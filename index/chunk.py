@@ -14,6 +14,9 @@ from langchain_core.documents import Document
 from index.arabic import clause_spans, sentence_spans, trim_span
 from index.formats import locate
 
+# Part of the index settings: a change re-chunks every document. 2: a heading opens a chunk, and
+# chunks carry page/page_end/section/ocr.
+CHUNKER_VERSION = 2
 # Far above any real 150-word chunk (~1,000 characters); bounds pathological input.
 MAX_CHUNK_CHARS = 8_000
 

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 from langchain_core.documents import Document
 
+from index.formats import LOCATION_KEYS
 from index.store import (
     FORMAT_VERSION,
     REBUILD_HINT,
@@ -44,8 +45,9 @@ logging.getLogger("pymilvus").setLevel(logging.CRITICAL)
 _MANIFEST_ID = "__manifest__"
 _FILE_PREFIX = "file:"
 _TEXT_MAX = 65_535
+_LOCATION_MAX = 4_096  # a section name is cut at 300 characters (index.formats.locate)
 _TIMEOUT_S = 10.0
-_FIELDS = ["id", "vector", "text", "source", "title", "start", "end", "position"]
+_FIELDS = ["id", "vector", "text", "source", "title", "start", "end", "position", "location"]
 
 
 class MilvusVectors:
@@ -186,7 +188,10 @@ class MilvusStore:
             Document(
                 page_content=r["text"],
                 id=r["id"],
-                metadata={k: r[k] for k in ("id", "source", "title", "start", "end", "position")},
+                metadata={
+                    **{k: r[k] for k in ("id", "source", "title", "start", "end", "position")},
+                    **json.loads(r["location"]),
+                },
             )
             for r in records
         ]
@@ -230,6 +235,8 @@ class MilvusStore:
         schema.add_field("title", DataType.VARCHAR, max_length=2048)
         for name in ("start", "end", "position"):
             schema.add_field(name, DataType.INT64)
+        # page / page_end / section / ocr as JSON ("{}" for plain text): optional keys, one column.
+        schema.add_field("location", DataType.VARCHAR, max_length=_LOCATION_MAX)
         index = self.client().prepare_index_params()
         index.add_index(field_name="vector", index_type="FLAT", metric_type="IP")
         self.call("create_collection", self.collection, schema=schema, index_params=index, consistency_level="Strong")
@@ -257,6 +264,9 @@ class MilvusStore:
                 "start": int(c.metadata["start"]),
                 "end": int(c.metadata["end"]),
                 "position": int(c.metadata["position"]),
+                "location": json.dumps(
+                    {k: c.metadata[k] for k in LOCATION_KEYS if k in c.metadata}, ensure_ascii=False
+                ),
             }
             for c, v in zip(changes.chunks, changes.vectors)
         ]

@@ -367,3 +367,31 @@ def test_citation_location_is_shown_in_ui_and_cli(mixed: Pipeline) -> None:
     html = answer_message(answer)
     assert "ص 2" in html and "أهداف المؤتمر" in html
     assert "p. 2 · أهداف المؤتمر" in render(answer)
+
+
+# --- Stores and incremental updates ---------------------------------------------------------------
+
+
+@needs_chromium
+@pytest.mark.parametrize("kind", ["faiss", "milvus"])
+def test_stores_keep_page_and_section_and_update_only_the_changed_file(
+    kind: str, report_pdf: Path, tmp_path: Path, embedder: VectorEmbeddings
+) -> None:
+    from index.build import store_for
+    from tests.test_stores import make_config
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    shutil.copy(report_pdf, docs / "report.pdf")
+    (docs / "olive.docx").write_bytes(_olive_docx())
+    (docs / "notes.md").write_text("# مقدمة\nنص المقدمة عن الزيتون.\n\n## خاتمة\nنص الخاتمة.\n", encoding="utf-8")
+    config = make_config(kind, docs, tmp_path)
+    build_folder(config, embedder)
+    chunks = store_for(config).load(embedder.name).chunks
+    located = {(c.metadata["source"], c.metadata.get("page"), c.metadata.get("section")) for c in chunks}
+    assert ("report.pdf", 2, "أهداف المؤتمر") in located
+    assert ("olive.docx", None, "موسم القطاف") in located and ("notes.md", None, "خاتمة") in located
+    # A changed PDF re-indexes only itself.
+    print_pdf(rtl_html("تقرير", [Section("قسم", ["نص جديد في التقرير بعد التعديل."])]), docs / "report.pdf")
+    _, report = build_folder(config, embedder)
+    assert report.updated == ["report.pdf"] and sorted(report.unchanged) == ["notes.md", "olive.docx"]

@@ -126,12 +126,18 @@ def _extract(data: bytes, suffix: str) -> Extracted:
     raise FormatError(f"unsupported type {suffix}")
 
 
+# A "heading" longer than this is a paragraph in a heading style; a citation shows its start.
+_SECTION_MAX_CHARS = 300
 _MD_HEADING_RE = re.compile(r"^(#{1,6})[ \t]+(.+?)[ \t#]*$", re.M)
 
 
 def markdown_sections(text: str) -> list[list[Any]]:
     """[(offset, heading)] of ATX headings (`## Title`) in a Markdown file."""
     return [[m.start(), m.group(2).strip()] for m in _MD_HEADING_RE.finditer(text)]
+
+
+# Chunk metadata keys `locate` may set; stores with a fixed schema (Milvus) keep them as one JSON field.
+LOCATION_KEYS = ("page", "page_end", "section", "ocr")
 
 
 def locate(metadata: dict[str, Any], start: int, end: int) -> dict[str, Any]:
@@ -157,7 +163,7 @@ def locate(metadata: dict[str, Any], start: int, end: int) -> dict[str, Any]:
     if sections:
         i = bisect.bisect_right([s[0] for s in sections], start) - 1
         if i >= 0:
-            out["section"] = sections[i][1]
+            out["section"] = sections[i][1][:_SECTION_MAX_CHARS]
     return out
 
 
