@@ -166,6 +166,36 @@ def test_chunks_carry_page_and_section(report_pdf: Path) -> None:
     assert with_2012 and all(c.metadata["page"] == 2 and c.metadata["section"] == "أهداف المؤتمر" for c in with_2012)
 
 
+@needs_chromium
+def test_two_column_pdf_reads_each_column_in_order(tmp_path: Path) -> None:
+    right, left = [SEED_001[1], SEED_001[3]], SEED_000[:3]
+    pdf = print_pdf(
+        rtl_html("عمودان", [Section("العمود الأول", right), Section("العمود الثاني", left)], columns=2),
+        tmp_path / "c.pdf",
+    )
+    text = normalize(load_file(pdf).page_content)
+    for paragraph in right + left:
+        words = normalize(paragraph).split()
+        windows = [" ".join(words[i : i + 5]) for i in range(0, len(words) - 5, 5)]
+        assert sum(w in text for w in windows) / len(windows) > 0.9, paragraph[:60]
+
+
+@needs_ocr
+@needs_chromium
+def test_image_of_a_page_is_read_by_ocr(report_pdf: Path, tmp_path: Path) -> None:
+    import pypdfium2 as pdfium
+
+    document = pdfium.PdfDocument(report_pdf)
+    image = document[1].render(scale=200 / 72, grayscale=True).to_pil()
+    document.close()
+    image.crop((0, 0, image.width, image.height // 3)).save(tmp_path / "page.png")  # the top third: quick OCR
+    doc = load_file(tmp_path / "page.png")
+    assert doc.metadata["format"] == "image" and doc.metadata["ocr_pages"] == [1]
+    assert "2012" in doc.page_content and normalize("أهداف المؤتمر") in normalize(doc.page_content)
+    chunk = split_document(doc, ChunkSettings())[0]
+    assert chunk.metadata["ocr"] is True and chunk.metadata["page"] == 1
+
+
 def test_locate_maps_spans_to_pages_and_sections() -> None:
     meta = {"pages": [0, 100, 250], "sections": [[0, "أ"], [120, "ب"]], "ocr_pages": [3]}
     assert formats.locate(meta, 10, 90) == {"page": 1, "section": "أ"}
