@@ -12,9 +12,12 @@ import os
 import shutil
 import subprocess
 import tempfile
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
+
+from tqdm import tqdm
 
 from index.arabic import repair_extracted
 from index.formats import Extracted, FormatError
@@ -28,6 +31,10 @@ PAGE_TIMEOUT_S = 180
 # Rendered pages are capped so a page of absurd size (a poster) cannot exhaust memory:
 # 300 dpi A3 is ~3,500 × 5,000 px.
 MAX_RENDER_PIXELS = 40_000_000
+
+
+# ~5 CPU s a page (eval.bench): 300 pages keep one upload or file under ~15 minutes on 2 cores.
+MAX_OCR_PAGES = 300
 
 
 class OcrUnavailable(RuntimeError):
@@ -77,13 +84,28 @@ def _paragraphs(text: str) -> str:
 def ocr_pdf_pages(document: Any, indices: list[int]) -> dict[int, str]:
     """OCR the given 0-based pages of an open pypdfium2 document, in parallel; {index: text}.
 
-    Pages are rendered one at a time in this thread (pdfium is not thread-safe) and written to a
-    temporary PNG; the Tesseract processes run concurrently.
+    Pages are rendered one at a time in this thread (pdfium is not thread-safe) to a temporary PNG
+    and handed to a pool of Tesseract processes; at most two pages per worker wait rendered at any
+    time, so memory and temporary disk stay bounded however long the document.
     """
     binary = check()
+    if len(indices) > MAX_OCR_PAGES:
+        raise FormatError(f"{len(indices)} scanned pages is over the OCR limit of {MAX_OCR_PAGES}; split the file")
     out: dict[int, str] = {}
-    with tempfile.TemporaryDirectory(prefix="ocr-") as tmp, ThreadPoolExecutor(workers()) as pool:
-        futures = {}
+    pending: deque[tuple[int, Path, Future[str]]] = deque()
+    with (
+        tempfile.TemporaryDirectory(prefix="ocr-") as tmp,
+        ThreadPoolExecutor(workers()) as pool,
+        # A progress bar on a terminal (tqdm hides itself otherwise): OCR takes seconds a page.
+        tqdm(total=len(indices), desc="OCR", unit="page", disable=None, leave=False) as bar,
+    ):
+
+        def finish_oldest() -> None:
+            i, path, future = pending.popleft()
+            out[i] = future.result()
+            path.unlink(missing_ok=True)
+            bar.update()
+
         for i in indices:
             page = document[i]
             try:
@@ -96,9 +118,11 @@ def ocr_pdf_pages(document: Any, indices: list[int]) -> dict[int, str]:
                 page.close()
             path = Path(tmp) / f"{i}.png"
             image.save(path)
-            futures[i] = pool.submit(ocr_image_file, binary, path)
-        for i, future in futures.items():
-            out[i] = future.result()
+            pending.append((i, path, pool.submit(ocr_image_file, binary, path)))
+            if len(pending) >= 2 * workers():
+                finish_oldest()
+        while pending:
+            finish_oldest()
     return out
 
 

@@ -19,6 +19,8 @@ import statistics
 from collections import Counter
 from dataclasses import dataclass
 
+from tqdm import tqdm
+
 from index.arabic import letter_share, repair_extracted, visual_to_logical
 from index.formats import Extracted, FormatError
 
@@ -80,7 +82,8 @@ def extract_pdf(data: bytes) -> Extracted:
         if count > MAX_PAGES:
             raise FormatError(f"{count} pages is over the {MAX_PAGES}-page limit; split the file")
         pages: list[list[_Line]] = []
-        for i in range(count):
+        # Long documents show progress on a terminal (tqdm hides itself otherwise).
+        for i in tqdm(range(count), desc="PDF", unit="page", disable=None if count > 100 else True, leave=False):
             try:
                 page = document[i]
             except pdfium.PdfiumError as exc:
