@@ -425,3 +425,15 @@ def test_stores_keep_page_and_section_and_update_only_the_changed_file(
     print_pdf(rtl_html("تقرير", [Section("قسم", ["نص جديد في التقرير بعد التعديل."])]), docs / "report.pdf")
     _, report = build_folder(config, embedder)
     assert report.updated == ["report.pdf"] and sorted(report.unchanged) == ["notes.md", "olive.docx"]
+
+
+def test_location_is_rendered_escaped_in_both_languages() -> None:
+    from rag.answer import Citation
+    from ui.render import _passage
+
+    cited = Citation(1, "r.pdf", "ت", 0, 9, "نص عربي هنا", 0.5, page=3, page_end=4, section="<b>قسم</b>", ocr=True)
+    html = _passage(cited, show_scores=False, open_=True)
+    assert "ص 3–4 · &#60;b&#62;قسم&#60;&#47;b&#62; · OCR" in html and "<b>قسم" not in html
+    assert formats.describe_location(3, None, "", False, arabic=False) == "p. 3"
+    assert formats.describe_location(3, 4, "Intro", False, arabic=False) == "pp. 3–4 · Intro"
+    assert formats.describe_location(None, None, "", False, arabic=True) == ""
