@@ -318,6 +318,40 @@ def test_garbage_text_layer_is_detected() -> None:
     assert pdf_module._usable(prose)
 
 
+def _with_junk_text_layer(pdf: Path, out: Path) -> Path:
+    """Page 1 of `pdf` gains a hidden text layer of symbols: a scan whose earlier OCR layer (or font
+    mapping) is junk."""
+    import ctypes
+
+    import pypdfium2 as pdfium
+    import pypdfium2.raw as raw
+
+    document = pdfium.PdfDocument(pdf)
+    page = document[0]
+    font = raw.FPDFText_LoadStandardFont(document.raw, b"Helvetica")
+    for line in range(12):
+        obj = raw.FPDFPageObj_CreateTextObj(document.raw, font, 12.0)
+        text = ctypes.create_string_buffer(("§¤¦ ¨© ª«¬ ®¯° ±² ³´ ¶·¸ ¹º» " * 3 + "\0").encode("utf-16-le"))
+        raw.FPDFText_SetText(obj, ctypes.cast(text, ctypes.POINTER(raw.FPDF_WCHAR)))
+        raw.FPDFPageObj_Transform(obj, 1, 0, 0, 1, 50, 700 - 20 * line)
+        raw.FPDFTextObj_SetTextRenderMode(obj, raw.FPDF_TEXTRENDERMODE_INVISIBLE)  # a hidden layer, as OCR'd scans have
+        raw.FPDFPage_InsertObject(page.raw, obj)
+    raw.FPDFPage_GenerateContent(page.raw)
+    document.save(out)
+    document.close()
+    return out
+
+
+@needs_ocr
+@needs_chromium
+def test_garbage_text_layer_falls_back_to_ocr(report_pdf: Path, tmp_path: Path) -> None:
+    junk = _with_junk_text_layer(_scan_of(report_pdf, tmp_path / "scan.pdf"), tmp_path / "junk.pdf")
+    doc = load_file(junk)
+    assert doc.metadata["ocr_pages"] == [1] and doc.metadata["encoding"] == "pdf+ocr"
+    assert "§" not in doc.page_content
+    assert normalize("مؤتمر موسكو للأمن الدولي") in normalize(doc.page_content)
+
+
 @needs_chromium
 def test_scan_without_tesseract_names_the_package_and_rest_indexes(
     report_pdf: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
