@@ -241,26 +241,28 @@ def _repeated(pages: list[list[_Line]]) -> set[str]:
 
 def _assemble(pages: list[list[_Line]], ocr_text: dict[int, str], notes: list[str]) -> Extracted:
     """Join pages into one text; record page starts and headings as offsets into it."""
-    repeated = _repeated(pages)
+    # OCR'd pages take part in header/footer detection too: one block of OCR text per line.
+    edges = [[_Line(t, 0.0, 0.0) for t in ocr_text[i].split("\n")] if i in ocr_text else p for i, p in enumerate(pages)]
+    repeated = _repeated(edges)
     sizes = [line.size for lines in pages for line in lines for _ in range(len(line.text))]
     body = statistics.median(sizes) if sizes else 0.0
     parts: list[str] = []
     offsets: list[int] = []
     sections: list[tuple[int, str]] = []
     cursor = 0
-    for i, lines in enumerate(pages):
+    for i, lines in enumerate(edges):
         offsets.append(cursor)
+        kept = [
+            line
+            for j, line in enumerate(lines)
+            if not (
+                (j < 2 or j >= len(lines) - 2)
+                and (_DIGITS_RE.sub("#", line.text) in repeated or _PAGE_NUMBER_RE.match(line.text))
+            )
+        ]
         if i in ocr_text:
-            page_text = ocr_text[i].strip()
+            page_text = "\n".join(line.text for line in kept)
         else:
-            kept = [
-                line
-                for j, line in enumerate(lines)
-                if not (
-                    (j < 2 or j >= len(lines) - 2)
-                    and (_DIGITS_RE.sub("#", line.text) in repeated or _PAGE_NUMBER_RE.match(line.text))
-                )
-            ]
             page_text, headings = _paragraphs(kept, body)
             sections.extend((cursor + offset, heading) for offset, heading in headings)
         page_text = page_text.strip()
