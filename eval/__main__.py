@@ -133,7 +133,7 @@ def evaluate_question(pipeline: Pipeline, question: Question, k: int) -> dict[st
         "f1": token_f1(answer.answer, question.answers) if question.answerable and not answer.abstained else 0.0,
         "answer_words": len(_MARKER_RE.sub(" ", answer.answer).split()) if not answer.abstained else 0,
         "citations": [
-            {"source": c.source, "start": c.start, "end": c.end, "correct": ok}
+            {"source": c.source, "start": c.start, "end": c.end, "page": c.page, "section": c.section, "correct": ok}
             for c, ok in zip(answer.citations, cited_ok)
         ],
         "retrieved": [d.metadata["source"] for d in ranked[:k]],

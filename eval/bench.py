@@ -87,6 +87,64 @@ def cold(embedder: VectorEmbeddings, call: Callable[[str], Any]) -> Callable[[st
     return run
 
 
+# --- document formats ------------------------------------------------------------------------------
+
+
+def bench_documents(workdir: Path, text_pages: int = 20, ocr_pages: int = 4) -> dict[str, Any]:
+    """Pages/s reading a Chromium-printed Arabic text PDF, and OCR'ing a scan of it (pages in parallel).
+
+    Skipped (empty result with the reason) without Chromium or Tesseract, which a bench machine may lack.
+    """
+    from eval.pdf_fixtures import Section, chromium, print_pdf, rtl_html, seed_paragraphs
+    from index.formats import ocr
+    from index.formats.pdf import extract_pdf
+
+    if chromium() is None:
+        return {"skipped": "chromium not installed"}
+    paragraphs = seed_paragraphs()
+    sections = [Section(f"القسم {i + 1}", paragraphs, new_page=i > 0) for i in range(text_pages // 3 + 1)]
+    pdf = print_pdf(rtl_html("نصوص للقياس", sections), workdir / "bench.pdf")
+    data = pdf.read_bytes()
+    cpu = _cpu_seconds()
+    extracted, seconds = timed(lambda: extract_pdf(data))
+    out: dict[str, Any] = {
+        "text_pages": len(extracted.pages),
+        "text_pages_per_s": len(extracted.pages) / seconds,
+        # CPU time per page does not depend on what else the machine is running.
+        "text_cpu_s_per_page": (_cpu_seconds() - cpu) / len(extracted.pages),
+        "workers": ocr.workers(),
+        "load_average": os.getloadavg()[0],
+    }
+    try:
+        ocr.check()
+    except ocr.OcrUnavailable as exc:
+        out["ocr_skipped"] = str(exc)
+        return out
+    import pypdfium2 as pdfium
+
+    document = pdfium.PdfDocument(data)
+    try:
+        images = [document[i].render(scale=200 / 72, grayscale=True).to_pil() for i in range(ocr_pages)]
+    finally:
+        document.close()
+    scan = workdir / "scan.pdf"
+    images[0].save(scan, save_all=True, append_images=images[1:], resolution=200)
+    scanned = scan.read_bytes()
+    cpu = _cpu_seconds()
+    result, seconds = timed(lambda: extract_pdf(scanned))
+    pages = len(result.ocr_pages)
+    out.update(
+        {"ocr_pages": pages, "ocr_pages_per_s": pages / seconds, "ocr_cpu_s_per_page": (_cpu_seconds() - cpu) / pages}
+    )
+    return out
+
+
+def _cpu_seconds() -> float:
+    """CPU time of this process and its finished children (the Tesseract processes)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 # --- ingestion -----------------------------------------------------------------------------------
 
 
@@ -462,6 +520,7 @@ def report(results: dict[str, Any], path: Path, plot: Path) -> None:
         "embedding is compute-bound and the cores are busy either way. Ingestion end to end runs at the "
         "embedding rate (loading, chunking, BM25 and the atomic write are a few per cent of it).",
         "",
+        *_documents_section(results.get("documents")),
         "## Cold start to first answer (existing seeds index)",
         "",
         f"- CLI (`python -m rag ask`): {cold['cli_first_answer_s']:.2f} s (best of 3), {cold['cli_first_answer_s_median']:.2f} s median",
@@ -519,6 +578,32 @@ def report(results: dict[str, Any], path: Path, plot: Path) -> None:
     path.write_text("\n".join(lines), encoding="utf-8")
     if results.get("scaling"):
         _plot(results["scaling"], plot)
+
+
+def _documents_section(docs: dict[str, Any] | None) -> list[str]:
+    """Lines for the document-format speeds (absent from reports of runs before it existed)."""
+    if not docs:
+        return []
+    if "skipped" in docs:
+        return ["## Documents", "", f"Skipped: {docs['skipped']}.", ""]
+    lines = [
+        "## Documents (Arabic PDFs printed by Chromium)",
+        "",
+        f"Load average during the run: {docs['load_average']:.1f} on {os.cpu_count()} cores; CPU seconds per page do "
+        "not depend on it, pages/s (wall clock) do.",
+        "",
+        f"- text layer (`index/formats/pdf.py`): {docs['text_pages_per_s']:.1f} pages/s over {docs['text_pages']} pages, "
+        f"{docs['text_cpu_s_per_page']:.3f} CPU s a page",
+    ]
+    if "ocr_pages_per_s" in docs:
+        lines.append(
+            f"- OCR (Tesseract ara+eng, 300 dpi, {docs['workers']} pages at once): "
+            f"{docs['ocr_pages_per_s']:.2f} pages/s over {docs['ocr_pages']} scanned pages, "
+            f"{docs['ocr_cpu_s_per_page']:.1f} CPU s a page"
+        )
+    else:
+        lines.append(f"- OCR skipped: {docs['ocr_skipped']}")
+    return [*lines, ""]
 
 
 def _synthetic_note(synthetic: dict[str, float] | None) -> str:
@@ -592,6 +677,8 @@ def main(argv: list[str] | None = None) -> int:
         print("ingestion…", flush=True)
         ingestion, real = bench_ingestion(config, workdir, args.arcd, sample=32 if args.quick else 134)
         section("ingestion", ingestion)
+        print("documents (PDF text layer, OCR)…", flush=True)
+        section("documents", bench_documents(workdir))
         print("cold start…", flush=True)
         section("cold_start", bench_cold_start(workdir / "seeds-index", config.docs_dir))
         print("query latency…", flush=True)

@@ -14,7 +14,7 @@ from langchain_core.documents import Document
 
 from index import store
 from index.arabic import NORMALIZATION_VERSION
-from index.chunk import ChunkSettings, split_document
+from index.chunk import CHUNKER_VERSION, ChunkSettings, split_document
 from index.embed import ProgressFn, VectorEmbeddings
 from index.load import Skipped, load_folder
 from rag.config import Config
@@ -55,6 +55,7 @@ def settings_record(config: Config) -> dict[str, Any]:
         "chunk_max_words": config.chunk_max_words,
         "chunk_overlap_words": config.chunk_overlap_words,
         "normalization_version": NORMALIZATION_VERSION,
+        "chunker_version": CHUNKER_VERSION,
     }
 
 

@@ -18,7 +18,11 @@ from dataclasses import dataclass
 from langchain_core.documents import Document
 
 from index.arabic import clause_spans, sentence_spans, trim_span
+from index.formats import locate
 
+# Part of the index settings: a change re-chunks every document. 2: a heading opens a chunk, and
+# chunks carry page/page_end/section/ocr.
+CHUNKER_VERSION = 2
 # Four times a real 150-word chunk (~1,000 characters), so real chunks are never cut by it; also
 # sizes the Milvus text field (index/milvus.py: 4 UTF-8 bytes a character). The encoder reads at
 # most its 512 tokens of a chunk in any case (index/embed.py).
@@ -141,16 +145,22 @@ def _after_n_words(text: str, start: int, end: int, n: int) -> int:
 
 
 def split_document(document: Document, settings: ChunkSettings) -> list[Document]:
-    """Chunks of one document, each with source, title, span, stable id and position."""
+    """Chunks of one document, each with source, title, span, stable id and position, plus the
+    page(s) and section the span lies in when the document records them (PDF, DOCX, HTML, Markdown)."""
     text = document.page_content
     units = _units(text, settings.max_words)
     groups: list[list[_Unit]] = []
     current: list[_Unit] = []
     words = 0
+    # A heading (DOCX/HTML/PDF/Markdown) always opens a chunk, so a chunk's section is the one its
+    # text is in, not the previous one it merely starts in.
+    headings = {int(offset) for offset, _ in document.metadata.get("sections") or ()}
     for unit in units:
         too_big = current and _too_big(current, words, unit, settings.max_words)
         # Prefer a paragraph boundary once the chunk has real content: keeps topics apart.
-        natural_break = current and unit.paragraph_start and words >= settings.max_words // 2
+        natural_break = current and (
+            (unit.paragraph_start and words >= settings.max_words // 2) or unit.start in headings
+        )
         if too_big or natural_break or (current and unit.after_gap):
             groups.append(current)
             carry = too_big and not unit.paragraph_start and not unit.after_gap
@@ -178,6 +188,8 @@ def split_document(document: Document, settings: ChunkSettings) -> list[Document
                     "start": start,
                     "end": end,
                     "position": position,
+                    # page / page_end / section / ocr, when the document has them
+                    **locate(document.metadata, start, end),
                 },
             )
         )

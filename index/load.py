@@ -11,13 +11,15 @@ import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from langchain_core.documents import Document
 
+from index import formats
 from index.arabic import language
 from index.chunk import MAX_RUN_CHARS
 
-SUPPORTED_SUFFIXES = (".txt", ".md")
+SUPPORTED_SUFFIXES = (".txt", ".md", *formats.SUFFIXES)
 MAX_FILE_BYTES = 64 * 1024 * 1024
 # A document's name is its path inside the documents folder; PATH_MAX on Linux. Stores size their
 # name fields from it (index/milvus.py).
@@ -234,14 +236,25 @@ def load_file(
     """
     suffix = Path(name or path.name).suffix.lower()
     if suffix not in SUPPORTED_SUFFIXES:
-        raise UnreadableFile(f"unsupported type {suffix or '(none)'}; use .txt or .md")
+        raise UnreadableFile(f"unsupported type {suffix or '(none)'}; use .txt, .md, .pdf, .docx, .html or an image")
     if root is not None:
         check_inside(path, root, follow_external_symlinks)
     size = path.stat().st_size
-    if size > MAX_FILE_BYTES:
-        raise UnreadableFile(f"{size / 2**20:.0f} MB is over the {MAX_FILE_BYTES // 2**20} MB limit")
+    limit = formats.MAX_BYTES.get(suffix, MAX_FILE_BYTES)
+    if size > limit:
+        raise UnreadableFile(f"{size / 2**20:.0f} MB is over the {limit // 2**20} MB limit for {suffix} files")
     data = path.read_bytes()
-    text, encoding = decode(data)
+    extra: dict[str, Any] = {}
+    if suffix in formats.SUFFIXES:
+        try:
+            found = formats.extract(data, suffix)
+        except formats.FormatError as exc:
+            raise UnreadableFile(str(exc)) from exc
+        text, encoding, extra = found.text, found.kind, found.metadata()
+    else:
+        text, encoding = decode(data)
+        if suffix == ".md" and (headings := formats.markdown_sections(text)):
+            extra["sections"] = headings
     if not text.strip():
         raise UnreadableFile("empty file")
     if not _WORD_RE.search(text):
@@ -254,11 +267,12 @@ def load_file(
         page_content=text,
         metadata={
             "source": source,
-            "title": derive_title(text, Path(source).stem),
+            "title": extra.pop("title", "") or derive_title(text, Path(source).stem),
             "sha256": hashlib.sha256(data).hexdigest(),
             "encoding": encoding,
             "bytes": size,
             "language": language(text[:5000]),
+            **extra,
         },
     )
 

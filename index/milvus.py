@@ -26,6 +26,7 @@ import numpy as np
 from langchain_core.documents import Document
 
 from index.chunk import MAX_CHUNK_CHARS
+from index.formats import LOCATION_KEYS
 from index.load import MAX_SOURCE_CHARS, safe_name
 from index.store import (
     FORMAT_VERSION,
@@ -81,8 +82,9 @@ _SOURCE_MAX = 4 * MAX_SOURCE_CHARS
 _TITLE_MAX = 2048
 _BODY_MAX = 65_535
 _BATCH = 500
+_LOCATION_MAX = 4_096  # a section name is cut at 300 characters (index.formats.locate)
 _TIMEOUT_S = 10.0
-_FIELDS = ["id", "vector", "text", "source", "title", "start", "end", "position"]
+_FIELDS = ["id", "vector", "text", "source", "title", "start", "end", "position", "location"]
 
 
 class MilvusVectors:
@@ -255,7 +257,10 @@ class MilvusStore:
             Document(
                 page_content=r["text"],
                 id=r["id"],
-                metadata={k: r[k] for k in ("id", "source", "title", "start", "end", "position")},
+                metadata={
+                    **{k: r[k] for k in ("id", "source", "title", "start", "end", "position")},
+                    **json.loads(r["location"]),
+                },
             )
             for r in records
         ]
@@ -299,6 +304,8 @@ class MilvusStore:
         schema.add_field("title", DataType.VARCHAR, max_length=_TITLE_MAX)
         for name in ("start", "end", "position"):
             schema.add_field(name, DataType.INT64)
+        # page / page_end / section / ocr as JSON ("{}" for plain text): optional keys, one column.
+        schema.add_field("location", DataType.VARCHAR, max_length=_LOCATION_MAX)
         index = self.client().prepare_index_params()
         index.add_index(field_name="vector", index_type="FLAT", metric_type="IP")
         self.call("create_collection", self.collection, schema=schema, index_params=index, consistency_level="Strong")
@@ -339,6 +346,9 @@ class MilvusStore:
                 "start": int(c.metadata["start"]),
                 "end": int(c.metadata["end"]),
                 "position": int(c.metadata["position"]),
+                "location": json.dumps(
+                    {k: c.metadata[k] for k in LOCATION_KEYS if k in c.metadata}, ensure_ascii=False
+                ),
             }
             for c, v in zip(changes.chunks, changes.vectors)
         ]

@@ -13,6 +13,7 @@ import sys
 from collections.abc import Iterable
 
 from index.embed import EmbedderUnavailable
+from index.formats import describe_location
 from index.load import safe_name, terminal_safe
 from index.store import IndexProblem
 from rag.answer import Answer
@@ -40,7 +41,11 @@ def render(answer: Answer, streamed: bool = False) -> str:
     for c in shown:
         snippet = " ".join(c.text.split())
         snippet = snippet if len(snippet) <= 200 else snippet[:200] + " …"
-        lines.append(f"[{c.n}] {safe_name(c.title)} — {safe_name(c.source)} ({c.start}–{c.end})\n    {snippet}")
+        where = describe_location(c.page, c.page_end, c.section, c.ocr, arabic=False)
+        lines.append(
+            f"[{c.n}] {safe_name(c.title)} — {safe_name(c.source)}{' · ' + where if where else ''} "
+            f"({c.start}–{c.end})\n    {snippet}"
+        )
     return terminal_safe("\n".join(lines))
 
 

@@ -58,6 +58,10 @@ class Citation:
     text: str
     score: float
     highlights: list[tuple[int, int]] = field(default_factory=list)  # offsets within `text`
+    page: int | None = None  # 1-based, documents with pages (PDF, scans)
+    page_end: int | None = None  # set only when the passage runs onto later pages
+    section: str = ""  # nearest heading before the passage (DOCX, HTML, Markdown, PDF)
+    ocr: bool = False  # text read by OCR from a scan: may hold recognition errors
 
 
 @dataclass
@@ -95,6 +99,10 @@ def to_citation(n: int, passage: Document, highlights: list[tuple[int, int]] | N
         text=passage.page_content,
         score=round(float(meta.get("score", 0.0)), 4),
         highlights=highlights or [],
+        page=meta.get("page"),
+        page_end=meta.get("page_end"),
+        section=meta.get("section", ""),
+        ocr=bool(meta.get("ocr", False)),
     )
 
 

@@ -139,9 +139,9 @@ def test_load_file_metadata(tmp_path: Path) -> None:
 
 
 def test_load_file_refuses_unsupported_and_empty(tmp_path: Path) -> None:
-    (tmp_path / "x.pdf").write_bytes(b"%PDF")
+    (tmp_path / "x.xlsx").write_bytes(b"PK\x03\x04")
     with pytest.raises(UnreadableFile, match="unsupported"):
-        load_file(tmp_path / "x.pdf")
+        load_file(tmp_path / "x.xlsx")
     (tmp_path / "empty.txt").write_text(" \n\t\n", encoding="utf-8")
     with pytest.raises(UnreadableFile, match="empty"):
         load_file(tmp_path / "empty.txt")
@@ -155,7 +155,7 @@ def test_load_folder_skips_undecodable_file_and_loads_the_rest(tmp_path: Path) -
             "b_bad.txt": "Café résumé naïve, déjà vu à la crème brûlée.".encode("latin-1"),
             "c.md": "# عنوان\nالنص الثالث.",
             "sub/d.txt": "ملف في مجلد فرعي.".encode("cp1256"),
-            "image.png": b"\x89PNG\r\n\x1a\n",
+            "image.gif": b"GIF89a",
             ".hidden/e.txt": "ملف مخفي",
             "notes.TXT": "امتداد بأحرف كبيرة.",
         },

@@ -357,3 +357,21 @@ def test_no_serious_accessibility_violations(browser: object, server: str, view:
         assert not bad, bad
     finally:
         page.context.close()  # type: ignore[attr-defined]
+
+
+def test_pdf_upload_is_answered_with_its_page_and_section(page: object, tmp_path: Path) -> None:
+    from eval.pdf_fixtures import Section, print_pdf, rtl_html
+
+    sections = [
+        Section("مهرجان الزيتون", ["أقيم مهرجان الزيتون في مدينة جرش بمشاركة المزارعين من كل المحافظات."]),
+        Section("الجوائز", ["فازت معصرة الوادي الأخضر بجائزة أفضل زيت زيتون بكر في المهرجان."], new_page=True),
+    ]
+    pdf = print_pdf(rtl_html("نشرة المهرجان", sections), tmp_path / "نشرة المهرجان.pdf")
+    status = _upload(page, [pdf])
+    assert "Indexed" in status and "نشرة المهرجان.pdf" in status
+    page.get_by_role("tab", name="Chat").click()  # type: ignore[attr-defined]
+    answer = ask(page, "من فاز بجائزة أفضل زيت زيتون بكر في مهرجان الزيتون؟")
+    assert "الوادي الأخضر" in answer.inner_text()
+    sources = page.locator("#chat .source").all_inner_texts()  # type: ignore[attr-defined]
+    assert any("نشرة المهرجان.pdf · ص 2 · الجوائز" in s for s in sources), sources
+    shot(page, "ui-pdf-answer.png")

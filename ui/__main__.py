@@ -8,6 +8,7 @@ import sys
 
 from index.build import resolve_docs_dir
 from index.embed import EmbedderUnavailable
+from index.formats import MAX_BYTES
 from index.store import IndexProblem
 from rag.chain import Pipeline
 from rag.config import Config, add_arguments, chosen
@@ -58,7 +59,8 @@ def main(argv: list[str] | None = None) -> int:
         server_name=config.ui_host,
         server_port=config.ui_port,
         auth=auth,
-        max_file_size=config.upload_max_mb * 2**20,
+        # Gradio's cap is the largest per-type cap; DocumentLibrary enforces each type's own.
+        max_file_size=max(config.upload_max_mb * 2**20, *MAX_BYTES.values()),
         theme=theme(),
         css=CSS,
         footer_links=[],

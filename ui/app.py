@@ -15,6 +15,7 @@ from typing import Any
 
 import gradio as gr
 
+from index.load import SUPPORTED_SUFFIXES
 from index.store import IndexProblem
 from rag.chain import Pipeline, QuestionError
 from rag.config import Config
@@ -270,7 +271,9 @@ def build_app(pipeline: Pipeline, i18n: gr.I18n) -> gr.Blocks:
                 elem_id="documents",
             )
             gr.Markdown(i18n("upload_note"))
-            upload = gr.File(file_count="multiple", file_types=[".txt", ".md"], label=i18n("upload"), elem_id="upload")
+            upload = gr.File(
+                file_count="multiple", file_types=list(SUPPORTED_SUFFIXES), label=i18n("upload"), elem_id="upload"
+            )
             status = gr.Textbox(label=i18n("status"), interactive=False, elem_id="upload-status", lines=3)
             with gr.Row():
                 to_remove = gr.Dropdown(

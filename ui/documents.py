@@ -17,6 +17,7 @@ from pathlib import Path
 from langchain_core.documents import Document
 
 from index.build import apply_changes
+from index.formats import MAX_BYTES
 from index.load import SUPPORTED_SUFFIXES, UnreadableFile, load_file
 from index.load import safe_name as displayed
 from index.store import atomic_write
@@ -130,13 +131,15 @@ class DocumentLibrary:
             known = {info["sha256"]: name for name, info in self.pipeline.index.files.items()}
             for path, original in paths:
                 name = safe_name(original)
-                if Path(name).suffix.lower() not in SUPPORTED_SUFFIXES:
-                    report.rejected.append(f"{original}: only .txt and .md files are accepted")
+                suffix = Path(name).suffix.lower()
+                if suffix not in SUPPORTED_SUFFIXES:
+                    report.rejected.append(f"{original}: only {' '.join(SUPPORTED_SUFFIXES)} files are accepted")
                     continue
                 size = path.stat().st_size
-                if size > self.max_bytes:
+                limit = MAX_BYTES.get(suffix, self.max_bytes)  # per type: PDF 50 MB, DOCX 20 MB…
+                if size > limit:
                     report.rejected.append(
-                        f"{original}: {size / 2**20:.1f} MB is over the {self.max_bytes / 2**20:.0f} MB limit"
+                        f"{original}: {size / 2**20:.1f} MB is over the {limit / 2**20:.0f} MB limit for {suffix} files"
                     )
                     continue
                 try:
@@ -155,7 +158,7 @@ class DocumentLibrary:
                 taken = {d.metadata["source"] for d, _ in accepted}
                 if name in taken:
                     stored = free_name(self.folder, name, taken)
-                    document = load_file(path, stored)
+                    document.metadata["source"] = stored  # not read again: a PDF may take minutes of OCR
                     report.renamed.append(f"{original} → {stored}")
                 accepted.append((document, path))
             if accepted:

@@ -35,7 +35,8 @@ MESSAGES: dict[str, dict[str, str]] = {
         "col_file": "File",
         "col_chunks": "Chunks",
         "col_kb": "KB",
-        "upload_note": "Upload .txt or .md files, up to {limit} MB each.",
+        "upload_note": "Upload .txt/.md (up to {limit} MB), PDF (scans are OCR'd; up to 50 MB), Word .docx, "
+        "saved web pages .html or page images (up to 20 MB).",
         "upload": "Add documents",
         "status": "Status",
         "remove_pick": "Remove a document",
@@ -97,7 +98,8 @@ MESSAGES: dict[str, dict[str, str]] = {
         "col_file": "الملف",
         "col_chunks": "المقاطع",
         "col_kb": "ك.ب",
-        "upload_note": "ارفع ملفات ‎.txt‎ أو ‎.md‎، بحد أقصى {limit} ميغابايت للملف.",
+        "upload_note": "ارفع ملفات ‎.txt‎/‎.md‎ (حتى {limit} ميغابايت)، أو PDF (تقرأ الصفحات الممسوحة ضوئيا؛ حتى 50 "
+        "ميغابايت)، أو Word ‎.docx‎، أو صفحات ويب محفوظة ‎.html‎، أو صور صفحات (حتى 20 ميغابايت).",
         "upload": "إضافة مستندات",
         "status": "الحالة",
         "remove_pick": "حذف مستند",

@@ -10,6 +10,7 @@ from __future__ import annotations
 import string
 
 from index.arabic import language
+from index.formats import describe_location
 from index.load import safe_name
 from rag.answer import MARKER_RE, Answer, Citation
 
@@ -66,7 +67,11 @@ def _highlighted(citation: Citation) -> str:
 
 def _passage(citation: Citation, show_scores: bool, open_: bool) -> str:
     score = f" · score {citation.score:.3f}" if show_scores else ""
-    where = f"chars {citation.start}–{citation.end}"
+    located = describe_location(
+        citation.page, citation.page_end, citation.section, citation.ocr, arabic=direction(citation.text) == "rtl"
+    )
+    # The section name comes from the document: escaped like every other piece of document text.
+    where = (escape_text(located) + " · " if located else "") + f"chars {citation.start}–{citation.end}"
     return (
         f'<details class="source src-{citation.n}"{" open" if open_ else ""}>'
         f'<summary dir="auto"><b>[{citation.n}]</b> <bdi>{escape_text(safe_name(citation.title))}</bdi> '

@@ -1,0 +1,204 @@
+"""Rich document formats (PDF, scans and images, DOCX, HTML) to text with page and section maps.
+
+Each format lives in its own module and returns an `Extracted`: the text the index stores (so
+chunk spans are exact offsets into it), the offset where each page starts, and (offset, heading)
+pairs for sections. `locate` turns a chunk's span into the page/section a citation shows. The
+format modules import their libraries lazily, so plain-text indexing never pays for them.
+"""
+
+from __future__ import annotations
+
+import bisect
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class FormatError(ValueError):
+    """A file of a supported type that cannot be read; the message is the one-line reason."""
+
+
+@dataclass
+class Extracted:
+    """Text of one document and where its pages and sections start (character offsets)."""
+
+    text: str
+    kind: str  # shown as the manifest's "encoding": pdf, pdf+ocr, docx, html, image+ocr
+    pages: list[int] = field(default_factory=list)  # start offset of page i+1; empty: no pages
+    sections: list[tuple[int, str]] = field(default_factory=list)  # (offset, nearest heading)
+    ocr_pages: list[int] = field(default_factory=list)  # 1-based pages whose text came from OCR
+    title: str = ""
+    notes: list[str] = field(default_factory=list)  # e.g. pages OCR could not read
+
+    def metadata(self) -> dict[str, Any]:
+        """Document metadata for the chunker (lists of plain ints/strings: JSON-safe)."""
+        meta: dict[str, Any] = {"format": self.kind.split("+")[0]}
+        if self.pages:
+            meta["pages"] = self.pages
+        if self.sections:
+            meta["sections"] = [[o, h] for o, h in self.sections]
+        if self.ocr_pages:
+            meta["ocr_pages"] = self.ocr_pages
+        if self.title:
+            meta["title"] = self.title
+        if self.notes:
+            meta["notes"] = self.notes
+        return meta
+
+
+MB = 2**20
+# Upload and folder caps per type. A 50 MB PDF is ~1,000 scanned pages or far more text pages;
+# DOCX/HTML are text plus images, 20 MB holds hundreds of pages of prose.
+MAX_BYTES: dict[str, int] = {
+    ".pdf": 50 * MB,
+    ".docx": 20 * MB,
+    ".html": 10 * MB,
+    ".htm": 10 * MB,
+    ".png": 20 * MB,
+    ".jpg": 20 * MB,
+    ".jpeg": 20 * MB,
+    ".tif": 20 * MB,
+    ".tiff": 20 * MB,
+}
+SUFFIXES: tuple[str, ...] = tuple(MAX_BYTES)
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
+_MAGIC = {
+    ".pdf": (b"%PDF-",),
+    ".docx": (b"PK\x03\x04",),
+    ".png": (b"\x89PNG\r\n\x1a\n",),
+    ".jpg": (b"\xff\xd8\xff",),
+    ".jpeg": (b"\xff\xd8\xff",),
+    ".tif": (b"II*\x00", b"MM\x00*"),
+    ".tiff": (b"II*\x00", b"MM\x00*"),
+}
+
+
+def sniff(data: bytes) -> str:
+    """What the bytes look like, for a reason such as "not a PDF (looks like HTML)"."""
+    head = data[:1024].lstrip().lower()
+    if head.startswith((b"<!doctype html", b"<html", b"<head", b"<body")) or b"<html" in head:
+        return "HTML"
+    if data.startswith(b"PK\x03\x04"):
+        return "a ZIP archive"
+    if data.startswith(b"\xd0\xcf\x11\xe0"):
+        return "an encrypted Word file or an old .doc; save it as an unprotected .docx"
+    if data.startswith(b"%PDF-") or b"%PDF-" in data[:1024]:
+        return "a PDF"
+    if not data.strip():
+        return "empty"
+    return "something else"
+
+
+def extract(data: bytes, suffix: str) -> Extracted:
+    """Dispatch on suffix after checking the bytes are what the suffix claims."""
+    magic = _MAGIC.get(suffix)
+    # PDF readers accept a header anywhere in the first 1 KB (some writers prepend junk).
+    found = data[:1024] if suffix == ".pdf" else data[:8]
+    if magic and not any(m in found if suffix == ".pdf" else found.startswith(m) for m in magic):
+        raise FormatError(f"not a {suffix.lstrip('.').upper()} file (looks like {sniff(data)})")
+    try:
+        return _extract(data, suffix)
+    except FormatError:
+        raise
+    except Exception as exc:
+        # Parsers of hostile files fail in ways no list of exception types covers (pdfium, lxml,
+        # zipfile, PIL each have their own); one bad file must be skipped, never stop the folder.
+        raise FormatError(f"cannot read this {suffix.lstrip('.').upper()} file ({type(exc).__name__}: {exc})") from exc
+
+
+def _extract(data: bytes, suffix: str) -> Extracted:
+    if suffix == ".pdf":
+        from index.formats.pdf import extract_pdf
+
+        return extract_pdf(data)
+    if suffix == ".docx":
+        from index.formats.docx import extract_docx
+
+        return extract_docx(data)
+    if suffix in (".html", ".htm"):
+        from index.formats.html import extract_html
+
+        return extract_html(data)
+    if suffix in IMAGE_SUFFIXES:
+        from index.formats.ocr import extract_image
+
+        return extract_image(data)
+    raise FormatError(f"unsupported type {suffix}")
+
+
+# A "heading" longer than this is a paragraph in a heading style; a citation shows its start.
+_SECTION_MAX_CHARS = 300
+_MD_HEADING_RE = re.compile(r"^(#{1,6})[ \t]+(.+?)[ \t#]*$", re.M)
+
+
+def markdown_sections(text: str) -> list[list[Any]]:
+    """[(offset, heading)] of ATX headings (`## Title`) in a Markdown file."""
+    return [[m.start(), m.group(2).strip()] for m in _MD_HEADING_RE.finditer(text)]
+
+
+# Chunk metadata keys `locate` may set; stores with a fixed schema (Milvus) keep them as one JSON field.
+LOCATION_KEYS = ("page", "page_end", "section", "ocr")
+
+
+def locate(metadata: dict[str, Any], start: int, end: int) -> dict[str, Any]:
+    """Page, last page (only when the span crosses a page break), section and OCR flag of a span.
+
+    Keys are present only when the document has that information, so plain-text chunks keep the
+    metadata (and store records) they always had.
+    """
+    out: dict[str, Any] = {}
+    pages: list[int] = metadata.get("pages") or []
+    if pages:
+        first = bisect.bisect_right(pages, start)
+        last = bisect.bisect_right(pages, max(start, end - 1))
+        out["page"] = max(first, 1)
+        if last > first:
+            out["page_end"] = last
+        ocr = set(metadata.get("ocr_pages") or ())
+        if ocr and any(p in ocr for p in range(out["page"], last + 1)):
+            out["ocr"] = True
+    elif metadata.get("ocr_pages"):
+        out["ocr"] = True
+    sections = metadata.get("sections") or []
+    if sections:
+        i = bisect.bisect_right([s[0] for s in sections], start) - 1
+        if i >= 0:
+            out["section"] = sections[i][1][:_SECTION_MAX_CHARS]
+    return out
+
+
+def from_blocks(blocks: list[tuple[bool, str]], kind: str, title: str = "") -> Extracted:
+    """Text of (is_heading, text) blocks in reading order, one per line; headings become sections.
+
+    Shared by the DOCX and HTML loaders, which differ only in how they find the blocks.
+    """
+    from index.arabic import repair_extracted
+
+    parts: list[str] = []
+    sections: list[tuple[int, str]] = []
+    cursor = 0
+    for is_heading, raw in blocks:
+        text = " ".join(repair_extracted(raw).split())
+        if not text:
+            continue
+        if is_heading:
+            sections.append((cursor, text))
+        parts.append(text)
+        cursor += len(text) + 1
+    if not parts:
+        raise FormatError("no text found")
+    title = " ".join(title.split()) or (sections[0][1] if sections and sections[0][0] == 0 else "")
+    return Extracted("\n".join(parts), kind, sections=sections, title=title[:120])
+
+
+def describe_location(page: int | None, page_end: int | None, section: str, ocr: bool, arabic: bool) -> str:
+    """ "ص 3–4 · القسم الثاني · OCR" / "p. 3–4 · Section two · OCR"; "" when nothing is known."""
+    parts = []
+    if page:
+        pages = f"{page}–{page_end}" if page_end and page_end != page else str(page)
+        parts.append(f"ص {pages}" if arabic else f"{'pp.' if page_end else 'p.'} {pages}")
+    if section:
+        parts.append(section)
+    if ocr:
+        parts.append("OCR")
+    return " · ".join(parts)

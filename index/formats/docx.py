@@ -1,0 +1,68 @@
+"""Word (.docx) to text with python-docx (MIT): paragraphs and tables in order, headings as sections.
+
+A .docx is a ZIP archive, so the archive is checked before python-docx parses it: it must hold
+word/document.xml (else it is some other ZIP renamed), and its declared uncompressed size must stay
+within bounds (a zip bomb declares gigabytes that a few kilobytes expand into).
+"""
+
+from __future__ import annotations
+
+import io
+import zipfile
+
+from index.formats import Extracted, FormatError, from_blocks
+
+# Real documents: the XML of a 300-page report is ~10 MB; images are stored, not parsed.
+MAX_UNCOMPRESSED_BYTES = 300 * 2**20
+MAX_XML_BYTES = 64 * 2**20
+# Text XML deflates ~5-20×; ratios far above that on a big member are a bomb, not prose.
+MAX_RATIO = 200
+_HEADING_STYLES = ("heading", "title", "عنوان")
+
+
+def check_archive(data: bytes) -> None:
+    """Reject renamed ZIPs and zip bombs from the central directory, before decompressing anything."""
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+    except zipfile.BadZipFile as exc:
+        raise FormatError(f"damaged DOCX (not a readable ZIP archive: {exc})") from exc
+    with archive:
+        infos = archive.infolist()
+        names = {info.filename for info in infos}
+        if "word/document.xml" not in names:
+            raise FormatError("not a Word document (a ZIP archive without word/document.xml)")
+        total = sum(info.file_size for info in infos)
+        if total > MAX_UNCOMPRESSED_BYTES:
+            raise FormatError(f"DOCX expands to {total / 2**20:.0f} MB (over {MAX_UNCOMPRESSED_BYTES // 2**20} MB)")
+        for info in infos:
+            if info.filename.endswith(".xml") and info.file_size > MAX_XML_BYTES:
+                raise FormatError(f"DOCX part {info.filename} is {info.file_size / 2**20:.0f} MB: too large")
+            if info.file_size > 2**20 and info.file_size > MAX_RATIO * max(info.compress_size, 1):
+                raise FormatError("DOCX looks like a zip bomb (compression ratio too high)")
+
+
+def extract_docx(data: bytes) -> Extracted:
+    """Body paragraphs and table rows in document order; Heading/Title styles start sections."""
+    check_archive(data)
+    import docx
+    from docx.table import Table
+    from docx.text.paragraph import Paragraph
+
+    try:
+        document = docx.Document(io.BytesIO(data))
+    except Exception as exc:  # python-docx raises KeyError, ValueError, lxml errors… on bad parts
+        raise FormatError(f"damaged DOCX ({type(exc).__name__}: {exc})") from exc
+    blocks: list[tuple[bool, str]] = []
+    for item in document.iter_inner_content():
+        if isinstance(item, Paragraph):
+            style = (item.style.name if item.style is not None else "").lower()
+            blocks.append((style.startswith(_HEADING_STYLES), item.text))
+        elif isinstance(item, Table):
+            for row in item.rows:
+                cells = []
+                for cell in row.cells:
+                    text = " ".join(cell.text.split())
+                    if text and (not cells or cells[-1] != text):  # merged cells repeat their text
+                        cells.append(text)
+                blocks.append((False, " | ".join(cells)))
+    return from_blocks(blocks, "docx", document.core_properties.title or "")
