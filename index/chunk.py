@@ -11,6 +11,7 @@ whitespace (base64, minified data, hashes) are not prose: they are left out of t
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import re
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from index.arabic import clause_spans, sentence_spans, trim_span
 from index.formats import locate
 
 # Part of the index settings: a change re-chunks every document. 2: a heading opens a chunk, and
-# chunks carry page/page_end/section/ocr.
+# chunks carry page/page_end/section/ocr and the paragraph they start in.
 CHUNKER_VERSION = 2
 # Four times a real 150-word chunk (~1,000 characters), so real chunks are never cut by it; also
 # sizes the Milvus text field (index/milvus.py: 4 UTF-8 bytes a character). The encoder reads at
@@ -173,6 +174,7 @@ def split_document(document: Document, settings: ChunkSettings) -> list[Document
         groups.append(current)
 
     source = document.metadata["source"]
+    paragraph_starts = [u.start for u in units if u.paragraph_start]
     chunks = []
     for position, group in enumerate(groups):
         start, end = group[0].start, group[-1].end
@@ -188,6 +190,8 @@ def split_document(document: Document, settings: ChunkSettings) -> list[Document
                     "start": start,
                     "end": end,
                     "position": position,
+                    # 1-based paragraph the chunk starts in: how a reader finds it (UI, CLI)
+                    "paragraph": max(1, bisect.bisect_right(paragraph_starts, start)),
                     # page / page_end / section / ocr, when the document has them
                     **locate(document.metadata, start, end),
                 },

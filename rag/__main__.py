@@ -41,7 +41,7 @@ def render(answer: Answer, streamed: bool = False) -> str:
     for c in shown:
         snippet = " ".join(c.text.split())
         snippet = snippet if len(snippet) <= 200 else snippet[:200] + " …"
-        where = describe_location(c.page, c.page_end, c.section, c.ocr, arabic=False)
+        where = describe_location(c.page, c.page_end, c.section, c.ocr, arabic=False, paragraph=c.paragraph)
         lines.append(
             f"[{c.n}] {safe_name(c.title)} — {safe_name(c.source)}{' · ' + where if where else ''} "
             f"({c.start}–{c.end})\n    {snippet}"

@@ -62,6 +62,7 @@ class Citation:
     page_end: int | None = None  # set only when the passage runs onto later pages
     section: str = ""  # nearest heading before the passage (DOCX, HTML, Markdown, PDF)
     ocr: bool = False  # text read by OCR from a scan: may hold recognition errors
+    paragraph: int = 0  # 1-based paragraph of the document the passage starts in (0: unknown)
 
 
 @dataclass
@@ -103,6 +104,7 @@ def to_citation(n: int, passage: Document, highlights: list[tuple[int, int]] | N
         page_end=meta.get("page_end"),
         section=meta.get("section", ""),
         ocr=bool(meta.get("ocr", False)),
+        paragraph=int(meta.get("paragraph", 0)),
     )
 
 

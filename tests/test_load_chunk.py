@@ -279,3 +279,22 @@ def test_empty_and_blank_documents_have_no_chunks() -> None:
             split_document(Document(page_content=text, metadata={"source": "e.txt", "title": "e"}), ChunkSettings())
             == []
         )
+
+
+def test_chunks_know_the_paragraph_they_start_in() -> None:
+    """Sources show "paragraph 3" / "الفقرة 3" instead of character offsets: the number must be the
+    paragraph of the document the chunk's text starts in, counted from 1."""
+    paragraphs = [
+        "عنوان المقال",
+        " ".join(["انعقد المؤتمر في موسكو وحضره مندوبون من دول كثيرة."] * 12),
+        " ".join(["ناقش المشاركون قضايا الأمن في آسيا وأفريقيا وأوروبا."] * 12),
+        " ".join(["وفي الختام أصدر المؤتمر بيانا دعا فيه إلى التعاون."] * 12),
+    ]
+    text = "\n".join(paragraphs) + "\n"
+    doc = Document(page_content=text, metadata={"source": "p.txt", "title": "عنوان المقال"})
+    chunks = split_document(doc, ChunkSettings(max_words=100, overlap_words=10))
+    for chunk in chunks:
+        expected = text[: chunk.metadata["start"]].count("\n") + 1
+        first_word = chunk.page_content.split()[0]
+        assert chunk.metadata["paragraph"] == expected, (first_word, chunk.metadata)
+    assert {c.metadata["paragraph"] for c in chunks} >= {1, 2, 3, 4}

@@ -73,6 +73,8 @@ def test_answer_message_arabic_question(seeds_pipeline: Pipeline) -> None:
     assert "<mark>" in page
     assert '<sup class="cite cite-1" title="1">[1]</sup>' in page
     assert "المصادر" in page
+    # Where a passage is, as a reader finds it: its paragraph, not character offsets.
+    assert "الفقرة" in page and "chars" not in page
     for citation in answer.citations:
         # Punctuation in names (the underscore) is a character reference; the page shows the name.
         assert escape_text(citation.source) in page

@@ -68,14 +68,19 @@ def _highlighted(citation: Citation) -> str:
 def _passage(citation: Citation, show_scores: bool, open_: bool) -> str:
     score = f" · score {citation.score:.3f}" if show_scores else ""
     located = describe_location(
-        citation.page, citation.page_end, citation.section, citation.ocr, arabic=direction(citation.text) == "rtl"
+        citation.page,
+        citation.page_end,
+        citation.section,
+        citation.ocr,
+        arabic=direction(citation.text) == "rtl",
+        paragraph=citation.paragraph,
     )
     # The section name comes from the document: escaped like every other piece of document text.
-    where = (escape_text(located) + " · " if located else "") + f"chars {citation.start}–{citation.end}"
+    where = escape_text(located)
     return (
         f'<details class="source src-{citation.n}"{" open" if open_ else ""}>'
         f'<summary dir="auto"><b>[{citation.n}]</b> <bdi>{escape_text(safe_name(citation.title))}</bdi> '
-        f'<span class="where">— <bdi>{escape_text(safe_name(citation.source))}</bdi> · <bdi>{where}{score}</bdi></span></summary>'
+        f'<span class="where">— <bdi>{escape_text(safe_name(citation.source))}</bdi>{" · " if where else ""}<bdi>{where}{score}</bdi></span></summary>'
         f'<div dir="{direction(citation.text)}" class="passage">{_highlighted(citation)}</div></details>'
     )
 

@@ -137,7 +137,7 @@ def markdown_sections(text: str) -> list[list[Any]]:
 
 
 # Chunk metadata keys `locate` may set; stores with a fixed schema (Milvus) keep them as one JSON field.
-LOCATION_KEYS = ("page", "page_end", "section", "ocr")
+LOCATION_KEYS = ("page", "page_end", "section", "ocr", "paragraph")
 
 
 def locate(metadata: dict[str, Any], start: int, end: int) -> dict[str, Any]:
@@ -191,14 +191,20 @@ def from_blocks(blocks: list[tuple[bool, str]], kind: str, title: str = "") -> E
     return Extracted("\n".join(parts), kind, sections=sections, title=title[:120])
 
 
-def describe_location(page: int | None, page_end: int | None, section: str, ocr: bool, arabic: bool) -> str:
-    """ "ص 3–4 · القسم الثاني · OCR" / "p. 3–4 · Section two · OCR"; "" when nothing is known."""
+def describe_location(
+    page: int | None, page_end: int | None, section: str, ocr: bool, arabic: bool, paragraph: int = 0
+) -> str:
+    """ "ص 3–4 · القسم الثاني · الفقرة 5 · OCR" / "p. 3–4 · Section two · paragraph 5 · OCR"; "" when
+    nothing is known. A reader finds a passage by page and paragraph, not by character offsets
+    (those stay in the JSON)."""
     parts = []
     if page:
         pages = f"{page}–{page_end}" if page_end and page_end != page else str(page)
         parts.append(f"ص {pages}" if arabic else f"{'pp.' if page_end else 'p.'} {pages}")
     if section:
         parts.append(section)
+    if paragraph:
+        parts.append(f"الفقرة {paragraph}" if arabic else f"paragraph {paragraph}")
     if ocr:
         parts.append("OCR")
     return " · ".join(parts)
