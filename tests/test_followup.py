@@ -126,6 +126,6 @@ def test_ui_chat_resolves_follow_ups_in_extractive_mode(seeds_pipeline: Pipeline
     chat: list[dict[str, Any]] = []
     turns: list[tuple[str, str]] = []
     for asked in (*question.history, question.question):
-        *_, (chat, _, turns) = _ask(seeds_pipeline, asked, chat, 5, False, "extractive", turns)
+        *_, (chat, _, turns) = _ask(seeds_pipeline, asked, chat, 5, False, "extractive", turns, "ar")
     assert [asked for asked, _ in turns] == [*question.history, question.question]
     assert "عزيز نصير زاده" in chat[-1]["content"]

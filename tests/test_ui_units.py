@@ -423,7 +423,7 @@ def test_emptying_the_trash_deletes_only_trashed_files(library: DocumentLibrary,
     library.remove("olive.txt")
     library.remove("fish.txt")
     assert len(library.trash.items()) == 2
-    assert "2 documents" in library.empty_trash()
+    assert "(2 deleted for good)" in library.empty_trash()
     assert library.trash.items() == []
     assert docs_files(library) == {SEED}
     assert set(library.pipeline.index.files) == {SEED}
