@@ -151,7 +151,14 @@ def _usage(question: str, history: list[tuple[str, str]], answer: str) -> dict[s
 
 
 def _extras(answer: Answer) -> dict[str, Any]:
-    extras: dict[str, Any] = {"citations": [citation_json(c) for c in answer.citations], "abstained": answer.abstained}
+    """The fields OpenAI's format has no place for: the cited passages, whether the service
+    abstained, and the question it answered (after follow-up rewriting: what it searched for)."""
+    extras: dict[str, Any] = {
+        "citations": [citation_json(c) for c in answer.citations],
+        "abstained": answer.abstained,
+        "question": answer.question,
+        "standalone_question": answer.standalone_question or answer.question,
+    }
     if answer.notice:
         extras["notice"] = answer.notice
     return extras
@@ -239,37 +246,43 @@ async def _stream(
             }
         )
 
+    def drain() -> str:
+        pieces = []
+        while not tokens.empty():
+            pieces.append(tokens.get_nowait())
+        return "".join(pieces)
+
     async def events() -> AsyncIterator[bytes]:
         yield chunk({"role": "assistant", "content": ""})
-        streamed: list[str] = []
+        shown = ""
         getter = first
         while True:
             if not getter.done():
                 await asyncio.wait({task, getter}, return_when=asyncio.FIRST_COMPLETED)
-            if getter.done() and not getter.cancelled():
-                streamed.append(getter.result())
-                yield chunk({"content": streamed[-1]})
-                getter = asyncio.ensure_future(tokens.get())
-                continue
-            getter.cancel()
-            break
-        while not tokens.empty():
-            streamed.append(tokens.get_nowait())
-            yield chunk({"content": streamed[-1]})
+            if not getter.done() or getter.cancelled():
+                getter.cancel()
+                break
+            # The LLM's text arrives a character at a time: send what has piled up as one chunk.
+            piece = getter.result() + drain()
+            shown += piece
+            yield chunk({"content": piece})
+            getter = asyncio.ensure_future(tokens.get())
+        if rest := drain():
+            shown += rest
+            yield chunk({"content": rest})
         try:
             answer = task.result()
         except APIError as exc:
             yield _sse(exc.payload())
             yield _sse("[DONE]")
             return
-        shown = "".join(streamed)
-        # The streamed text is the answer; if the LLM failed mid-way the fallback replaces it, so
-        # the client is told and shown the answer that stands.
-        rest = (
-            answer.answer[len(shown) :]
-            if answer.answer.startswith(shown)
-            else f"\n\n[{answer.notice}]\n{answer.answer}"
-        )
+        if answer.answer.startswith(shown):
+            rest = answer.answer[len(shown) :]
+        elif answer.notice:
+            # The LLM failed mid-answer and the extractive fallback stands: say so, and show it.
+            rest = f"\n\n[{answer.notice}]\n{answer.answer}"
+        else:
+            rest = ""  # only spacing differs from what was streamed (the final text is trimmed)
         if rest:
             yield chunk({"content": rest})
         yield chunk({}, "stop", **_extras(answer))
