@@ -8,10 +8,12 @@ requests beyond that wait their turn instead of oversubscribing the two cores.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import socket
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import anyio
@@ -181,3 +183,31 @@ def create_app(service: Service | Pipeline, config: Config | None = None) -> Fas
 def service_of(app: Any) -> Service:
     service: Service = app.state.service
     return service
+
+
+@contextlib.contextmanager
+def running(app: Any, host: str = "127.0.0.1") -> Iterator[str]:
+    """Serve `app` with uvicorn in a thread on a free port of `host`; yields the base URL.
+
+    For tests and the benchmark: the server shares this process's pipeline, so what is measured
+    or tested is the HTTP layer over the very chain the caller holds.
+    """
+    import uvicorn
+
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    sock.bind((host, 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started and thread.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    try:
+        if not server.started:
+            raise RuntimeError("the API server did not start within 30 s")
+        yield f"http://{host}:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=15)
+        sock.close()

@@ -285,7 +285,10 @@ async def _stream(
             rest = ""  # only spacing differs from what was streamed (the final text is trimmed)
         if rest:
             yield chunk({"content": rest})
-        yield chunk({}, "stop", **_extras(answer))
+        usage = _usage(question, history, answer.answer)
+        # Usage goes in a chunk of its own when asked for (OpenAI's stream_options.include_usage),
+        # else on the final chunk, so clients that never ask (ChatOpenAI off OpenAI) still get it.
+        yield chunk({}, "stop", **_extras(answer), **({} if include_usage else {"usage": usage}))
         if include_usage:
             yield _sse(
                 {
@@ -294,7 +297,7 @@ async def _stream(
                     "created": created,
                     "model": model,
                     "choices": [],
-                    "usage": _usage(question, history, answer.answer),
+                    "usage": usage,
                 }
             )
         yield _sse("[DONE]")

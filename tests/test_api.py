@@ -5,13 +5,13 @@ configurations one server cannot have at once (rate limit, LLM mode, a broken in
 from __future__ import annotations
 
 import contextlib
+import inspect
 import json
 import secrets
 import shutil
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -20,9 +20,9 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 
 from api.app import Service, create_app
+from api.app import running as live
 from api.security import RateLimiter, key_matches, parse_rate
 from eval.metrics import contains
 from eval.questions import load_jsonl
@@ -88,27 +88,6 @@ def server(tmp_path_factory: pytest.TempPathFactory, seeds_index: SeedsIndex) ->
     finally:
         running.stop()
         assert "Traceback" not in running.stderr(), running.stderr()
-
-
-@contextlib.contextmanager
-def live(app: Any) -> Iterator[str]:
-    """uvicorn serving `app` in a thread on a free loopback port; yields the base URL."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert server.started, "uvicorn did not start"
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=15)
-        sock.close()
 
 
 def auth(key: str = KEY) -> dict[str, str]:
@@ -625,3 +604,96 @@ def test_rate_limiter_refills_per_client() -> None:
     for name in ("x", "y", "z"):
         small.take(name)
     assert len(small._buckets) == 2  # bounded memory
+
+
+# --- LangChain's standard chat-model tests, against ChatOpenAI(base_url=...) ---------------------
+
+try:
+    from langchain_tests.integration_tests import ChatModelIntegrationTests
+except ImportError:  # langchain-tests is a dev requirement; without it only this section is skipped
+    ChatModelIntegrationTests = None
+
+_STANDARD: dict[str, str] = {}
+
+
+def _run_async_tests_with_pytest_asyncio(cls: type) -> type:
+    """The standard suite's async tests carry no asyncio mark (LangChain's repositories run pytest
+    with asyncio_mode=auto). Rather than switch the whole suite's mode, mark them here, in place:
+    the suite refuses overridden tests, and a mark keeps the function itself. One event loop for
+    them all: ChatOpenAI caches its async HTTP client, which must not outlive its loop."""
+    for name in dir(cls):
+        test = getattr(cls, name)
+        if name.startswith("test_") and inspect.iscoroutinefunction(test):
+            pytest.mark.asyncio(loop_scope="module")(test)
+    return cls
+
+
+@pytest.fixture(scope="class")
+def standard_api(seeds_index: SeedsIndex) -> Iterator[str]:
+    """The API over the seeds index, `arabic-rag-llm` answering through a fake OpenAI endpoint."""
+    with FakeOpenAI() as fake:
+        config = seeds_index.config.replace(llm_base_url=fake.base_url, llm_model="fake")
+        with live(create_app(Pipeline(config, index=seeds_index.index))) as url:
+            _STANDARD["url"] = url
+            yield url
+
+
+if ChatModelIntegrationTests is not None:
+    from langchain_openai import ChatOpenAI
+
+    @_run_async_tests_with_pytest_asyncio
+    @pytest.mark.usefixtures("standard_api")
+    class TestChatOpenAIStandard(ChatModelIntegrationTests):
+        """ChatOpenAI pointed at the API (extractive `arabic-rag`; `arabic-rag-llm` answers through a
+        fake OpenAI endpoint so that model override can be tested). Skipped: what an answering service
+        cannot have (tool calling, structured output / JSON mode, image, PDF and audio inputs)."""
+
+        @property
+        def chat_model_class(self) -> type[ChatOpenAI]:
+            return ChatOpenAI
+
+        @property
+        def chat_model_params(self) -> dict[str, Any]:
+            return {
+                "base_url": _STANDARD["url"] + "/v1",
+                "api_key": "unused",
+                "model": "arabic-rag",
+                "max_retries": 0,
+                "timeout": CALL_TIMEOUT,
+            }
+
+        @property
+        def model_override_value(self) -> str:
+            return "arabic-rag-llm"
+
+        @property
+        def has_tool_calling(self) -> bool:
+            return False  # an answering service: it answers from documents, it calls no tools
+
+        @property
+        def has_tool_choice(self) -> bool:
+            return False
+
+        @property
+        def has_structured_output(self) -> bool:
+            return False  # the reply is a cited answer, not a schema-shaped object
+
+        @property
+        def supports_json_mode(self) -> bool:
+            return False
+
+        @property
+        def supports_image_inputs(self) -> bool:
+            return False  # documents are text; image parts are refused with a 400
+
+        @property
+        def supports_image_urls(self) -> bool:
+            return False
+
+        @property
+        def returns_usage_metadata(self) -> bool:
+            return True
+
+        @property
+        def supported_usage_metadata_details(self) -> dict[str, list[str]]:
+            return {"invoke": [], "stream": []}
