@@ -91,6 +91,12 @@ class Service:
             raise APIError(503, f"The index is not available: {self._problem}", "index_unavailable")
         return self.pipeline
 
+    async def ready_async(self) -> Pipeline:
+        """`ready` without a thread hop in the usual case (loaded); a retry of loading runs in the pool."""
+        if self.pipeline is not None:
+            return self.pipeline
+        return await self.run(self.ready)
+
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         """Run blocking work in the bounded pool (the caller awaits; the event loop stays free)."""
         return await anyio.to_thread.run_sync(fn, *args, limiter=self.limiter)
@@ -108,7 +114,7 @@ class Service:
 
         `llm_options` (max_tokens, temperature) reach the LLM in LLM mode; extractive mode has no use for them.
         """
-        pipeline = await self.run(self.ready)
+        pipeline = await self.ready_async()
         if k is not None and not 1 <= k <= self.config.candidates:
             raise APIError(400, f"k must be between 1 and {self.config.candidates}; got {k}.", "invalid_k")
         if mode is not None and mode not in pipeline.chains:
@@ -194,7 +200,9 @@ def running(app: Any, host: str = "127.0.0.1") -> Iterator[str]:
     """
     import uvicorn
 
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY only on sockets that say so, and without it
+    # every keep-alive response waits ~40 ms (Nagle against delayed ACKs).
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.bind((host, 0))
     port = sock.getsockname()[1]
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))

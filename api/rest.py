@@ -50,7 +50,7 @@ async def ask(body: AskRequest, request: Request) -> dict[str, Any]:
 async def healthz(request: Request) -> Any:
     service = service_of(request.app)
     try:
-        pipeline = await service.run(service.ready)
+        pipeline = await service.ready_async()
     except APIError as exc:
         return _with_status(exc, {"status": "unavailable", "index_loaded": False, "problem": service.problem})
     return {
@@ -69,7 +69,7 @@ def _with_status(exc: APIError, extra: dict[str, Any]) -> Any:
 
 
 async def _library(service: Service) -> DocumentLibrary:
-    await service.run(service.ready)
+    await service.ready_async()
     assert service.library is not None
     return service.library
 
