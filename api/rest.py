@@ -7,6 +7,7 @@ in the browser gets (type, size, decodability, duplicates, safe names) and the s
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 from dataclasses import asdict
 from pathlib import Path
@@ -102,7 +103,7 @@ async def upload_documents(files: list[UploadFile], request: Request) -> Any:
         for i, upload in enumerate(files):
             # Stored under a neutral name: the client's file name is only ever passed to safe_name.
             path = Path(tmp) / f"{i}.upload"
-            await service.run(_save, upload, path, library.max_bytes)
+            await service.run(_save, upload, path)
             pairs.append((path, upload.filename or "document"))
         report = await service.run(library.add, pairs)
     body = {**asdict(report), "message": report.message()}
@@ -111,13 +112,10 @@ async def upload_documents(files: list[UploadFile], request: Request) -> Any:
     return body
 
 
-def _save(upload: UploadFile, path: Path, max_bytes: int) -> None:
-    """Copy at most max_bytes + 1 bytes: enough for the library to see a file is too large."""
+def _save(upload: UploadFile, path: Path) -> None:
+    """Copy one uploaded file to `path` (its size is bounded by the request limit)."""
     with path.open("wb") as out:
-        left = max_bytes + 1
-        while left > 0 and (block := upload.file.read(min(_COPY_CHUNK, left))):
-            out.write(block)
-            left -= len(block)
+        shutil.copyfileobj(upload.file, out, _COPY_CHUNK)
 
 
 @router.delete(

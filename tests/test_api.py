@@ -444,6 +444,17 @@ def test_rate_limit_is_429_with_retry_after(pipeline: Pipeline) -> None:
         assert 1 <= int(refused.headers["retry-after"]) <= 20  # one request per 20 s refills
 
 
+def test_upload_over_the_size_limit_is_rejected_by_name(pipeline: Pipeline) -> None:
+    """The UI's per-file cap applies (RAG_UPLOAD_MAX_MB); the session index is left untouched."""
+    before = dict(pipeline.index.files)
+    with live(create_app(pipeline, pipeline.config.replace(upload_max_mb=1))) as url:
+        big = ("files", ("big.txt", ("نص " * 300_000).encode(), "text/plain"))  # ~1.8 MB
+        response = httpx.post(url + "/api/documents", files=[big], timeout=CALL_TIMEOUT)
+        assert "big.txt" in check_error(response, 400, "upload_rejected")
+        assert "over the 1 MB limit" in response.json()["error"]["message"]
+    assert pipeline.index.files == before
+
+
 def test_cors_origins_when_configured(pipeline: Pipeline) -> None:
     app = create_app(pipeline, pipeline.config.replace(api_cors_origins="https://app.example", api_key="k"))
     with live(app) as url:
