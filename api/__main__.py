@@ -19,18 +19,23 @@ from rag.chain import Pipeline
 from rag.config import Config, add_arguments, chosen
 
 
+def key_problem(host: str, config: Config) -> str:
+    """Why the API must not be served on `host` ("" when it may): off loopback it needs a key."""
+    if is_loopback(host) or config.api_key:
+        return ""
+    return (
+        f"binding to {host} exposes the API (and your documents) to the network; set RAG_API_KEY to "
+        "require 'Authorization: Bearer <key>' (or use --host 127.0.0.1)"
+    )
+
+
 def exposure_problem(host: str, config: Config) -> str:
-    """Why the API must not start on `host` as configured ("" when it may)."""
+    """Why `python -m api` must not start as configured: an unreadable rate limit, or no key off loopback."""
     try:
         parse_rate(config.api_rate)
     except ValueError as exc:
         return str(exc)
-    if not is_loopback(host) and not config.api_key:
-        return (
-            f"binding to {host} exposes the API (and your documents) to the network; set RAG_API_KEY to "
-            "require 'Authorization: Bearer <key>' (or use --host 127.0.0.1)"
-        )
-    return ""
+    return key_problem(host, config)
 
 
 def serve(app: Any, host: str, port: int) -> None:

@@ -139,8 +139,12 @@ class Service:
             raise APIError(503, f"The index cannot be used: {exc}", "index_unavailable") from exc
 
 
-def create_app(service: Service | Pipeline, config: Config | None = None) -> FastAPI:
-    """The API over a loaded pipeline (or a `Service`); `config` defaults to the pipeline's."""
+def create_app(service: Service | Pipeline, config: Config | None = None, disabled: str = "") -> FastAPI:
+    """The API over a loaded pipeline (or a `Service`); `config` defaults to the pipeline's.
+
+    `disabled` (a reason naming the fix) makes every API request a 403: how the UI, exposed to the
+    network with its own login but without RAG_API_KEY, keeps its API closed instead of open.
+    """
     if isinstance(service, Pipeline):
         service = Service(config or service.config, pipeline=service)
     config = service.config
@@ -170,6 +174,7 @@ def create_app(service: Service | Pipeline, config: Config | None = None) -> Fas
         max_json_bytes=config.api_max_body_kb * 1024,
         max_upload_bytes=max_upload,
         guarded=is_api_path,
+        disabled=disabled,
     )
     app.add_middleware(SecurityMiddleware, limits=limits)
     # Added last, so outermost: preflights are answered here and refusals (401, 429) carry the CORS

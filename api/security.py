@@ -27,7 +27,8 @@ _PERIOD_S = {"s": 1, "sec": 1, "second": 1, "m": 60, "min": 60, "minute": 60, "h
 
 
 def is_loopback(host: str) -> bool:
-    return host in LOOPBACK or host.startswith("127.")
+    """Exactly the UI's notion: any other address, 127.0.0.2 included, counts as the network."""
+    return host in LOOPBACK
 
 
 def key_matches(header: str | None, key: str) -> bool:
@@ -92,6 +93,7 @@ class Limits:
     max_json_bytes: int
     max_upload_bytes: int  # a whole multipart request (several files)
     guarded: Callable[[str], bool]  # which paths are the API's
+    disabled: str = ""  # why the API refuses every request (exposed without a key beside the UI)
 
 
 def error_body(status: int, message: str, kind: str, code: str) -> bytes:
@@ -120,6 +122,9 @@ class SecurityMiddleware:
         limits = self.limits
         if scope["method"] == "OPTIONS" and "access-control-request-method" in headers:
             await self.app(scope, receive, send)  # a CORS preflight carries no credentials by design
+            return
+        if limits.disabled:
+            await _refuse(send, 403, limits.disabled, "permission_error", "api_disabled")
             return
         if limits.key and not key_matches(headers.get("authorization"), limits.key):
             message = (

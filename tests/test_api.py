@@ -545,17 +545,18 @@ def test_unexpected_failure_is_a_generic_500(pipeline: Pipeline, monkeypatch: py
 
 
 @pytest.mark.parametrize(
-    ("module", "env", "expected"),
+    ("module", "host", "env", "expected"),
     [
-        ("api", {}, "RAG_API_KEY"),
-        ("ui", {"RAG_UI_USERNAME": "u", "RAG_UI_PASSWORD": "p"}, "RAG_API_KEY"),
-        ("api", {"RAG_API_KEY": "k", "RAG_API_RATE": "lots"}, "60/min"),
+        ("api", "0.0.0.0", {}, "RAG_API_KEY"),
+        ("api", "127.0.0.2", {}, "RAG_API_KEY"),  # only the loopback names count as loopback
+        ("api", "0.0.0.0", {"RAG_API_KEY": "k", "RAG_API_RATE": "lots"}, "60/min"),
+        ("ui", "127.0.0.1", {"RAG_API_RATE": "lots"}, "60/min"),
     ],
-    ids=["api-no-key", "ui-no-api-key", "bad-rate"],
+    ids=["api-no-key", "api-no-key-127.0.0.2", "api-bad-rate", "ui-bad-rate"],
 )
-def test_refuses_to_start_exposed(module: str, env: dict[str, str], expected: str) -> None:
+def test_refuses_to_start(module: str, host: str, env: dict[str, str], expected: str) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", module, "--host", "0.0.0.0", "--port", "1"],
+        [sys.executable, "-m", module, "--host", host, "--port", "1"],
         cwd=REPO_ROOT,
         env=ui_env(**env),
         capture_output=True,
@@ -566,23 +567,51 @@ def test_refuses_to_start_exposed(module: str, env: dict[str, str], expected: st
     assert expected in result.stderr and "Traceback" not in result.stderr
 
 
-def test_ui_serves_the_api_on_its_port(tmp_path: Path, seeds_index: SeedsIndex) -> None:
-    docs, index = tmp_path / "docs", tmp_path / "index"
+def test_disabled_api_refuses_everything(pipeline: Pipeline) -> None:
+    with live(create_app(pipeline, disabled="The HTTP API is off: set RAG_API_KEY.")) as url:
+        for path in ("/v1/models", "/healthz", "/api/documents"):
+            assert "RAG_API_KEY" in check_error(httpx.get(url + path, timeout=30), 403, "api_disabled")
+
+
+def ui_copy(root: Path, seeds_index: SeedsIndex, **env: str) -> dict[str, str]:
+    docs, index = root / "docs", root / "index"
     shutil.copytree(seeds_index.config.docs_dir, docs)
     shutil.copytree(seeds_index.config.index_dir, index)
-    ui = start_ui(ui_env(RAG_INDEX_DIR=str(index), RAG_DOCS_DIR=str(docs)), tmp_path, timeout=STARTUP_TIMEOUT)
+    return ui_env(RAG_INDEX_DIR=str(index), RAG_DOCS_DIR=str(docs), **env)
+
+
+def test_ui_serves_the_api_on_its_port_off_loopback_with_a_key(tmp_path: Path, seeds_index: SeedsIndex) -> None:
+    """127.0.0.2 stands in for a network address: the UI wants its login, the API its key."""
+    env = ui_copy(tmp_path, seeds_index, RAG_UI_USERNAME="reader", RAG_UI_PASSWORD="pw-" + KEY, RAG_API_KEY=KEY)
+    ui = start_ui(env, tmp_path, host="127.0.0.2", timeout=STARTUP_TIMEOUT)
     try:
         base = ui.url.rstrip("/")
-        assert "gradio" in httpx.get(base + "/", timeout=30).text.lower()  # the UI is still at /
-        chat = openai.OpenAI(base_url=base + "/v1", api_key="none", max_retries=0, timeout=CALL_TIMEOUT)
+        assert httpx.get(base + "/config", timeout=30).status_code == 401  # the UI keeps its own login
+        with pytest.raises(openai.AuthenticationError):
+            openai.OpenAI(base_url=base + "/v1", api_key="wrong", max_retries=0).models.list()
+        chat = openai.OpenAI(base_url=base + "/v1", api_key=KEY, max_retries=0, timeout=CALL_TIMEOUT)
         completion = chat.chat.completions.create(
             model="arabic-rag", messages=[{"role": "user", "content": DELEGATES[0]}]
         )
         assert contains(completion.choices[0].message.content, DELEGATES[1])
-        assert httpx.get(base + "/healthz", timeout=30).json()["index_loaded"] is True
+        assert httpx.get(base + "/healthz", headers=auth(), timeout=30).json()["index_loaded"] is True
     finally:
         ui.stop()
     assert "Traceback" not in ui.stderr()
+
+
+def test_ui_off_loopback_without_a_key_keeps_its_api_closed(tmp_path: Path, seeds_index: SeedsIndex) -> None:
+    env = ui_copy(tmp_path, seeds_index, RAG_UI_USERNAME="reader", RAG_UI_PASSWORD="pw-" + KEY)
+    ui = start_ui(env, tmp_path, host="127.0.0.2", timeout=STARTUP_TIMEOUT)
+    try:
+        base = ui.url.rstrip("/")
+        body = {"model": "arabic-rag", "messages": [{"role": "user", "content": DELEGATES[0]}]}
+        message = check_error(httpx.post(base + "/v1/chat/completions", json=body, timeout=30), 403, "api_disabled")
+        assert "RAG_API_KEY" in message
+        assert httpx.get(base + "/config", timeout=30).status_code == 401
+    finally:
+        ui.stop()
+    assert "the HTTP API is off" in ui.stderr()
 
 
 # --- units -------------------------------------------------------------------------------------

@@ -9,9 +9,9 @@ import sys
 
 import gradio as gr
 
-from api.__main__ import exposure_problem, serve
+from api.__main__ import key_problem, serve
 from api.app import create_app
-from api.security import LOOPBACK
+from api.security import LOOPBACK, parse_rate
 from index.build import resolve_docs_dir
 from index.embed import EmbedderUnavailable
 from index.store import IndexProblem
@@ -45,9 +45,14 @@ def main(argv: list[str] | None = None) -> int:
             )
             return 2
         auth = (config.ui_username, config.ui_password)
-    if problem := exposure_problem(config.ui_host, config):
-        print(f"error: {problem}", file=sys.stderr)
+    try:
+        parse_rate(config.api_rate)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
+    # Off loopback without RAG_API_KEY the UI still starts (behind its login), its API closed.
+    if api_off := key_problem(config.ui_host, config):
+        print(f"warning: the HTTP API is off (every request gets 403): {api_off}", file=sys.stderr)
     try:
         # Uploads go to the folder the index was built from, unless the user names another.
         config = resolve_docs_dir(config, chosen(args, "docs_dir"))
@@ -62,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     # (/v1, /api, /healthz, /docs) come first, everything else is the UI.
     app.state_session_capacity = 500  # each API client is a session; keep a bounded number in memory
     server = gr.mount_gradio_app(
-        create_app(pipeline),
+        create_app(pipeline, disabled=f"The HTTP API is off: {api_off}." if api_off else ""),
         app,
         path="/",
         server_name=config.ui_host,
