@@ -278,6 +278,51 @@ def bench_queries(config: Config, index_dir: Path) -> dict[str, Any]:
     return {"retrieval": retrieval, "answer_cold": answer, "answer_repeated": cached}
 
 
+def bench_api(config: Config, index_dir: Path, rounds: int = 3) -> dict[str, Any]:
+    """What the HTTP API adds over calling the chain in-process: each seeds question is asked
+    in-process, through POST /api/ask and through /v1/chat/completions (plain and streamed), in turn,
+    on a loopback uvicorn serving the same pipeline. Embeddings are cached after a warm-up round, so
+    the chain's own time is small and steady; the overhead is the per-question paired difference."""
+    import httpx
+
+    from api.app import create_app, running
+
+    pipeline = Pipeline(config.replace(index_dir=index_dir))
+    questions = [q.question for q in load_jsonl(SEEDS_QUESTIONS)]
+    for question in questions:  # warm the embedding cache: what remains is the chain's steady cost
+        pipeline.ask(question)
+    times: dict[str, list[float]] = {"direct": [], "rest": [], "chat": [], "chat_stream": []}
+    with running(create_app(pipeline)) as url, httpx.Client(base_url=url, timeout=120) as http:
+
+        def chat(question: str, stream: bool) -> None:
+            body = {"model": "arabic-rag", "messages": [{"role": "user", "content": question}], "stream": stream}
+            if stream:
+                with http.stream("POST", "/v1/chat/completions", json=body) as response:
+                    last = [line for line in response.iter_lines() if line][-1]
+                assert last == "data: [DONE]", last
+            else:
+                http.post("/v1/chat/completions", json=body).raise_for_status()
+
+        calls: dict[str, Callable[[str], Any]] = {
+            "direct": lambda q: pipeline.ask(q),
+            "rest": lambda q: http.post("/api/ask", json={"question": q}).raise_for_status(),
+            "chat": lambda q: chat(q, False),
+            "chat_stream": lambda q: chat(q, True),
+        }
+        for _ in range(rounds):
+            for question in questions:
+                for name, call in calls.items():
+                    times[name].append(timed(lambda c=call, q=question: c(q))[1] * 1000)
+    out: dict[str, Any] = {"questions": len(questions), "rounds": rounds}
+    for name, values in times.items():
+        out[name] = {"p50_ms": percentile(values, 50), "p95_ms": percentile(values, 95)}
+        if name != "direct":
+            overhead = [v - d for v, d in zip(values, times["direct"], strict=True)]
+            out[name]["overhead_p50_ms"] = percentile(overhead, 50)
+            out[name]["overhead_p95_ms"] = percentile(overhead, 95)
+    return out
+
+
 # --- scaling -------------------------------------------------------------------------------------
 
 
@@ -536,6 +581,7 @@ def report(results: dict[str, Any], path: Path, plot: Path) -> None:
         f"- whole extractive answer, repeated question (cached embeddings): p50 {q['answer_repeated']['p50_ms']:.1f} ms, "
         f"p95 {q['answer_repeated']['p95_ms']:.1f} ms",
         "",
+        *_api_lines(results.get("api")),
         "## Scaling (synthetic corpora shaped like ARCD; real ARCD questions)",
         "",
         _synthetic_note(results.get("synthetic")),
@@ -603,6 +649,31 @@ def _documents_section(docs: dict[str, Any] | None) -> list[str]:
         )
     else:
         lines.append(f"- OCR skipped: {docs['ocr_skipped']}")
+    return [*lines, ""]
+
+
+def _api_lines(api: dict[str, Any] | None) -> list[str]:
+    """The HTTP API's overhead over the in-process chain (target: at most 10 ms at p50)."""
+    if not api:
+        return []
+    lines = [
+        f"## HTTP API overhead over the in-process chain ({api['questions']} questions x {api['rounds']}, loopback)",
+        "",
+        f"In-process `Pipeline.ask` (cached embeddings): p50 {api['direct']['p50_ms']:.1f} ms. "
+        "Overhead = the same question through the API minus in-process, paired per question.",
+        "",
+        "| endpoint | p50 ms | p95 ms | overhead p50 ms | overhead p95 ms |",
+        "|---|---|---|---|---|",
+    ]
+    for name, label in (
+        ("rest", "POST /api/ask"),
+        ("chat", "POST /v1/chat/completions"),
+        ("chat_stream", "POST /v1/chat/completions, stream"),
+    ):
+        r = api[name]
+        lines.append(
+            f"| {label} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} | {r['overhead_p50_ms']:.1f} | {r['overhead_p95_ms']:.1f} |"
+        )
     return [*lines, ""]
 
 
@@ -683,6 +754,8 @@ def main(argv: list[str] | None = None) -> int:
         section("cold_start", bench_cold_start(workdir / "seeds-index", config.docs_dir))
         print("query latency…", flush=True)
         section("queries", bench_queries(config, workdir / "seeds-index"))
+        print("API overhead…", flush=True)
+        section("api", bench_api(config, workdir / "seeds-index"))
         if real is None:
             print(f"scaling skipped: {args.arcd} not found (its chunks are the model for the synthetic corpora)")
         else:

@@ -66,6 +66,15 @@ class Config:
     ui_username: str = ""
     ui_password: str = field(default="", repr=False)
     upload_max_mb: int = 10
+    # HTTP API (python -m api, and mounted by python -m ui): a bearer key (required off loopback),
+    # a per-client rate limit ("60/min"; empty = none), CORS origins (comma-separated; empty = off).
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    api_key: str = field(default="", repr=False)
+    api_rate: str = ""
+    api_cors_origins: str = ""
+    api_max_body_kb: int = 256  # JSON request bodies; uploads are bounded by upload_max_mb per file
+    api_workers: int = 8  # questions answered at once; more wait (the embedder serialises its calls)
 
     def __post_init__(self) -> None:
         if self.retriever not in RETRIEVERS:
@@ -146,6 +155,8 @@ def add_arguments(parser: argparse.ArgumentParser, *names: str) -> None:
         "llm_timeout_s": ("--llm-timeout", {"type": float, "help": "LLM request timeout in seconds"}),
         "ui_host": ("--host", {"help": "address to bind (default 127.0.0.1; others need RAG_UI_USERNAME/PASSWORD)"}),
         "ui_port": ("--port", {"type": int, "help": "port (default 7860)"}),
+        "api_host": ("--host", {"help": "address to bind (default 127.0.0.1; others need RAG_API_KEY)"}),
+        "api_port": ("--port", {"type": int, "help": "port (default 8000)"}),
     }
     for name in names:
         flag, kwargs = specs[name]

@@ -19,7 +19,6 @@ from rag.chain import Pipeline
 from rag.config import Config
 from tests.helpers import SEEDS_DIR, SeedsIndex
 
-
 TIERS = {
     "unit": {"test_arabic", "test_load_chunk", "test_retrieve", "test_index_type"},
     "slow": {"test_crash", "test_load", "test_hostile", "test_formats", "test_stores", "test_bench", "test_ui_server"},

@@ -1,4 +1,5 @@
-"""`python -m ui [--host 127.0.0.1] [--port 7860] [--index DIR] [--docs DIR]`: start the web UI."""
+"""`python -m ui [--host 127.0.0.1] [--port 7860] [--index DIR] [--docs DIR]`: start the web UI, with
+the HTTP API (api/) served on the same port."""
 
 from __future__ import annotations
 
@@ -6,6 +7,11 @@ import argparse
 import logging
 import sys
 
+import gradio as gr
+
+from api.__main__ import key_problem, serve
+from api.app import create_app
+from api.security import LOOPBACK, parse_rate
 from index.build import resolve_docs_dir
 from index.embed import EmbedderUnavailable
 from index.formats import MAX_BYTES
@@ -14,7 +20,6 @@ from rag.chain import Pipeline
 from rag.config import Config, add_arguments, chosen
 from ui.app import CSS, HEAD, build_app, make_i18n, theme
 
-LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 # Enough workers that 20 people asking at once are all served; the embedding engine
 # serialises its own calls, so more would only queue inside it.
 CONCURRENCY = 8
@@ -42,6 +47,14 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         auth = (config.ui_username, config.ui_password)
     try:
+        parse_rate(config.api_rate)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    # Off loopback without RAG_API_KEY the UI still starts (behind its login), its API closed.
+    if api_off := key_problem(config.ui_host, config):
+        print(f"warning: the HTTP API is off (every request gets 403): {api_off}", file=sys.stderr)
+    try:
         # Uploads go to the folder the index was built from, unless the user names another.
         config = resolve_docs_dir(config, chosen(args, "docs_dir"))
         pipeline = Pipeline(config, log=lambda m: print(m, file=sys.stderr, flush=True))
@@ -52,10 +65,15 @@ def main(argv: list[str] | None = None) -> int:
     app = build_app(pipeline, i18n)
     app.queue(default_concurrency_limit=CONCURRENCY, max_size=QUEUE_SIZE)
     print(f"Serving on http://{config.ui_host}:{config.ui_port}", file=sys.stderr, flush=True)
-    app.launch(
-        quiet=True,
+    # The UI is mounted on the API's app (one process, one pipeline, one port): the API's routes
+    # (/v1, /api, /healthz, /docs) come first, everything else is the UI.
+    app.state_session_capacity = 500  # each API client is a session; keep a bounded number in memory
+    server = gr.mount_gradio_app(
+        create_app(pipeline, disabled=f"The HTTP API is off: {api_off}." if api_off else ""),
+        app,
+        path="/",
         i18n=i18n,
-        head=HEAD,  # our one line above says where; no share=True hint for a local tool
+        head=HEAD,
         server_name=config.ui_host,
         server_port=config.ui_port,
         auth=auth,
@@ -66,9 +84,8 @@ def main(argv: list[str] | None = None) -> int:
         footer_links=[],
         show_error=False,
         ssr_mode=False,
-        # Each API client is a session; keep a bounded number of them in memory.
-        state_session_capacity=500,
     )
+    serve(server, config.ui_host, config.ui_port)
     return 0
 
 

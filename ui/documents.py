@@ -26,6 +26,14 @@ from rag.chain import Pipeline
 from ui.i18n import t
 
 _MAX_NAME_BYTES = 200  # well under the usual 255-byte file-name limit
+# One writer per index folder in this process, however many libraries serve it (the UI and the API).
+_WRITERS: dict[Path, threading.Lock] = {}
+_WRITERS_LOCK = threading.Lock()
+
+
+def _writer_lock(index_dir: Path) -> threading.Lock:
+    with _WRITERS_LOCK:
+        return _WRITERS.setdefault(index_dir.resolve(), threading.Lock())
 
 
 def _safe_part(text: str) -> str:
@@ -92,7 +100,7 @@ class DocumentLibrary:
     def __init__(self, pipeline: Pipeline, max_bytes: int) -> None:
         self.pipeline = pipeline
         self.max_bytes = max_bytes
-        self._lock = threading.Lock()
+        self._lock = _writer_lock(pipeline.config.index_dir)
 
     @property
     def folder(self) -> Path:

@@ -1,0 +1,87 @@
+"""`python -m api [--host 127.0.0.1] [--port 8000] [--index DIR] [--docs DIR]`: serve the API alone.
+
+`python -m ui` serves the same API beside the web UI, on the UI's port.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Any
+
+from api.app import Service, create_app
+from api.security import is_loopback, parse_rate
+from index.build import resolve_docs_dir
+from index.embed import EmbedderUnavailable
+from index.store import IndexProblem
+from rag.chain import Pipeline
+from rag.config import Config, add_arguments, chosen
+
+
+def key_problem(host: str, config: Config) -> str:
+    """Why the API must not be served on `host` ("" when it may): off loopback it needs a key."""
+    if is_loopback(host) or config.api_key:
+        return ""
+    return (
+        f"binding to {host} exposes the API (and your documents) to the network; set RAG_API_KEY to "
+        "require 'Authorization: Bearer <key>' (or use --host 127.0.0.1)"
+    )
+
+
+def exposure_problem(host: str, config: Config) -> str:
+    """Why `python -m api` must not start as configured: an unreadable rate limit, or no key off loopback."""
+    try:
+        parse_rate(config.api_rate)
+    except ValueError as exc:
+        return str(exc)
+    return key_problem(host, config)
+
+
+def serve(app: Any, host: str, port: int) -> None:
+    """Run an ASGI app with uvicorn until interrupted."""
+    import uvicorn
+
+    uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=5)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m api", description="Serve the HTTP API (OpenAI-compatible and REST)."
+    )
+    add_arguments(
+        parser,
+        *("api_host", "api_port", "index_dir", "docs_dir", "embedder", "k", "store", "milvus_uri"),
+        *("llm_base_url", "llm_model", "llm_timeout_s"),
+    )
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        config = Config.from_args(args)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if problem := exposure_problem(config.api_host, config):
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
+
+    def log(message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    try:
+        config = resolve_docs_dir(config, chosen(args, "docs_dir"))
+        service = Service(config, pipeline=Pipeline(config, log=log))
+    except IndexProblem as exc:
+        # Serve anyway: questions get a 503 naming the fix, and the index is picked up once built.
+        log(f"warning: {exc}")
+        service = Service(config, load=lambda: Pipeline(config, log=log), problem=str(exc))
+    except (EmbedderUnavailable, ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    log(f"Serving the API on http://{config.api_host}:{config.api_port} (docs at /docs)")
+    serve(create_app(service), config.api_host, config.api_port)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

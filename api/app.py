@@ -1,0 +1,226 @@
+"""The FastAPI application: one `Service` (pipeline, document library, worker pool) behind the
+OpenAI-compatible routes (api/openai_compat.py) and the REST routes (api/rest.py).
+
+Endpoints are async so that thousands of idle or streaming connections cost no threads; the chain
+itself is CPU-bound and blocking, so it runs in a bounded worker pool (`Config.api_workers`), and
+requests beyond that wait their turn instead of oversubscribing the two cores.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, TypeVar
+
+import anyio
+import anyio.to_thread
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from api.errors import APIError, install_handlers
+from api.security import Limits, RateLimiter, SecurityMiddleware, parse_rate
+from index.store import IndexProblem
+from rag.answer import Answer
+from rag.chain import Pipeline, QuestionError
+from rag.config import Config
+from rag.llm import REQUEST_OPTIONS, TokenFn
+from ui.documents import DocumentLibrary
+
+log = logging.getLogger("api")
+T = TypeVar("T")
+
+API_PREFIXES = ("/v1/", "/api/", "/healthz", "/docs", "/redoc", "/openapi.json")
+MAX_UPLOAD_FILES = 20
+RETRY_LOAD_S = 10.0
+
+
+def is_api_path(path: str) -> bool:
+    return path.startswith(API_PREFIXES) or path in {"/v1", "/api"}
+
+
+class Service:
+    """What the routes share: the one Pipeline of the process and the DocumentLibrary over it.
+
+    When the index cannot be loaded at start-up (`python -m api` over a folder not yet indexed), the
+    service still runs: every question gets a 503 naming the problem and its fix, and loading is
+    retried (at most every 10 s) so the API recovers once the index is built, without a restart.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        pipeline: Pipeline | None = None,
+        load: Callable[[], Pipeline] | None = None,
+        problem: str = "",
+    ) -> None:
+        self.config = config
+        self._load = load
+        self._problem = problem
+        self._tried = time.monotonic()
+        self._load_lock = threading.Lock()
+        self.pipeline: Pipeline | None = None
+        self.library: DocumentLibrary | None = None
+        if pipeline is not None:
+            self._attach(pipeline)
+        self.limiter = anyio.CapacityLimiter(max(1, config.api_workers))
+
+    def _attach(self, pipeline: Pipeline) -> None:
+        self.library = DocumentLibrary(pipeline, self.config.upload_max_mb * 2**20)
+        self.pipeline = pipeline
+
+    @property
+    def problem(self) -> str:
+        return self._problem
+
+    def ready(self) -> Pipeline:
+        """The pipeline, or a 503 that says what is wrong with the index and how to fix it."""
+        if self.pipeline is None and self._load is not None:
+            with self._load_lock:
+                if self.pipeline is None and time.monotonic() - self._tried >= RETRY_LOAD_S:
+                    self._tried = time.monotonic()
+                    try:
+                        self._attach(self._load())
+                        log.info("index loaded; the API is ready")
+                    except IndexProblem as exc:
+                        self._problem = str(exc)
+        if self.pipeline is None:
+            raise APIError(503, f"The index is not available: {self._problem}", "index_unavailable")
+        return self.pipeline
+
+    async def ready_async(self) -> Pipeline:
+        """`ready` without a thread hop in the usual case (loaded); a retry of loading runs in the pool."""
+        if self.pipeline is not None:
+            return self.pipeline
+        return await self.run(self.ready)
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run blocking work in the bounded pool (the caller awaits; the event loop stays free)."""
+        return await anyio.to_thread.run_sync(fn, *args, limiter=self.limiter)
+
+    async def ask(
+        self,
+        question: str,
+        k: int | None = None,
+        history: Sequence[tuple[str, str]] = (),
+        mode: str | None = None,
+        on_token: TokenFn | None = None,
+        llm_options: dict[str, Any] | None = None,
+    ) -> Answer:
+        """Pipeline.ask in the pool, its failures turned into API errors (400, 503, 500).
+
+        `llm_options` (max_tokens, temperature) reach the LLM in LLM mode; extractive mode has no use for them.
+        """
+        pipeline = await self.ready_async()
+        if k is not None and not 1 <= k <= self.config.candidates:
+            raise APIError(400, f"k must be between 1 and {self.config.candidates}; got {k}.", "invalid_k")
+        if mode is not None and mode not in pipeline.chains:
+            hint = "" if mode != "llm" else "; set RAG_LLM_BASE_URL and RAG_LLM_MODEL to enable it"
+            raise APIError(
+                400,
+                f"Answer mode {mode!r} is not available (available: {', '.join(pipeline.chains)}){hint}.",
+                "invalid_mode",
+            )
+
+        def work() -> Answer:
+            # Each pooled call runs in a copy of the context, so the options stay this request's own.
+            REQUEST_OPTIONS.set(llm_options)
+            return pipeline.ask(question, k=k, history=list(history), on_token=on_token, mode=mode)
+
+        try:
+            return await self.run(work)
+        except QuestionError as exc:
+            raise APIError(400, str(exc), "invalid_question") from exc
+        except IndexProblem as exc:
+            log.warning("index problem while answering: %s", exc)
+            raise APIError(503, f"The index cannot be used: {exc}", "index_unavailable") from exc
+
+
+def create_app(service: Service | Pipeline, config: Config | None = None, disabled: str = "") -> FastAPI:
+    """The API over a loaded pipeline (or a `Service`); `config` defaults to the pipeline's.
+
+    `disabled` (a reason naming the fix) makes every API request a 403: how the UI, exposed to the
+    network with its own login but without RAG_API_KEY, keeps its API closed instead of open.
+    """
+    if isinstance(service, Pipeline):
+        service = Service(config or service.config, pipeline=service)
+    config = service.config
+    rate = parse_rate(config.api_rate)
+    app = FastAPI(
+        title="Arabic document Q&A API",
+        description=(
+            "Grounded, cited answers over your documents. OpenAI-compatible chat at /v1; questions, "
+            "documents and trash under /api. When RAG_API_KEY is set, send `Authorization: Bearer <key>`."
+        ),
+        version="1.0",
+        docs_url="/docs",
+        redoc_url=None,
+    )
+    app.state.service = service
+    install_handlers(app)
+
+    from api.openai_compat import router as openai_router
+    from api.rest import router as rest_router
+
+    app.include_router(openai_router)
+    app.include_router(rest_router)
+    max_upload = MAX_UPLOAD_FILES * config.upload_max_mb * 2**20 + 2**20
+    limits = Limits(
+        key=config.api_key,
+        limiter=RateLimiter(*rate) if rate else None,
+        max_json_bytes=config.api_max_body_kb * 1024,
+        max_upload_bytes=max_upload,
+        guarded=is_api_path,
+        disabled=disabled,
+    )
+    app.add_middleware(SecurityMiddleware, limits=limits)
+    # Added last, so outermost: preflights are answered here and refusals (401, 429) carry the CORS
+    # headers a browser needs to read them. No origins configured: no CORS headers at all.
+    origins = [o.strip() for o in config.api_cors_origins.split(",") if o.strip()]
+    if origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=origins,
+            allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
+            allow_headers=["Authorization", "Content-Type"],
+            expose_headers=["Retry-After"],
+        )
+    return app
+
+
+def service_of(app: Any) -> Service:
+    service: Service = app.state.service
+    return service
+
+
+@contextlib.contextmanager
+def running(app: Any, host: str = "127.0.0.1") -> Iterator[str]:
+    """Serve `app` with uvicorn in a thread on a free port of `host`; yields the base URL.
+
+    For tests and the benchmark: the server shares this process's pipeline, so what is measured
+    or tested is the HTTP layer over the very chain the caller holds.
+    """
+    import uvicorn
+
+    # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY only on sockets that say so, and without it
+    # every keep-alive response waits ~40 ms (Nagle against delayed ACKs).
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.bind((host, 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started and thread.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    try:
+        if not server.started:
+            raise RuntimeError("the API server did not start within 30 s")
+        yield f"http://{host}:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=15)
+        sock.close()

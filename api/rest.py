@@ -1,0 +1,160 @@
+"""REST routes: ask (the `rag ask --json` contract), documents (list, upload, remove), trash
+(list, restore), health.
+
+Documents go through the UI's DocumentLibrary, so an upload here gets exactly the checks an upload
+in the browser gets (type, size, decodability, duplicates, safe names) and the same trash.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Request, UploadFile
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+
+from api.app import MAX_UPLOAD_FILES, Service, service_of
+from api.errors import APIError
+from index.trash import TrashError
+from ui.documents import DocumentLibrary
+
+router = APIRouter()
+_COPY_CHUNK = 2**20
+
+
+class Turn(BaseModel):
+    question: str
+    answer: str = ""
+
+
+class AskRequest(BaseModel):
+    """A question, optionally with the conversation so far (oldest first) for follow-ups."""
+
+    question: str = Field(examples=["كم عدد المندوبين الذين حضروا المؤتمر؟"])
+    k: int | None = Field(default=None, description="passages to retrieve (default: the server's RAG_K)")
+    mode: str | None = Field(default=None, description="'extractive' or 'llm' (default: llm when configured)")
+    history: list[Turn | tuple[str, str]] = Field(default_factory=list)
+
+
+@router.post("/api/ask", tags=["questions"], summary="Answer a question; the JSON of `rag ask --json`")
+async def ask(body: AskRequest, request: Request) -> JSONResponse:
+    history = [(t.question, t.answer) if isinstance(t, Turn) else (t[0], t[1]) for t in body.history]
+    answer = await service_of(request.app).ask(body.question, k=body.k, history=history, mode=body.mode)
+    # Plain JSON already: skip FastAPI's generic encoder (a few ms for the passages' texts).
+    return JSONResponse(answer.to_json())
+
+
+@router.get("/healthz", tags=["health"], summary="Whether the index is loaded, its size and embedder")
+async def healthz(request: Request) -> Any:
+    service = service_of(request.app)
+    try:
+        pipeline = await service.ready_async()
+    except APIError as exc:
+        return _with_status(exc, {"status": "unavailable", "index_loaded": False, "problem": service.problem})
+    return {
+        "status": "ok",
+        "index_loaded": True,
+        "chunks": len(pipeline.index.chunks),
+        "documents": len(pipeline.index.files),
+        "embedder": pipeline.embedder.name,
+        "store": pipeline.config.store,
+        "modes": list(pipeline.chains),
+    }
+
+
+def _with_status(exc: APIError, extra: dict[str, Any]) -> Any:
+    return JSONResponse({**extra, **exc.payload()}, status_code=exc.status)
+
+
+async def _library(service: Service) -> DocumentLibrary:
+    await service.ready_async()
+    assert service.library is not None
+    return service.library
+
+
+def _document(name: str, info: dict[str, Any]) -> dict[str, Any]:
+    return {"name": name, "title": info["title"], "chunks": info["chunks"], "bytes": info["bytes"]}
+
+
+@router.get("/api/documents", tags=["documents"], summary="The indexed documents")
+async def list_documents(request: Request) -> dict[str, Any]:
+    library = await _library(service_of(request.app))
+    files = library.pipeline.index.files
+    return {"documents": [_document(name, files[name]) for name in sorted(files)]}
+
+
+@router.post(
+    "/api/documents",
+    tags=["documents"],
+    summary="Upload .txt/.md files (multipart field `files`, several allowed); indexed at once",
+)
+async def upload_documents(files: list[UploadFile], request: Request) -> Any:
+    service = service_of(request.app)
+    library = await _library(service)
+    if len(files) > MAX_UPLOAD_FILES:
+        raise APIError(
+            400, f"At most {MAX_UPLOAD_FILES} files per upload; send the rest in another request.", "too_many_files"
+        )
+    with tempfile.TemporaryDirectory(prefix="rag-upload-") as tmp:
+        pairs: list[tuple[Path, str]] = []
+        for i, upload in enumerate(files):
+            # Stored under a neutral name: the client's file name is only ever passed to safe_name.
+            path = Path(tmp) / f"{i}.upload"
+            await service.run(_save, upload, path)
+            pairs.append((path, upload.filename or "document"))
+        report = await service.run(library.add, pairs)
+    body = {**asdict(report), "message": report.message()}
+    if report.rejected and not (report.added or report.updated or report.duplicates):
+        raise APIError(400, "No file was accepted. " + report.message(), "upload_rejected")
+    return body
+
+
+def _save(upload: UploadFile, path: Path) -> None:
+    """Copy one uploaded file to `path` (its size is bounded by the request limit)."""
+    with path.open("wb") as out:
+        shutil.copyfileobj(upload.file, out, _COPY_CHUNK)
+
+
+@router.delete(
+    "/api/documents/{name:path}",
+    tags=["documents"],
+    summary="Remove a document from the index; its file goes to the trash (restorable)",
+)
+async def remove_document(name: str, request: Request) -> dict[str, Any]:
+    service = service_of(request.app)
+    library = await _library(service)
+    if "/" in name or "\\" in name or name in {"", ".", ".."} or "\x00" in name:
+        raise APIError(
+            400, "A document name is a file name in the documents folder, without path separators.", "invalid_name"
+        )
+    if name not in library.pipeline.index.files:
+        raise APIError(404, f"{name!r} is not in the index; GET /api/documents lists the names.", "document_not_found")
+    message = await service.run(library.remove, name)
+    trashed = next((item for item in library.trash.items() if item.name == name and item.reason == "removed"), None)
+    return {"removed": name, "message": message, "trash_id": trashed.id if trashed else None}
+
+
+@router.get("/api/trash", tags=["documents"], summary="Removed and replaced documents, newest first")
+async def list_trash(request: Request) -> dict[str, Any]:
+    library = await _library(service_of(request.app))
+    return {"items": [asdict(item) for item in library.trash.items()]}
+
+
+@router.post("/api/trash/{item_id}/restore", tags=["documents"], summary="Put a trashed document back and index it")
+async def restore(item_id: str, request: Request) -> dict[str, Any]:
+    service = service_of(request.app)
+    library = await _library(service)
+    try:
+        library.trash.get(item_id)
+    except TrashError as exc:
+        raise APIError(404, f"{exc}; GET /api/trash lists what can be restored.", "trash_item_not_found") from exc
+    before = set(library.pipeline.index.files)
+    message = await service.run(library.restore, item_id)
+    if message.startswith("Could not restore"):
+        raise APIError(409, message, "restore_failed")
+    restored = sorted(set(library.pipeline.index.files) - before)
+    return {"restored": restored[0] if restored else None, "message": message}
