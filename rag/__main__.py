@@ -17,11 +17,14 @@ from rag.config import Config, add_arguments
 
 
 def render(answer: Answer, streamed: bool = False) -> str:
-    """Human-readable answer with its numbered sources (the answer itself is skipped when it was
-    already streamed to the terminal, unless the LLM failed and the fallback answer replaced it)."""
+    """Human-readable answer: the short answer first, then the answer with its numbered sources
+    (the answer itself is skipped when it was already streamed to the terminal, unless the LLM
+    failed and the fallback answer replaced it)."""
     lines = []
     if answer.notice:
         lines.append(f"[{answer.notice}]")
+    if answer.short_answer:
+        lines.append(f"» {answer.short_answer}")
     if not streamed or answer.mode != "llm" or answer.abstained:
         lines.append(answer.answer)
     if answer.mode == "llm" and not answer.grounded and not answer.abstained:

@@ -1,0 +1,154 @@
+"""`python -m eval.train_span [--squad FILE] [--folds 5] [--out rag/span_weights.json]`: train the
+short answer span ranker and report its held-out quality.
+
+For every answerable question the pipeline retrieves passages and ranks sentences exactly as at
+answer time; the candidate spans of the best sentences get features (rag/extract.py) and a
+label, their SQuAD token F1 against the gold answers. A linear ranker (softmax over a question's
+spans, target: the spans of highest F1; L2-regularised, fitted with L-BFGS) is trained by
+k-fold cross-validation grouped by article, so no question is scored by a model that saw its
+article, and each held-out question is then answered by the real answerer with that fold's model.
+Only these held-out numbers are reported. The shipped weights are then fitted on all questions.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+from scipy.optimize import minimize
+from tqdm import tqdm
+
+from eval.__main__ import _MARKER_RE, Corpus, for_corpus, prepare_index, short_answer_scores
+from eval.metrics import contains, mean, percentile, token_f1
+from eval.questions import Question, load_squad
+from eval.results import ARCD
+from rag.chain import Pipeline, clean_question
+from rag.config import Config
+from rag.extract import FEATURES, SpanModel, sentence_candidates, span_candidates
+from rag.scoring import SPAN_WEIGHTS
+
+# L2 strength, chosen by held-out short F1 on ARCD (python -m eval.train_span --l2 ...):
+# see the report in eval/RESULTS.md.
+L2 = 0.01
+
+
+@dataclass
+class Case:
+    question: Question
+    text: str
+    passages: list
+    features: np.ndarray
+    f1: np.ndarray
+
+    @property
+    def article(self) -> str:
+        return next(iter(self.question.gold_sources)).split("-")[0]
+
+
+def collect(pipeline: Pipeline, questions: list[Question]) -> list[Case]:
+    """Retrieve, rank sentences and build span candidates for each question, as the answerer does."""
+    answerer = pipeline.answerer
+    scoring = answerer.scoring
+    cases = []
+    for q in tqdm(questions, desc="candidates", leave=False):
+        text = clean_question(q.question, 10_000)
+        passages = pipeline.retriever.invoke(text, k=pipeline.config.k)[: scoring.passages_considered]
+        sentences = sentence_candidates(passages, answerer.max_words)
+        if not sentences:
+            continue
+        scores, _ = answerer.sentence_scores(text, passages, sentences)
+        chosen = scoring.ranked(scores)[: scoring.span_sentences]
+        spans, features = span_candidates(text, passages, sentences, chosen, scores, scoring.span_max_words)
+        f1 = np.array([token_f1(s.text, q.answers) for s in spans], dtype=np.float32)
+        cases.append(Case(q, text, passages, features, f1))
+    return cases
+
+
+def fit(cases: list[Case], l2: float) -> SpanModel:
+    """Softmax ranker over each question's spans; questions with no overlapping span are skipped."""
+    usable = [c for c in cases if len(c.f1) and c.f1.max() > 0]
+    x = np.vstack([c.features for c in usable]).astype(np.float64)
+    mean_, scale = x.mean(axis=0), x.std(axis=0)
+    scale[scale < 1e-6] = 1.0
+    x = (x - mean_) / scale
+    starts = np.cumsum([0] + [len(c.f1) for c in usable[:-1]])
+    group = np.repeat(np.arange(len(usable)), [len(c.f1) for c in usable])
+    best = np.concatenate([(c.f1 == c.f1.max()).astype(np.float64) for c in usable])
+    target = best / np.add.reduceat(best, starts)[group]
+
+    def loss(w: np.ndarray) -> tuple[float, np.ndarray]:
+        z = x @ w
+        z = z - np.maximum.reduceat(z, starts)[group]
+        log_norm = np.log(np.add.reduceat(np.exp(z), starts))
+        log_p = z - log_norm[group]
+        value = -float(target @ log_p) / len(usable) + 0.5 * l2 * float(w @ w)
+        grad = x.T @ (np.exp(log_p) - target) / len(usable) + l2 * w
+        return value, grad
+
+    result = minimize(loss, np.zeros(len(FEATURES)), jac=True, method="L-BFGS-B", options={"maxiter": 300})
+    info = {"questions": len(usable), "l2": l2, "loss": round(float(result.fun), 4)}
+    return SpanModel(FEATURES, mean_.astype(np.float32), scale.astype(np.float32), result.x.astype(np.float32), info)
+
+
+def cross_validate(pipeline: Pipeline, cases: list[Case], folds: int, l2: float) -> dict[str, float]:
+    """Held-out metrics: each article's questions are answered with a model trained without it."""
+    articles = sorted({c.article for c in cases})
+    rng = np.random.default_rng(0)
+    fold_of = dict(zip(articles, rng.permutation(len(articles)) % folds))
+    scoring = pipeline.answerer.scoring
+    shipped = scoring.span_model
+    rows: list[dict[str, float]] = []
+    try:
+        for fold in range(folds):
+            scoring.span_model = fit([c for c in cases if fold_of[c.article] != fold], l2)
+            for c in (c for c in cases if fold_of[c.article] == fold):
+                answer = pipeline.answerer.invoke({"question": c.text, "documents": c.passages})
+                gold = [] if answer.abstained else c.question.answers
+                row = short_answer_scores(answer.short_answer, gold)
+                row["contains"] = float(contains(answer.answer, gold)) if gold else 0.0
+                row["answer_words"] = float(len(_MARKER_RE.sub(" ", answer.answer).split()))
+                row["oracle_f1"] = float(c.f1.max()) if len(c.f1) else 0.0
+                rows.append(row)
+    finally:
+        scoring.span_model = shipped
+    return {
+        "questions": float(len(rows)),
+        "short_f1": mean([r["short_f1"] for r in rows]),
+        "short_exact_match": mean([r["short_exact_match"] for r in rows]),
+        "short_contains": mean([r["short_contains"] for r in rows]),
+        "short_words_median": percentile([r["short_words"] for r in rows], 50),
+        "answer_contains": mean([r["contains"] for r in rows]),
+        "answer_words": mean([r["answer_words"] for r in rows]),
+        "best_candidate_f1": mean([r["oracle_f1"] for r in rows]),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m eval.train_span", description=__doc__)
+    parser.add_argument("--squad", type=Path, default=ARCD)
+    parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--l2", type=float, action="append", help=f"L2 strength(s) to compare (default {L2})")
+    parser.add_argument("--out", type=Path, default=SPAN_WEIGHTS, help="where to write the weights")
+    parser.add_argument("--no-write", action="store_true", help="only report the cross-validation")
+    args = parser.parse_args()
+    documents, questions = load_squad(args.squad)
+    corpus = Corpus(f"squad-{args.squad.stem}", documents=tuple(documents))
+    config = for_corpus(Config.from_env(), corpus)
+    pipeline = Pipeline(config, index=prepare_index(config, corpus, show_progress=True))
+    cases = collect(pipeline, [q for q in questions if q.answerable])
+    for l2 in args.l2 or [L2]:
+        metrics = cross_validate(pipeline, cases, args.folds, l2)
+        shown = "  ".join(f"{k}={v:.3f}" for k, v in metrics.items())
+        print(f"{args.folds}-fold by article, held out, l2={l2}: {shown}", flush=True)
+    if not args.no_write:
+        model = fit(cases, (args.l2 or [L2])[0])
+        replace(model, info={**model.info, "command": "python -m eval.train_span", "data": args.squad.name}).save(
+            args.out
+        )
+        print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
