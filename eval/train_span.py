@@ -13,10 +13,11 @@ Only these held-out numbers are reported. The shipped weights are then fitted on
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
+from langchain_core.documents import Document
 from scipy.optimize import minimize
 from tqdm import tqdm
 
@@ -26,8 +27,8 @@ from eval.questions import Question, load_squad
 from eval.results import ARCD
 from rag.chain import Pipeline, clean_question
 from rag.config import Config
-from rag.extract import FEATURES, SpanModel, sentence_candidates, span_candidates
-from rag.scoring import SPAN_WEIGHTS
+from rag.extract import FEATURES, Sentence, SpanModel, sentence_candidates, span_candidates
+from rag.scoring import SPAN_WEIGHTS, AnswerScoring
 
 # L2 strength, chosen by held-out short F1 on ARCD (python -m eval.train_span --l2 ...):
 # see the report in eval/RESULTS.md.
@@ -36,34 +37,41 @@ L2 = 0.01
 
 @dataclass
 class Case:
+    """One question as the answerer sees it: passages, sentences and their scores, and then the
+    candidate spans' features and F1 against the gold answers."""
+
     question: Question
     text: str
-    passages: list
-    features: np.ndarray
-    f1: np.ndarray
+    passages: list[Document]
+    sentences: list[Sentence]
+    scores: np.ndarray
+    features: np.ndarray = field(default_factory=lambda: np.zeros((0, len(FEATURES)), np.float32))
+    f1: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
 
     @property
     def article(self) -> str:
         return next(iter(self.question.gold_sources)).split("-")[0]
 
 
-def collect(pipeline: Pipeline, questions: list[Question]) -> list[Case]:
-    """Retrieve, rank sentences and build span candidates for each question, as the answerer does."""
+def retrieve(pipeline: Pipeline, questions: list[Question]) -> list[Case]:
+    """Retrieve and rank sentences for each question, as the answerer does (the slow part)."""
     answerer = pipeline.answerer
-    scoring = answerer.scoring
     cases = []
-    for q in tqdm(questions, desc="candidates", leave=False):
+    for q in tqdm(questions, desc="retrieval", leave=False):
         text = clean_question(q.question, 10_000)
-        passages = pipeline.retriever.invoke(text, k=pipeline.config.k)[: scoring.passages_considered]
+        passages = pipeline.retriever.invoke(text, k=pipeline.config.k)[: answerer.scoring.passages_considered]
         sentences = sentence_candidates(passages, answerer.max_words)
-        if not sentences:
-            continue
-        scores, _ = answerer.sentence_scores(text, passages, sentences)
-        chosen = scoring.ranked(scores)[: scoring.span_sentences]
-        spans, features = span_candidates(text, passages, sentences, chosen, scores, scoring.span_max_words)
-        f1 = np.array([token_f1(s.text, q.answers) for s in spans], dtype=np.float32)
-        cases.append(Case(q, text, passages, features, f1))
+        if sentences:
+            cases.append(Case(q, text, passages, sentences, answerer.sentence_scores(text, passages, sentences)[0]))
     return cases
+
+
+def label(scoring: AnswerScoring, cases: list[Case]) -> None:
+    """Candidate spans of each case's best sentences, their features and their F1."""
+    for c in cases:
+        chosen = scoring.ranked(c.scores)[: scoring.span_sentences]
+        spans, c.features = span_candidates(c.text, c.passages, c.sentences, chosen, c.scores, scoring.span_max_words)
+        c.f1 = np.array([token_f1(s.text, c.question.answers) for s in spans], dtype=np.float32)
 
 
 def fit(cases: list[Case], l2: float) -> SpanModel:
@@ -137,7 +145,8 @@ def main() -> None:
     corpus = Corpus(f"squad-{args.squad.stem}", documents=tuple(documents))
     config = for_corpus(Config.from_env(), corpus)
     pipeline = Pipeline(config, index=prepare_index(config, corpus, show_progress=True))
-    cases = collect(pipeline, [q for q in questions if q.answerable])
+    cases = retrieve(pipeline, [q for q in questions if q.answerable])
+    label(pipeline.answerer.scoring, cases)
     for l2 in args.l2 or [L2]:
         metrics = cross_validate(pipeline, cases, args.folds, l2)
         shown = "  ".join(f"{k}={v:.3f}" for k, v in metrics.items())
