@@ -32,6 +32,10 @@ COLUMNS = (
     "answer_contains",
     "f1",
     "answer_words",
+    "short_f1",
+    "short_exact_match",
+    "short_contains",
+    "short_words_median",
     "citation_precision",
     "answered_with_correct_citation",
     "abstain_on_unanswerable",
@@ -95,10 +99,7 @@ def main() -> None:
         header = "| retriever | " + " | ".join(COLUMNS) + " |"
         lines = [f"### {title}", "", header, "|" + "---|" * (len(COLUMNS) + 1)]
         for retriever, metrics, _ in rows:
-            shown = [
-                f"{metrics[c]:.1f}" if c.endswith("_ms") or c == "answer_words" else f"{metrics[c]:.3f}"
-                for c in COLUMNS
-            ]
+            shown = [f"{metrics[c]:.1f}" if c.endswith("_ms") or "words" in c else f"{metrics[c]:.3f}" for c in COLUMNS]
             lines.append(f"| **{retriever}** | " + " | ".join(shown) + " |")
         lines += ["", "Reproduce:", ""] + [f"- `{cmd}`" for _, _, cmd in rows] + [""]
         sections.append("\n".join(lines))

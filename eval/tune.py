@@ -124,7 +124,7 @@ def tune_dense_sentences(pipeline: Pipeline, cases: Retrieved) -> None:
                 hits += [0.0] if q.answerable else []
                 confidences.append(0.0)
                 continue
-            s, own = answerer.sentence_scores(text, passages, candidates)
+            s, own = scoring.sentence_scores(answerer.features(text, passages, candidates))
             chosen = evidence(scoring, candidates, s, own, answerer.max_words)
             if q.answerable:
                 hits.append(float(contains(" ".join(candidates[i].text for i in chosen), q.answers)))

@@ -132,19 +132,15 @@ class ExtractiveAnswerer(RunnableSerializable[dict[str, Any], Answer]):
             return Answer(question, ABSTAIN_MESSAGE[lang], True, [], related)
         considered = passages[: self.scoring.passages_considered]
         sentences = sentence_candidates(considered, self.max_words)
-        scores, own = self.sentence_scores(question, considered, sentences)
-        confidence = self.scoring.confidence(scores, own, float(considered[0].metadata.get("dense_score", 0.0)))
-        if not sentences or confidence < self.scoring.threshold(_cross_language(question, considered)):
-            return Answer(question, ABSTAIN_MESSAGE[lang], True, [], related, confidence=round(confidence, 4))
-        return self._compose(question, considered, sentences, scores, own, related, confidence)
-
-    def sentence_scores(
-        self, question: str, passages: list[Document], sentences: list[Sentence]
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """(ranking score, sentence-only evidence) per sentence; see `AnswerScoring.sentence_scores`."""
         if not sentences:
-            return np.zeros(0, dtype=np.float32), np.zeros(0, dtype=np.float32)
-        return self.scoring.sentence_scores(self.features(question, passages, sentences))
+            return Answer(question, ABSTAIN_MESSAGE[lang], True, [], related)
+        features = self.features(question, considered, sentences)
+        scores, own = self.scoring.sentence_scores(features)
+        confidence = self.scoring.confidence(scores, own, float(considered[0].metadata.get("dense_score", 0.0)))
+        if confidence < self.scoring.threshold(_cross_language(question, considered)):
+            return Answer(question, ABSTAIN_MESSAGE[lang], True, [], related, confidence=round(confidence, 4))
+        short = self.short_answer(question, considered, sentences, features, scores)
+        return self._compose(considered, sentences, short, scores, own, related, confidence, question)
 
     def features(self, question: str, passages: list[Document], sentences: list[Sentence]) -> np.ndarray:
         """Per-sentence features (columns as in `AnswerScoring.sentence_weights`)."""
@@ -186,28 +182,31 @@ class ExtractiveAnswerer(RunnableSerializable[dict[str, Any], Answer]):
         question: str,
         passages: list[Document],
         sentences: list[Sentence],
+        features: np.ndarray,
         scores: np.ndarray,
     ) -> Span:
         """The best span among the best `span_sentences` sentences (the best sentence itself if
         none of them has a candidate span)."""
         chosen = self.scoring.ranked(scores)[: self.scoring.span_sentences]
-        spans, features = span_candidates(question, passages, sentences, chosen, scores, self.scoring.span_max_words)
+        spans, span_features = span_candidates(
+            question, passages, sentences, chosen, features, scores, self.term_weight, self.scoring.span_max_words
+        )
         if not spans:
             best = sentences[chosen[0]]
             return Span(chosen[0], best.passage, best.start, best.end, best.text, best.words)
-        return spans[self.scoring.best_span(features)]
+        return spans[self.scoring.best_span(span_features)]
 
     def _compose(
         self,
-        question: str,
         passages: list[Document],
         sentences: list[Sentence],
+        short: Span,
         scores: np.ndarray,
         own: np.ndarray,
         related: list[Citation],
         confidence: float,
+        question: str,
     ) -> Answer:
-        short = self.short_answer(question, passages, sentences, scores)
         budget = max(1, self.max_words - short.words)
         chosen = self.scoring.evidence(short.sentence, [c.words for c in sentences], scores, own, budget)
         numbers: dict[int, int] = {}

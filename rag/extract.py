@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,10 @@ _TITLES = frozenset(
         "president minister king prince general dr mr mrs"
     )
 )
+# Words after which a definition or a name follows ("عاصمتها هي القاهرة", "يسمى ...").
+_COPULAS = frozenset(
+    normalize("هو هي هم كان كانت يكون تكون يعد تعد يعتبر تعتبر يسمى تسمى باسم اسمه اسمها بلقب لقب وهو وهي").split()
+)
 # Per-span properties that mean different things for different question words: each is crossed
 # with the question type, so the ranker can learn "a year for when", "a number for how many",
 # "a name after a title for who", "a long clause for why".
@@ -69,14 +74,20 @@ PROPERTIES = (
     "whole_phrase",
     "after_preposition",
     "after_title",
+    "after_copula",
     "definite",
     "latin",
 )
+# Columns of the answerer's sentence features (rag/answer.py), passed on to every span of the sentence.
+SENTENCE_COLUMNS = ("lexical", "dense", "passage_rank", "type_match", "passage_score")
+# Windows (in words, either side of a span) in which question words are counted, IDF-weighted.
+WINDOWS = (3, 10)
 GENERAL = (
     "sentence_score",
     "sentence_rank_0",
     "sentence_rank_1",
-    "sentence_coverage",
+    *(f"sentence_{c}" for c in SENTENCE_COLUMNS),
+    *(f"question_weight_{side}_{w}" for w in WINDOWS for side in ("left", "right")),
     "overlap_fraction",
     "overlap_any",
     "stopword_fraction",
@@ -84,7 +95,7 @@ GENERAL = (
     "no_question_word_near",
     "question_word_left",
     "question_word_right",
-    "question_words_in_phrase",
+    "question_weight_in_phrase",
     "phrase_start",
     "phrase_end",
     "position",
@@ -139,13 +150,13 @@ class _Words:
     """Per-word facts about one sentence, the raw material of every span feature."""
 
     spans: list[tuple[int, int]]
-    matched: np.ndarray  # the word's stem is one of the question's content terms
+    matched: np.ndarray  # share of the question's term weight the word matches (0 if none)
     stop: np.ndarray
     phrase: np.ndarray  # phrase number: words in different phrases are split by punctuation
     properties: np.ndarray  # (words, len(PROPERTIES)) for the one-word properties
 
 
-def _words(text: str, sentence: Sentence, question_terms: set[str]) -> _Words:
+def _words(text: str, sentence: Sentence, question_weight: dict[str, float]) -> _Words:
     spans = word_spans(text, sentence.start, sentence.end)
     keys = [normalize(text[s:e]) for s, e in spans]
     stems = [{stem(t) for t in k.split() if t not in STOPWORDS} for k in keys]
@@ -162,11 +173,12 @@ def _words(text: str, sentence: Sentence, question_terms: set[str]) -> _Words:
         props[i, PROPERTIES.index("month")] = key in _MONTHS
         props[i, PROPERTIES.index("after_preposition")] = bool(before) and keys[before[0]] in _PREPOSITIONS
         props[i, PROPERTIES.index("after_title")] = any(titled[b] for b in before)
+        props[i, PROPERTIES.index("after_copula")] = bool(before) and keys[before[0]] in _COPULAS
         props[i, PROPERTIES.index("definite")] = key.startswith("ال")
         props[i, PROPERTIES.index("latin")] = key.isascii() and key.isalpha()
     return _Words(
         spans,
-        np.array([bool(s & question_terms) for s in stems], dtype=bool),
+        np.array([sum(question_weight.get(t, 0.0) for t in s) for s in stems], dtype=np.float32),
         np.array([not s for s in stems], dtype=bool),
         phrase,
         props,
@@ -178,15 +190,20 @@ def span_candidates(
     passages: list[Document],
     sentences: list[Sentence],
     chosen: list[int],
+    sentence_features: np.ndarray,
     sentence_scores: np.ndarray,
+    term_weight: Callable[[str], float],
     max_words: int,
 ) -> tuple[list[Span], np.ndarray]:
     """Candidate spans inside the `chosen` sentences (best first) and their features (FEATURES).
 
     A span is a run of 1..max_words words inside one phrase that neither starts nor ends with a
     stopword, or a whole phrase of any length (the answer to a why/how question is a clause).
+    Question words are weighted by `term_weight` (IDF), as in sentence scoring.
     """
-    question_terms = set(terms(question))
+    raw = {t: term_weight(t) for t in set(terms(question))}
+    total = sum(raw.values()) or 1.0
+    question_weight = {t: v / total for t, v in raw.items()}
     kind = QUESTION_TYPES.index(question_type(question))
     top = float(max((sentence_scores[i] for i in chosen), default=0.0)) or 1.0
     spans: list[Span] = []
@@ -194,7 +211,7 @@ def span_candidates(
     for rank, s in enumerate(chosen):
         sentence = sentences[s]
         text = passages[sentence.passage].page_content
-        w = _words(text, sentence, question_terms)
+        w = _words(text, sentence, question_weight)
         n = len(w.spans)
         if not n:
             continue
@@ -208,11 +225,12 @@ def span_candidates(
         if not len(i):
             continue
         length = (j - i + 1).astype(np.float32)
-        matched = w.matched.astype(np.float32)
+        matched = w.matched > 0
         cum = np.concatenate([[0.0], np.cumsum(matched)])
+        weight = np.concatenate([[0.0], np.cumsum(w.matched)])
         cum_stop = np.concatenate([[0.0], np.cumsum(w.stop.astype(np.float32))])
         inside = cum[j + 1] - cum[i]
-        positions = np.flatnonzero(w.matched)
+        positions = np.flatnonzero(matched)
         # Distance in words to the nearest question word outside the span, on either side.
         left = np.full(len(i), np.inf)
         right = np.full(len(i), np.inf)
@@ -222,11 +240,15 @@ def span_candidates(
             k = np.searchsorted(positions, j, side="right")
             right = np.where(k < len(positions), positions[np.minimum(k, len(positions) - 1)] - j, np.inf)
         distance = np.minimum(left, right)
-        in_phrase = np.bincount(w.phrase, weights=matched)[w.phrase[i]]
+        windows = []
+        for size in WINDOWS:
+            windows.append(weight[i] - weight[np.maximum(i - size, 0)])
+            windows.append(weight[np.minimum(j + 1 + size, n)] - weight[j + 1])
+        in_phrase = np.bincount(w.phrase, weights=w.matched)[w.phrase[i]]
         cum_props = np.concatenate([np.zeros((1, len(PROPERTIES)), np.float32), np.cumsum(w.properties, axis=0)])
         props = (cum_props[j + 1] - cum_props[i] > 0).astype(np.float32)
         # Context properties belong to the span's first word only.
-        for name in ("after_preposition", "after_title", "definite"):
+        for name in ("after_preposition", "after_title", "after_copula", "definite"):
             props[:, PROPERTIES.index(name)] = w.properties[i, PROPERTIES.index(name)]
         for name, mask in (
             ("len_1", length == 1),
@@ -241,7 +263,8 @@ def span_candidates(
                 np.full(len(i), sentence_scores[s] / top),
                 np.full(len(i), rank == 0),
                 np.full(len(i), rank == 1),
-                np.full(len(i), matched.sum() / max(1, len(question_terms))),
+                np.repeat(sentence_features[s][None, :], len(i), axis=0),
+                *windows,
                 inside / length,
                 inside > 0,
                 (cum_stop[j + 1] - cum_stop[i]) / length,
@@ -249,7 +272,7 @@ def span_candidates(
                 distance > 30,
                 left == 1,
                 right == 1,
-                in_phrase / max(1, len(question_terms)),
+                in_phrase,
                 i == first[i],
                 j == last[j],
                 i / n,

@@ -34,7 +34,10 @@ def test_sentence_candidates_skip_the_heading_and_keep_offsets() -> None:
 
 def spans_for(question: str) -> tuple[list[str], np.ndarray]:
     sentences = sentence_candidates([PASSAGE], max_words=45)
-    spans, features = span_candidates(question, [PASSAGE], sentences, [0, 1], np.array([1.0, 0.5]), 10)
+    sentence_features = np.zeros((len(sentences), 5), dtype=np.float32)
+    spans, features = span_candidates(
+        question, [PASSAGE], sentences, [0, 1], sentence_features, np.array([1.0, 0.5]), lambda t: 1.0, 10
+    )
     assert features.shape == (len(spans), len(FEATURES))
     for span in spans:  # verbatim, at its offsets
         assert PASSAGE.page_content[span.start : span.end] == span.text
@@ -71,7 +74,8 @@ def test_span_model_round_trips_and_scores_linearly(tmp_path: Path) -> None:
     loaded = SpanModel.load(tmp_path / "w.json")
     texts, features = spans_for("كم دولة حضرت المؤتمر؟")
     assert np.allclose(loaded.score(features), model.score(features))
-    scoring = AnswerScoring(span_model=loaded)
+    scoring = AnswerScoring(span_weights=tmp_path / "w.json")
+    assert scoring.span_model.info == {"note": "test"}
     assert any(c.isdigit() for c in texts[scoring.best_span(features)])
 
 
