@@ -61,7 +61,8 @@ _COPULAS = frozenset(
     normalize("هو هي هم كان كانت يكون تكون يعد تعد يعتبر تعتبر يسمى تسمى باسم اسمه اسمها بلقب لقب وهو وهي").split()
 )
 # Per-span properties that mean different things for different question words: each is crossed
-# with the question type, so the ranker can learn "a year for when", "a number for how many",
+# with the question type, so the ranker can learn "a year for when", "a number for how many" (and
+# "counted": a number followed by the question's own noun, "800 مندوب" for "قديش مندوب"),
 # "a name after a title for who", "a long clause for why".
 PROPERTIES = (
     "digit",
@@ -75,6 +76,7 @@ PROPERTIES = (
     "after_preposition",
     "after_title",
     "after_copula",
+    "counted",
     "definite",
     "latin",
 )
@@ -175,6 +177,12 @@ def _words(text: str, sentence: Sentence, question_weight: dict[str, float]) -> 
         props[i, PROPERTIES.index("after_title")] = any(titled[b] for b in before)
         props[i, PROPERTIES.index("after_copula")] = bool(before) and keys[before[0]] in _COPULAS
         props[i, PROPERTIES.index("definite")] = key.startswith("ال")
+        props[i, PROPERTIES.index("counted")] = (
+            any(c.isdigit() for c in key)
+            and i + 1 < len(spans)
+            and phrase[i + 1] == phrase[i]
+            and bool(stems[i + 1] & question_weight.keys())
+        )
         props[i, PROPERTIES.index("latin")] = key.isascii() and key.isalpha()
     return _Words(
         spans,
@@ -247,6 +255,9 @@ def span_candidates(
         in_phrase = np.bincount(w.phrase, weights=w.matched)[w.phrase[i]]
         cum_props = np.concatenate([np.zeros((1, len(PROPERTIES)), np.float32), np.cumsum(w.properties, axis=0)])
         props = (cum_props[j + 1] - cum_props[i] > 0).astype(np.float32)
+        # A counted number needs its noun inside the span too.
+        counted = PROPERTIES.index("counted")
+        props[:, counted] = cum_props[j, counted] - cum_props[i, counted] > 0
         # Context properties belong to the span's first word only.
         for name in ("after_preposition", "after_title", "after_copula", "definite"):
             props[:, PROPERTIES.index(name)] = w.properties[i, PROPERTIES.index(name)]

@@ -66,6 +66,14 @@ def test_span_features_mark_type_overlap_and_distance() -> None:
     assert features[texts.index("سيرجي شويجو")][column["sentence_rank_1"]] == 1.0
 
 
+def test_a_number_followed_by_the_questions_noun_is_counted() -> None:
+    texts, features = spans_for("قديش مندوب حضر المؤتمر؟")
+    counted = FEATURES.index("how_many:counted")
+    assert features[texts.index("800 مندوب")][counted] == 1.0
+    assert features[texts.index("800")][counted] == 0.0  # the noun is outside the span
+    assert features[texts.index("76 دولة")][counted] == 0.0  # not the noun asked about
+
+
 def test_span_model_round_trips_and_scores_linearly(tmp_path: Path) -> None:
     weights = np.zeros(len(FEATURES), dtype=np.float32)
     weights[FEATURES.index(f"how_many:{PROPERTIES[0]}")] = 2.0  # digit
