@@ -76,7 +76,7 @@ def label(answerer: ExtractiveAnswerer, cases: list[Case]) -> None:
     scoring = answerer.scoring
     for c in cases:
         chosen = scoring.ranked(c.scores)[: scoring.span_sentences]
-        spans, c.features = span_candidates(
+        candidates = span_candidates(
             c.text,
             c.passages,
             c.sentences,
@@ -86,7 +86,8 @@ def label(answerer: ExtractiveAnswerer, cases: list[Case]) -> None:
             answerer.term_weight,
             scoring.span_max_words,
         )
-        c.f1 = np.array([token_f1(s.text, c.question.answers) for s in spans], dtype=np.float32)
+        c.features = candidates.features
+        c.f1 = np.array([token_f1(t, c.question.answers) for t in candidates.texts()], dtype=np.float32)
 
 
 def fit(cases: list[Case], l2: float) -> SpanModel:

@@ -188,13 +188,13 @@ class ExtractiveAnswerer(RunnableSerializable[dict[str, Any], Answer]):
         """The best span among the best `span_sentences` sentences (the best sentence itself if
         none of them has a candidate span)."""
         chosen = self.scoring.ranked(scores)[: self.scoring.span_sentences]
-        spans, span_features = span_candidates(
+        candidates = span_candidates(
             question, passages, sentences, chosen, features, scores, self.term_weight, self.scoring.span_max_words
         )
-        if not spans:
+        if not len(candidates):
             best = sentences[chosen[0]]
             return Span(chosen[0], best.passage, best.start, best.end, best.text, best.words)
-        return spans[self.scoring.best_span(span_features)]
+        return candidates.span(self.scoring.best_span(candidates.features))
 
     def _compose(
         self,

@@ -166,24 +166,31 @@ def _words(text: str, sentence: Sentence, question_weight: dict[str, float]) -> 
     phrase = np.zeros(len(spans), dtype=np.int32)
     for i in range(1, len(spans)):
         phrase[i] = phrase[i - 1] + phrase_break(text, spans[i - 1][1], spans[i][0])
-    props = np.zeros((len(spans), len(PROPERTIES)), dtype=np.float32)
+    digit = [any(c.isdigit() for c in key) for key in keys]
+    rows = []
     for i, key in enumerate(keys):
         # The two words before, in the same phrase: a title may have a complement ("وزير الدفاع").
         before = [b for b in (i - 1, i - 2) if b >= 0 and phrase[b] == phrase[i]]
-        props[i, PROPERTIES.index("digit")] = any(c.isdigit() for c in key)
-        props[i, PROPERTIES.index("year")] = bool(_YEAR_RE.match(key))
-        props[i, PROPERTIES.index("month")] = key in _MONTHS
-        props[i, PROPERTIES.index("after_preposition")] = bool(before) and keys[before[0]] in _PREPOSITIONS
-        props[i, PROPERTIES.index("after_title")] = any(titled[b] for b in before)
-        props[i, PROPERTIES.index("after_copula")] = bool(before) and keys[before[0]] in _COPULAS
-        props[i, PROPERTIES.index("definite")] = key.startswith("ال")
-        props[i, PROPERTIES.index("counted")] = (
-            any(c.isdigit() for c in key)
-            and i + 1 < len(spans)
+        previous = keys[before[0]] if before else ""
+        counted = (
+            digit[i]
+            and i + 1 < len(keys)
             and phrase[i + 1] == phrase[i]
             and bool(stems[i + 1] & question_weight.keys())
         )
-        props[i, PROPERTIES.index("latin")] = key.isascii() and key.isalpha()
+        facts = {
+            "digit": digit[i],
+            "year": bool(_YEAR_RE.match(key)),
+            "month": key in _MONTHS,
+            "after_preposition": previous in _PREPOSITIONS,
+            "after_title": any(titled[b] for b in before),
+            "after_copula": previous in _COPULAS,
+            "counted": counted,
+            "definite": key.startswith("ال"),
+            "latin": key.isascii() and key.isalpha(),
+        }
+        rows.append([facts.get(name, False) for name in PROPERTIES])
+    props = np.array(rows, dtype=np.float32).reshape(len(keys), len(PROPERTIES))
     return _Words(
         spans,
         np.array([sum(question_weight.get(t, 0.0) for t in s) for s in stems], dtype=np.float32),
@@ -191,6 +198,28 @@ def _words(text: str, sentence: Sentence, question_weight: dict[str, float]) -> 
         phrase,
         props,
     )
+
+
+@dataclass(frozen=True)
+class SpanCandidates:
+    """A question's candidate spans as arrays (hundreds per question: a `Span` is only built for
+    the ones asked for) and their features, one row per candidate."""
+
+    sentences: list[Sentence]
+    passages: list[Document]
+    located: np.ndarray  # (candidates, 4): sentence, start, end, words
+    features: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.located)
+
+    def span(self, k: int) -> Span:
+        s, start, end, words = (int(v) for v in self.located[k])
+        passage = self.sentences[s].passage
+        return Span(s, passage, start, end, self.passages[passage].page_content[start:end], words)
+
+    def texts(self) -> list[str]:
+        return [self.span(k).text for k in range(len(self))]
 
 
 def span_candidates(
@@ -202,7 +231,7 @@ def span_candidates(
     sentence_scores: np.ndarray,
     term_weight: Callable[[str], float],
     max_words: int,
-) -> tuple[list[Span], np.ndarray]:
+) -> SpanCandidates:
     """Candidate spans inside the `chosen` sentences (best first) and their features (FEATURES).
 
     A span is a run of 1..max_words words inside one phrase that neither starts nor ends with a
@@ -214,7 +243,7 @@ def span_candidates(
     question_weight = {t: v / total for t, v in raw.items()}
     kind = QUESTION_TYPES.index(question_type(question))
     top = float(max((sentence_scores[i] for i in chosen), default=0.0)) or 1.0
-    spans: list[Span] = []
+    located: list[np.ndarray] = []  # (sentence, start, end, words) per candidate
     rows: list[np.ndarray] = []
     for rank, s in enumerate(chosen):
         sentence = sentences[s]
@@ -293,11 +322,12 @@ def span_candidates(
         crossed = np.zeros((len(i), len(QUESTION_TYPES), len(PROPERTIES)), dtype=np.float32)
         crossed[:, kind, :] = props
         rows.append(np.hstack([general, crossed.reshape(len(i), -1)]))
-        for a, b in zip(i.tolist(), j.tolist()):
-            start, end = w.spans[a][0], w.spans[b][1]
-            spans.append(Span(s, sentence.passage, start, end, text[start:end], b - a + 1))
-    features = np.vstack(rows) if rows else np.zeros((0, len(FEATURES)), dtype=np.float32)
-    return spans, features
+        located.append(
+            np.column_stack([np.full(len(i), s), [w.spans[a][0] for a in i], [w.spans[b][1] for b in j], j - i + 1])
+        )
+    if not rows:
+        return SpanCandidates(sentences, passages, np.zeros((0, 4), np.int64), np.zeros((0, len(FEATURES)), np.float32))
+    return SpanCandidates(sentences, passages, np.vstack(located).astype(np.int64), np.vstack(rows))
 
 
 @dataclass(frozen=True)

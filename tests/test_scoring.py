@@ -35,13 +35,15 @@ def test_sentence_candidates_skip_the_heading_and_keep_offsets() -> None:
 def spans_for(question: str) -> tuple[list[str], np.ndarray]:
     sentences = sentence_candidates([PASSAGE], max_words=45)
     sentence_features = np.zeros((len(sentences), 5), dtype=np.float32)
-    spans, features = span_candidates(
+    candidates = span_candidates(
         question, [PASSAGE], sentences, [0, 1], sentence_features, np.array([1.0, 0.5]), lambda t: 1.0, 10
     )
-    assert features.shape == (len(spans), len(FEATURES))
+    assert candidates.features.shape == (len(candidates), len(FEATURES))
+    spans = [candidates.span(k) for k in range(len(candidates))]
     for span in spans:  # verbatim, at its offsets
         assert PASSAGE.page_content[span.start : span.end] == span.text
-    return [s.text for s in spans], features
+    assert [s.text for s in spans] == candidates.texts()
+    return candidates.texts(), candidates.features
 
 
 def test_span_candidates_hold_the_typed_answers_and_never_cross_punctuation() -> None:
