@@ -594,7 +594,9 @@ def test_ui_shows_the_fallback_on_401(pipeline: Pipeline, fake: FakeOpenAI, extr
     chat, _, turns = updates[-1]
     final = chat[-1]["content"]
     assert "LLM unavailable" in final and "401" in final
-    assert escape_text(extractive.answer.split(" [")[0]) in final
+    # The extractive answer: its short answer in bold, then its evidence sentence.
+    assert f'<b class="short-answer">{escape_text(extractive.short_answer)}</b>' in final
+    assert escape_text(extractive.answer.split(" [")[0].removeprefix(extractive.short_answer)) in final
     assert SECRET_KEY not in final
     assert turns == [(QUESTION, extractive.answer)]
 
