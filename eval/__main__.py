@@ -110,6 +110,7 @@ def evaluate_question(pipeline: Pipeline, question: Question, k: int) -> dict[st
 
     rank = first_hit([relevant(d.metadata["source"], d.page_content) for d in ranked]) if question.answerable else None
     cited_ok = [contains(c.text, question.answers) for c in answer.citations] if question.answerable else []
+    scored = question.answerable and not answer.abstained
     return {
         "id": question.id,
         "question": question.question,
@@ -132,6 +133,8 @@ def evaluate_question(pipeline: Pipeline, question: Question, k: int) -> dict[st
         else 0.0,
         "f1": token_f1(answer.answer, question.answers) if question.answerable and not answer.abstained else 0.0,
         "answer_words": len(_MARKER_RE.sub(" ", answer.answer).split()) if not answer.abstained else 0,
+        "short_answer": answer.short_answer,
+        **short_answer_scores(answer.short_answer, question.answers if scored else []),
         "citations": [
             {"source": c.source, "start": c.start, "end": c.end, "page": c.page, "section": c.section, "correct": ok}
             for c, ok in zip(answer.citations, cited_ok)
@@ -139,6 +142,16 @@ def evaluate_question(pipeline: Pipeline, question: Question, k: int) -> dict[st
         "retrieved": [d.metadata["source"] for d in ranked[:k]],
         "retrieval_ms": answer.timings_ms.get("retrieval", 0.0),
         "total_ms": answer.timings_ms.get("total", 0.0),
+    }
+
+
+def short_answer_scores(short_answer: str, gold: list[str]) -> dict[str, float]:
+    """SQuAD F1 / exact match / containment of the short answer (all 0 with no gold to score)."""
+    return {
+        "short_f1": token_f1(short_answer, gold),
+        "short_exact_match": exact_match(short_answer, gold),
+        "short_contains": float(contains(short_answer, gold)),
+        "short_words": float(len(short_answer.split())),
     }
 
 
@@ -158,6 +171,10 @@ def summarise(records: list[dict[str, Any]]) -> dict[str, float]:
         "exact_match": mean([r["exact_match"] for r in answerable]),
         "f1": mean([r["f1"] for r in answerable]),
         "answer_words": mean([float(r["answer_words"]) for r in records if not r["abstained"]]),
+        "short_f1": mean([r["short_f1"] for r in answerable]),
+        "short_exact_match": mean([r["short_exact_match"] for r in answerable]),
+        "short_contains": mean([r["short_contains"] for r in answerable]),
+        "short_words_median": percentile([r["short_words"] for r in records if not r["abstained"]], 50),
         "citation_precision": mean([float(c) for c in citations]),
         "answered_with_correct_citation": mean([float(any(c["correct"] for c in r["citations"])) for r in answered]),
         "abstain_on_unanswerable": mean([float(r["abstained"]) for r in unanswerable]),

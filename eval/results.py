@@ -35,6 +35,10 @@ COLUMNS = (
     "answer_contains",
     "f1",
     "answer_words",
+    "short_f1",
+    "short_exact_match",
+    "short_contains",
+    "short_words_median",
     "citation_precision",
     "answered_with_correct_citation",
     "abstain_on_unanswerable",
@@ -119,9 +123,7 @@ def table(title: str, first_column: str, rows: list[tuple[str, dict[str, float],
     header = f"| {first_column} | " + " | ".join(COLUMNS) + " |"
     lines = [f"### {title}", "", header, "|" + "---|" * (len(COLUMNS) + 1)]
     for label, metrics, _ in rows:
-        shown = [
-            f"{metrics[c]:.1f}" if c.endswith("_ms") or c == "answer_words" else f"{metrics[c]:.3f}" for c in COLUMNS
-        ]
+        shown = [f"{metrics[c]:.1f}" if c.endswith("_ms") or "words" in c else f"{metrics[c]:.3f}" for c in COLUMNS]
         lines.append(f"| **{label}** | " + " | ".join(shown) + " |")
     lines += ["", "Reproduce:", ""] + [f"- `{cmd}`" for _, _, cmd in rows] + [""]
     return "\n".join(lines)

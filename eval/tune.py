@@ -1,10 +1,11 @@
 """`python -m eval.tune --squad FILE [--questions UNANSWERABLE.jsonl]`: grid-search the tunable weights.
 
 Prints, for the fusion weight, recall@5 / MRR@10, and for the extractive answerer's sentence weights
-and runner-up ratio, answer containment; then the abstention trade-off by threshold; and both
+and runner-up ratio, containment of the evidence sentences; then the abstention trade-off by threshold; and both
 against the number of answer sentences embedded per question. Features are
 computed once per question, so a grid costs seconds. The chosen values live in `rag/config.py` and
-`rag/answer.py`; this script is how they were chosen.
+`rag/scoring.py` (`AnswerScoring`, the object this script varies); this script is how they were
+chosen. The short answer span ranker is trained separately, by `python -m eval.train_span`.
 """
 
 from __future__ import annotations
@@ -20,9 +21,10 @@ from tqdm import tqdm
 from eval.__main__ import Corpus, for_corpus, prepare_index
 from eval.metrics import contains, first_hit, mean, recall_at, reciprocal_rank
 from eval.questions import Question, load_jsonl, load_squad
-from rag.answer import _Candidate, _candidates
 from rag.chain import Pipeline, clean_question
 from rag.config import Config
+from rag.extract import Sentence, sentence_candidates
+from rag.scoring import AnswerScoring
 
 
 def tune_fusion(pipeline: Pipeline, questions: list[Question]) -> None:
@@ -38,7 +40,7 @@ def tune_fusion(pipeline: Pipeline, questions: list[Question]) -> None:
         )
 
 
-Retrieved = list[tuple[Question, str, list[Document], list[_Candidate]]]
+Retrieved = list[tuple[Question, str, list[Document], list[Sentence]]]
 
 
 def retrieve_all(pipeline: Pipeline, questions: list[Question]) -> Retrieved:
@@ -48,13 +50,22 @@ def retrieve_all(pipeline: Pipeline, questions: list[Question]) -> Retrieved:
     out = []
     for q in tqdm(questions, desc="retrieval", leave=False):
         text = clean_question(q.question, 10_000)
-        passages = pipeline.retriever.invoke(text, k=pipeline.config.k)[: answerer.passages_considered]
-        out.append((q, text, passages, _candidates(passages, answerer.max_words)))
+        passages = pipeline.retriever.invoke(text, k=pipeline.config.k)[: answerer.scoring.passages_considered]
+        out.append((q, text, passages, sentence_candidates(passages, answerer.max_words)))
     return out
+
+
+def evidence(
+    scoring: AnswerScoring, candidates: list[Sentence], s: np.ndarray, own: np.ndarray, budget: int
+) -> list[int]:
+    """The evidence sentences the answerer would show when the short answer is in the best
+    sentence (its usual case): what sentence weights are tuned for."""
+    return scoring.evidence(scoring.ranked(s)[0], [c.words for c in candidates], s, own, budget)
 
 
 def tune_answers(pipeline: Pipeline, retrieved: Retrieved) -> None:
     answerer = pipeline.answerer
+    scoring = answerer.scoring
     cases = []
     for q, text, passages, candidates in retrieved:
         features = answerer.features(text, passages, candidates) if candidates else np.zeros((0, 5), np.float32)
@@ -64,7 +75,7 @@ def tune_answers(pipeline: Pipeline, retrieved: Retrieved) -> None:
     words_used = [0, 0]
 
     def score(weights: tuple[float, ...], ratio: float) -> tuple[float, list[float]]:
-        answerer.runner_up_ratio = ratio
+        scoring.runner_up_ratio = ratio
         hits, confidences = [], []
         words_used[:] = [0, 0]
         for q, candidates, features, dense0 in cases:
@@ -72,21 +83,21 @@ def tune_answers(pipeline: Pipeline, retrieved: Retrieved) -> None:
                 hits.append(0.0)
                 confidences.append(0.0)
                 continue
-            answerer.sentence_weights = weights
-            s, own = answerer.split_scores(features)
-            chosen = answerer._choose(candidates, s, own)
+            scoring.sentence_weights = weights  # type: ignore[assignment]
+            s, own = scoring.sentence_scores(features)
+            chosen = evidence(scoring, candidates, s, own, answerer.max_words)
             text = " ".join(candidates[i].text for i in chosen)
             words_used[0] += sum(candidates[i].words for i in chosen)
             words_used[1] += 1
             if q.answerable:
                 hits.append(float(contains(text, q.answers)))
-            confidences.append(answerer.confidence(s, own, dense0))
+            confidences.append(scoring.confidence(s, own, dense0))
         return mean(hits), confidences
 
     results = []
     grid = itertools.product((0.3, 0.45, 0.6), (0.1, 0.2, 0.35), (0.0, 0.1, 0.2), (0.0, 0.1), (0.0, 0.2))
     for weights in grid:
-        for ratio in (0.1, 0.2, 0.35):
+        for ratio in (0.5, 0.8, 1.0):
             containment, _ = score(weights, ratio)
             results.append((containment, weights, ratio, words_used[0] / max(1, words_used[1])))
     results.sort(reverse=True)
@@ -94,7 +105,7 @@ def tune_answers(pipeline: Pipeline, retrieved: Retrieved) -> None:
         print(f"containment={containment:.3f} mean_words={words:.1f} weights={weights} runner_up_ratio={ratio}")
     best_weights, best_ratio = results[0][1], results[0][2]
     for mix in (0.0, 0.5, 1.0):
-        answerer.confidence_mix = mix
+        scoring.confidence_mix = mix
         _, confidences = score(best_weights, best_ratio)
         abstention_table(cases, confidences, f"confidence_mix={mix}")
 
@@ -103,23 +114,24 @@ def tune_dense_sentences(pipeline: Pipeline, cases: Retrieved) -> None:
     """Containment and abstention against the number of answer sentences embedded per question
     (each costs ~30 ms on 2 cores, the answerer's main cost)."""
     answerer = pipeline.answerer
-    default = answerer.dense_candidates
+    scoring = answerer.scoring
+    default = scoring.dense_candidates
     for n in (0, 1, 2, 4, 10):
-        answerer.dense_candidates = n
+        scoring.dense_candidates = n
         hits, confidences = [], []
         for q, text, passages, candidates in cases:
             if not candidates:
                 hits += [0.0] if q.answerable else []
                 confidences.append(0.0)
                 continue
-            s, own = answerer.split_scores(answerer.features(text, passages, candidates))
-            chosen = answerer._choose(candidates, s, own)
+            s, own = scoring.sentence_scores(answerer.features(text, passages, candidates))
+            chosen = evidence(scoring, candidates, s, own, answerer.max_words)
             if q.answerable:
                 hits.append(float(contains(" ".join(candidates[i].text for i in chosen), q.answers)))
-            confidences.append(answerer.confidence(s, own, float(passages[0].metadata.get("dense_score", 0.0))))
+            confidences.append(scoring.confidence(s, own, float(passages[0].metadata.get("dense_score", 0.0))))
         print(f"dense_candidates={n}  containment={mean(hits):.3f}")
-        abstention_table(cases, confidences, f"dense_candidates={n}", [answerer.abstain_threshold])
-    answerer.dense_candidates = default
+        abstention_table(cases, confidences, f"dense_candidates={n}", [scoring.abstain_threshold])
+    scoring.dense_candidates = default
 
 
 def abstention_table(

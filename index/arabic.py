@@ -344,3 +344,85 @@ def letter_share(text: str) -> float:
         return 0.0
     good = sum(1 for c in chars if _ARABIC_LETTER_RE.match(c) or (c.isascii() and c.isalnum()) or c.isdigit())
     return good / len(chars)
+
+
+# A word: letters, digits and marks, with a decimal or thousands separator kept inside numbers
+# (3.5, 1,000, ٣٫٥), so "15 أغسطس 2023," yields the words 15 / أغسطس / 2023 without the comma.
+_WORD_RE = re.compile(rf"[\w{_DIACRITICS}\u0640]+(?:[.,٫٬][0-9٠-٩]+)*")
+# Punctuation that ends a phrase: an answer span never runs across it.
+_PHRASE_BREAK_RE = re.compile(r"[،,:;؛.!?؟\n()\[\]{}«»\"“”]")
+
+
+def word_spans(text: str, start: int = 0, end: int | None = None) -> list[tuple[int, int]]:
+    """Offsets of the words of text[start:end], without the punctuation around them.
+
+    The unit of answer spans: a span is a run of words, so its offsets always point at the
+    source text and never start or end on a comma or quote.
+    """
+    return [m.span() for m in _WORD_RE.finditer(text, start, len(text) if end is None else end)]
+
+
+def phrase_break(text: str, start: int, end: int) -> bool:
+    """Does the gap text[start:end] between two words hold phrase-ending punctuation?"""
+    return bool(_PHRASE_BREAK_RE.search(text, start, end))
+
+
+def locate(text: str, phrase: str) -> tuple[int, int] | None:
+    """Where `phrase` occurs in `text`, matching word by word after normalisation; None if absent.
+
+    Lets a phrase written with other spelling variants or diacritics ("مؤتمر موسكو" vs "مؤتمرُ
+    موسكو") be checked against, and highlighted in, the original text.
+    """
+    wanted = tokenize(phrase)
+    if not wanted:
+        return None
+    spans = word_spans(text)
+    keys = [normalize(text[s:e]) for s, e in spans]
+    # A word of `text` may normalise to several tokens (a mark-separated compound): compare joined keys.
+    for i in range(len(keys)):
+        joined: list[str] = []
+        for j in range(i, len(keys)):
+            joined.extend(keys[j].split())
+            if joined != wanted[: len(joined)]:
+                break
+            if len(joined) == len(wanted):
+                return spans[i][0], spans[j][1]
+    return None
+
+
+_QUESTION_TYPES: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
+    (kind, re.compile(rf"(^| )({words})( |$)"))
+    for kind, words in (
+        # Patterns are tried on normalised text; the earliest match wins and, at the same place,
+        # the earlier line ("اي عام" is a when before a which, "ما عدد" a how-many before a what).
+        ("when", "متي|امتي|امته|اي عام|اي سنه|اي تاريخ|اي يوم|اي شهر|what year|which year|when"),
+        ("how_many", "كم|قديش|كام|ما عدد|ما هو عدد|how many|how much|what number"),
+        ("why", "لماذا|ليش|ليه|لم|علام|why"),
+        ("how", "كيف|ازاي|كيفيه|شلون|how"),
+        ("where", "اين|وين|فين|الي اين|من اين|where"),
+        ("who", "من هو|من هي|من هم|مين|منو|من|who|whom|whose"),
+        ("which", "اي|ايه|which"),
+        ("what", "ما|ماذا|ماهو|ماهي|شو|ايش|شنو|اش|وش|what"),
+        ("yes_no", "هل|is|are|was|were|did|does|do|can|has|have"),
+    )
+)
+QUESTION_TYPES: tuple[str, ...] = (*(kind for kind, _ in _QUESTION_TYPES), "other")
+
+
+def question_type(question: str) -> str:
+    """The kind of answer a question asks for, from its question word (Arabic, dialects, English).
+
+    Only the first few words are looked at (a question word later in the sentence is usually a
+    preposition, "من" = from, or part of a clause), then the last two, where dialects put it
+    ("المؤتمر ده اتعمل إمتى؟"). Returns one of QUESTION_TYPES.
+    """
+    words = tokenize(question)
+    for head in (" ".join(words[:5]), " ".join(words[-2:])):
+        best: tuple[int, str] = (len(head) + 1, "other")
+        for kind, pattern in _QUESTION_TYPES:
+            match = pattern.search(head)
+            if match and match.start(2) < best[0]:
+                best = (match.start(2), kind)
+        if best[1] != "other":
+            return best[1]
+    return "other"

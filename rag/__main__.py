@@ -23,11 +23,14 @@ from rag.followup import MAX_HISTORY_TURNS
 
 
 def render(answer: Answer, streamed: bool = False) -> str:
-    """Human-readable answer with its numbered sources (the answer itself is skipped when it was
-    already streamed to the terminal, unless the LLM failed and the fallback answer replaced it)."""
+    """Human-readable answer: the short answer first, then the answer with its numbered sources
+    (the answer itself is skipped when it was already streamed to the terminal, unless the LLM
+    failed and the fallback answer replaced it)."""
     lines = []
     if answer.notice:
         lines.append(f"[{answer.notice}]")
+    if answer.short_answer:
+        lines.append(f"» {answer.short_answer}")
     if answer.standalone_question and answer.standalone_question != answer.question:
         lines.append(f"[follow-up, searched as: {answer.standalone_question}]")
     if not streamed or answer.mode != "llm" or answer.abstained:

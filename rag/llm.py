@@ -20,8 +20,8 @@ from langchain_core.runnables import RunnableSerializable
 from langchain_core.runnables.config import RunnableConfig
 from pydantic import ConfigDict
 
-from index.arabic import language
-from rag.answer import ABSTAIN_MESSAGE, Answer, ExtractiveAnswerer, quote_markers, to_citation
+from index.arabic import language, locate, sentence_spans
+from rag.answer import ABSTAIN_MESSAGE, Answer, Citation, ExtractiveAnswerer, quote_markers, to_citation
 from rag.config import Config
 
 TokenFn = Callable[[str], None]
@@ -168,6 +168,22 @@ def _is_not_found(text: str) -> bool:
     return any(stripped == phrase.rstrip(".") for phrase in NOT_FOUND.values())
 
 
+def verified_short_answer(text: str, citations: list[Citation]) -> tuple[str, dict[str, int]]:
+    """The model's first sentence as the short answer, only if a cited passage says it word for
+    word (after normalisation): then the passage's own wording and offsets, highlighted there.
+    Otherwise nothing: a short answer is shown as a checked quote, so it must be one."""
+    plain = _MARKER_RE.sub(" ", text).strip()
+    spans = sentence_spans(plain)
+    first = plain[spans[0][0] : spans[0][1]] if spans else ""
+    for citation in citations:
+        found = locate(citation.text, first)
+        if found:
+            start, end = found
+            citation.highlights.append(found)
+            return citation.text[start:end], {"n": citation.n, "start": start, "end": end}
+    return "", {}
+
+
 class LLMAnswerer(RunnableSerializable[dict[str, Any], Answer]):
     """Runnable: {"question", "documents", optional "on_token" and "deadline"} -> Answer from the LLM.
 
@@ -198,7 +214,18 @@ class LLMAnswerer(RunnableSerializable[dict[str, Any], Answer]):
             return Answer(question, ABSTAIN_MESSAGE[lang], True, [], related, mode="llm")
         cleaned, cited = check_citations(text, len(passages))
         citations = [to_citation(n, passages[n - 1]) for n in cited]
-        return Answer(question, cleaned, False, citations, related, mode="llm", grounded=bool(cited))
+        short, where = verified_short_answer(cleaned, citations)
+        return Answer(
+            question,
+            cleaned,
+            False,
+            citations,
+            related,
+            mode="llm",
+            grounded=bool(cited),
+            short_answer=short,
+            short_answer_citation=where,
+        )
 
     def _generate(self, messages: list[BaseMessage], on_token: TokenFn | None, passages: int, deadline: float) -> str:
         if on_token is None:

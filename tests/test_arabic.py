@@ -13,13 +13,17 @@ from index.arabic import (
     content_words,
     continues_conversation,
     language,
+    locate,
     normalize,
+    phrase_break,
+    question_type,
     referring_words,
     sentence_spans,
     stem,
     terms,
     tokenize,
     trim_span,
+    word_spans,
 )
 from index.chunk import ChunkSettings, split_document
 from tests.helpers import uncovered_non_space
@@ -247,6 +251,77 @@ def test_trim_span() -> None:
     text = "  نص مهم \n"
     assert text[slice(*trim_span(text, 0, len(text)))] == "نص مهم"
     assert trim_span("   ", 0, 3) == (3, 3)
+
+
+def test_word_spans_drop_punctuation_and_keep_numbers_whole() -> None:
+    text = "عُقد المؤتمر في 15 أغسطس 2023، بحضور “لي شانغفو” (وزير الدفاع) ونسبة 3.5% و 1,000 مندوب."
+    words = [text[s:e] for s, e in word_spans(text)]
+    assert words[:6] == ["عُقد", "المؤتمر", "في", "15", "أغسطس", "2023"]
+    assert "لي" in words and "شانغفو" in words and "الدفاع" in words
+    assert "3.5" in words and "1,000" in words
+    assert not any(w.strip("“”()،.%") != w for w in words)
+    assert word_spans(text, 5, 12) == [(5, 12)]  # a sub-range: "المؤتمر"
+
+
+def test_phrase_break_at_arabic_punctuation_only() -> None:
+    text = "من الصين، وإيران وبيلاروسيا"
+    first, second, third = word_spans(text)[1:4]
+    assert phrase_break(text, first[1], second[0])  # "،"
+    assert not phrase_break(text, second[1], third[0])  # a space
+
+
+@pytest.mark.parametrize(
+    ("phrase", "found"),
+    [
+        ("مؤتمر موسكو", "مؤتمرُ موسكو"),  # diacritics in the text
+        ("15 اغسطس 2023", "15 أغسطس 2023"),  # hamza folded
+        ("الحادية عشرة", "الحادية عشرة"),
+        ("مؤتمر لندن", None),
+        ("", None),
+    ],
+)
+def test_locate_matches_word_by_word_after_normalisation(phrase: str, found: str | None) -> None:
+    text = "انعقد مؤتمرُ موسكو في نسخته الحادية عشرة في 15 أغسطس 2023، بحضور 76 دولة."
+    span = locate(text, phrase)
+    assert (text[span[0] : span[1]] if span else None) == found
+
+
+def test_locate_does_not_match_inside_a_word() -> None:
+    assert locate("حضر المؤتمرون", "المؤتمر") is None
+
+
+@pytest.mark.parametrize(
+    ("question", "kind"),
+    [
+        ("متى عُقد مؤتمر موسكو للأمن الدولي؟", "when"),
+        ("في أي سنة تأسس مؤتمر موسكو؟", "when"),
+        ("حتى اي سنه كانت دول الناتو تشارك؟", "when"),
+        ("المؤتمر ده اتعمل أول مرة إمتى؟", "when"),
+        ("كم دولة جاء منها المندوبون؟", "how_many"),
+        ("قديش مندوب حضر؟", "how_many"),
+        ("ما عدد سكان القاهرة؟", "how_many"),
+        ("من هو وزير الدفاع الروسي؟", "who"),
+        ("مين اللي بوتين بيقول إنهم شنوا العدوان؟", "who"),
+        ("أين ولد جمال خاشقجي؟", "where"),
+        ("إلى أين يحاول أعضاء الناتو نقل الصراع؟", "where"),
+        ("لماذا استقال الوزير؟", "why"),
+        ("ليش بوتين بيقول إن الحرب طوّلت؟", "why"),
+        ("كيف تم اختيار الرئيس؟", "how"),
+        ("هل حضرت الدول الغربية مؤتمر 2023؟", "yes_no"),
+        ("أي دولتين كان حضورهما لافتًا؟", "which"),
+        ("ماذا قال الأمين العام عن المنتدى؟", "what"),
+        ("ماهو منصب عزيز نصير زاده", "what"),
+        ("When was the conference held?", "when"),
+        ("How many countries took part?", "how_many"),
+        ("Who headed the delegation?", "who"),
+        ("Which ministry organizes the conference?", "which"),
+        ("What did Putin call the regime?", "what"),
+        ("Why did the war last so long?", "why"),
+        ("عاصمة مصر", "other"),
+    ],
+)
+def test_question_type(question: str, kind: str) -> None:
+    assert question_type(question) == kind
 
 
 # --- property tests ---------------------------------------------------------------------------------

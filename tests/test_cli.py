@@ -76,6 +76,9 @@ def test_ask_json(cli_env: dict[str, str], seeds_index: SeedsIndex) -> None:
     assert {"question", "answer", "abstained", "citations", "related", "confidence", "timings_ms"} <= set(data)
     assert data["question"] == question
     assert data["abstained"] is False and "15 أغسطس 2023" in data["answer"]
+    where = data["short_answer_citation"]
+    (cited,) = [c for c in data["citations"] if c["n"] == where["n"]]
+    assert data["short_answer"] and cited["text"][where["start"] : where["end"]] == data["short_answer"]
     for citation in data["citations"]:
         assert {"n", "source", "title", "start", "end", "text", "score", "highlights"} <= set(citation)
         text = (seeds_index.config.docs_dir / citation["source"]).read_text(encoding="utf-8")
@@ -88,6 +91,8 @@ def test_ask_plain_text(cli_env: dict[str, str]) -> None:
     assert result.returncode == 0, result.stderr
     assert "عزيز نصير زاده" in result.stdout
     assert "[1]" in result.stdout and "001_e9389b4ffc57ddb8.txt" in result.stdout
+    first, second = result.stdout.splitlines()[:2]
+    assert first.startswith("» ") and second.startswith(first[2:])  # the short answer comes first
 
 
 def test_ask_json_stdin_batch(cli_env: dict[str, str]) -> None:

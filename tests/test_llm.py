@@ -21,10 +21,10 @@ import pytest
 from index.build import build_folder
 from index.embed import VectorEmbeddings
 from index.store import StoredIndex
-from rag.answer import ABSTAIN_MESSAGE, Answer
+from rag.answer import ABSTAIN_MESSAGE, Answer, Citation
 from rag.chain import Pipeline
 from rag.config import Config
-from rag.llm import MAX_HISTORY_TURNS, NOT_FOUND, REWRITE_PROMPT
+from rag.llm import MAX_HISTORY_TURNS, NOT_FOUND, REWRITE_PROMPT, verified_short_answer
 from rag.retrieve import HybridRetriever
 from tests.fake_openai import Behaviour, BrokenStream, FakeOpenAI, Malformed, Reply, Slow, Status, Trickle
 from tests.helpers import REPO_ROOT, SeedsIndex, write_docs
@@ -144,6 +144,8 @@ def test_cited_answer(pipeline: Pipeline, fake: FakeOpenAI, stream: bool) -> Non
     assert len(answer.related) == pipeline.config.k
     data = answer.to_json()
     assert data["mode"] == "llm" and data["grounded"] is True and data["citations"][0]["n"] == 1
+    # "عقد المؤتمر في ..." is the model's wording, not the passage's: no short answer is claimed.
+    assert data["short_answer"] == "" and data["short_answer_citation"] == {}
 
     (request,) = fake.requests
     assert request["model"] == "fake" and bool(request.get("stream")) is stream
@@ -592,7 +594,9 @@ def test_ui_shows_the_fallback_on_401(pipeline: Pipeline, fake: FakeOpenAI, extr
     chat, _, turns = updates[-1]
     final = chat[-1]["content"]
     assert "LLM unavailable" in final and "401" in final
-    assert escape_text(extractive.answer.split(" [")[0]) in final
+    # The extractive answer: its short answer in bold, then its evidence sentence.
+    assert f'<b class="short-answer">{escape_text(extractive.short_answer)}</b>' in final
+    assert escape_text(extractive.answer.split(" [")[0].removeprefix(extractive.short_answer)) in final
     assert SECRET_KEY not in final
     assert turns == [(QUESTION, extractive.answer)]
 
@@ -615,3 +619,26 @@ def test_rewrite_and_answer_share_one_timeout(quick_pipeline: Pipeline, fake: Fa
     assert answer.standalone_question == REWRITTEN  # the rewrite made it in time
     assert answer.mode == "extractive-fallback" and "did not answer in time" in answer.notice
     assert elapsed < 3, elapsed  # the old behaviour (a full timeout per call) would have answered at ~1.4 s
+
+
+# --- the short answer in LLM mode ------------------------------------------------------------------
+
+
+def _citation(n: int, text: str) -> Citation:
+    return Citation(n, "a.txt", "t", 0, len(text), text, 0.5)
+
+
+def test_short_answer_is_the_first_sentence_found_verbatim_in_a_cited_passage() -> None:
+    other = _citation(1, "نص آخر لا علاقة له.")
+    passage = _citation(2, "جاء انعقاد المؤتمر في 15 أغسطس 2023، بحضور 76 دولة.")
+    short, where = verified_short_answer("بحضور 76 دولةٍ [2]. وكان ذلك في موسكو [1].", [other, passage])
+    assert short == "بحضور 76 دولة"  # the passage's own spelling, without the model's diacritic
+    assert where == {"n": 2, "start": passage.text.index("بحضور"), "end": passage.text.index(".")}
+    assert passage.highlights == [(where["start"], where["end"])] and other.highlights == []
+
+
+def test_short_answer_is_empty_when_the_first_sentence_is_not_in_a_cited_passage() -> None:
+    passage = _citation(1, "جاء انعقاد المؤتمر في 15 أغسطس 2023، بحضور 76 دولة.")
+    assert verified_short_answer("حضرته ست وسبعون دولة [1].", [passage]) == ("", {})
+    assert verified_short_answer("بحضور 76 دولة.", []) == ("", {})
+    assert passage.highlights == []

@@ -146,6 +146,7 @@ def test_answer_json_fields(seeds_pipeline: Pipeline) -> None:
 def test_abstained_answer_json(seeds_pipeline: Pipeline) -> None:
     data = ask(seeds_pipeline, OFF_TOPIC["u01"]).to_json()
     assert data["abstained"] is True and data["citations"] == []
+    assert data["short_answer"] == "" and data["short_answer_citation"] == {}
     json.dumps(data, ensure_ascii=False)
 
 
@@ -173,3 +174,33 @@ def test_k_limits_related_passages(seeds_pipeline: Pipeline) -> None:
     answer = seeds_pipeline.ask(QUESTIONS["s09"].question, k=2)
     assert len(answer.related) == 2
     assert [r.n for r in answer.related] == [1, 2]
+
+
+# --- the short answer -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("question", "expected"),
+    [
+        ("كم دولة جاء منها المندوبون إلى مؤتمر موسكو 2023؟", "76"),
+        ("متى عُقد مؤتمر موسكو للأمن الدولي في نسخته الحادية عشرة؟", "15 أغسطس 2023"),
+        ("قديش مندوب حضر مؤتمر موسكو 2023؟", "800"),
+    ],
+)
+def test_short_answer_to_factoid_questions(seeds_pipeline: Pipeline, question: str, expected: str) -> None:
+    answer = seeds_pipeline.ask(question)
+    assert expected in answer.short_answer, answer.answer
+    assert len(answer.short_answer.split()) <= 8
+    assert answer.answer.startswith(answer.short_answer)
+
+
+@pytest.mark.parametrize("qid", ANSWERABLE)
+def test_short_answer_is_verbatim_at_its_offsets_and_highlighted(seeds_pipeline: Pipeline, qid: str) -> None:
+    answer = ask(seeds_pipeline, QUESTIONS[qid])
+    where = answer.short_answer_citation
+    (citation,) = [c for c in answer.citations if c.n == where["n"]]
+    assert citation.text[where["start"] : where["end"]] == answer.short_answer
+    assert (where["start"], where["end"]) in citation.highlights
+    assert answer.short_answer in answer.answer
+    # One evidence sentence, two at most: the answer stays short.
+    assert len(re.findall(r"\[\d+\]", answer.answer)) <= 2

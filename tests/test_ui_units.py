@@ -483,3 +483,24 @@ def test_network_bind_without_credentials_exits_2(tmp_path: Path, credentials: d
     assert "Serving on" not in result.stderr
     assert elapsed < 120  # it stops before loading the model or the index
     assert not (tmp_path / "index").exists()
+
+
+def test_answer_message_shows_the_short_answer_first_in_bold_and_marks_it_in_its_passage() -> None:
+    text = "حضر المؤتمر <i>76 دولة</i> من القارات كلها."
+    start, end = text.index("<i>"), text.index("</i>") + 4
+    citation = Citation(1, "a.txt", "t", 0, len(text), text, 0.9, [(0, start), (start, end), (end, len(text))])
+    short = text[start:end]
+    answer = Answer(
+        question="كم دولة حضرت؟",
+        answer=f"{short} — {text} [1]",
+        abstained=False,
+        citations=[citation],
+        short_answer=short,
+        short_answer_citation={"n": 1, "start": start, "end": end},
+    )
+    page = answer_message(answer)
+    assert "<i>" not in page  # escaped like any document text
+    body = page[page.index('class="answer">') :]
+    assert body.startswith(f'class="answer"><b class="short-answer">{escape_text(short)}</b>')
+    assert f'<mark class="short-answer"><b>{escape_text(short)}</b></mark>' in page
+    assert page.count("<mark>") == 2  # the rest of the evidence sentence, in plain highlight

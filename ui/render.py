@@ -1,4 +1,5 @@
-"""Answers to chat HTML: per-message text direction, cited passages, highlighted answer sentences.
+"""Answers to chat HTML: per-message text direction, the short answer in bold, cited passages with
+the answer's sentences highlighted and the short answer's span marked inside them.
 
 Every piece of document or user text goes through `escape_text`, which turns HTML *and* Markdown
 syntax into inert character references: a `<script>` or `[link](url)` inside a document is shown
@@ -43,29 +44,44 @@ def stream_message(question: str, partial: str) -> str:
 
 
 def _answer_text(answer: Answer) -> str:
-    """The answer with its [n] markers turned into small badges (after escaping the text)."""
-    pieces = []
+    """The short answer in bold, then the answer with its [n] markers turned into small badges
+    (after escaping the text). When the answer text does not begin with the short answer (an LLM
+    answer whose first sentence was found in a passage in other spelling), both are shown."""
+    text, lead = answer.answer, ""
+    if answer.short_answer:
+        lead = f'<b class="short-answer">{escape_text(answer.short_answer)}</b>'
+        if text.startswith(answer.short_answer):
+            text = text[len(answer.short_answer) :]
+        else:
+            lead += "<br>"
+    pieces = [lead]
     cursor = 0
-    for match in MARKER_RE.finditer(answer.answer):
-        pieces.append(escape_text(answer.answer[cursor : match.start()]))
+    for match in MARKER_RE.finditer(text):
+        pieces.append(escape_text(text[cursor : match.start()]))
         n = int(match.group(1))
         pieces.append(f'<sup class="cite cite-{n}" title="{n}">[{n}]</sup>')
         cursor = match.end()
-    pieces.append(escape_text(answer.answer[cursor:]))
+    pieces.append(escape_text(text[cursor:]))
     return "".join(pieces)
 
 
-def _highlighted(citation: Citation) -> str:
+def _highlighted(citation: Citation, short: tuple[int, int] | None) -> str:
+    """The passage with the answer's pieces marked; the short answer's span gets its own class."""
     text, cursor, out = citation.text, 0, []
     for start, end in sorted(citation.highlights):
+        if start < cursor:  # overlapping highlights: the earlier one already covers this text
+            continue
+        piece = escape_text(text[start:end])
         out.append(escape_text(text[cursor:start]))
-        out.append(f"<mark>{escape_text(text[start:end])}</mark>")
+        out.append(
+            f'<mark class="short-answer"><b>{piece}</b></mark>' if (start, end) == short else f"<mark>{piece}</mark>"
+        )
         cursor = end
     out.append(escape_text(text[cursor:]))
     return "".join(out)
 
 
-def _passage(citation: Citation, show_scores: bool, open_: bool) -> str:
+def _passage(citation: Citation, show_scores: bool, open_: bool, short: tuple[int, int] | None = None) -> str:
     score = f" · score {citation.score:.3f}" if show_scores else ""
     located = describe_location(
         citation.page,
@@ -81,7 +97,7 @@ def _passage(citation: Citation, show_scores: bool, open_: bool) -> str:
         f'<details class="source src-{citation.n}"{" open" if open_ else ""}>'
         f'<summary dir="auto"><b>[{citation.n}]</b> <bdi>{escape_text(safe_name(citation.title))}</bdi> '
         f'<span class="where">— <bdi>{escape_text(safe_name(citation.source))}</bdi>{" · " if where else ""}<bdi>{where}{score}</bdi></span></summary>'
-        f'<div dir="{direction(citation.text)}" class="passage">{_highlighted(citation)}</div></details>'
+        f'<div dir="{direction(citation.text)}" class="passage">{_highlighted(citation, short)}</div></details>'
     )
 
 
@@ -105,5 +121,9 @@ def answer_message(answer: Answer, show_scores: bool = False) -> str:
     label = "المصادر" if dir_ == "rtl" else "Sources"
     parts.append(f'<div class="sources-label" dir="{dir_}">{label}</div>')
     # The first source is open; the others are one click away, so the answer itself stays in view.
-    parts.extend(_passage(c, show_scores, open_=i == 0) for i, c in enumerate(answer.citations))
+    where = answer.short_answer_citation
+    parts.extend(
+        _passage(c, show_scores, open_=i == 0, short=(where["start"], where["end"]) if where.get("n") == c.n else None)
+        for i, c in enumerate(answer.citations)
+    )
     return "".join(parts)

@@ -1,0 +1,128 @@
+"""Every number that decides an extractive answer, in one public object.
+
+`AnswerScoring` holds the weights, floors and thresholds that rank evidence sentences, decide
+whether to abstain, pick the short answer span and compose the answer; `ExtractiveAnswerer` and
+`python -m eval.tune` both use its methods, so what is tuned is exactly what runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from rag.extract import SpanModel
+
+SPAN_WEIGHTS = Path(__file__).resolve().with_name("span_weights.json")
+
+
+@dataclass
+class AnswerScoring:
+    """Weights, floors and thresholds of the extractive answerer, with the measurement behind each.
+
+    Sentence features (columns of `ExtractiveAnswerer.features`): lexical coverage of the
+    question's content words, dense similarity to the question, passage rank prior, answer-type
+    match, passage fused score. Tuned on ARCD with `python -m eval.tune` (eval/RESULTS.md).
+    """
+
+    # lexical coverage, dense similarity, passage rank prior, answer-type match, passage fused score
+    sentence_weights: tuple[float, float, float, float, float] = (0.45, 0.1, 0.2, 0.1, 0.2)
+    # Columns every sentence of a passage shares, so they cannot tell its sentences apart.
+    passage_columns: tuple[int, ...] = (2, 4)
+    # e5 cosine similarity is mapped to 0..1 between floor and floor + range; across languages
+    # similarities run lower, so the floor is lower (English seeds questions vs Arabic passages).
+    dense_floor: float = 0.75
+    cross_language_dense_floor: float = 0.70
+    dense_range: float = 0.15
+    # The top passage's own similarity backs the confidence: 0 at 0.78, full at 0.88.
+    passage_dense_floor: float = 0.78
+    passage_dense_range: float = 0.1
+    passage_confidence_weight: float = 0.3
+    confidence_mix: float = 1.0
+    abstain_threshold: float = 0.2
+    # Across languages the confidence rests on embeddings alone, a different scale: set between
+    # English questions about the seeds and English off-topic ones.
+    cross_language_abstain_threshold: float = 0.24
+    # Sentences embedded per question. Each costs ~30 ms on 2 cores; on ARCD two are as good as
+    # ten (answer containment 0.799 vs 0.801). Across languages there are no shared words to pick
+    # the promising ones by, so more are embedded (English containment 0.22 -> 0.67 on seeds).
+    dense_candidates: int = 2
+    cross_language_dense_candidates: int = 8
+    passages_considered: int = 3
+    # A second evidence sentence is added only when its own evidence is at least this share of the
+    # best sentence's and both fit the answer budget. ARCD, held-out spans: containment 0.737 /
+    # 0.722 / 0.704 at mean 42 / 40 / 37 answer words for 0.5 / 0.8 / never.
+    runner_up_ratio: float = 0.5
+    # Short answer: spans are looked for in the best `span_sentences` sentences, up to
+    # `span_max_words` words (or a whole phrase), ranked by the trained `span_model`.
+    span_sentences: int = 3
+    span_max_words: int = 10
+    # Loaded on first use, so `python -m eval.train_span` can build a pipeline before any weights
+    # exist for the current features.
+    span_weights: Path = SPAN_WEIGHTS
+    _span_model: SpanModel | None = field(default=None, repr=False)
+
+    @property
+    def span_model(self) -> SpanModel:
+        if self._span_model is None:
+            self._span_model = SpanModel.load(self.span_weights)
+        return self._span_model
+
+    @span_model.setter
+    def span_model(self, model: SpanModel) -> None:
+        self._span_model = model
+
+    def dense_part(self, similarity: np.ndarray, cross_language: bool) -> np.ndarray:
+        floor = self.cross_language_dense_floor if cross_language else self.dense_floor
+        return np.clip((similarity - floor) / self.dense_range, 0.0, 1.0)
+
+    def sentence_scores(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(ranking score, sentence-only evidence): the second leaves out the passage-level columns."""
+        weights = np.array(self.sentence_weights, dtype=np.float32)
+        own = weights.copy()
+        own[list(self.passage_columns)] = 0.0
+        return features @ weights, features @ own
+
+    def cheap_scores(self, features: np.ndarray, cross_language: bool) -> np.ndarray:
+        """The ranking score without the dense column (zero there) and, across languages, without
+        the lexical and type columns (no shared words): which sentences are worth embedding."""
+        weights = np.array(self.sentence_weights, dtype=np.float32)
+        weights[1] = 0.0
+        if cross_language:
+            weights[[0, 3]] = 0.0
+        return features @ weights
+
+    def confidence(self, scores: np.ndarray, own: np.ndarray, passage_dense: float) -> float:
+        """How sure the evidence is: the best sentence's ranking score, or (with `confidence_mix`)
+        its own evidence, backed by the top passage's absolute similarity to the question."""
+        if not len(scores):
+            return 0.0
+        passage = float(np.clip((passage_dense - self.passage_dense_floor) / self.passage_dense_range, 0.0, 1.0))
+        if self.confidence_mix == 0.0:
+            # A strong passage-level match vouches for the passage even when no single sentence does.
+            return max(float(scores.max()), passage * 0.5)
+        return float(own.max()) + self.confidence_mix * self.passage_confidence_weight * passage
+
+    def threshold(self, cross_language: bool) -> float:
+        """The confidence under which to abstain."""
+        return self.cross_language_abstain_threshold if cross_language else self.abstain_threshold
+
+    def ranked(self, scores: np.ndarray) -> list[int]:
+        return [int(i) for i in np.argsort(-scores, kind="stable")]
+
+    def evidence(self, first: int, words: list[int], scores: np.ndarray, own: np.ndarray, max_words: int) -> list[int]:
+        """The sentence holding the short answer, then at most one more: the best other sentence
+        if its own evidence is close to the first's and both fit in `max_words`."""
+        other = next((i for i in self.ranked(scores) if i != first), None)
+        if (
+            other is not None
+            and own[other] >= self.runner_up_ratio * own[first] > 0
+            and words[first] + words[other] <= max_words
+        ):
+            return [first, other]
+        return [first]
+
+    def best_span(self, span_features: np.ndarray) -> int:
+        """Index of the best short answer candidate (the first on ties)."""
+        return int(np.argmax(self.span_model.score(span_features)))
