@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import os
+import re
 import subprocess
 import sys
 import time
@@ -22,8 +23,9 @@ from index.build import build_folder, store_for
 from index.chunk import MAX_CHUNK_CHARS, ChunkSettings, split_document
 from index.load import Skipped, UnreadableFile, decode, load_file, load_folder
 from rag.__main__ import render as cli_render
-from rag.answer import Answer, Citation, ExtractiveAnswerer, _Candidate
+from rag.answer import Answer, Citation, ExtractiveAnswerer
 from rag.config import Config
+from rag.scoring import AnswerScoring
 from tests.helpers import REPO_ROOT, write_docs
 from tests.test_hostile import HashEmbedder, clean_env, run_cli
 from ui.render import answer_message
@@ -326,11 +328,14 @@ def test_footnote_markers_copied_from_documents_are_not_citation_badges() -> Non
     passage = Document(
         page_content=text, metadata={"source": "a.txt", "title": "المؤتمر", "start": 0, "end": len(text), "score": 1.0}
     )
-    answerer = ExtractiveAnswerer(embedder=HashEmbedder(), term_weight=lambda _t: 1.0)
-    candidate = _Candidate(0, 0, len(text), text, len(text.split()))
-    answer = answerer._compose("متى انعقد المؤتمر؟", [passage], [candidate], [0], [], 1.0)
+    answerer = ExtractiveAnswerer(
+        embedder=HashEmbedder(), term_weight=lambda _t: 1.0, scoring=AnswerScoring(abstain_threshold=0.0)
+    )
+    answer = answerer.invoke({"question": "متى انعقد المؤتمر؟", "documents": [passage]})
+    assert not answer.abstained
     html = answer_message(answer)
-    assert html.count('<sup class="cite') == 1, html  # only the answerer's own [1]
+    badges = re.findall(r'<sup class="cite cite-(\d+)"', html)
+    assert badges and set(badges) == {"1"}, html  # only the answerer's own [1]
     assert "[3]" not in answer.answer and "[12]" not in answer.answer
     assert answer.answer.endswith("[1]")
 
