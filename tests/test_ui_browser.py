@@ -248,10 +248,12 @@ def test_a_fresh_page_lists_documents_uploaded_after_start(page: object, tmp_pat
 
 # --- UI v2: language, sources, phone, accessibility -----------------------------------------------
 
-DOCS_SHOTS = REPO_ROOT / "docs"
+# Screenshots for docs/ (copied there by hand after a look: a test run leaves the tree clean).
+DOCS_SHOTS = OUTPUT
 
 
 def _page(browser: object, server: str, locale: str, width: int = 1200, height: int = 1100) -> object:
+    OUTPUT.mkdir(exist_ok=True)
     context = browser.new_context(viewport={"width": width, "height": height}, locale=locale)  # type: ignore[attr-defined]
     page = context.new_page()
     page.goto(server)
@@ -375,3 +377,65 @@ def test_pdf_upload_is_answered_with_its_page_and_section(page: object, tmp_path
     sources = page.locator("#chat .source").all_inner_texts()  # type: ignore[attr-defined]
     assert any("نشرة المهرجان.pdf · ص 2 · الجوائز" in s for s in sources), sources
     shot(page, "ui-pdf-answer.png")
+
+
+def test_copy_gives_plain_text_with_the_sources_under_it(browser: object, server: str) -> None:
+    context = browser.new_context(viewport={"width": 1200, "height": 1100}, locale="en-US")  # type: ignore[attr-defined]
+    context.grant_permissions(["clipboard-read", "clipboard-write"])
+    page = context.new_page()
+    try:
+        page.goto(server)
+        page.wait_for_selector("#question textarea")
+        answer = ask(page, "كم عدد المندوبين الذين حضروا المؤتمر؟")
+        page.locator("#chat button.copy-answer").last.click()
+        page.wait_for_selector("#chat button.copy-answer.copied")
+        copied = page.evaluate("() => navigator.clipboard.readText()")
+        first_line = answer.inner_text().strip().splitlines()[0]
+        assert copied.startswith(first_line), copied[:200]
+        assert "[1]" in copied and "001_e9389b4ffc57ddb8.txt" in copied
+        assert "<" not in copied and "&#" not in copied  # plain text, not the HTML
+    finally:
+        context.close()
+
+
+@pytest.fixture(scope="module")
+def llm_server(tmp_path_factory: pytest.TempPathFactory, docs: Path) -> Iterator[str]:
+    """The UI in LLM mode against a scripted OpenAI-compatible server that streams slowly."""
+    from tests.fake_openai import FakeOpenAI, Trickle
+
+    with FakeOpenAI(default=Trickle("المؤتمر عقد في موسكو في أغسطس [1]", delay=1.5, pieces=20)) as llm:
+        index = tmp_path_factory.mktemp("ui-llm-index")
+        env = {
+            **os.environ,
+            "RAG_INDEX_DIR": str(index),
+            "RAG_DOCS_DIR": str(docs),
+            "RAG_LLM_BASE_URL": llm.base_url,
+            "RAG_LLM_MODEL": "fake",
+        }
+        subprocess.run(
+            [sys.executable, "-m", "index", "build", "--quiet"], cwd=REPO_ROOT, env=env, check=True, capture_output=True
+        )
+        running = start_ui(env, tmp_path_factory.mktemp("ui-llm-log"))
+        try:
+            yield running.url
+        finally:
+            running.stop()
+
+
+def test_stop_button_cancels_a_streaming_llm_answer(browser: object, llm_server: str) -> None:
+    page = _page(browser, llm_server, "en-US")
+    try:
+        stop = page.locator("#stop")  # type: ignore[attr-defined]
+        assert not stop.is_visible()
+        page.locator("#question textarea").fill("متى عقد المؤتمر؟")  # type: ignore[attr-defined]
+        page.locator("#ask").click()  # type: ignore[attr-defined]
+        page.wait_for_selector("#chat .streaming", timeout=60_000)  # type: ignore[attr-defined]
+        stop.wait_for(state="visible")
+        stop.click()
+        stop.wait_for(state="hidden")
+        streamed = page.locator("#chat .streaming").last.inner_text()  # type: ignore[attr-defined]
+        page.wait_for_timeout(4_000)  # type: ignore[attr-defined]  # longer than two more pieces
+        assert page.locator("#chat .streaming").last.inner_text() == streamed  # type: ignore[attr-defined]
+        assert page.locator("#chat .answer:not(.streaming)").count() == 0  # type: ignore[attr-defined]
+    finally:
+        page.context.close()  # type: ignore[attr-defined]

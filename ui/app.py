@@ -48,6 +48,8 @@ details.source .where { color: #374151; font-size: .85em; }
 .notice-error { color: #b91c1c; }
 .notice-warn { color: #92400e; }
 sup.cite { cursor: pointer; }
+button.copy-answer { border: 1px solid #d1d5db; border-radius: 6px; padding: 0 .5em; font-size: .85em; color: #374151; background: #fff; }
+button.copy-answer.copied { border-color: #15803d; color: #15803d; }
 details.source.flash { animation: flash 1.6s ease-out; }
 @keyframes flash { 0% { background: #fde68a; } 100% { background: transparent; } }
 #question textarea { unicode-bidi: plaintext; text-align: start; }
@@ -91,6 +93,19 @@ HEAD = r"""<script>
     source.classList.remove('flash');
     void source.offsetWidth;
     source.classList.add('flash');
+  });
+  // Copy: the answer as plain text, then its sources listed under it ([n] title — file · where).
+  document.addEventListener('click', (event) => {
+    const button = event.target.closest && event.target.closest('button.copy-answer');
+    if (!button) return;
+    const message = button.parentElement;
+    const answer = message.querySelector('.answer');
+    const sources = Array.from(message.querySelectorAll('details.source')).map((d) => {
+      const head = d.querySelector('summary').innerText.replace(/\s+/g, ' ').trim();
+      return head + '\n    ' + d.querySelector('.passage').innerText.trim();
+    });
+    const text = [answer ? answer.innerText.trim() : '', ...sources].join('\n\n');
+    navigator.clipboard.writeText(text).then(() => { button.classList.add('copied'); });
   });
   document.addEventListener('focusin', (event) => {
     if (event.target.matches && event.target.matches('#question textarea')) event.target.setAttribute('dir', 'auto');
@@ -214,7 +229,7 @@ def build_app(pipeline: Pipeline, i18n: gr.I18n) -> gr.Blocks:
                 height=680,
                 elem_id="chat",
                 sanitize_html=True,
-                buttons=["copy"],
+                buttons=[],  # Gradio's copy takes the HTML; each answer has its own plain-text copy button
                 autoscroll=False,  # the client scrolls to the start of the new answer (HEAD script)
             )
             with gr.Row():
@@ -228,6 +243,8 @@ def build_app(pipeline: Pipeline, i18n: gr.I18n) -> gr.Blocks:
                     max_lines=6,
                 )
                 send = gr.Button(i18n("ask"), variant="primary", scale=1, elem_id="ask")
+                # Shown while an LLM answer streams in; cancels it (the extractive answer is instant).
+                stop = gr.Button(i18n("stop"), variant="stop", scale=1, visible=False, elem_id="stop")
             gr.Examples(EXAMPLES, inputs=question, label=i18n("examples"))
             with gr.Accordion(i18n("settings"), open=False):
                 k = gr.Slider(1, 10, value=config.k, step=1, label=i18n("passages"))
@@ -247,13 +264,21 @@ def build_app(pipeline: Pipeline, i18n: gr.I18n) -> gr.Blocks:
             ) -> Iterator[tuple[list[dict[str, Any]], str, Turns]]:
                 yield from _ask(pipeline, q, history, k_, scores, mode_, turns_, lang)
 
+            answering = []
             for trigger in (send.click, question.submit):
-                trigger(
-                    ask,
-                    [question, chat, k, show_scores, mode, turns, page_lang],
-                    [chat, question, turns],
-                    api_name=False,
-                ).then(None, js=SHOW_NEW_ANSWER)
+                started = trigger(lambda m: gr.update(visible=m == "llm"), mode, stop, api_name=False)
+                answering.append(
+                    started.then(
+                        ask,
+                        [question, chat, k, show_scores, mode, turns, page_lang],
+                        [chat, question, turns],
+                        api_name=False,
+                    )
+                )
+                answering[-1].then(lambda: gr.update(visible=False), None, stop, api_name=False).then(
+                    None, js=SHOW_NEW_ANSWER
+                )
+            stop.click(lambda: gr.update(visible=False), None, stop, cancels=answering, api_name=False)
             clear.click(lambda: ([], "", []), None, [chat, question, turns], api_name=False)
             # A plain endpoint for scripts and load tests: question in, answer JSON out.
             api_in = gr.Textbox(visible=False)

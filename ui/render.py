@@ -126,4 +126,6 @@ def answer_message(answer: Answer, show_scores: bool = False) -> str:
         _passage(c, show_scores, open_=i == 0, short=(where["start"], where["end"]) if where.get("n") == c.n else None)
         for i, c in enumerate(answer.citations)
     )
+    copy = "نسخ" if dir_ == "rtl" else "Copy"
+    parts.append(f'<button type="button" class="copy-answer" title="{copy}">{copy}</button>')
     return "".join(parts)
