@@ -129,7 +129,13 @@ class Pipeline:
 
         def answer(inputs: dict[str, Any]) -> Answer:
             started = time.perf_counter()
-            result = answerer.invoke({**inputs, "question": inputs["standalone_question"]})
+            # Retrieval searches with the stand-alone question; the extractive answerer reads the
+            # question as asked: the inherited topic words pulled its span back to the previous
+            # answer ("ومن مثّلها؟" answered with the message instead of the envoy). Follow-up set:
+            # containment 0.714 -> 0.786, short F1 0.27 -> 0.34; seeds unchanged. An LLM gets the
+            # rewritten question, which it wrote to stand alone.
+            asked = inputs["standalone_question"] if isinstance(answerer, LLMAnswerer) else inputs["question"]
+            result = answerer.invoke({**inputs, "question": asked})
             result.question = inputs["question"]
             result.standalone_question = inputs["standalone_question"]
             result.timings_ms = {

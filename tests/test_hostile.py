@@ -513,8 +513,8 @@ def test_question_with_invalid_utf8_bytes_on_the_cli(seeds_index: SeedsIndex, ch
 
 # --- what the reader is shown is inert HTML ---------------------------------------------------------
 
-ALLOWED_TAGS = {"div", "sup", "details", "summary", "b", "bdi", "span", "mark", "br"}
-CLASS_RE = re.compile(r"[a-z][a-z -]*")
+ALLOWED_TAGS = {"div", "sup", "details", "summary", "b", "bdi", "span", "mark", "br", "button"}
+CLASS_RE = re.compile(r"[a-z][a-z0-9 -]*")
 
 
 class _Audit(HTMLParser):
@@ -545,6 +545,10 @@ def audit_html(markup: str) -> str:
                 assert value in ("rtl", "ltr", "auto"), markup[:300]
             elif name == "class":
                 assert value and CLASS_RE.fullmatch(value), markup[:300]
+            elif name == "title":  # a badge's number, the copy button's label: never document text
+                assert value and (value.isdigit() or value in ("Copy", "نسخ")), (name, value)
+            elif name == "type":
+                assert tag == "button" and value == "button", (tag, name, value)
             else:
                 assert name == "open" and value is None, (name, value)
     return "".join(parser.text)
@@ -552,7 +556,7 @@ def audit_html(markup: str) -> str:
 
 def assert_no_live_markup(markup: str) -> None:
     """Nothing a Markdown renderer or browser would act on survives outside the renderer's tags."""
-    outside = re.sub(r"</?(?:div|sup|details|summary|b|bdi|span|mark)(?: [^<>]*)?>|<br>", "", markup)
+    outside = re.sub(r"</?(?:div|sup|details|summary|b|bdi|span|mark|button)(?: [^<>]*)?>|<br>", "", markup)
     outside = re.sub(r"\[\d+\]", "", outside)  # citation badges are the renderer's own
     for needle in ("<", ">", "](", "**", "`", "javascript:", "http://", "onerror="):
         assert needle not in outside, (needle, outside[:300])
