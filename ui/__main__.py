@@ -85,6 +85,10 @@ def main(argv: list[str] | None = None) -> int:
         show_error=False,
         ssr_mode=False,
     )
+    # Gradio checks that a file named in a request was uploaded to it only for apps it launched
+    # itself (processing_utils._check_allowed); mounted, a crafted request could make it read any
+    # path on the server. Mark the app launched so the check runs (tests/test_load.py).
+    app.has_launched = True
     serve(server, config.ui_host, config.ui_port)
     return 0
 

@@ -342,9 +342,17 @@ def build_app(pipeline: Pipeline, i18n: gr.I18n) -> gr.Blocks:
                 if not files:
                     return *refreshed(), gr.update(), None
                 progress(0.1, desc=t(lang, "indexing"))
-                pairs = [(Path(_path(f)), _original_name(f)) for f in files]
+                # Only files Gradio received may be read: a crafted request can name any path on the
+                # server (seen through the API-mounted app), which must never reach the index.
+                uploads = Path(gr.utils.get_upload_folder()).resolve()
+                pairs, foreign = [], []
+                for f in files:
+                    path = Path(_path(f))
+                    (pairs if path.resolve().is_relative_to(uploads) else foreign).append((path, _original_name(f)))
                 try:
-                    message = library.add(pairs).message(lang)
+                    report = library.add(pairs)
+                    report.rejected += [f"{name}: not a file uploaded to this server" for _, name in foreign]
+                    message = report.message(lang)
                 except Exception:
                     log.exception("upload failed")
                     message = t(lang, "indexing_failed")
