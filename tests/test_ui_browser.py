@@ -269,7 +269,10 @@ def test_arabic_browser_gets_an_arabic_right_to_left_interface(browser: object, 
         assert page.get_by_role("button", name="اسأل").count() == 1  # type: ignore[attr-defined]
         reply = ask(page, "س" * 2001)  # an Arabic question that is too long gets an Arabic error
         assert "طول السؤال" in reply.inner_text() and "2,000" in reply.inner_text()
-        ask(page, "متى عقد مؤتمر موسكو للأمن الدولي في نسخته الحادية عشرة؟")
+        page.get_by_role("button", name="محادثة جديدة").click()  # type: ignore[attr-defined]
+        page.wait_for_function("() => !document.querySelector('#chat .notice')")  # type: ignore[attr-defined]
+        ask(page, "كم عدد الدول التي جاء منها المندوبون إلى المؤتمر؟")
+        page.wait_for_timeout(800)  # type: ignore[attr-defined]  # the scroll to the new answer
         page.screenshot(path=str(DOCS_SHOTS / "screenshot-chat-ar.png"))  # type: ignore[attr-defined]
         # The switch in the header changes the whole interface, and the choice sticks.
         page.locator("#lang").get_by_text("English").click()  # type: ignore[attr-defined]
@@ -300,6 +303,7 @@ def test_english_interface_answers_and_typed_arabic_reads_right_to_left(browser:
             "n => document.querySelectorAll('#chat .answer, #chat .notice').length > n", arg=before, timeout=60_000
         )
         ask(page, "How many delegates attended the 2023 conference?")
+        page.wait_for_timeout(800)  # type: ignore[attr-defined]  # the scroll to the new answer
         page.screenshot(path=str(DOCS_SHOTS / "screenshot-chat-en.png"))  # type: ignore[attr-defined]
     finally:
         page.context.close()  # type: ignore[attr-defined]
