@@ -116,10 +116,9 @@ class Trash:
                 return item
         raise TrashError("that document is no longer in the trash")
 
-    def restore(self, item_id: str) -> str:
+    def restore(self, item: TrashItem) -> str:
         """Move an item back into the documents folder under its own name, or a free variant of it
         (a restore never overwrites a file); returns the name it now has there."""
-        item = self.get(item_id)
         name = free_name(self.docs_dir, item.name)
         move_file(self.folder / item.id / Path(item.name).name, self.docs_dir / name)
         shutil.rmtree(self.folder / item.id, ignore_errors=True)

@@ -194,7 +194,7 @@ class DocumentLibrary:
                     target.unlink()
             for item in trashed:
                 with contextlib.suppress(OSError):
-                    self.trash.restore(item.id)
+                    self.trash.restore(item)
             report.rejected.extend(
                 f"{d.metadata['source']}: could not be stored ({exc.strerror or exc})" for d, _ in accepted
             )
@@ -216,7 +216,7 @@ class DocumentLibrary:
                 index, _ = apply_changes(self.pipeline.config, self.pipeline.embedder, [], removals=[name])
             except BaseException:
                 if item is not None:
-                    self.trash.restore(item.id)
+                    self.trash.restore(item)
                 raise
             self.pipeline.reload(index)
         return t(lang, "removed", title=title, name=name)
@@ -229,7 +229,7 @@ class DocumentLibrary:
         with self._lock:
             try:
                 item = self.trash.get(item_id)
-                name = self.trash.restore(item_id)
+                name = self.trash.restore(item)
                 document = load_file(self.folder / name, name)
             except (TrashError, UnreadableFile, OSError) as exc:
                 return t(lang, "restore_failed", reason=exc)
