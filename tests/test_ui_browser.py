@@ -6,6 +6,7 @@ test-output/. Set RAG_SKIP_BROWSER=1 to skip locally when Chromium is not instal
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -52,10 +53,11 @@ def docs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, docs: Path) -> Iterator[str]:
+@contextlib.contextmanager
+def serving(tmp_path_factory: pytest.TempPathFactory, docs: Path, **settings: str) -> Iterator[str]:
+    """`python -m ui` over `docs` with an index of its own and these RAG_* settings; yields its URL."""
     index = tmp_path_factory.mktemp("ui-index")
-    env = {**os.environ, "RAG_INDEX_DIR": str(index), "RAG_DOCS_DIR": str(docs)}
+    env = {**os.environ, "RAG_INDEX_DIR": str(index), "RAG_DOCS_DIR": str(docs), **settings}
     subprocess.run(
         [sys.executable, "-m", "index", "build", "--quiet"], cwd=REPO_ROOT, env=env, check=True, capture_output=True
     )
@@ -64,6 +66,12 @@ def server(tmp_path_factory: pytest.TempPathFactory, docs: Path) -> Iterator[str
         yield running.url
     finally:
         running.stop()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, docs: Path) -> Iterator[str]:
+    with serving(tmp_path_factory, docs) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -78,12 +86,9 @@ def browser() -> Iterator[object]:
 
 @pytest.fixture
 def page(browser: object, server: str) -> Iterator[object]:
-    context = browser.new_context(viewport={"width": 1200, "height": 1100})  # type: ignore[attr-defined]
-    pg = context.new_page()
-    pg.goto(server)
-    pg.wait_for_selector("#question textarea")
+    pg = _page(browser, server, "en-US")
     yield pg
-    context.close()
+    pg.context.close()  # type: ignore[attr-defined]
 
 
 def ask(page: object, question: str) -> object:
@@ -407,23 +412,11 @@ def llm_server(tmp_path_factory: pytest.TempPathFactory, docs: Path) -> Iterator
     """The UI in LLM mode against a scripted OpenAI-compatible server that streams slowly."""
     from tests.fake_openai import FakeOpenAI, Trickle
 
-    with FakeOpenAI(default=Trickle("المؤتمر عقد في موسكو في أغسطس [1]", delay=1.5, pieces=20)) as llm:
-        index = tmp_path_factory.mktemp("ui-llm-index")
-        env = {
-            **os.environ,
-            "RAG_INDEX_DIR": str(index),
-            "RAG_DOCS_DIR": str(docs),
-            "RAG_LLM_BASE_URL": llm.base_url,
-            "RAG_LLM_MODEL": "fake",
-        }
-        subprocess.run(
-            [sys.executable, "-m", "index", "build", "--quiet"], cwd=REPO_ROOT, env=env, check=True, capture_output=True
-        )
-        running = start_ui(env, tmp_path_factory.mktemp("ui-llm-log"))
-        try:
-            yield running.url
-        finally:
-            running.stop()
+    with (
+        FakeOpenAI(default=Trickle("المؤتمر عقد في موسكو في أغسطس [1]", delay=1.5, pieces=20)) as llm,
+        serving(tmp_path_factory, docs, RAG_LLM_BASE_URL=llm.base_url, RAG_LLM_MODEL="fake") as url,
+    ):
+        yield url
 
 
 def test_stop_button_cancels_a_streaming_llm_answer(browser: object, llm_server: str) -> None:
