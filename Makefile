@@ -25,6 +25,7 @@ ask: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(PY) -m ruff check .
+	$(PY) -m mypy
 	$(PY) -m pytest -q
 
 test-fast: $(VENV)/.installed
@@ -33,6 +34,7 @@ test-fast: $(VENV)/.installed
 lint: $(VENV)/.installed
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+	$(PY) -m mypy
 
 eval: $(VENV)/.installed
 	$(PY) -m eval --questions eval/questions/seeds.jsonl

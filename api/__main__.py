@@ -12,11 +12,11 @@ from typing import Any
 
 from api.app import Service, create_app
 from api.security import is_loopback, parse_rate
+from core.config import Config, add_arguments, chosen
+from core.errors import ConfigError, UserError
 from index.build import resolve_docs_dir
-from index.embed import EmbedderUnavailable
 from index.store import IndexProblem
 from rag.chain import Pipeline
-from rag.config import Config, add_arguments, chosen
 
 
 def key_problem(host: str, config: Config) -> str:
@@ -29,13 +29,13 @@ def key_problem(host: str, config: Config) -> str:
     )
 
 
-def exposure_problem(host: str, config: Config) -> str:
-    """Why `python -m api` must not start as configured: an unreadable rate limit, or no key off loopback."""
-    try:
-        parse_rate(config.api_rate)
-    except ValueError as exc:
-        return str(exc)
-    return key_problem(host, config)
+def configure(args: argparse.Namespace) -> Config:
+    """The settings of a server (API or UI), checked before anything loads; raises UserError.
+
+    Uploads go to the folder the index was built from, unless the user names another."""
+    config = Config.from_args(args)
+    parse_rate(config.api_rate)
+    return resolve_docs_dir(config, chosen(args, "docs_dir"))
 
 
 def serve(app: Any, host: str, port: int) -> None:
@@ -56,28 +56,23 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        config = Config.from_args(args)
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    if problem := exposure_problem(config.api_host, config):
-        print(f"error: {problem}", file=sys.stderr)
-        return 2
 
     def log(message: str) -> None:
         print(message, file=sys.stderr, flush=True)
 
     try:
-        config = resolve_docs_dir(config, chosen(args, "docs_dir"))
-        service = Service(config, pipeline=Pipeline(config, log=log))
-    except IndexProblem as exc:
-        # Serve anyway: questions get a 503 naming the fix, and the index is picked up once built.
-        log(f"warning: {exc}")
-        service = Service(config, load=lambda: Pipeline(config, log=log), problem=str(exc))
-    except (EmbedderUnavailable, ValueError, OSError) as exc:
+        config = configure(args)
+        if problem := key_problem(config.api_host, config):
+            raise ConfigError(problem)
+        try:
+            service = Service(config, pipeline=Pipeline(config, log=log))
+        except IndexProblem as exc:
+            # Serve anyway: questions get a 503 naming the fix, and the index is picked up once built.
+            log(f"warning: {exc}")
+            service = Service(config, load=lambda: Pipeline(config, log=log), problem=str(exc))
+    except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return 2 if isinstance(exc, ConfigError) else 1
     log(f"Serving the API on http://{config.api_host}:{config.api_port} (docs at /docs)")
     serve(create_app(service), config.api_host, config.api_port)
     return 0

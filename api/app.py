@@ -23,10 +23,11 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from api.errors import APIError, install_handlers
 from api.security import Limits, RateLimiter, SecurityMiddleware, parse_rate
+from core.config import Config
+from core.errors import UserError
 from index.store import IndexProblem
 from rag.answer import Answer
 from rag.chain import Pipeline, QuestionError
-from rag.config import Config
 from rag.llm import REQUEST_OPTIONS, TokenFn
 from ui.documents import DocumentLibrary
 
@@ -137,6 +138,9 @@ class Service:
         except IndexProblem as exc:
             log.warning("index problem while answering: %s", exc)
             raise APIError(503, f"The index cannot be used: {exc}", "index_unavailable") from exc
+        except UserError as exc:
+            log.warning("could not answer: %s", exc)
+            raise APIError(503, f"The question could not be answered: {exc}", "service_unavailable") from exc
 
 
 def create_app(service: Service | Pipeline, config: Config | None = None, disabled: str = "") -> FastAPI:

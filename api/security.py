@@ -15,11 +15,13 @@ import re
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from core.errors import ConfigError
 
 LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 _RATE_RE = re.compile(r"^\s*(\d+)\s*/\s*(\d*)\s*(s|sec|second|m|min|minute|h|hr|hour)s?\s*$", re.I)
@@ -42,12 +44,12 @@ def key_matches(header: str | None, key: str) -> bool:
 
 
 def parse_rate(text: str) -> tuple[int, float] | None:
-    """ "60/min" -> (60 requests, per 60 s); "" -> None (no limit). Raises ValueError naming the form."""
+    """ "60/min" -> (60 requests, per 60 s); "" -> None (no limit). Raises ConfigError naming the form."""
     if not text.strip():
         return None
     match = _RATE_RE.match(text)
     if not match or int(match.group(1)) < 1:
-        raise ValueError(f"RAG_API_RATE={text!r} is not a rate; use e.g. 60/min, 5/s or 1000/hour")
+        raise ConfigError(f"RAG_API_RATE={text!r} is not a rate", hint="use e.g. 60/min, 5/s or 1000/hour")
     count, multiple, unit = int(match.group(1)), int(match.group(2) or 1), match.group(3).lower()
     return count, float(multiple * _PERIOD_S[unit])
 
@@ -205,5 +207,5 @@ async def _refuse(
     await send({"type": "http.response.body", "body": body})
 
 
-def client_of(scope: dict[str, Any]) -> str:
+def client_of(scope: MutableMapping[str, Any]) -> str:
     return (scope.get("client") or ("unknown", 0))[0]

@@ -22,6 +22,7 @@ from typing import Any
 from langchain_core.documents import Document
 from tqdm import tqdm
 
+from core.config import PROJECT_ROOT, Config, add_arguments
 from eval.metrics import (
     contains,
     exact_match,
@@ -37,7 +38,6 @@ from index import store
 from index.build import apply_changes, build_folder, store_for
 from index.embed import EmbedderUnavailable, load_embedder
 from rag.chain import Pipeline
-from rag.config import PROJECT_ROOT, Config, add_arguments
 
 EVAL_ROOT = PROJECT_ROOT / "data" / "eval"
 RANK_CUTOFF = 10

@@ -32,6 +32,7 @@ import numpy as np
 from langchain_core.documents import Document
 from scipy import sparse
 
+from core.config import PROJECT_ROOT, Config
 from eval.metrics import percentile
 from eval.questions import load_jsonl, load_squad
 from index import store
@@ -40,7 +41,6 @@ from index.build import apply_changes, build_folder, embedding_text
 from index.embed import VectorEmbeddings, load_embedder
 from rag.answer import ExtractiveAnswerer
 from rag.chain import Pipeline
-from rag.config import PROJECT_ROOT, Config
 from rag.retrieve import BM25, HybridRetriever
 
 HERE = Path(__file__).resolve().parent
@@ -172,7 +172,7 @@ def bench_ingestion(
     minilm = _packaged_minilm(workdir)
     if minilm:
         out["embedding_sentence_transformers"] = embedding_speedup(
-            load_embedder(minilm), texts, "sentence-transformers (all-MiniLM-L6-v2, torch CPU)"
+            load_embedder(minilm, config.embed_batch_size), texts, "sentence-transformers (all-MiniLM-L6-v2, torch CPU)"
         )
     out["peak_rss_mb_after_ingestion"] = peak_mb()
     return out, real

@@ -19,8 +19,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from core.config import PROJECT_ROOT
 from eval.questions import QuestionFileError, load_jsonl, load_squad
-from rag.config import PROJECT_ROOT
 from rag.followup import FollowUpResolver
 
 QUESTIONS_DIR = PROJECT_ROOT / "eval" / "questions"

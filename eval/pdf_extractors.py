@@ -14,6 +14,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -98,7 +99,7 @@ def fixtures(folder: Path) -> list[tuple[str, Path, str]]:
         "ARCD, 1 column": ("مقالات ويكيبيديا", arcd[:6], 1),
         "ARCD, 2 columns": ("مقالات في عمودين", arcd[6:12], 2),
     }
-    out = []
+    out: list[tuple[str, Path, str]] = []
     for name, (title, sections, columns) in docs.items():
         if not sections:
             continue
@@ -108,7 +109,7 @@ def fixtures(folder: Path) -> list[tuple[str, Path, str]]:
     return out
 
 
-def measure(folder: Path) -> list[dict[str, object]]:
+def measure(folder: Path) -> tuple[list[dict[str, Any]], list[str]]:
     rows = []
     docs = fixtures(folder)
     for name, (licence, extract, visual) in {
@@ -142,7 +143,7 @@ def measure(folder: Path) -> list[dict[str, object]]:
     return rows, [d[0] for d in docs]
 
 
-def report(rows: list[dict[str, object]], doc_names: list[str]) -> str:
+def report(rows: list[dict[str, Any]], doc_names: list[str]) -> str:
     head = "| extractor | licence | CER raw | CER repaired | " + " | ".join(doc_names) + " | pages/s |"
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:

@@ -9,8 +9,10 @@ from pathlib import Path
 
 from langchain_core.documents import Document
 
+from core.errors import UserError
 
-class QuestionFileError(ValueError):
+
+class QuestionFileError(UserError):
     """A question file that cannot be used; the message names the file and line."""
 
 

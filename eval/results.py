@@ -20,10 +20,10 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
+from core.config import PROJECT_ROOT, Config, choices
 from eval.__main__ import Corpus, for_corpus, run
 from eval.followups import seeds_unchanged
 from eval.questions import load_jsonl, load_squad
-from rag.config import PROJECT_ROOT, RETRIEVERS, Config
 from rag.followup import FollowUpResolver
 
 HERE = Path(__file__).resolve().parent
@@ -86,7 +86,7 @@ def main() -> None:
     for title, command, corpus, questions in suites(args.arcd):
         rows = []
         # The three retrievers on FAISS, then the default (hybrid) on the Milvus store.
-        variants = [(r, "faiss") for r in RETRIEVERS] + [("hybrid", "milvus")]
+        variants = [(r, "faiss") for r in choices("retriever")] + [("hybrid", "milvus")]
         for retriever, store_kind in variants:
             config = for_corpus(base.replace(retriever=retriever, store=store_kind), corpus)
             started = time.time()

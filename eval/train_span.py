@@ -21,13 +21,13 @@ from langchain_core.documents import Document
 from scipy.optimize import minimize
 from tqdm import tqdm
 
+from core.config import Config
 from eval.__main__ import _MARKER_RE, Corpus, for_corpus, prepare_index, short_answer_scores
 from eval.metrics import contains, mean, percentile, token_f1
 from eval.questions import Question, load_squad
 from eval.results import ARCD
 from rag.answer import ExtractiveAnswerer
 from rag.chain import Pipeline, clean_question
-from rag.config import Config
 from rag.extract import FEATURES, Sentence, SpanModel, sentence_candidates, span_candidates
 from rag.scoring import SPAN_WEIGHTS
 

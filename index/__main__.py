@@ -8,10 +8,10 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from core.config import Config, add_arguments, chosen
+from core.errors import ConfigError, UserError
 from index.build import build_folder, resolve_docs_dir, store_for
-from index.embed import EmbedderUnavailable, load_embedder
-from index.store import IndexProblem
-from rag.config import Config, add_arguments, chosen
+from index.embed import load_embedder
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -51,9 +51,9 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             for bar in bars:
                 bar.close()
-    except (IndexProblem, EmbedderUnavailable, ValueError, OSError) as exc:
+    except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return 2 if isinstance(exc, ConfigError) else 1
     print(f"{store_for(config).description}: {report.summary()}")
     return 0
 

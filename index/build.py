@@ -12,12 +12,12 @@ from typing import Any
 
 from langchain_core.documents import Document
 
+from core.config import Config
 from index import store
 from index.arabic import NORMALIZATION_VERSION
 from index.chunk import CHUNKER_VERSION, ChunkSettings, split_document
 from index.embed import ProgressFn, VectorEmbeddings
 from index.load import Skipped, load_folder
-from rag.config import Config
 
 LogFn = Callable[[str], None]
 
@@ -104,7 +104,7 @@ def apply_changes(
         new_chunks: list[Document] = []
         for source in report.added + report.updated:
             doc = replace[source]
-            doc_chunks = split_document(doc, ChunkSettings(config.chunk_max_words, config.chunk_overlap_words))
+            doc_chunks = split_document(doc, ChunkSettings.from_config(config))
             new_chunks.extend(doc_chunks)
             files[source] = {
                 "sha256": doc.metadata["sha256"],

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from langchain_core.documents import Document
 
+from core.config import Config
 from index.arabic import clause_spans, sentence_spans, trim_span
 from index.formats import locate
 
@@ -37,8 +38,12 @@ _NON_TEXT_RE = re.compile(rf"\S{{{MAX_RUN_CHARS + 1},}}")
 class ChunkSettings:
     """Chunk size and overlap in words; recorded in the index manifest."""
 
-    max_words: int = 150
-    overlap_words: int = 30
+    max_words: int
+    overlap_words: int
+
+    @classmethod
+    def from_config(cls, config: Config) -> ChunkSettings:
+        return cls(config.chunk_max_words, config.chunk_overlap_words)
 
 
 @dataclass(frozen=True)

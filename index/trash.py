@@ -22,13 +22,14 @@ from collections.abc import Collection
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from core.errors import UserError
 from index.store import atomic_write, claim
 
 TRASH_DIR = "trash"
 _ENTRY = "entry.json"
 
 
-class TrashError(OSError):
+class TrashError(UserError):
     """A trash operation that cannot be done; the message says why, for the user."""
 
 

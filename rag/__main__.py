@@ -12,13 +12,12 @@ import json
 import sys
 from collections.abc import Iterable
 
-from index.embed import EmbedderUnavailable
+from core.config import Config, add_arguments
+from core.errors import ConfigError, UserError
 from index.formats import describe_location
 from index.load import safe_name, terminal_safe
-from index.store import IndexProblem
 from rag.answer import Answer
 from rag.chain import Pipeline, QuestionError
-from rag.config import Config, add_arguments
 from rag.followup import MAX_HISTORY_TURNS
 
 
@@ -98,12 +97,9 @@ def main(argv: list[str] | None = None) -> int:
 
             clean_question(args.question, config.max_question_chars)
         pipeline = Pipeline(config, log=lambda m: print(m, file=sys.stderr))
-    except QuestionError as exc:
+    except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except (IndexProblem, EmbedderUnavailable, ValueError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return 2 if isinstance(exc, (QuestionError, ConfigError)) else 1
     status = 0
     # Earlier questions given on the command line have no answer; conversation turns keep theirs
     # (the LLM rewrite reads them, the extractive resolver reads only the questions).
@@ -112,8 +108,8 @@ def main(argv: list[str] | None = None) -> int:
         stream = pipeline.llm_enabled and not args.json
         try:
             answer = pipeline.ask(question, history=history, on_token=_print_token if stream else None)
-        except QuestionError as exc:
-            status = 2
+        except UserError as exc:  # a bad question, or a store or endpoint that failed: this line only
+            status = max(status, 2 if isinstance(exc, QuestionError) else 1)
             if args.json:
                 print(json.dumps({"question": question, "error": str(exc)}, ensure_ascii=False), flush=True)
             else:

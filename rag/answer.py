@@ -18,9 +18,9 @@ from langchain_core.runnables import RunnableSerializable
 from langchain_core.runnables.config import RunnableConfig
 from pydantic import ConfigDict
 
+from core.config import Config
 from index.arabic import language, terms
 from index.embed import VectorEmbeddings
-from rag.config import Config
 from rag.extract import Sentence, Span, sentence_candidates, span_candidates
 from rag.scoring import AnswerScoring
 
@@ -127,7 +127,7 @@ class ExtractiveAnswerer(RunnableSerializable[dict[str, Any], Answer]):
     embedder: VectorEmbeddings
     term_weight: Callable[[str], float]
     scoring: AnswerScoring
-    max_words: int = 45
+    max_words: int
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
@@ -135,11 +135,7 @@ class ExtractiveAnswerer(RunnableSerializable[dict[str, Any], Answer]):
     def from_config(
         cls, config: Config, embedder: VectorEmbeddings, term_weight: Callable[[str], float]
     ) -> ExtractiveAnswerer:
-        scoring = AnswerScoring(
-            abstain_threshold=config.abstain_threshold,
-            cross_language_abstain_threshold=config.cross_language_abstain_threshold,
-            dense_candidates=config.answer_dense_sentences,
-        )
+        scoring = AnswerScoring.from_config(config)
         return cls(embedder=embedder, term_weight=term_weight, scoring=scoring, max_words=config.answer_max_words)
 
     def invoke(self, input: dict[str, Any], config: RunnableConfig | None = None, **kwargs: Any) -> Answer:

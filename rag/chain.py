@@ -15,12 +15,13 @@ from typing import Any
 
 from langchain_core.runnables import Runnable, RunnableLambda
 
+from core.config import PROJECT_ROOT, Config
+from core.errors import UserError
 from index import store
 from index.arabic import normalize
 from index.build import build_folder, store_for
 from index.embed import VectorEmbeddings, load_embedder
 from rag.answer import Answer, ExtractiveAnswerer
-from rag.config import PROJECT_ROOT, Config
 from rag.followup import FollowUpResolver
 from rag.llm import LLMAnswerer, QuestionRewriter, TokenFn, deadline_for
 from rag.retrieve import HybridRetriever
@@ -28,7 +29,7 @@ from rag.retrieve import HybridRetriever
 _CONTROL_RE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 
 
-class QuestionError(ValueError):
+class QuestionError(UserError):
     """A question that cannot be asked (empty, too long, nothing to search for).
 
     `key` and `params` let an interface say the same in the question's own language.
@@ -68,7 +69,7 @@ def open_index(
         default_location = (
             not config.milvus_uri
             if config.store == "milvus"
-            else config.index_dir.resolve() == Config().index_dir.resolve()
+            else config.index_dir.resolve() == Config.default("index_dir").resolve()
         )
         if not default_location or not config.docs_dir.is_dir():
             raise

@@ -20,9 +20,10 @@ from langchain_core.runnables import RunnableSerializable
 from langchain_core.runnables.config import RunnableConfig
 from pydantic import ConfigDict
 
+from core.config import Config
+from core.errors import UserError
 from index.arabic import language, locate, sentence_spans
 from rag.answer import ABSTAIN_MESSAGE, Answer, Citation, ExtractiveAnswerer, quote_markers, to_citation
-from rag.config import Config
 
 TokenFn = Callable[[str], None]
 NOT_FOUND = {"ar": "غير موجود في المستندات.", "en": "Not in the documents."}
@@ -43,7 +44,7 @@ Rules:
 REWRITE_PROMPT = """Rewrite the user's last question as a single stand-alone question that can be understood without the conversation, replacing pronouns and vague references with the names, places and dates they refer to. Keep the question's language. Reply with the rewritten question only."""
 
 
-class LLMError(RuntimeError):
+class LLMError(UserError):
     """The endpoint failed; the message says how, in words a user understands."""
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from typing import Any
 
 import numpy as np
 from langchain_core.callbacks import CallbackManagerForRetrieverRun
@@ -18,11 +17,11 @@ from langchain_core.retrievers import BaseRetriever
 from pydantic import ConfigDict
 from scipy import sparse
 
+from core.config import Config, Retriever
 from index.arabic import terms
 from index.build import embedding_text
 from index.embed import VectorEmbeddings
 from index.store import StoredIndex
-from rag.config import Config
 
 
 class BM25:
@@ -126,30 +125,27 @@ class HybridRetriever(BaseRetriever):
     index: StoredIndex
     embedder: VectorEmbeddings
     bm25: BM25
-    mode: str = "hybrid"
-    k: int = 5
-    candidates: int = 50
-    dense_weight: float = 0.5
-
-    @classmethod
-    def from_index(cls, index: StoredIndex, embedder: VectorEmbeddings, **kwargs: Any) -> HybridRetriever:
-        bm25 = BM25.from_documents([terms(embedding_text(c)) for c in index.chunks])
-        return cls(index=index, embedder=embedder, bm25=bm25, **kwargs)
+    mode: Retriever
+    k: int
+    candidates: int
+    dense_weight: float
 
     @classmethod
     def from_config(
         cls, config: Config, index: StoredIndex, embedder: VectorEmbeddings, bm25: BM25 | None = None
     ) -> HybridRetriever:
         """The configured retriever; `bm25` defaults to one built over the index's chunks."""
-        settings = {
-            "mode": config.retriever,
-            "k": config.k,
-            "candidates": config.candidates,
-            "dense_weight": config.dense_weight,
-        }
         if bm25 is None:
-            return cls.from_index(index, embedder, **settings)
-        return cls(index=index, embedder=embedder, bm25=bm25, **settings)
+            bm25 = BM25.from_documents([terms(embedding_text(c)) for c in index.chunks])
+        return cls(
+            index=index,
+            embedder=embedder,
+            bm25=bm25,
+            mode=config.retriever,
+            k=config.k,
+            candidates=config.candidates,
+            dense_weight=config.dense_weight,
+        )
 
     def _dense(self, query: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
         sims, rows = self.index.vectors.search(query.reshape(1, -1), min(n, self.index.vectors.ntotal))

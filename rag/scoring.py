@@ -12,12 +12,13 @@ from pathlib import Path
 
 import numpy as np
 
+from core.config import Config
 from rag.extract import SpanModel
 
 SPAN_WEIGHTS = Path(__file__).resolve().with_name("span_weights.json")
 
 
-@dataclass
+@dataclass(kw_only=True)
 class AnswerScoring:
     """Weights, floors and thresholds of the extractive answerer, with the measurement behind each.
 
@@ -40,14 +41,14 @@ class AnswerScoring:
     passage_dense_range: float = 0.1
     passage_confidence_weight: float = 0.3
     confidence_mix: float = 1.0
-    abstain_threshold: float = 0.2
-    # Across languages the confidence rests on embeddings alone, a different scale: set between
-    # English questions about the seeds and English off-topic ones.
-    cross_language_abstain_threshold: float = 0.24
+    # Abstain below these confidences (Config.abstain_threshold / cross_language_abstain_threshold:
+    # across languages the confidence rests on embeddings alone, a different scale).
+    abstain_threshold: float
+    cross_language_abstain_threshold: float
     # Sentences embedded per question. Each costs ~30 ms on 2 cores; on ARCD two are as good as
     # ten (answer containment 0.799 vs 0.801). Across languages there are no shared words to pick
     # the promising ones by, so more are embedded (English containment 0.22 -> 0.67 on seeds).
-    dense_candidates: int = 2
+    dense_candidates: int  # Config.answer_dense_sentences
     cross_language_dense_candidates: int = 8
     passages_considered: int = 3
     # A second evidence sentence is added only when its own evidence is at least this share of the
@@ -62,6 +63,16 @@ class AnswerScoring:
     # exist for the current features.
     span_weights: Path = SPAN_WEIGHTS
     _span_model: SpanModel | None = field(default=None, repr=False)
+
+    @classmethod
+    def from_config(cls, config: Config, **changes: object) -> AnswerScoring:
+        """The scoring the product runs: the settings' thresholds, everything else as measured here."""
+        settings: dict[str, object] = {
+            "abstain_threshold": config.abstain_threshold,
+            "cross_language_abstain_threshold": config.cross_language_abstain_threshold,
+            "dense_candidates": config.answer_dense_sentences,
+        }
+        return cls(**{**settings, **changes})  # type: ignore[arg-type]
 
     @property
     def span_model(self) -> SpanModel:

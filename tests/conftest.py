@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from core.config import Config
 from index.build import build_folder
 from index.embed import DEFAULT_EMBEDDER, VectorEmbeddings, load_embedder
 from rag.chain import Pipeline
-from rag.config import Config
 from tests.helpers import SEEDS_DIR, SeedsIndex
 
 TIERS = {
@@ -28,14 +28,14 @@ TIERS = {
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        module = item.module.__name__.rsplit(".", 1)[-1] if item.module else ""
+        module = item.nodeid.split("::", 1)[0].rsplit("/", 1)[-1].removesuffix(".py")
         tier = next((name for name, modules in TIERS.items() if module in modules), "integration")
         item.add_marker(getattr(pytest.mark, tier))
 
 
 @pytest.fixture(scope="session")
 def embedder() -> VectorEmbeddings:
-    return load_embedder(DEFAULT_EMBEDDER)
+    return load_embedder(DEFAULT_EMBEDDER, Config().embed_batch_size)
 
 
 @pytest.fixture(scope="session")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import socket
 import subprocess
@@ -15,10 +16,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from core.config import Config
 from index.build import BuildReport
 from index.embed import VectorEmbeddings
 from index.store import StoredIndex
-from rag.config import Config
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SEEDS_DIR = REPO_ROOT / "seeds"
@@ -32,6 +33,22 @@ class SeedsIndex:
     config: Config
     index: StoredIndex
     report: BuildReport
+
+
+class HashEmbedder(VectorEmbeddings):
+    """A fast deterministic stand-in (hashes, not meaning) for tests that embed megabytes of text;
+    another `name` provokes an embedder mismatch."""
+
+    def __init__(self, batch_size: int = 16, name: str = "hash-test", dim: int = 16) -> None:
+        super().__init__(batch_size)
+        self.name, self.dim = name, dim
+
+    def _encode(self, texts: list[str], is_query: bool) -> np.ndarray:
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
+        for i, text in enumerate(texts):
+            digest = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=self.dim).digest()
+            out[i] = np.frombuffer(digest, dtype=np.uint8).astype(np.float32) - 127.5
+        return out
 
 
 class CountingEmbedder(VectorEmbeddings):
@@ -53,7 +70,7 @@ class CountingEmbedder(VectorEmbeddings):
         self.passages.clear()
 
 
-def write_docs(folder: Path, docs: dict[str, str | bytes]) -> Path:
+def write_docs(folder: Path, docs: Mapping[str, str | bytes]) -> Path:
     """Write {name: text or raw bytes} into folder (created), UTF-8 for text."""
     folder.mkdir(parents=True, exist_ok=True)
     for name, content in docs.items():
@@ -99,7 +116,16 @@ class UIServer:
             self.process.wait(timeout=timeout)
 
 
-def ui_env(**overrides: str) -> dict[str, str]:
+def run_cli(
+    args: Sequence[str | bytes], env: Mapping[str, str], stdin: bytes | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess[bytes]:
+    """`python ARGS` from the repository root with exactly env; output captured."""
+    return subprocess.run(
+        [sys.executable, *args], cwd=REPO_ROOT, env=env, input=stdin, capture_output=True, timeout=timeout
+    )
+
+
+def child_env(**overrides: str) -> dict[str, str]:
     """This process's environment without RAG_* and GRADIO_* settings, telemetry off, UTF-8 output, then overrides."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RAG_", "GRADIO_"))}
     env.update({"GRADIO_ANALYTICS_ENABLED": "False", "PYTHONIOENCODING": "utf-8", **overrides})

@@ -16,21 +16,24 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 import pytest
+from langchain_openai import ChatOpenAI
+from langchain_tests.integration_tests import ChatModelIntegrationTests
 
 from api.app import Service, create_app
 from api.app import running as live
 from api.security import RateLimiter, key_matches, parse_rate
+from core.errors import ConfigError
 from eval.metrics import contains
 from eval.questions import Question, load_jsonl
 from index.store import IndexMissing
 from rag.answer import Answer
 from rag.chain import Pipeline
 from tests.fake_openai import FakeOpenAI, Reply
-from tests.helpers import QUESTIONS_DIR, REPO_ROOT, SeedsIndex, UIServer, start_ui, ui_env
+from tests.helpers import QUESTIONS_DIR, REPO_ROOT, SeedsIndex, UIServer, child_env, start_ui
 
 openai = pytest.importorskip("openai")
 
@@ -63,7 +66,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, seeds_index: SeedsIndex) ->
         sock.bind(("127.0.0.1", 0))
         port = int(sock.getsockname()[1])
     stderr_path = root / "api.stderr"
-    env = ui_env(RAG_INDEX_DIR=str(index), RAG_DOCS_DIR=str(docs), RAG_API_KEY=KEY)
+    env = child_env(RAG_INDEX_DIR=str(index), RAG_DOCS_DIR=str(docs), RAG_API_KEY=KEY)
     with open(stderr_path, "wb") as stderr:
         process = subprocess.Popen(
             [sys.executable, "-m", "api", "--port", str(port)],
@@ -272,8 +275,6 @@ def test_cors_is_off_by_default(server: UIServer) -> None:
 
 
 def test_langchain_chat_openai(server: UIServer) -> None:
-    from langchain_openai import ChatOpenAI
-
     chat = ChatOpenAI(base_url=server.url + "/v1", api_key=KEY, model="arabic-rag", max_retries=0, timeout=CALL_TIMEOUT)
     reply = chat.invoke(DELEGATES[0])
     assert contains(str(reply.content), DELEGATES[1]) and "[1]" in str(reply.content)
@@ -559,7 +560,7 @@ def test_refuses_to_start(module: str, host: str, env: dict[str, str], expected:
     result = subprocess.run(
         [sys.executable, "-m", module, "--host", host, "--port", "1"],
         cwd=REPO_ROOT,
-        env=ui_env(**env),
+        env=child_env(**env),
         capture_output=True,
         text=True,
         timeout=120,
@@ -578,7 +579,7 @@ def ui_copy(root: Path, seeds_index: SeedsIndex, **env: str) -> dict[str, str]:
     docs, index = root / "docs", root / "index"
     shutil.copytree(seeds_index.config.docs_dir, docs)
     shutil.copytree(seeds_index.config.index_dir, index)
-    return ui_env(RAG_INDEX_DIR=str(index), RAG_DOCS_DIR=str(docs), **env)
+    return child_env(RAG_INDEX_DIR=str(index), RAG_DOCS_DIR=str(docs), **env)
 
 
 def test_ui_serves_the_api_on_its_port_off_loopback_with_a_key(tmp_path: Path, seeds_index: SeedsIndex) -> None:
@@ -629,7 +630,7 @@ def test_parse_rate() -> None:
     assert parse_rate("5/s") == (5, 1.0) and parse_rate("1000/hour") == (1000, 3600.0)
     assert parse_rate("10/5min") == (10, 300.0) and parse_rate("") is None
     for bad in ("60", "0/min", "x/min", "60/fortnight"):
-        with pytest.raises(ValueError, match="60/min"):
+        with pytest.raises(ConfigError, match="60/min"):
             parse_rate(bad)
 
 
@@ -648,11 +649,6 @@ def test_rate_limiter_refills_per_client() -> None:
 
 
 # --- LangChain's standard chat-model tests, against ChatOpenAI(base_url=...) ---------------------
-
-try:
-    from langchain_tests.integration_tests import ChatModelIntegrationTests
-except ImportError:  # langchain-tests is a dev requirement; without it only this section is skipped
-    ChatModelIntegrationTests = None
 
 _STANDARD: dict[str, str] = {}
 
@@ -679,65 +675,62 @@ def standard_api(seeds_index: SeedsIndex) -> Iterator[str]:
             yield url
 
 
-if ChatModelIntegrationTests is not None:
-    from langchain_openai import ChatOpenAI
+@_run_async_tests_with_pytest_asyncio
+@pytest.mark.usefixtures("standard_api")
+class TestChatOpenAIStandard(ChatModelIntegrationTests):
+    """ChatOpenAI pointed at the API (extractive `arabic-rag`; `arabic-rag-llm` answers through a
+    fake OpenAI endpoint so that model override can be tested). Skipped: what an answering service
+    cannot have (tool calling, structured output / JSON mode, image, PDF and audio inputs)."""
 
-    @_run_async_tests_with_pytest_asyncio
-    @pytest.mark.usefixtures("standard_api")
-    class TestChatOpenAIStandard(ChatModelIntegrationTests):
-        """ChatOpenAI pointed at the API (extractive `arabic-rag`; `arabic-rag-llm` answers through a
-        fake OpenAI endpoint so that model override can be tested). Skipped: what an answering service
-        cannot have (tool calling, structured output / JSON mode, image, PDF and audio inputs)."""
+    @property
+    def chat_model_class(self) -> type[ChatOpenAI]:
+        return ChatOpenAI
 
-        @property
-        def chat_model_class(self) -> type[ChatOpenAI]:
-            return ChatOpenAI
+    @property
+    def chat_model_params(self) -> dict[str, Any]:
+        return {
+            "base_url": _STANDARD["url"] + "/v1",
+            "api_key": "unused",
+            "model": "arabic-rag",
+            "max_retries": 0,
+            "timeout": CALL_TIMEOUT,
+        }
 
-        @property
-        def chat_model_params(self) -> dict[str, Any]:
-            return {
-                "base_url": _STANDARD["url"] + "/v1",
-                "api_key": "unused",
-                "model": "arabic-rag",
-                "max_retries": 0,
-                "timeout": CALL_TIMEOUT,
-            }
+    @property
+    def model_override_value(self) -> str:
+        return "arabic-rag-llm"
 
-        @property
-        def model_override_value(self) -> str:
-            return "arabic-rag-llm"
+    @property
+    def has_tool_calling(self) -> bool:
+        return False  # an answering service: it answers from documents, it calls no tools
 
-        @property
-        def has_tool_calling(self) -> bool:
-            return False  # an answering service: it answers from documents, it calls no tools
+    @property
+    def has_tool_choice(self) -> bool:
+        return False
 
-        @property
-        def has_tool_choice(self) -> bool:
-            return False
+    @property
+    def has_structured_output(self) -> bool:
+        return False  # the reply is a cited answer, not a schema-shaped object
 
-        @property
-        def has_structured_output(self) -> bool:
-            return False  # the reply is a cited answer, not a schema-shaped object
+    @property
+    def supports_json_mode(self) -> bool:
+        return False
 
-        @property
-        def supports_json_mode(self) -> bool:
-            return False
+    @property
+    def supports_image_inputs(self) -> bool:
+        return False  # documents are text; image parts are refused with a 400
 
-        @property
-        def supports_image_inputs(self) -> bool:
-            return False  # documents are text; image parts are refused with a 400
+    @property
+    def supports_image_urls(self) -> bool:
+        return False
 
-        @property
-        def supports_image_urls(self) -> bool:
-            return False
+    @property
+    def returns_usage_metadata(self) -> bool:
+        return True
 
-        @property
-        def returns_usage_metadata(self) -> bool:
-            return True
-
-        @property
-        def supported_usage_metadata_details(self) -> dict[str, list[str]]:
-            return {"invoke": [], "stream": []}
+    @property
+    def supported_usage_metadata_details(self) -> dict[Literal["invoke", "stream"], list[Any]]:
+        return {"invoke": [], "stream": []}
 
 
 def test_soak_50_clients_ask_while_documents_are_uploaded_and_removed(server: UIServer) -> None:

@@ -7,7 +7,6 @@ that dozens of them fit in a few seconds each; the corruption cases use the real
 
 from __future__ import annotations
 
-import inspect
 import json
 import os
 import random
@@ -28,26 +27,20 @@ from index import store
 from index.build import embedding_text
 from index.chunk import ChunkSettings, split_document
 from index.load import load_folder
-from tests.helpers import REPO_ROOT, write_docs
-from tests.test_hostile import HashEmbedder
+from tests.helpers import REPO_ROOT, HashEmbedder, write_docs
 
 CHUNKS = ChunkSettings(max_words=40, overlap_words=8)
 TIMEOUT = 180
 
 BUILD_SCRIPT = f"""
-import hashlib
 import os
 import signal
 import sys
 from pathlib import Path
 
-import numpy as np
-
+from core.config import Config
 from index.build import build_folder
-from index.embed import VectorEmbeddings
-from rag.config import Config
-
-{inspect.getsource(HashEmbedder)}
+from tests.helpers import HashEmbedder
 
 def arm(point):
     # "fsync:3" = SIGKILL this process just before its 3rd os.fsync call (likewise replace, unlink).
@@ -93,7 +86,7 @@ class State:
 
 def expected_state(docs: Path) -> State:
     documents, _ = load_folder(docs)
-    ids = sorted(c.id for d in documents for c in split_document(d, CHUNKS))
+    ids = sorted(str(c.id) for d in documents for c in split_document(d, CHUNKS))
     return State({d.metadata["source"]: d.metadata["sha256"] for d in documents}, ids)
 
 
@@ -107,7 +100,7 @@ def check_index(index_dir: Path, *allowed: State) -> State:
     files = {name: info["sha256"] for name, info in manifest["files"].items()}
     matches = [s for s in allowed if s.files == files]
     assert matches, f"the index holds neither the old nor the new file set: {sorted(files)}"
-    assert sorted(c.id for c in index.chunks) == matches[0].ids
+    assert sorted(str(c.id) for c in index.chunks) == matches[0].ids
     rows = range(0, len(index.chunks), max(1, len(index.chunks) // 25))
     expected = HashEmbedder().encode_passages([embedding_text(index.chunks[i]) for i in rows])
     stored = np.stack([index.vectors.reconstruct(i) for i in rows])
@@ -332,7 +325,7 @@ def test_sigkill_during_the_very_first_build(script: Path, tmp_path: Path, kill_
 # --- corruption: the CLI names the file and the fix, and the fix works --------------------------------
 
 QUESTION = "ما أطول أنهار القارة الأفريقية؟"
-CORPUS = {
+CORPUS: dict[str, str | bytes] = {
     "nile.txt": "نهر النيل\nنهر النيل أطول أنهار القارة الأفريقية، ينبع من بحيرة فيكتوريا ويصب في البحر المتوسط.\n",
     "coffee.md": "# القهوة\nعرف اليمنيون شراب القهوة في القرن الخامس عشر وزرعوا أشجار البن في الجبال.\n".encode(
         "cp1256"

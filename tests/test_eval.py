@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -253,7 +254,7 @@ def test_arcd_unanswerable_set_is_valid() -> None:
 
 
 def test_load_squad(tmp_path: Path) -> None:
-    data = {
+    data: dict[str, Any] = {
         "version": "1.1",
         "data": [
             {

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from core.config import Config
 from eval.pdf_fixtures import Section, chromium, print_pdf, rtl_html
 from index import formats
 from index.arabic import normalize, repair_extracted, visual_to_logical
@@ -27,7 +28,6 @@ from index.formats import pdf as pdf_module
 from index.load import UnreadableFile, load_file, load_folder
 from rag.answer import Answer
 from rag.chain import Pipeline
-from rag.config import Config
 from tests.helpers import SEEDS_DIR
 
 needs_chromium = pytest.mark.skipif(chromium() is None, reason="needs Chromium to print PDFs: apt-get install chromium")
@@ -192,7 +192,7 @@ def test_image_of_a_page_is_read_by_ocr(report_pdf: Path, tmp_path: Path) -> Non
     doc = load_file(tmp_path / "page.png")
     assert doc.metadata["format"] == "image" and doc.metadata["ocr_pages"] == [1]
     assert "2012" in doc.page_content and normalize("أهداف المؤتمر") in normalize(doc.page_content)
-    chunk = split_document(doc, ChunkSettings())[0]
+    chunk = split_document(doc, ChunkSettings.from_config(Config()))[0]
     assert chunk.metadata["ocr"] is True and chunk.metadata["page"] == 1
 
 

@@ -15,65 +15,32 @@ never deserialises with pickle/eval (see docs/RELIABILITY.md for the full list).
 
 from __future__ import annotations
 
-import hashlib
 import html
 import io
 import json
 import os
 import re
 import subprocess
-import sys
 import time
 import tokenize
 from html.parser import HTMLParser
 from pathlib import Path
 
-import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from core.config import Config
 from index import store
 from index.build import build_folder
 from index.embed import VectorEmbeddings
 from index.load import MAX_FILE_BYTES, decode
 from rag.answer import Answer, Citation
 from rag.chain import Pipeline, QuestionError, clean_question
-from rag.config import Config
 from rag.retrieve import HybridRetriever
-from tests.helpers import REPO_ROOT, SeedsIndex, write_docs
+from tests.helpers import REPO_ROOT, HashEmbedder, SeedsIndex, child_env, run_cli, write_docs
 from ui.app import _ask
 from ui.render import answer_message
-
-TIMEOUT = 300
-
-
-class HashEmbedder(VectorEmbeddings):
-    """A fast deterministic stand-in (hashes, not meaning) for tests that embed megabytes of text."""
-
-    name = "hash-test"
-    dim = 16
-
-    def _encode(self, texts: list[str], is_query: bool) -> np.ndarray:
-        out = np.empty((len(texts), self.dim), dtype=np.float32)
-        for i, text in enumerate(texts):
-            digest = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=self.dim).digest()
-            out[i] = np.frombuffer(digest, dtype=np.uint8).astype(np.float32) - 127.5
-        return out
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAG_", "GRADIO_"))}
-    env.update({"PYTHONIOENCODING": "utf-8", "GRADIO_ANALYTICS_ENABLED": "False", **extra})
-    return env
-
-
-def run_cli(
-    args: list[str | bytes], env: dict[str, str], stdin: bytes | None = None
-) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run(
-        [sys.executable, *args], cwd=REPO_ROOT, env=env, input=stdin, capture_output=True, timeout=TIMEOUT
-    )
 
 
 def assert_consistent(index: store.StoredIndex) -> None:
@@ -96,7 +63,7 @@ def assert_spans_exact(index: store.StoredIndex, docs: Path) -> None:
 
 
 def bm25_top(index: store.StoredIndex, query: str, k: int = 3) -> list[str]:
-    retriever = HybridRetriever.from_index(index, HashEmbedder(), mode="bm25", k=k)
+    retriever = HybridRetriever.from_config(Config(retriever="bm25", k=k), index, HashEmbedder())
     return [d.metadata["source"] for d in retriever.invoke(query)]
 
 
@@ -167,7 +134,7 @@ def hostile(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, subpr
         else:
             (docs / name).write_bytes(content)
     index_dir = root / "index"
-    result = run_cli(["-m", "index", "build", str(docs), "--index", str(index_dir), "--quiet"], clean_env())
+    result = run_cli(["-m", "index", "build", str(docs), "--index", str(index_dir), "--quiet"], child_env())
     return docs, index_dir, result
 
 
@@ -221,7 +188,7 @@ def test_rebuilding_the_hostile_folder_is_a_no_op(
 ) -> None:
     docs, index_dir, _ = hostile
     generation = store.read_manifest(index_dir)["generation"]
-    again = run_cli(["-m", "index", "build", str(docs), "--index", str(index_dir), "--quiet"], clean_env())
+    again = run_cli(["-m", "index", "build", str(docs), "--index", str(index_dir), "--quiet"], child_env())
     assert again.returncode == 0, again.stderr.decode("utf-8", "replace")
     assert f"0 added, 0 updated, 0 removed, {len(INDEXED)} unchanged, {len(SKIPPED)} skipped" in again.stdout.decode()
     assert store.read_manifest(index_dir)["generation"] == generation
@@ -274,7 +241,7 @@ def test_50_mb_file_is_indexed_consistently_and_searchable(tmp_path: Path) -> No
     for chunk in index.chunks[:: max(1, len(index.chunks) // 500)]:
         assert text[chunk.metadata["start"] : chunk.metadata["end"]] == chunk.page_content
     started = time.perf_counter()
-    retriever = HybridRetriever.from_index(index, HashEmbedder(), mode="bm25", k=1)
+    retriever = HybridRetriever.from_config(Config(retriever="bm25", k=1), index, HashEmbedder())
     top = retriever.invoke("الزعفرانية السحرية")
     searched = time.perf_counter() - started
     assert "الزعفرانية السحرية" in top[0].page_content
@@ -362,7 +329,7 @@ def test_file_name_that_is_not_utf8_does_not_break_the_build(tmp_path: Path) -> 
     with open(bad_name, "wb") as handle:
         handle.write("نهر النيل أطول أنهار أفريقيا ويصب في البحر المتوسط.\n".encode())
     index_dir = tmp_path / "index"
-    result = run_cli(["-m", "index", "build", str(docs), "--index", str(index_dir), "--quiet"], clean_env())
+    result = run_cli(["-m", "index", "build", str(docs), "--index", str(index_dir), "--quiet"], child_env())
     stderr = result.stderr.decode("utf-8", "replace")
     assert result.returncode == 0, stderr
     assert "Traceback" not in stderr
@@ -386,7 +353,7 @@ def test_terminal_escapes_in_documents_and_names_do_not_reach_the_terminal(
             "bad\x1b[2Jname.txt": b"\x00\x01binary",
         },
     )
-    env = clean_env()
+    env = child_env()
     build = run_cli(["-m", "index", "build", str(docs), "--index", str(tmp_path / "index"), "--quiet"], env)
     assert build.returncode == 0, build.stderr
     ask = run_cli(["-m", "rag", "ask", "كم مزارعا شارك في مهرجان الزيتون؟", "--index", str(tmp_path / "index")], env)
@@ -480,7 +447,7 @@ def cleaned(question: str) -> str:
 def test_hostile_questions_through_the_cli_batch(seeds_index: SeedsIndex) -> None:
     """One `python -m rag ask --json -` run over every line-safe hostile question: one JSON line each."""
     lines = [q for q, _ in QUESTIONS.values() if q.strip() and not re.search(r"[\n\r\udc00-\udfff]", q)]
-    env = clean_env(RAG_INDEX_DIR=str(seeds_index.config.index_dir), RAG_DOCS_DIR=str(seeds_index.config.docs_dir))
+    env = child_env(RAG_INDEX_DIR=str(seeds_index.config.index_dir), RAG_DOCS_DIR=str(seeds_index.config.docs_dir))
     result = run_cli(["-m", "rag", "ask", "--json", "-"], env, stdin="\n".join(lines).encode() + b"\n")
     stderr = result.stderr.decode("utf-8", "replace")
     assert result.returncode in (0, 2), stderr
@@ -497,7 +464,7 @@ def test_question_with_invalid_utf8_bytes_on_the_cli(seeds_index: SeedsIndex, ch
     """Bytes that are not UTF-8 (a terminal in another encoding, a pasted binary) get an answer or a
     one-line refusal, not a traceback."""
     question = GOOD.encode() + b" \xff\xfe"
-    env = clean_env(RAG_INDEX_DIR=str(seeds_index.config.index_dir), RAG_DOCS_DIR=str(seeds_index.config.docs_dir))
+    env = child_env(RAG_INDEX_DIR=str(seeds_index.config.index_dir), RAG_DOCS_DIR=str(seeds_index.config.docs_dir))
     if channel == "argv":
         result = run_cli(["-m", "rag", "ask", question], env)
     else:

@@ -19,11 +19,10 @@ from pathlib import Path
 import numpy as np
 from langchain_core.documents import Document
 
+from core.config import Config
 from index import store
 from index.build import build_folder
-from rag.config import Config
-from tests.helpers import REPO_ROOT, write_docs
-from tests.test_hostile import HashEmbedder
+from tests.helpers import REPO_ROOT, HashEmbedder, write_docs
 
 DOCS = {
     "nile.txt": "نهر النيل\nنهر النيل أطول أنهار القارة الأفريقية، ينبع من بحيرة فيكتوريا ويصب في البحر المتوسط.\n",

@@ -9,11 +9,11 @@ import faiss
 import numpy as np
 import pytest
 
+from core.config import Config
 from index import store
 from index.build import build_folder
 from index.embed import VectorEmbeddings
 from rag.chain import Pipeline
-from rag.config import Config
 from tests.helpers import SEEDS_DIR, CountingEmbedder
 
 

@@ -18,12 +18,12 @@ from typing import Any
 
 import pytest
 
+from core.config import Config
 from index.build import build_folder
 from index.embed import VectorEmbeddings
 from index.store import StoredIndex
 from rag.answer import ABSTAIN_MESSAGE, Answer, Citation
 from rag.chain import Pipeline
-from rag.config import Config
 from rag.llm import MAX_HISTORY_TURNS, NOT_FOUND, REWRITE_PROMPT, verified_short_answer
 from rag.retrieve import HybridRetriever
 from tests.fake_openai import Behaviour, BrokenStream, FakeOpenAI, Malformed, Reply, Slow, Status, Trickle

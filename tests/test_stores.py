@@ -14,11 +14,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from core.config import Config
 from index import store
 from index.build import BuildReport, build_folder, store_for
 from index.embed import VectorEmbeddings
 from rag.chain import Pipeline
-from rag.config import Config
 from tests.helpers import REPO_ROOT, SEEDS_DIR, CountingEmbedder, write_docs
 
 STORES = ["faiss", "milvus"]

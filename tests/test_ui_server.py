@@ -12,7 +12,7 @@ import pytest
 
 from eval.metrics import contains
 from eval.questions import load_jsonl
-from tests.helpers import QUESTIONS_DIR, SeedsIndex, UIServer, start_ui, ui_env
+from tests.helpers import QUESTIONS_DIR, SeedsIndex, UIServer, child_env, start_ui
 
 STARTUP_TIMEOUT = 120
 CALL_TIMEOUT = 180
@@ -31,7 +31,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, seeds_index: SeedsIndex) ->
     docs, index = root / "docs", root / "index"
     shutil.copytree(seeds_index.config.docs_dir, docs)
     shutil.copytree(seeds_index.config.index_dir, index)  # the server may write; the session index stays as is
-    running = start_ui(ui_env(RAG_INDEX_DIR=str(index), RAG_DOCS_DIR=str(docs)), root, timeout=STARTUP_TIMEOUT)
+    running = start_ui(child_env(RAG_INDEX_DIR=str(index), RAG_DOCS_DIR=str(docs)), root, timeout=STARTUP_TIMEOUT)
     try:
         yield running
     finally:

@@ -16,12 +16,12 @@ from pathlib import Path
 
 import pytest
 
+from core.config import Config
 from index import store
 from index.build import build_folder
 from index.embed import VectorEmbeddings
 from rag.answer import Answer, Citation
 from rag.chain import Pipeline
-from rag.config import Config
 from tests.helpers import REPO_ROOT, SEEDS_DIR
 from ui.documents import DocumentLibrary, UploadReport, safe_name
 from ui.render import answer_message, escape_text

@@ -9,15 +9,13 @@ import sys
 
 import gradio as gr
 
-from api.__main__ import key_problem, serve
+from api.__main__ import configure, key_problem, serve
 from api.app import create_app
-from api.security import LOOPBACK, parse_rate
-from index.build import resolve_docs_dir
-from index.embed import EmbedderUnavailable
+from api.security import LOOPBACK
+from core.config import add_arguments
+from core.errors import ConfigError, UserError
 from index.formats import MAX_BYTES
-from index.store import IndexProblem
 from rag.chain import Pipeline
-from rag.config import Config, add_arguments, chosen
 from ui.app import CSS, HEAD, build_app, make_i18n, theme
 
 # Enough workers that 20 people asking at once are all served; the embedding engine
@@ -32,35 +30,22 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
-        config = Config.from_args(args)
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    auth = None
-    if config.ui_host not in LOOPBACK:
-        if not (config.ui_username and config.ui_password):
-            print(
-                f"error: binding to {config.ui_host} exposes your documents to the network; "
-                "set RAG_UI_USERNAME and RAG_UI_PASSWORD to require a login (or use --host 127.0.0.1)",
-                file=sys.stderr,
-            )
-            return 2
-        auth = (config.ui_username, config.ui_password)
-    try:
-        parse_rate(config.api_rate)
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    # Off loopback without RAG_API_KEY the UI still starts (behind its login), its API closed.
-    if api_off := key_problem(config.ui_host, config):
-        print(f"warning: the HTTP API is off (every request gets 403): {api_off}", file=sys.stderr)
-    try:
-        # Uploads go to the folder the index was built from, unless the user names another.
-        config = resolve_docs_dir(config, chosen(args, "docs_dir"))
+        config = configure(args)
+        auth = None
+        if config.ui_host not in LOOPBACK:
+            if not (config.ui_username and config.ui_password):
+                raise ConfigError(
+                    f"binding to {config.ui_host} exposes your documents to the network",
+                    hint="set RAG_UI_USERNAME and RAG_UI_PASSWORD to require a login, or use --host 127.0.0.1",
+                )
+            auth = (config.ui_username, config.ui_password)
+        # Off loopback without RAG_API_KEY the UI still starts (behind its login), its API closed.
+        if api_off := key_problem(config.ui_host, config):
+            print(f"warning: the HTTP API is off (every request gets 403): {api_off}", file=sys.stderr)
         pipeline = Pipeline(config, log=lambda m: print(m, file=sys.stderr, flush=True))
-    except (IndexProblem, EmbedderUnavailable, ValueError, OSError) as exc:
+    except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return 2 if isinstance(exc, ConfigError) else 1
     i18n = make_i18n(config)
     app = build_app(pipeline, i18n)
     app.queue(default_concurrency_limit=CONCURRENCY, max_size=QUEUE_SIZE)

@@ -15,10 +15,11 @@ from typing import Any
 
 import gradio as gr
 
+from core.config import Config
+from core.errors import UserError
 from index.load import SUPPORTED_SUFFIXES
 from index.store import IndexProblem
 from rag.chain import Pipeline, QuestionError
-from rag.config import Config
 from rag.llm import MAX_HISTORY_TURNS, TokenFn
 from ui.documents import DocumentLibrary
 from ui.i18n import MESSAGES, for_question, t
@@ -152,6 +153,8 @@ def _reply(
         return notice_message(t(lang, f"question_{exc.key}", **exc.params)), ""
     except IndexProblem as exc:
         return notice_message(t(lang, "index_unusable", reason=exc)), ""
+    except UserError as exc:
+        return notice_message(str(exc)), ""
     except Exception:  # the user sees a message, the log keeps the traceback
         log.exception("question failed")
         return notice_message(t(lang, "answer_failed")), ""
@@ -353,6 +356,8 @@ def build_app(pipeline: Pipeline, i18n: gr.I18n) -> gr.Blocks:
                     report = library.add(pairs)
                     report.rejected += [f"{name}: not a file uploaded to this server" for _, name in foreign]
                     message = report.message(lang)
+                except UserError as exc:
+                    message = str(exc)
                 except Exception:
                     log.exception("upload failed")
                     message = t(lang, "indexing_failed")
@@ -407,7 +412,7 @@ def _api_answer(pipeline: Pipeline, question: str) -> dict[str, Any]:
     shown = (question or "").encode("utf-8", "replace").decode("utf-8")
     try:
         return pipeline.ask(question).to_json()
-    except QuestionError as exc:
+    except UserError as exc:
         return {"question": shown, "error": str(exc)}
     except Exception:
         log.exception("API question failed")

@@ -13,8 +13,10 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from core.errors import UserError
 
-class FormatError(ValueError):
+
+class FormatError(UserError):
     """A file of a supported type that cannot be read; the message is the one-line reason."""
 
 

@@ -59,7 +59,7 @@ def extract_docx(data: bytes) -> Extracted:
             blocks.append((style.startswith(_HEADING_STYLES), item.text))
         elif isinstance(item, Table):
             for row in item.rows:
-                cells = []
+                cells: list[str] = []
                 for cell in row.cells:
                     text = " ".join(cell.text.split())
                     if text and (not cells or cells[-1] != text):  # merged cells repeat their text

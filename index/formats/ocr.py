@@ -19,6 +19,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from core.errors import UserError
 from index.arabic import repair_extracted
 from index.formats import Extracted, FormatError
 
@@ -37,7 +38,7 @@ MAX_RENDER_PIXELS = 40_000_000
 MAX_OCR_PAGES = 300
 
 
-class OcrUnavailable(RuntimeError):
+class OcrUnavailable(UserError):
     """Tesseract or its Arabic data is not installed; the message names the package."""
 
 

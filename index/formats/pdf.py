@@ -291,7 +291,7 @@ def _paragraphs(lines: list[_Line], body: float) -> tuple[str, list[tuple[int, s
         text = repair_extracted(line.text).strip()
         if not text:
             continue
-        heading = body and line.size >= body * _HEADING_SCALE and len(text) <= _HEADING_MAX_CHARS
+        heading = bool(body) and line.size >= body * _HEADING_SCALE and len(text) <= _HEADING_MAX_CHARS
         if previous is None:
             separator = ""
         elif heading or previous_heading or (pitch and abs(previous.y - line.y) > pitch * _PARAGRAPH_GAP):
