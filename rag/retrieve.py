@@ -11,9 +11,10 @@ import math
 from collections import Counter
 
 import numpy as np
-from langchain_core.callbacks import CallbackManagerForRetrieverRun
+from langchain_core.callbacks import AsyncCallbackManagerForRetrieverRun, CallbackManagerForRetrieverRun
 from langchain_core.documents import Document
 from langchain_core.retrievers import BaseRetriever
+from langchain_core.runnables.config import run_in_executor
 from pydantic import ConfigDict
 from scipy import sparse
 
@@ -153,9 +154,12 @@ class HybridRetriever(BaseRetriever):
         return rows[0][keep].astype(np.int64), sims[0][keep]
 
     def rank(self, question: str, k: int | None = None) -> list[tuple[int, float, float, float]]:
-        """(row, fused score, cosine, bm25) for the top k chunks."""
+        """(row, fused score, cosine, bm25) for the top k chunks (`k` None: the configured k)."""
+        k = self.k if k is None else k
+        if k < 1:
+            raise ValueError(f"k must be at least 1, not {k}")
         query = self.embedder.encode_query(question) if self.mode != "bm25" else np.zeros(0, np.float32)
-        return self.rank_vectors(query, terms(question) if self.mode != "dense" else [], k or self.k)
+        return self.rank_vectors(query, terms(question) if self.mode != "dense" else [], k)
 
     def rank_vectors(self, query: np.ndarray, query_terms: list[str], k: int) -> list[tuple[int, float, float, float]]:
         """Ranking from an already embedded question and its terms (benchmarks call this directly)."""
@@ -166,10 +170,11 @@ class HybridRetriever(BaseRetriever):
             return [(int(r), float(s), float(s), 0.0) for r, s in zip(rows, sims)]
         bm25_scores = self.bm25.scores(query_terms)
         if self.mode == "bm25":
-            rows = _top(bm25_scores, k)
-            return [(int(r), float(bm25_scores[r]), 0.0, float(bm25_scores[r])) for r in rows if bm25_scores[r] > 0]
-        dense_rows, _ = self._dense(query, self.candidates)
-        lexical_rows = [r for r in _top(bm25_scores, self.candidates) if bm25_scores[r] > 0]
+            # k results like the other modes, even when fewer than k chunks share a term with the question.
+            return [(int(r), float(bm25_scores[r]), 0.0, float(bm25_scores[r])) for r in _top(bm25_scores, k)]
+        candidates = max(self.candidates, k)  # a caller may ask for more than the configured pool
+        dense_rows, _ = self._dense(query, candidates)
+        lexical_rows = [r for r in _top(bm25_scores, candidates) if bm25_scores[r] > 0]
         union = np.array(sorted(set(dense_rows.tolist()) | {int(r) for r in lexical_rows}), dtype=np.int64)
         # Exact cosine for every candidate, including those only BM25 found.
         cosines = np.array([float(self.index.vectors.reconstruct(int(r)) @ query) for r in union], dtype=np.float32)
@@ -194,3 +199,9 @@ class HybridRetriever(BaseRetriever):
                 )
             )
         return results
+
+    async def _aget_relevant_documents(
+        self, query: str, *, run_manager: AsyncCallbackManagerForRetrieverRun, k: int | None = None
+    ) -> list[Document]:
+        # BaseRetriever's default drops keyword arguments, so `ainvoke(q, k=1)` raised TypeError.
+        return await run_in_executor(None, self._get_relevant_documents, query, run_manager=run_manager.get_sync(), k=k)

@@ -5,7 +5,6 @@ configurations one server cannot have at once (rate limit, LLM mode, a broken in
 from __future__ import annotations
 
 import contextlib
-import inspect
 import json
 import secrets
 import shutil
@@ -33,7 +32,7 @@ from index.store import IndexMissing
 from rag.answer import Answer
 from rag.chain import Pipeline
 from tests.fake_openai import FakeOpenAI, Reply
-from tests.helpers import QUESTIONS_DIR, REPO_ROOT, SeedsIndex, UIServer, child_env, start_ui
+from tests.helpers import QUESTIONS_DIR, REPO_ROOT, SeedsIndex, UIServer, child_env, mark_async_tests, start_ui
 
 openai = pytest.importorskip("openai")
 
@@ -653,18 +652,6 @@ def test_rate_limiter_refills_per_client() -> None:
 _STANDARD: dict[str, str] = {}
 
 
-def _run_async_tests_with_pytest_asyncio(cls: type) -> type:
-    """The standard suite's async tests carry no asyncio mark (LangChain's repositories run pytest
-    with asyncio_mode=auto). Rather than switch the whole suite's mode, mark them here, in place:
-    the suite refuses overridden tests, and a mark keeps the function itself. One event loop for
-    them all: ChatOpenAI caches its async HTTP client, which must not outlive its loop."""
-    for name in dir(cls):
-        test = getattr(cls, name)
-        if name.startswith("test_") and inspect.iscoroutinefunction(test):
-            pytest.mark.asyncio(loop_scope="module")(test)
-    return cls
-
-
 @pytest.fixture(scope="class")
 def standard_api(seeds_index: SeedsIndex) -> Iterator[str]:
     """The API over the seeds index, `arabic-rag-llm` answering through a fake OpenAI endpoint."""
@@ -675,7 +662,7 @@ def standard_api(seeds_index: SeedsIndex) -> Iterator[str]:
             yield url
 
 
-@_run_async_tests_with_pytest_asyncio
+@mark_async_tests
 @pytest.mark.usefixtures("standard_api")
 class TestChatOpenAIStandard(ChatModelIntegrationTests):
     """ChatOpenAI pointed at the API (extractive `arabic-rag`; `arabic-rag-llm` answers through a
