@@ -139,6 +139,10 @@ class ExtractiveAnswerer(RunnableSerializable[dict[str, Any], Answer]):
         return cls(embedder=embedder, term_weight=term_weight, scoring=scoring, max_words=config.answer_max_words)
 
     def invoke(self, input: dict[str, Any], config: RunnableConfig | None = None, **kwargs: Any) -> Answer:
+        # Through `_call_with_config`, so callbacks and tracing see the answerer as a run of its own.
+        return self._call_with_config(self._answer, input, config)
+
+    def _answer(self, input: dict[str, Any]) -> Answer:
         question: str = input["question"]
         passages: list[Document] = input["documents"]
         lang = language(question)

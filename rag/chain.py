@@ -13,7 +13,8 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from langchain_core.runnables import Runnable, RunnableLambda
+from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda
+from langchain_core.runnables.config import patch_config
 
 from core.config import PROJECT_ROOT, Config
 from core.errors import UserError
@@ -128,7 +129,7 @@ class Pipeline:
             documents = retriever.invoke(inputs["standalone_question"], k=inputs.get("k"))
             return {**inputs, "documents": documents, "retrieval_ms": (time.perf_counter() - started) * 1000}
 
-        def answer(inputs: dict[str, Any]) -> Answer:
+        def answer(inputs: dict[str, Any], config: RunnableConfig) -> Answer:
             started = time.perf_counter()
             # Retrieval searches with the stand-alone question; the extractive answerer reads the
             # question as asked: the inherited topic words pulled its span back to the previous
@@ -136,7 +137,7 @@ class Pipeline:
             # containment 0.714 -> 0.786, short F1 0.27 -> 0.34; seeds unchanged. An LLM gets the
             # rewritten question, which it wrote to stand alone.
             asked = inputs["standalone_question"] if isinstance(answerer, LLMAnswerer) else inputs["question"]
-            result = answerer.invoke({**inputs, "question": asked})
+            result = answerer.invoke({"question": asked, "documents": inputs["documents"]}, config)
             result.question = inputs["question"]
             result.standalone_question = inputs["standalone_question"]
             result.timings_ms = {
@@ -154,12 +155,14 @@ class Pipeline:
         history: Sequence[tuple[str, str]] = (),
         on_token: TokenFn | None = None,
         mode: str | None = None,
+        config: RunnableConfig | None = None,
     ) -> Answer:
         """Answer one question; raises QuestionError for questions that cannot be asked.
 
         `history` ((question, answer) pairs, oldest first) lets a follow-up question be made
         stand-alone before retrieval: by the model in LLM mode, by `FollowUpResolver` (which reads
-        only the earlier questions) in extractive mode. `on_token` receives an LLM answer as it streams.
+        only the earlier questions) in extractive mode. `on_token` receives an LLM answer as it streams;
+        it travels with the deadline in the run's config, beside any callbacks `config` brings.
         """
         question = clean_question(question, self.config.max_question_chars)
         mode = mode or self.default_mode
@@ -176,14 +179,7 @@ class Pipeline:
             standalone = clean_question(QuestionRewriter(self.config).rewrite(history, question, deadline), 10**6)
         elif history:
             standalone = self.follow_ups.resolve([asked for asked, _ in history], question)
-        answer = chain.invoke(
-            {
-                "question": question,
-                "standalone_question": standalone,
-                "k": k or self.config.k,
-                "on_token": on_token,
-                "deadline": deadline,
-            }
-        )
+        run = patch_config(config, configurable={"on_token": on_token, "deadline": deadline})
+        answer = chain.invoke({"question": question, "standalone_question": standalone, "k": k or self.config.k}, run)
         answer.timings_ms["total"] = round((time.perf_counter() - started) * 1000, 2)
         return answer

@@ -14,10 +14,11 @@ from collections.abc import Callable, Sequence
 from contextvars import ContextVar
 from typing import Any
 
+from langchain_core.callbacks import CallbackManagerForChainRun
 from langchain_core.documents import Document
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 from langchain_core.runnables import RunnableSerializable
-from langchain_core.runnables.config import RunnableConfig
+from langchain_core.runnables.config import RunnableConfig, patch_config
 from pydantic import ConfigDict
 
 from core.config import Config
@@ -186,9 +187,11 @@ def verified_short_answer(text: str, citations: list[Citation]) -> tuple[str, di
 
 
 class LLMAnswerer(RunnableSerializable[dict[str, Any], Answer]):
-    """Runnable: {"question", "documents", optional "on_token" and "deadline"} -> Answer from the LLM.
+    """Runnable: {"question", "documents"} -> Answer from the LLM.
 
-    Falls back to `fallback` (the extractive answerer) when the endpoint fails.
+    The run's config may carry, under "configurable", an "on_token" sink that receives the answer as
+    it streams (citation markers already checked) and the "deadline" (time.monotonic()) shared with
+    the follow-up rewrite. Falls back to `fallback` (the extractive answerer) when the endpoint fails.
     """
 
     config: Config
@@ -196,18 +199,24 @@ class LLMAnswerer(RunnableSerializable[dict[str, Any], Answer]):
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
     def invoke(self, input: dict[str, Any], config: RunnableConfig | None = None, **kwargs: Any) -> Answer:
+        return self._call_with_config(self._answer, input, config)
+
+    def _answer(self, input: dict[str, Any], run_manager: CallbackManagerForChainRun, config: RunnableConfig) -> Answer:
         question: str = input["question"]
         passages: list[Document] = input["documents"]
-        on_token: TokenFn | None = input.get("on_token")
+        options = config.get("configurable") or {}
+        on_token: TokenFn | None = options.get("on_token")
+        child = patch_config(config, callbacks=run_manager.get_child())
         lang = language(question)
         related = [to_citation(i + 1, p) for i, p in enumerate(passages)]
         if not passages:
             return Answer(question, ABSTAIN_MESSAGE[lang], True, [], related, mode="llm")
         try:
             messages = build_messages(question, passages, self.fallback.max_words)
-            text = self._generate(messages, on_token, len(passages), input.get("deadline") or deadline_for(self.config))
+            deadline = options.get("deadline") or deadline_for(self.config)
+            text = self._generate(messages, on_token, len(passages), deadline, child)
         except Exception as exc:  # every endpoint failure ends in the labelled fallback
-            answer = self.fallback.invoke(input)
+            answer = self.fallback.invoke(input, child)
             answer.mode = "extractive-fallback"
             answer.notice = f"LLM unavailable: {describe_failure(exc)}. Showing the extractive answer instead."
             return answer
@@ -228,16 +237,23 @@ class LLMAnswerer(RunnableSerializable[dict[str, Any], Answer]):
             short_answer_citation=where,
         )
 
-    def _generate(self, messages: list[BaseMessage], on_token: TokenFn | None, passages: int, deadline: float) -> str:
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        on_token: TokenFn | None,
+        passages: int,
+        deadline: float,
+        config: RunnableConfig,
+    ) -> str:
         if on_token is None:
-            reply = chat_model(self.config, deadline).invoke(messages)
+            reply = chat_model(self.config, deadline).invoke(messages, config)
             if not isinstance(reply, AIMessage) or not isinstance(reply.content, str) or not reply.content.strip():
                 raise LLMError("empty or malformed reply")
             return reply.content
         parts: list[str] = []
         shown = MarkerFilter(passages, on_token)
         try:
-            for chunk in chat_model(self.config, deadline, streaming=True).stream(messages):
+            for chunk in chat_model(self.config, deadline, streaming=True).stream(messages, config):
                 piece = chunk.content if isinstance(chunk.content, str) else ""
                 if piece:
                     parts.append(piece)

