@@ -50,22 +50,27 @@ class LLMError(UserError):
 
 
 def describe_failure(exc: BaseException) -> str:
-    """A short, specific reason for an endpoint failure (no traceback, no secrets)."""
+    """A short, specific reason for an endpoint failure (no traceback, no secrets), from the openai
+    client's typed errors (langchain-openai raises them unchanged)."""
+    import openai  # with langchain-openai, only when an LLM is configured
+
     if isinstance(exc, LLMError):
         return str(exc)
-    name = type(exc).__name__
-    status = getattr(exc, "status_code", None)
-    if status == 401 or name == "AuthenticationError":
-        return "the LLM endpoint refused the API key (HTTP 401)"
-    if status == 429 or name == "RateLimitError":
+    if isinstance(exc, openai.AuthenticationError):
+        return "the LLM endpoint refused the API key (HTTP 401): check RAG_LLM_API_KEY"
+    if isinstance(exc, openai.PermissionDeniedError):
+        return "the LLM endpoint refused access to the model (HTTP 403)"
+    if isinstance(exc, openai.NotFoundError):
+        return "the LLM endpoint has no such model or path (HTTP 404): check RAG_LLM_MODEL and RAG_LLM_BASE_URL"
+    if isinstance(exc, openai.RateLimitError):
         return "the LLM endpoint is rate-limiting requests (HTTP 429)"
-    if "Timeout" in name:
+    if isinstance(exc, openai.APITimeoutError | TimeoutError):  # before its base class, APIConnectionError
         return "the LLM endpoint did not answer in time"
-    if "Connection" in name:
+    if isinstance(exc, openai.APIConnectionError):
         return "the LLM endpoint cannot be reached (connection refused or unknown host)"
-    if isinstance(status, int):
-        return f"the LLM endpoint returned HTTP {status}"
-    return f"the LLM endpoint sent an unusable reply ({name})"
+    if isinstance(exc, openai.APIStatusError):
+        return f"the LLM endpoint returned HTTP {exc.status_code}"
+    return f"the LLM endpoint sent an unusable reply ({type(exc).__name__})"
 
 
 def deadline_for(config: Config) -> float:

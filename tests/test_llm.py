@@ -274,8 +274,15 @@ def test_stream_that_outlasts_the_timeout_falls_back(
 
 @pytest.mark.parametrize(
     ("status", "words"),
-    [(401, ["401", "API key"]), (429, ["429"]), (500, ["HTTP 500"]), (503, ["HTTP 503"])],
-    ids=["401", "429", "500", "503"],
+    [
+        (401, ["401", "API key"]),
+        (403, ["403", "refused access"]),
+        (404, ["404", "RAG_LLM_MODEL"]),
+        (429, ["429"]),
+        (500, ["HTTP 500"]),
+        (503, ["HTTP 503"]),
+    ],
+    ids=["401", "403", "404", "429", "500", "503"],
 )
 @pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
 def test_http_error_falls_back_with_the_status(
