@@ -429,7 +429,7 @@ def bench_scale(
     asked = corpus.questions[:questions]
     for n in sizes:
         vectors = corpus.vectors(n)
-        exact, exact_build = timed(lambda v=vectors: store.build_vectors(v, corpus.dim, "flat"))
+        exact, exact_build = timed(lambda v=vectors: store.build_vectors(v, corpus.dim, "flat", config.hnsw_ef_search))
         approx, approx_build = timed(
             lambda v=vectors: store.build_vectors(v, corpus.dim, "hnsw", config.hnsw_ef_search)
         )

@@ -31,6 +31,7 @@ import faiss
 import numpy as np
 from langchain_core.documents import Document
 
+from core.config import Config, IndexType
 from core.errors import UserError
 
 FORMAT_VERSION = 1
@@ -135,28 +136,20 @@ def new_manifest(embedder: str, dim: int, settings: dict[str, Any]) -> dict[str,
     }
 
 
-INDEX_TYPES = ("auto", "flat", "hnsw")
 # Below this many chunks exact search takes a few ms and has perfect recall.
 APPROXIMATE_FROM = 50_000
-# HNSW's recall at a fixed efSearch falls as the collection grows: 256 gives 0.98 recall@10 at
-# 100k chunks but 0.84 at 1M; 768 gives 0.97 at 1M for ~8 ms a search (eval/BENCHMARKS.md).
-DEFAULT_EF_SEARCH = 768
 HNSW_M = 32
 HNSW_EF_CONSTRUCTION = 64
 
 
-def choose_index_type(count: int, requested: str = "auto") -> str:
+def choose_index_type(count: int, requested: IndexType) -> str:
     """Exact ("flat") for small collections, HNSW for large ones, unless the user says otherwise."""
-    if requested not in INDEX_TYPES:
-        raise ValueError(f"index type must be one of {', '.join(INDEX_TYPES)}, not {requested!r}")
     if requested != "auto":
         return requested
     return "flat" if count < APPROXIMATE_FROM else "hnsw"
 
 
-def build_vectors(
-    vectors: np.ndarray, dim: int, index_type: str = "flat", ef_search: int = DEFAULT_EF_SEARCH
-) -> faiss.Index:
+def build_vectors(vectors: np.ndarray, dim: int, index_type: str, ef_search: int) -> faiss.Index:
     """Inner-product index over unit vectors (cosine): exact, or an HNSW graph.
 
     HNSW rather than IVF: on embeddings without strong cluster structure IVF needs to probe a
@@ -445,7 +438,8 @@ def _load_generation(folder: Path, manifest: dict[str, Any], embedder: str | Non
             f"index in {folder} is inconsistent: {vectors.ntotal} vectors of dim {vectors.d}, {len(chunks)} chunks, "
             f"manifest says {manifest['count']} of dim {manifest['dim']}; rebuild with `{hint}`"
         )
-    prepare(vectors, int(manifest.get("ef_search", DEFAULT_EF_SEARCH)))
+    # Indexes built before efSearch was recorded get today's default.
+    prepare(vectors, int(manifest.get("ef_search", Config.default("hnsw_ef_search"))))
     return StoredIndex(manifest=manifest, chunks=chunks, vectors=vectors, folder=folder)
 
 

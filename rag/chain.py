@@ -174,7 +174,9 @@ class Pipeline:
                 f"Answer mode {mode!r} is not available; set RAG_LLM_BASE_URL and RAG_LLM_MODEL.", "mode_unavailable"
             )
         standalone = question
-        deadline = deadline_for(self.config)
+        # The LLM clock starts with the first LLM call: the rewrite, else the answer itself (which
+        # then sets it), so a slow retrieval on a loaded machine does not eat the model's time.
+        deadline = deadline_for(self.config) if mode == "llm" and history else None
         if mode == "llm" and history:
             standalone = clean_question(QuestionRewriter(self.config).rewrite(history, question, deadline), 10**6)
         elif history:

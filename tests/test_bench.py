@@ -19,7 +19,7 @@ def clustered_index(seeds_index: SeedsIndex) -> StoredIndex:
     vectors = (centres + 0.5 * rng.standard_normal((600, 384)) + 3.0).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     chunks = [seeds_index.index.chunks[i % len(seeds_index.index.chunks)] for i in range(600)]
-    return StoredIndex(manifest={"files": {}}, chunks=chunks, vectors=build_vectors(vectors, 384))
+    return StoredIndex(manifest={"files": {}}, chunks=chunks, vectors=build_vectors(vectors, 384, "flat", 1))
 
 
 def test_synthetic_vectors_match_the_real_neighbour_similarity(

@@ -195,7 +195,7 @@ def test_loads_during_commits_never_report_corruption(tmp_path: Path) -> None:
     manifest = store.new_manifest("hash-test", 4, {})
     with store.write_lock(folder):
         chunks, vectors = _tiny_index(0)
-        store.save(folder, manifest, chunks, store.build_vectors(vectors, 4))
+        store.save(folder, manifest, chunks, store.build_vectors(vectors, 4, "flat", 1))
     errors: list[BaseException] = []
     loads = [0]
     done = threading.Event()
@@ -217,7 +217,7 @@ def test_loads_during_commits_never_report_corruption(tmp_path: Path) -> None:
         for generation in range(1, 201):
             chunks, vectors = _tiny_index(generation)
             with store.write_lock(folder):
-                store.save(folder, manifest, chunks, store.build_vectors(vectors, 4))
+                store.save(folder, manifest, chunks, store.build_vectors(vectors, 4, "flat", 1))
             while loads[0] < generation * 10 and not errors:
                 threading.Event().wait(0.001)
     finally:

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import faiss
 import numpy as np
-import pytest
 
 from core.config import Config
 from index import store
@@ -18,17 +17,15 @@ from tests.helpers import SEEDS_DIR, CountingEmbedder
 
 
 def test_small_collections_are_exact_large_ones_approximate() -> None:
-    assert store.choose_index_type(17) == "flat"
-    assert store.choose_index_type(store.APPROXIMATE_FROM - 1) == "flat"
-    assert store.choose_index_type(store.APPROXIMATE_FROM) == "hnsw"
-    assert store.choose_index_type(1_000_000) == "hnsw"
+    assert store.choose_index_type(17, "auto") == "flat"
+    assert store.choose_index_type(store.APPROXIMATE_FROM - 1, "auto") == "flat"
+    assert store.choose_index_type(store.APPROXIMATE_FROM, "auto") == "hnsw"
+    assert store.choose_index_type(1_000_000, "auto") == "hnsw"
 
 
 def test_user_override_wins() -> None:
     assert store.choose_index_type(10, "hnsw") == "hnsw"
     assert store.choose_index_type(1_000_000, "flat") == "flat"
-    with pytest.raises(ValueError, match="index type"):
-        store.choose_index_type(10, "annoy")
 
 
 def test_hnsw_recall_against_exact_on_synthetic_set() -> None:
@@ -38,9 +35,10 @@ def test_hnsw_recall_against_exact_on_synthetic_set() -> None:
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     queries = vectors[rng.choice(8000, 200, replace=False)] + 0.1 * rng.standard_normal((200, 64)).astype(np.float32)
     queries /= np.linalg.norm(queries, axis=1, keepdims=True)
-    exact = store.build_vectors(vectors, 64, "flat")
-    approx = store.build_vectors(vectors, 64, "hnsw")
-    assert isinstance(approx, faiss.IndexHNSWFlat) and approx.hnsw.efSearch == store.DEFAULT_EF_SEARCH
+    ef_search = Config().hnsw_ef_search
+    exact = store.build_vectors(vectors, 64, "flat", ef_search)
+    approx = store.build_vectors(vectors, 64, "hnsw", ef_search)
+    assert isinstance(approx, faiss.IndexHNSWFlat) and approx.hnsw.efSearch == ef_search
     _, truth = exact.search(queries, 10)
     _, found = approx.search(queries, 10)
     recall = np.mean([len(set(t) & set(f)) / 10 for t, f in zip(truth, found)])
