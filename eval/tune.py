@@ -3,7 +3,7 @@
 Prints, for the fusion weight, recall@5 / MRR@10, and for the extractive answerer's sentence weights
 and runner-up ratio, containment of the evidence sentences; then the abstention trade-off by threshold; and both
 against the number of answer sentences embedded per question. Features are
-computed once per question, so a grid costs seconds. The chosen values live in `rag/config.py` and
+computed once per question, so a grid costs seconds. The chosen values live in `core/config.py` and
 `rag/scoring.py` (`AnswerScoring`, the object this script varies); this script is how they were
 chosen. The short answer span ranker is trained separately, by `python -m eval.train_span`.
 """
