@@ -10,8 +10,8 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, cast
 
 from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda
 from langchain_core.runnables.config import patch_config
@@ -120,16 +120,18 @@ class Pipeline:
 
     @staticmethod
     def _compose(
-        retriever: HybridRetriever, answerer: Runnable[dict[str, Any], Answer]
-    ) -> Runnable[dict[str, Any], Answer]:
-        """retrieve | answer, each stage timing itself into the Answer's `timings_ms`."""
+        retriever: HybridRetriever, answerer: ExtractiveAnswerer | LLMAnswerer
+    ) -> Runnable[dict[str, Any], str | Answer]:
+        """retrieve | answer, each stage timing itself into the Answer's `timings_ms`. Streamed (the
+        run's configurable "stream"), the answer stage yields the reply's text as it comes, then the
+        Answer; invoked, only the Answer."""
 
         def retrieve(inputs: dict[str, Any]) -> dict[str, Any]:
             started = time.perf_counter()
             documents = retriever.invoke(inputs["standalone_question"], k=inputs.get("k"))
             return {**inputs, "documents": documents, "retrieval_ms": (time.perf_counter() - started) * 1000}
 
-        def answer(inputs: dict[str, Any], config: RunnableConfig) -> Answer:
+        def answer(inputs: dict[str, Any], config: RunnableConfig) -> Iterator[str | Answer]:
             started = time.perf_counter()
             # Retrieval searches with the stand-alone question; the extractive answerer reads the
             # question as asked: the inherited topic words pulled its span back to the previous
@@ -137,16 +139,20 @@ class Pipeline:
             # containment 0.714 -> 0.786, short F1 0.27 -> 0.34; seeds unchanged. An LLM gets the
             # rewritten question, which it wrote to stand alone.
             asked = inputs["standalone_question"] if isinstance(answerer, LLMAnswerer) else inputs["question"]
-            result = answerer.invoke({"question": asked, "documents": inputs["documents"]}, config)
-            result.question = inputs["question"]
-            result.standalone_question = inputs["standalone_question"]
-            result.timings_ms = {
-                "retrieval": round(inputs["retrieval_ms"], 2),
-                "answer": round((time.perf_counter() - started) * 1000, 2),
-            }
-            return result
+            question = {"question": asked, "documents": inputs["documents"]}
+            streaming = (config.get("configurable") or {}).get("stream")
+            for event in answerer.stream(question, config) if streaming else [answerer.invoke(question, config)]:
+                if isinstance(event, Answer):
+                    event.question = inputs["question"]
+                    event.standalone_question = inputs["standalone_question"]
+                    event.timings_ms = {
+                        "retrieval": round(inputs["retrieval_ms"], 2),
+                        "answer": round((time.perf_counter() - started) * 1000, 2),
+                    }
+                yield event
 
-        return RunnableLambda(retrieve) | RunnableLambda(answer)
+        # A generator stage streams its items (and `invoke` returns the last one, the Answer).
+        return cast("Runnable[dict[str, Any], str | Answer]", RunnableLambda(retrieve) | RunnableLambda(answer))
 
     def ask(
         self,
@@ -161,9 +167,39 @@ class Pipeline:
 
         `history` ((question, answer) pairs, oldest first) lets a follow-up question be made
         stand-alone before retrieval: by the model in LLM mode, by `FollowUpResolver` (which reads
-        only the earlier questions) in extractive mode. `on_token` receives an LLM answer as it streams;
-        it travels with the deadline in the run's config, beside any callbacks `config` brings.
+        only the earlier questions) in extractive mode. `on_token`, when given, receives an LLM
+        answer as it streams (see `stream`); `config` brings callbacks.
         """
+        answer = None
+        for event in self._run(question, k, history, mode, config, streaming=on_token is not None):
+            if isinstance(event, Answer):
+                answer = event
+            elif on_token is not None:
+                on_token(event)
+        assert answer is not None
+        return answer
+
+    def stream(
+        self,
+        question: str,
+        k: int | None = None,
+        history: Sequence[tuple[str, str]] = (),
+        mode: str | None = None,
+        config: RunnableConfig | None = None,
+    ) -> Iterator[str | Answer]:
+        """Like `ask`, as the answer comes: an LLM's reply text in pieces, then the Answer (only the
+        Answer in extractive mode). Closing the iterator early closes the LLM request."""
+        yield from self._run(question, k, history, mode, config, streaming=True)
+
+    def _run(
+        self,
+        question: str,
+        k: int | None,
+        history: Sequence[tuple[str, str]],
+        mode: str | None,
+        config: RunnableConfig | None,
+        streaming: bool,
+    ) -> Iterator[str | Answer]:
         question = clean_question(question, self.config.max_question_chars)
         mode = mode or self.default_mode
         started = time.perf_counter()
@@ -181,7 +217,9 @@ class Pipeline:
             standalone = clean_question(QuestionRewriter(self.config).rewrite(history, question, deadline), 10**6)
         elif history:
             standalone = self.follow_ups.resolve([asked for asked, _ in history], question)
-        run = patch_config(config, configurable={"on_token": on_token, "deadline": deadline})
-        answer = chain.invoke({"question": question, "standalone_question": standalone, "k": k or self.config.k}, run)
-        answer.timings_ms["total"] = round((time.perf_counter() - started) * 1000, 2)
-        return answer
+        run = patch_config(config, configurable={"deadline": deadline, "stream": streaming})
+        inputs = {"question": question, "standalone_question": standalone, "k": k or self.config.k}
+        for event in chain.stream(inputs, run) if streaming else [chain.invoke(inputs, run)]:
+            if isinstance(event, Answer):
+                event.timings_ms["total"] = round((time.perf_counter() - started) * 1000, 2)
+            yield event

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextvars import ContextVar
 from typing import Any
 
@@ -146,28 +146,28 @@ class MarkerFilter:
 
     _MAX_HELD = 24
 
-    def __init__(self, passages: int, emit: TokenFn) -> None:
-        self.passages, self.emit, self.held = passages, emit, ""
+    def __init__(self, passages: int) -> None:
+        self.passages, self.held = passages, ""
 
-    def feed(self, token: str) -> None:
+    def feed(self, token: str) -> str:
+        """What of the stream so far can be shown now."""
+        shown = []
         for char in token:
             if self.held or char == "[":
                 self.held += char
                 if char == "]" or len(self.held) > self._MAX_HELD:
-                    self._release()
+                    shown.append(self._release())
             else:
-                self.emit(char)
+                shown.append(char)
+        return "".join(shown)
 
-    def _release(self) -> None:
+    def _release(self) -> str:
         held, self.held = self.held, ""
-        if _MARKER_RE.fullmatch(held):
-            held = check_citations(held, self.passages)[0]
-        if held:
-            self.emit(held)
+        return check_citations(held, self.passages)[0] if _MARKER_RE.fullmatch(held) else held
 
-    def close(self) -> None:
-        if self.held:
-            self._release()
+    def close(self) -> str:
+        """The rest, once the stream has ended."""
+        return self._release() if self.held else ""
 
 
 def _is_not_found(text: str) -> bool:
@@ -191,11 +191,12 @@ def verified_short_answer(text: str, citations: list[Citation]) -> tuple[str, di
     return "", {}
 
 
-class LLMAnswerer(RunnableSerializable[dict[str, Any], Answer]):
+class LLMAnswerer(RunnableSerializable[dict[str, Any], str | Answer]):
     """Runnable: {"question", "documents"} -> Answer from the LLM.
 
-    The run's config may carry, under "configurable", an "on_token" sink that receives the answer as
-    it streams (citation markers already checked) and the "deadline" (time.monotonic()) shared with
+    `invoke` asks for the whole reply at once; `stream` yields the reply's text as it arrives
+    (citation markers already checked), then the Answer. Closing the stream closes the request.
+    The run's config may carry a "deadline" (time.monotonic()) under "configurable", shared with
     the follow-up rewrite. Falls back to `fallback` (the extractive answerer) when the endpoint fails.
     """
 
@@ -204,27 +205,66 @@ class LLMAnswerer(RunnableSerializable[dict[str, Any], Answer]):
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
     def invoke(self, input: dict[str, Any], config: RunnableConfig | None = None, **kwargs: Any) -> Answer:
-        return self._call_with_config(self._answer, input, config)
+        answer = self._call_with_config(self._answer, input, config)
+        assert isinstance(answer, Answer)
+        return answer
+
+    def stream(
+        self, input: dict[str, Any], config: RunnableConfig | None = None, **kwargs: Any
+    ) -> Iterator[str | Answer]:
+        yield from self._transform_stream_with_config(iter([input]), self._stream_events, config)
 
     def _answer(self, input: dict[str, Any], run_manager: CallbackManagerForChainRun, config: RunnableConfig) -> Answer:
+        *_, answer = self._events(input, patch_config(config, callbacks=run_manager.get_child()), streaming=False)
+        assert isinstance(answer, Answer)
+        return answer
+
+    def _stream_events(
+        self, inputs: Iterator[dict[str, Any]], run_manager: CallbackManagerForChainRun, config: RunnableConfig
+    ) -> Iterator[str | Answer]:
+        for input in inputs:
+            yield from self._events(input, patch_config(config, callbacks=run_manager.get_child()), streaming=True)
+
+    def _events(self, input: dict[str, Any], config: RunnableConfig, streaming: bool) -> Iterator[str | Answer]:
+        """The reply's shown text as it arrives (when streaming), then the Answer."""
         question: str = input["question"]
         passages: list[Document] = input["documents"]
-        options = config.get("configurable") or {}
-        on_token: TokenFn | None = options.get("on_token")
-        child = patch_config(config, callbacks=run_manager.get_child())
         lang = language(question)
         related = [to_citation(i + 1, p) for i, p in enumerate(passages)]
         if not passages:
-            return Answer(question, ABSTAIN_MESSAGE[lang], True, [], related, mode="llm")
+            yield Answer(question, ABSTAIN_MESSAGE[lang], True, [], related, mode="llm")
+            return
+        parts: list[str] = []
         try:
             messages = build_messages(question, passages, self.fallback.max_words)
-            deadline = options.get("deadline") or deadline_for(self.config)
-            text = self._generate(messages, on_token, len(passages), deadline, child)
+            deadline = (config.get("configurable") or {}).get("deadline") or deadline_for(self.config)
+            if streaming:
+                shown = MarkerFilter(len(passages))
+                for piece in self._stream_text(messages, deadline, config):
+                    parts.append(piece)
+                    if visible := shown.feed(piece):
+                        yield visible
+                if visible := shown.close():
+                    yield visible
+            else:
+                parts.append(self._reply_text(messages, deadline, config))
+            text = "".join(parts)
+            if not text.strip():
+                raise LLMError("empty reply")
         except Exception as exc:  # every endpoint failure ends in the labelled fallback
-            answer = self.fallback.invoke(input, child)
+            if parts and not isinstance(exc, TimeoutError | LLMError):
+                exc = LLMError("the LLM endpoint's reply broke off mid-stream")
+            answer = self.fallback.invoke(input, config)
             answer.mode = "extractive-fallback"
             answer.notice = f"LLM unavailable: {describe_failure(exc)}. Showing the extractive answer instead."
-            return answer
+            yield answer
+            return
+        yield self._checked(question, text, passages, related, lang)
+
+    def _checked(
+        self, question: str, text: str, passages: list[Document], related: list[Citation], lang: str
+    ) -> Answer:
+        """The reply as an Answer: markers to missing passages dropped, the short answer verified."""
         if _is_not_found(text):
             return Answer(question, ABSTAIN_MESSAGE[lang], True, [], related, mode="llm")
         cleaned, cited = check_citations(text, len(passages))
@@ -242,38 +282,18 @@ class LLMAnswerer(RunnableSerializable[dict[str, Any], Answer]):
             short_answer_citation=where,
         )
 
-    def _generate(
-        self,
-        messages: list[BaseMessage],
-        on_token: TokenFn | None,
-        passages: int,
-        deadline: float,
-        config: RunnableConfig,
-    ) -> str:
-        if on_token is None:
-            reply = chat_model(self.config, deadline).invoke(messages, config)
-            if not isinstance(reply, AIMessage) or not isinstance(reply.content, str) or not reply.content.strip():
-                raise LLMError("empty or malformed reply")
-            return reply.content
-        parts: list[str] = []
-        shown = MarkerFilter(passages, on_token)
-        try:
-            for chunk in chat_model(self.config, deadline, streaming=True).stream(messages, config):
-                piece = chunk.content if isinstance(chunk.content, str) else ""
-                if piece:
-                    parts.append(piece)
-                    shown.feed(piece)
-                if time.monotonic() > deadline:
-                    raise TimeoutError("stream exceeded the request timeout")
-        except Exception as exc:
-            if parts and not isinstance(exc, TimeoutError):
-                raise LLMError("the LLM endpoint's reply broke off mid-stream") from exc
-            raise
-        shown.close()
-        text = "".join(parts)
-        if not text.strip():
-            raise LLMError("empty reply")
-        return text
+    def _reply_text(self, messages: list[BaseMessage], deadline: float, config: RunnableConfig) -> str:
+        reply = chat_model(self.config, deadline).invoke(messages, config)
+        if not isinstance(reply, AIMessage) or not isinstance(reply.content, str) or not reply.content.strip():
+            raise LLMError("empty or malformed reply")
+        return reply.content
+
+    def _stream_text(self, messages: list[BaseMessage], deadline: float, config: RunnableConfig) -> Iterator[str]:
+        for chunk in chat_model(self.config, deadline, streaming=True).stream(messages, config):
+            if piece := chunk.content if isinstance(chunk.content, str) else "":
+                yield piece
+            if time.monotonic() > deadline:
+                raise TimeoutError("stream exceeded the request timeout")
 
 
 class QuestionRewriter:

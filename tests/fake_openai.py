@@ -12,7 +12,6 @@ events over chunked transfer encoding, so a stream cut short is a real protocol 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import threading
 import time
@@ -80,6 +79,7 @@ class FakeOpenAI:
     def __init__(self, default: Behaviour | None = None) -> None:
         self.default: Behaviour = default or Reply("عقد المؤتمر في 15 أغسطس 2023 [1].")
         self.requests: list[dict[str, Any]] = []
+        self.abandoned = 0  # requests whose client closed the connection before the reply ended
         self.headers: list[dict[str, str]] = []  # per request, names lower-cased
         self._script: deque[Behaviour] = deque()
         self._lock = threading.Lock()
@@ -106,6 +106,7 @@ class FakeOpenAI:
             self._script.clear()
             self.requests.clear()
             self.headers.clear()
+            self.abandoned = 0
 
     def start(self) -> FakeOpenAI:
         self._thread.start()
@@ -168,8 +169,11 @@ def _handler_for(server: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
             body = json.loads(raw or b"{}")
             behaviour = server._next(body, {k.lower(): v for k, v in self.headers.items()})
             model, stream = str(body.get("model", "fake")), bool(body.get("stream"))
-            with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # the client gave up (timeout)
+            try:
                 self._serve(behaviour, model, stream)
+            except (BrokenPipeError, ConnectionResetError):  # the client gave up (a timeout, a stop)
+                with server._lock:
+                    server.abandoned += 1
 
         def _serve(self, behaviour: Behaviour, model: str, stream: bool) -> None:
             if isinstance(behaviour, Status):

@@ -649,3 +649,25 @@ def test_short_answer_is_empty_when_the_first_sentence_is_not_in_a_cited_passage
     assert verified_short_answer("حضرته ست وسبعون دولة [1].", [passage]) == ("", {})
     assert verified_short_answer("بحضور 76 دولة.", []) == ("", {})
     assert passage.highlights == []
+
+
+def test_pipeline_stream_yields_the_reply_as_it_comes_then_the_answer(pipeline: Pipeline, fake: FakeOpenAI) -> None:
+    fake.script(Trickle(CITED, delay=0.05, pieces=6))
+    events = list(pipeline.stream(QUESTION))
+    *pieces, answer = events
+    assert isinstance(answer, Answer) and answer.mode == "llm", answer
+    assert len(pieces) > 1 and all(isinstance(p, str) for p in pieces)
+    assert "".join(pieces).strip() == answer.answer
+    assert fake.requests[-1].get("stream") is True
+
+
+def test_closing_the_stream_early_closes_the_llm_request(pipeline: Pipeline, fake: FakeOpenAI) -> None:
+    """A stopped answer must not keep the endpoint generating (the UI's Stop button closes the stream)."""
+    fake.script(Trickle(CITED * 20, delay=0.2, pieces=40))
+    events = pipeline.stream(QUESTION)
+    assert isinstance(next(events), str)
+    events.close()
+    deadline = time.monotonic() + 10
+    while fake.abandoned == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert fake.abandoned == 1
