@@ -109,7 +109,8 @@ class StoredIndex:
     """An index in memory: the manifest, the chunks (row-aligned with vectors) and the vector index.
 
     `lexical` holds the chunks' BM25 term counts when the store keeps them (FAISS folders); None
-    means the retriever counts them from the chunk texts (Milvus, and in-memory test indexes).
+    means the retriever counts them from the chunk texts (Milvus, a folder written before counts
+    were saved, in-memory indexes of tests and benchmarks).
     """
 
     manifest: dict[str, Any]
