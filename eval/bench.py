@@ -862,7 +862,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--arcd", type=Path, default=ARCD)
     parser.add_argument("--only", choices=SECTIONS, action="append", help="run only this section (repeatable)")
     parser.add_argument(
-        "--lexical-chunks", type=int, default=100_000, metavar="N", help="chunks in the BM25 start-up section"
+        "--lexical-chunks", type=int, metavar="N", help="chunks in the BM25 start-up section (100k; --quick 20k)"
     )
     parser.add_argument(
         "--report",
@@ -878,6 +878,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(
             "a --quick run cannot replace the full report in eval/: drop --report (or use --json), or give --report-dir"
         )
+    if args.lexical_chunks is None:
+        args.lexical_chunks = 20_000 if args.quick else 100_000
     if args.lexical_chunks < 1:
         parser.error("--lexical-chunks must be at least 1")
     if args.report_from:
