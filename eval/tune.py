@@ -19,9 +19,9 @@ from langchain_core.documents import Document
 from tqdm import tqdm
 
 from core.config import Config
-from eval.__main__ import Corpus, for_corpus, prepare_index
 from eval.metrics import contains, first_hit, mean, recall_at, reciprocal_rank
 from eval.questions import Question, load_jsonl, load_squad
+from eval.runner import Corpus, for_corpus, prepare_index
 from rag.chain import Pipeline, clean_question
 from rag.extract import Sentence, sentence_candidates
 from rag.scoring import AnswerScoring

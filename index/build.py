@@ -15,7 +15,7 @@ from langchain_core.documents import Document
 from core.config import Config
 from index import store
 from index.arabic import NORMALIZATION_VERSION
-from index.chunk import CHUNKER_VERSION, ChunkSettings, split_document
+from index.chunk import CHUNKER_VERSION, ChunkSettings, embedding_text, split_document
 from index.embed import ProgressFn, VectorEmbeddings
 from index.load import Skipped, load_folder
 
@@ -57,11 +57,6 @@ def settings_record(config: Config) -> dict[str, Any]:
         "normalization_version": NORMALIZATION_VERSION,
         "chunker_version": CHUNKER_VERSION,
     }
-
-
-def embedding_text(chunk: Document) -> str:
-    """What the encoder sees for a chunk: its document title gives it context (who/what it is about)."""
-    return f"{chunk.metadata['title']}\n{chunk.page_content}"
 
 
 def apply_changes(

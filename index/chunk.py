@@ -220,3 +220,9 @@ def _overlap(group: list[_Unit], overlap_words: int) -> tuple[list[_Unit], int]:
         carried.insert(0, unit)
         words += unit.words
     return carried, words
+
+
+def embedding_text(chunk: Document) -> str:
+    """What the encoder sees for a chunk, and what BM25 counts: its document title gives it context
+    (who/what it is about)."""
+    return f"{chunk.metadata['title']}\n{chunk.page_content}"

@@ -3,7 +3,11 @@
 `uri` is a local file path (embedded Milvus Lite, from PyPI `milvus-lite`) or a server URL such as
 http://host:19530 (Milvus standalone or cluster). Nothing is kept in local side files, so several
 app processes on several machines can share one collection. Dense search runs in Milvus; each
-process also holds the chunk rows in memory for BM25 and exact re-scoring, as with FAISS.
+process also holds the chunk rows in memory for BM25 and exact re-scoring, as with FAISS. Unlike
+the FAISS folder, which saves BM25's term counts with each generation (index/lexical.py), this store
+counts them from the chunk rows at each load: a local copy would go stale whenever another machine
+writes the shared collection, and reading every row back already costs more than counting them
+(`python -m eval.bench`, sections "Milvus Lite" and "BM25 start-up").
 
 Updates are incremental: a changed or removed file's chunks are deleted by source and the new
 chunks inserted; the manifest rows are written last, and a load that finds the row count and the

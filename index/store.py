@@ -4,6 +4,7 @@ Layout of an index folder (no pickle anywhere):
     manifest.json           the commit point: settings, per-file hashes, and which generation is live
     vectors.<gen>.faiss     faiss.write_index output, row i = chunk i
     chunks.<gen>.jsonl      one JSON object per chunk, row i = vector i
+    lexical.<gen>.npz       BM25 term counts, row i = chunk i (index/lexical.py; numpy arrays, no pickle)
     .rag-index.json         the ledger: this folder is ours, the generations we wrote, the docs folder
     .tmp/                   temp files of writes in progress
     .lock                   writers' lock
@@ -33,6 +34,7 @@ from langchain_core.documents import Document
 
 from core.config import Config, IndexType
 from core.errors import UserError
+from index.lexical import LexicalFileError, LexicalIndex
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -41,7 +43,7 @@ MANIFEST = "manifest.json"
 OWNER = ".rag-index.json"
 LOCK = ".lock"
 TMP_DIR = ".tmp"
-_GENERATION_FILES = ("vectors.{}.faiss", "chunks.{}.jsonl")
+_GENERATION_FILES = ("vectors.{}.faiss", "chunks.{}.jsonl", "lexical.{}.npz")
 # Generations kept on disk besides the live one, so a reader that read the manifest just before a
 # commit still finds its files; a slower reader retries from the new manifest (see `load`).
 _KEEP_PREVIOUS = 1
@@ -105,12 +107,18 @@ class VectorIndex(Protocol):
 
 @dataclass
 class StoredIndex:
-    """An index in memory: the manifest, the chunks (row-aligned with vectors) and the vector index."""
+    """An index in memory: the manifest, the chunks (row-aligned with vectors) and the vector index.
+
+    `lexical` holds the chunks' BM25 term counts when the store keeps them (FAISS folders); None
+    means the retriever counts them from the chunk texts (Milvus, a folder written before counts
+    were saved, in-memory indexes of tests and benchmarks).
+    """
 
     manifest: dict[str, Any]
     chunks: list[Document]
     vectors: VectorIndex
     folder: Path | None = None
+    lexical: LexicalIndex | None = None
 
     @property
     def files(self) -> dict[str, dict[str, Any]]:
@@ -288,14 +296,26 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def save(folder: Path, manifest: dict[str, Any], chunks: list[Document], vectors: faiss.Index) -> dict[str, Any]:
+def save(
+    folder: Path,
+    manifest: dict[str, Any],
+    chunks: list[Document],
+    vectors: faiss.Index,
+    lexical: LexicalIndex | None = None,
+) -> dict[str, Any]:
     """Persist a new generation atomically; returns the manifest that is now live.
+
+    `lexical` (the chunks' term counts, counted here when not given) is part of the generation,
+    so the vectors, chunks and counts on disk always belong together.
 
     Callers must hold `write_lock(folder)`. The generation is entered in the ledger before its files
     are written, so a build killed at any point leaves only files the next cleanup knows to be ours.
     """
     if vectors.ntotal != len(chunks):
         raise ValueError(f"{vectors.ntotal} vectors for {len(chunks)} chunks")
+    lexical = lexical if lexical is not None else LexicalIndex.from_chunks(chunks)
+    if lexical.rows != len(chunks):
+        raise ValueError(f"term counts of {lexical.rows} chunks for {len(chunks)} chunks")
     owner = claim(folder)
     # Never reuse a generation number: after --rebuild the manifest starts from 0, and overwriting
     # the live generation's files in place would break the old index mid-write.
@@ -307,7 +327,7 @@ def save(folder: Path, manifest: dict[str, Any], chunks: list[Document], vectors
     if manifest.get("docs_dir"):
         owner["docs_dir"] = manifest["docs_dir"]
     _write_owner(folder, owner)
-    vectors_name, chunks_name = (name.format(generation) for name in _GENERATION_FILES)
+    vectors_name, chunks_name, lexical_name = (name.format(generation) for name in _GENERATION_FILES)
     serialized = faiss.serialize_index(vectors)
     atomic_write(folder / vectors_name, lambda h: h.write(serialized.tobytes()), folder / TMP_DIR)
 
@@ -316,12 +336,14 @@ def save(folder: Path, manifest: dict[str, Any], chunks: list[Document], vectors
             handle.write(json.dumps(_chunk_record(chunk), ensure_ascii=False).encode() + b"\n")
 
     atomic_write(folder / chunks_name, write_chunks, folder / TMP_DIR)
+    atomic_write(folder / lexical_name, lexical.write, folder / TMP_DIR)
     live = {
         **manifest,
         "generation": generation,
         "count": len(chunks),
         "vectors_file": vectors_name,
         "chunks_file": chunks_name,
+        "lexical_file": lexical_name,
     }
     _fsync_dir(folder)
     atomic_write(
@@ -440,7 +462,21 @@ def _load_generation(folder: Path, manifest: dict[str, Any], embedder: str | Non
         )
     # Indexes built before efSearch was recorded get today's default.
     prepare(vectors, int(manifest.get("ef_search", Config.default("hnsw_ef_search"))))
-    return StoredIndex(manifest=manifest, chunks=chunks, vectors=vectors, folder=folder)
+    return StoredIndex(
+        manifest=manifest, chunks=chunks, vectors=vectors, folder=folder, lexical=_load_lexical(folder, manifest, hint)
+    )
+
+
+def _load_lexical(folder: Path, manifest: dict[str, Any], hint: str) -> LexicalIndex | None:
+    """The generation's term counts; None for an index written before they were saved (the retriever
+    then counts them from the chunks, and the next write saves them)."""
+    if "lexical_file" not in manifest:
+        return None
+    path = folder / str(manifest["lexical_file"])
+    try:
+        return LexicalIndex.read(path, int(manifest["count"]))
+    except LexicalFileError as exc:
+        raise IndexCorrupt(f"{path} is missing or damaged ({exc}); rebuild with `{hint}`") from exc
 
 
 # --- the store seam ------------------------------------------------------------------------------
@@ -515,12 +551,18 @@ class FaissStore:
         kept = [i for i, c in enumerate(old.chunks) if c.metadata["source"] not in changes.drop] if old else []
         chunks = [old.chunks[i] for i in kept] if old else []
         kept_vectors = old.all_vectors()[kept] if old and kept else np.zeros((0, manifest["dim"]), np.float32)
+        # Term counts: the old rows carried over, only the new chunks counted.
+        if old is None:
+            lexical = LexicalIndex.from_chunks(changes.chunks)
+        else:
+            base = old.lexical if old.lexical is not None else LexicalIndex.from_chunks(old.chunks)
+            lexical = base.update(kept, changes.chunks)
         chunks += changes.chunks
         all_vectors = np.concatenate([kept_vectors, changes.vectors])
         manifest["index_type"] = choose_index_type(len(chunks), manifest.get("index_type_requested", "auto"))
         vectors = build_vectors(all_vectors, manifest["dim"], manifest["index_type"], manifest["ef_search"])
-        live = save(self.folder, manifest, chunks, vectors)
-        return StoredIndex(manifest=live, chunks=chunks, vectors=vectors, folder=self.folder)
+        live = save(self.folder, manifest, chunks, vectors, lexical)
+        return StoredIndex(manifest=live, chunks=chunks, vectors=vectors, folder=self.folder, lexical=lexical)
 
 
 STORES = ("faiss", "milvus")

@@ -20,8 +20,8 @@ from scipy import sparse
 
 from core.config import Config, Retriever
 from index.arabic import terms
-from index.build import embedding_text
 from index.embed import VectorEmbeddings
+from index.lexical import LexicalIndex
 from index.store import StoredIndex
 
 
@@ -50,20 +50,12 @@ class BM25:
     @classmethod
     def from_documents(cls, documents: list[list[str]], k1: float = 1.2, b: float = 0.75) -> BM25:
         """Build from token lists (stemmed, normalised terms)."""
-        vocabulary: dict[str, int] = {}
-        indptr = [0]
-        indices: list[int] = []
-        data: list[int] = []
-        for doc in documents:
-            for term, tf in Counter(doc).items():
-                indices.append(vocabulary.setdefault(term, len(vocabulary)))
-                data.append(tf)
-            indptr.append(len(indices))
-        counts = sparse.csr_matrix(
-            (np.array(data, dtype=np.float32), np.array(indices, dtype=np.int64), np.array(indptr, dtype=np.int64)),
-            shape=(len(documents), len(vocabulary)),
-        )
-        return cls(counts, vocabulary, k1, b)
+        return cls.from_lexical(LexicalIndex.from_terms(documents), k1, b)
+
+    @classmethod
+    def from_lexical(cls, lexical: LexicalIndex, k1: float = 1.2, b: float = 0.75) -> BM25:
+        """Build from an index's saved term counts (no chunk is stemmed again)."""
+        return cls(lexical.counts, lexical.vocabulary, k1, b)
 
     def term_weight(self, term: str) -> float:
         """IDF of a stemmed term (unknown terms get the maximum: they are maximally specific)."""
@@ -135,9 +127,12 @@ class HybridRetriever(BaseRetriever):
     def from_config(
         cls, config: Config, index: StoredIndex, embedder: VectorEmbeddings, bm25: BM25 | None = None
     ) -> HybridRetriever:
-        """The configured retriever; `bm25` defaults to one built over the index's chunks."""
+        """The configured retriever; `bm25` defaults to one over the index's term counts (counted from
+        its chunks when the store does not keep them)."""
         if bm25 is None:
-            bm25 = BM25.from_documents([terms(embedding_text(c)) for c in index.chunks])
+            bm25 = BM25.from_lexical(
+                index.lexical if index.lexical is not None else LexicalIndex.from_chunks(index.chunks)
+            )
         return cls(
             index=index,
             embedder=embedder,

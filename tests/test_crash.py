@@ -24,9 +24,12 @@ import numpy as np
 import pytest
 
 from index import store
+from index.arabic import terms
 from index.build import embedding_text
 from index.chunk import ChunkSettings, split_document
+from index.lexical import chunk_terms
 from index.load import load_folder
+from rag.retrieve import BM25
 from tests.helpers import REPO_ROOT, HashEmbedder, write_docs
 
 CHUNKS = ChunkSettings(max_words=40, overlap_words=8)
@@ -93,7 +96,7 @@ def expected_state(docs: Path) -> State:
 def check_index(index_dir: Path, *allowed: State) -> State:
     """The index loads, its parts agree, its vectors are the rows of its chunks, and it is exactly one
     of the allowed states (old or new)."""
-    index = store.load(index_dir, HashEmbedder.name)
+    index = store.load(index_dir, HashEmbedder().name)
     manifest = index.manifest
     assert index.vectors.ntotal == len(index.chunks) == manifest["count"]
     assert sum(f["chunks"] for f in manifest["files"].values()) == len(index.chunks)
@@ -105,6 +108,10 @@ def check_index(index_dir: Path, *allowed: State) -> State:
     expected = HashEmbedder().encode_passages([embedding_text(index.chunks[i]) for i in rows])
     stored = np.stack([index.vectors.reconstruct(i) for i in rows])
     assert np.allclose(stored, expected, atol=1e-5), "vectors are not aligned with their chunks"
+    assert index.lexical is not None
+    saved, counted = BM25.from_lexical(index.lexical), BM25.from_documents([chunk_terms(c) for c in index.chunks])
+    for query in (terms(" ".join(WORDS[:3])), terms(" ".join(WORDS[10:14])), terms(" ".join(WORDS[-2:]))):
+        assert np.array_equal(saved.scores(query), counted.scores(query)), "term counts are not those of the chunks"
     return matches[0]
 
 
@@ -113,8 +120,16 @@ def live_files_only(index_dir: Path) -> None:
     mid-load), the manifest, the ledger, the lock, and an empty temp folder."""
     manifest = store.read_manifest(index_dir)
     names = {p.name for p in index_dir.iterdir()}
-    live = {store.MANIFEST, store.LOCK, store.OWNER, manifest["vectors_file"], manifest["chunks_file"]}
-    previous = {f"vectors.{manifest['generation'] - 1}.faiss", f"chunks.{manifest['generation'] - 1}.jsonl"}
+    live = {
+        store.MANIFEST,
+        store.LOCK,
+        store.OWNER,
+        manifest["vectors_file"],
+        manifest["chunks_file"],
+        manifest["lexical_file"],
+    }
+    g = manifest["generation"] - 1
+    previous = {f"vectors.{g}.faiss", f"chunks.{g}.jsonl", f"lexical.{g}.npz"}
     assert live <= names <= live | previous | {store.TMP_DIR}, names
     assert not (index_dir / store.TMP_DIR).is_dir() or not any((index_dir / store.TMP_DIR).iterdir())
 
@@ -247,13 +262,15 @@ KILL_POINTS = {
     "before-vectors-rename": ("replace:2", "old"),
     "before-chunks-fsync": ("fsync:3", "old"),
     "before-chunks-rename": ("replace:3", "old"),
-    "before-dir-fsync": ("fsync:4", "old"),
-    "before-manifest-fsync": ("fsync:5", "old"),
-    "before-manifest-rename": ("replace:4", "old"),
-    "after-manifest-rename": ("fsync:6", "new"),
+    "before-lexical-fsync": ("fsync:4", "old"),
+    "before-lexical-rename": ("replace:4", "old"),
+    "before-dir-fsync": ("fsync:5", "old"),
+    "before-manifest-fsync": ("fsync:6", "old"),
+    "before-manifest-rename": ("replace:5", "old"),
+    "after-manifest-rename": ("fsync:7", "new"),
     "during-cleanup-1": ("unlink:1", "new"),
     "during-cleanup-2": ("unlink:2", "new"),
-    "before-ledger-update": ("replace:5", "new"),
+    "before-ledger-update": ("replace:6", "new"),
 }
 
 
@@ -287,7 +304,7 @@ def test_sigkill_at_each_commit_step(script: Path, template: Path, tmp_path: Pat
     check_index(index_dir, new)
 
 
-@pytest.mark.parametrize("kill_at", ["replace:2", "replace:3", "fsync:6", "unlink:1"])
+@pytest.mark.parametrize("kill_at", ["replace:2", "replace:4", "fsync:7", "unlink:1"])
 def test_next_build_removes_what_a_killed_build_left(
     script: Path, template: Path, tmp_path: Path, kill_at: str
 ) -> None:
@@ -304,15 +321,16 @@ def test_next_build_removes_what_a_killed_build_left(
 
 
 # The first build also creates the ledger (fsync 1, replace 1) before save() enters its generation
-# (fsync 2, replace 2); then vectors (replace 3), chunks (replace 4), commit (replace 5, then fsync 7).
-@pytest.mark.parametrize("kill_at", ["replace:1", "replace:3", "replace:4", "fsync:7"])
+# (fsync 2, replace 2); then vectors (replace 3), chunks (replace 4), term counts (replace 5), commit
+# (replace 6, then fsync 8).
+@pytest.mark.parametrize("kill_at", ["replace:1", "replace:3", "replace:5", "fsync:8"])
 def test_sigkill_during_the_very_first_build(script: Path, tmp_path: Path, kill_at: str) -> None:
     docs, index_dir = tmp_path / "docs", tmp_path / "index"
     make_docs(docs, random.Random(3), 20)
     new = expected_state(docs)
     code, _, err = finish(start_build(script, docs, index_dir, KILL_AT=kill_at))
     assert code == -9, err
-    if kill_at == "fsync:7":
+    if kill_at == "fsync:8":
         check_index(index_dir, new)
     else:
         with pytest.raises(store.IndexMissing, match="python -m index build"):
@@ -400,6 +418,12 @@ CORRUPTIONS = {
     ),
     "docstore-cut-mid-character": (lambda d: _truncate_mid_character(_live(d, "chunks_file")), "chunks"),
     "docstore-missing": (lambda d: _live(d, "chunks_file").unlink(), "chunks"),
+    "lexical-truncated": (
+        lambda d: _live(d, "lexical_file").write_bytes(_live(d, "lexical_file").read_bytes()[:100]),
+        "lexical",
+    ),
+    "lexical-garbage": (lambda d: _live(d, "lexical_file").write_bytes(os.urandom(4096)), "lexical"),
+    "lexical-missing": (lambda d: _live(d, "lexical_file").unlink(), "lexical"),
     "manifest-other-version": (lambda d: _manifest(d, format_version=store.FORMAT_VERSION + 1), "manifest"),
     "manifest-no-version": (lambda d: _manifest(d, format_version=None), "manifest"),
     "manifest-other-embedder": (lambda d: _manifest(d, embedder="hash-test", dim=16), "folder"),

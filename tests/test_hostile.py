@@ -569,7 +569,7 @@ def _is_unsafe(prev: str, name: str, nxt: str, after: str) -> bool:
     return any(
         (
             name in UNSAFE_MODULES and prev != ".",
-            name in UNSAFE_NAMES,
+            name in UNSAFE_NAMES and not (name == "allow_pickle" and nxt == "=" and after == "False"),
             name in UNSAFE_CALLS and nxt == "(" and prev != ".",
             name == "torch" and nxt == "." and after == "load",
             name == "yaml" and nxt == "." and after in ("load", "unsafe_load", "full_load"),
@@ -596,7 +596,10 @@ def test_unsafe_use_scanner_finds_what_it_looks_for() -> None:
         "FAISS.load_local(p, e, allow_dangerous_deserialization=True)\nnp.load(p, allow_pickle=True)\n"
     )
     assert {hit.split(":")[0] for hit in unsafe_uses(bad)} == {f"line {n}" for n in range(1, 8)}
-    fine = '"""no pickle anywhere"""\n# eval(x)\nretrieval(x)\nmodel.eval()\nfaiss.deserialize_index(b)\n'
+    fine = (
+        '"""no pickle anywhere"""\n# eval(x)\nretrieval(x)\nmodel.eval()\nfaiss.deserialize_index(b)\n'
+        "np.load(p, allow_pickle=False)\n"
+    )
     assert unsafe_uses(fine) == []
 
 

@@ -183,7 +183,9 @@ def test_rebuild_hint_names_folder_store_and_uri() -> None:
 
 def _tiny_index(generation: int) -> tuple[list[Document], np.ndarray]:
     chunks = [
-        Document(page_content=f"نص {generation} {i}", id=f"c{i}", metadata={"id": f"c{i}", "source": "a.txt"})
+        Document(
+            page_content=f"نص {generation} {i}", id=f"c{i}", metadata={"id": f"c{i}", "source": "a.txt", "title": "أ"}
+        )
         for i in range(3)
     ]
     return chunks, np.full((3, 4), generation, dtype=np.float32)

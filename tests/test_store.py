@@ -104,7 +104,15 @@ def test_round_trip(config: Config, built: store.StoredIndex) -> None:
         if chunk.metadata["source"] == "moscow.txt":
             assert moscow[chunk.metadata["start"] : chunk.metadata["end"]] == chunk.page_content
     on_disk = sorted(p.name for p in config.index_dir.iterdir())
-    assert on_disk == [".lock", ".rag-index.json", ".tmp", "chunks.1.jsonl", "manifest.json", "vectors.1.faiss"]
+    assert on_disk == [
+        ".lock",
+        ".rag-index.json",
+        ".tmp",
+        "chunks.1.jsonl",
+        "lexical.1.npz",
+        "manifest.json",
+        "vectors.1.faiss",
+    ]
     assert not any((config.index_dir / ".tmp").iterdir())
 
 
