@@ -436,3 +436,40 @@ def test_stop_button_cancels_a_streaming_llm_answer(browser: object, llm_server:
         assert page.locator("#chat .answer:not(.streaming)").count() == 0  # type: ignore[attr-defined]
     finally:
         page.context.close()  # type: ignore[attr-defined]
+
+
+def _labels_left_in(page: object, other: str) -> list[str]:
+    """Catalogue labels of language `other` still shown on the page, on every tab (each opened in
+    turn), plus any untranslated i18n key."""
+    from ui.i18n import MESSAGES
+
+    left = []
+    for tab in range(page.locator("[role=tab]").count()):  # type: ignore[attr-defined]
+        page.locator("[role=tab]").nth(tab).click()  # type: ignore[attr-defined]
+        page.wait_for_timeout(300)  # type: ignore[attr-defined]
+        text = page.locator("body").inner_text()  # type: ignore[attr-defined]
+        left += [label for label in MESSAGES[other].values() if "{" not in label and label in text]
+        left += ["__i18n__"] if "__i18n__" in text else []
+    return left
+
+
+@pytest.mark.parametrize(("start", "switch_to", "other"), [("ar-EG", "English", "ar"), ("en-US", "العربية", "en")])
+def test_switching_the_language_relabels_every_tab(
+    browser: object, server: str, start: str, switch_to: str, other: str
+) -> None:
+    """Switching in the header left the tab not yet opened (and the documents table's column
+    headers) in the old language: Gradio translated them only when first rendered."""
+    page = _page(browser, server, start)
+    try:
+        page.locator("#lang").get_by_text(switch_to).click()  # type: ignore[attr-defined]
+        lang = "ar" if other == "en" else "en"
+        page.wait_for_function("lang => document.documentElement.lang === lang", arg=lang, timeout=30_000)  # type: ignore[attr-defined]
+        page.wait_for_selector("#question textarea")  # type: ignore[attr-defined]
+        page.wait_for_timeout(1_000)  # type: ignore[attr-defined]  # the stored choice is applied after load
+        tabs = page.locator("[role=tab]").all_inner_texts()  # type: ignore[attr-defined]
+        from ui.i18n import MESSAGES
+
+        assert tabs == [MESSAGES[lang]["tab_chat"], MESSAGES[lang]["tab_documents"]], tabs
+        assert not _labels_left_in(page, other)
+    finally:
+        page.context.close()  # type: ignore[attr-defined]

@@ -21,7 +21,7 @@ from rag.chain import Pipeline, QuestionError
 from rag.config import Config
 from rag.llm import MAX_HISTORY_TURNS, TokenFn
 from ui.documents import DocumentLibrary
-from ui.i18n import MESSAGES, for_question, t
+from ui.i18n import MESSAGES, for_question, normalise_language, t
 from ui.render import answer_message, escape_text, notice_message, stream_message, user_message
 
 log = logging.getLogger(__name__)
@@ -214,7 +214,7 @@ def build_app(pipeline: Pipeline, i18n: gr.I18n) -> gr.Blocks:
 
     with gr.Blocks(title="اسأل مستنداتك · Ask your documents") as app:
         with gr.Row(elem_id="header"):
-            gr.Markdown("## اسأل مستنداتك · Ask your documents", elem_id="heading")
+            gr.Markdown(i18n("heading"), elem_id="heading")
             page_lang = gr.Radio(
                 [("العربية", "ar"), ("English", "en")],
                 value="en",
@@ -223,7 +223,7 @@ def build_app(pipeline: Pipeline, i18n: gr.I18n) -> gr.Blocks:
                 scale=0,
                 min_width=220,
             )
-        with gr.Tab(i18n("tab_chat"), elem_id="tab-chat"):
+        with gr.Tab(i18n("tab_chat"), elem_id="tab-chat") as chat_tab:
             chat = gr.Chatbot(
                 label=i18n("chat"),
                 height=680,
@@ -285,11 +285,12 @@ def build_app(pipeline: Pipeline, i18n: gr.I18n) -> gr.Blocks:
             api_out = gr.JSON(visible=False)
             api_in.submit(lambda q: _api_answer(pipeline, q), api_in, api_out, api_name="answer")
 
-        with gr.Tab(i18n("tab_documents"), elem_id="tab-documents"):
-            # Callables, so every page load shows the index as it is now, not as it was at start-up.
+        with gr.Tab(i18n("tab_documents"), elem_id="tab-documents") as documents_tab:
+            # Filled on every page load (app.load below) with the index as it is now, and with
+            # column headers in the page's language: Gradio does not translate Dataframe headers.
             table = gr.Dataframe(
                 value=library.rows,
-                headers=[i18n("col_title"), i18n("col_file"), i18n("col_chunks"), i18n("col_kb")],
+                headers=_table_headers("en"),
                 interactive=False,
                 wrap=True,
                 label=i18n("documents_table"),
@@ -328,10 +329,10 @@ def build_app(pipeline: Pipeline, i18n: gr.I18n) -> gr.Blocks:
                         really_empty = gr.Button(i18n("empty_yes"), variant="stop", elem_id="confirm-empty-yes")
                         keep_trash = gr.Button(i18n("cancel"), elem_id="confirm-empty-no")
 
-            def refreshed() -> tuple[Any, ...]:
+            def refreshed(lang: str) -> tuple[Any, ...]:
                 """Table, remove picker and trash picker as they are now, nothing selected."""
                 return (
-                    library.rows(),
+                    {"data": library.rows(), "headers": _table_headers(lang)},
                     gr.update(choices=library.choices(), value=None),
                     gr.update(choices=library.trash_choices(), value=None),
                 )
@@ -340,7 +341,7 @@ def build_app(pipeline: Pipeline, i18n: gr.I18n) -> gr.Blocks:
 
             def on_upload(files: list[Any] | None, lang: str, progress: gr.Progress = gr.Progress()) -> tuple[Any, ...]:  # noqa: B008
                 if not files:
-                    return *refreshed(), gr.update(), None
+                    return *refreshed(lang), gr.update(), None
                 progress(0.1, desc=t(lang, "indexing"))
                 # Only files Gradio received may be read: a crafted request can name any path on the
                 # server (seen through the API-mounted app), which must never reach the index.
@@ -356,7 +357,7 @@ def build_app(pipeline: Pipeline, i18n: gr.I18n) -> gr.Blocks:
                 except Exception:
                     log.exception("upload failed")
                     message = t(lang, "indexing_failed")
-                return *refreshed(), message, None
+                return *refreshed(lang), message, None
 
             def on_remove(name: str | None, lang: str) -> tuple[Any, ...]:
                 if not name:
@@ -366,14 +367,14 @@ def build_app(pipeline: Pipeline, i18n: gr.I18n) -> gr.Blocks:
 
             def on_confirm_remove(name: str | None, lang: str) -> tuple[Any, ...]:
                 message = library.remove(name, lang) if name else t(lang, "choose_document")
-                return *refreshed(), message, gr.update(visible=False)
+                return *refreshed(lang), message, gr.update(visible=False)
 
             def on_restore(item_id: str | None, lang: str) -> tuple[Any, ...]:
                 message = library.restore(item_id, lang) if item_id else t(lang, "choose_trashed")
-                return *refreshed(), message
+                return *refreshed(lang), message
 
             def on_empty(lang: str) -> tuple[Any, ...]:
-                return *refreshed(), library.empty_trash(lang), gr.update(visible=False)
+                return *refreshed(lang), library.empty_trash(lang), gr.update(visible=False)
 
             hidden = (lambda: gr.update(visible=False), None)
             upload.upload(on_upload, [upload, page_lang], [*lists, status, upload], api_name=False)
@@ -386,12 +387,24 @@ def build_app(pipeline: Pipeline, i18n: gr.I18n) -> gr.Blocks:
             empty.click(lambda: gr.update(visible=True), None, confirm_empty, api_name=False)
             really_empty.click(on_empty, page_lang, [*lists, status, confirm_empty], api_name=False)
             keep_trash.click(*hidden, confirm_empty, api_name=False)
+
         # The switch shows the page's language (chosen by HEAD from the browser or a stored choice);
         # changing it stores the choice and reloads the page in the other language.
-        app.load(None, None, page_lang, js=CURRENT_LANGUAGE, api_name=False)
+        # The tab labels are set from the server in the page's language: Gradio translates a tab's
+        # label once, when the tab first renders, so a tab not yet opened kept the language the page
+        # started in after a stored choice was applied.
+        def on_load(lang: str) -> tuple[Any, ...]:
+            lang = normalise_language(lang)
+            tabs = (gr.update(label=t(lang, "tab_chat")), gr.update(label=t(lang, "tab_documents")))
+            return lang, *tabs, *refreshed(lang)
+
+        app.load(on_load, page_lang, [page_lang, chat_tab, documents_tab, *lists], js=CURRENT_LANGUAGE, api_name=False)
         page_lang.change(None, page_lang, None, js=SWITCH_LANGUAGE)
-        app.load(refreshed, None, lists, api_name=False)
     return app
+
+
+def _table_headers(lang: str) -> list[str]:
+    return [t(lang, key) for key in ("col_title", "col_file", "col_chunks", "col_kb")]
 
 
 def _path(file: Any) -> str:

@@ -15,6 +15,7 @@ LANGUAGES = ("ar", "en")
 MESSAGES: dict[str, dict[str, str]] = {
     "en": {
         "title": "Ask your documents",
+        "heading": "## Ask your documents",
         "tab_chat": "Chat",
         "tab_documents": "Documents",
         "chat": "Conversation",
@@ -79,6 +80,7 @@ MESSAGES: dict[str, dict[str, str]] = {
     },
     "ar": {
         "title": "اسأل مستنداتك",
+        "heading": "## اسأل مستنداتك",
         "tab_chat": "المحادثة",
         "tab_documents": "المستندات",
         "chat": "المحادثة",
