@@ -9,9 +9,9 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import gradio as gr
 
@@ -20,9 +20,9 @@ from index.store import IndexProblem
 from rag.chain import Pipeline, QuestionError
 from rag.config import Config
 from rag.llm import MAX_HISTORY_TURNS, TokenFn
-from ui.documents import DocumentLibrary
+from ui.documents import DocumentLibrary, FileResult, UploadStep
 from ui.i18n import MESSAGES, for_question, normalise_language, t
-from ui.render import answer_message, escape_text, notice_message, stream_message, user_message
+from ui.render import answer_message, escape_text, notice_message, stream_message, upload_results, user_message
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +53,12 @@ button.copy-answer.copied { border-color: #15803d; color: #15803d; }
 details.source.flash { animation: flash 1.6s ease-out; }
 @keyframes flash { 0% { background: #fde68a; } 100% { background: transparent; } }
 #question textarea { unicode-bidi: plaintext; text-align: start; }
+.upload-results { list-style: none; padding: 0; margin: .3em 0; }
+.upload-file { padding: .15em 0; }
+.upload-file.outcome-rejected { color: #b91c1c; }
+.upload-file.outcome-duplicate { color: #92400e; }
+.upload-file.outcome-indexed, .upload-file.outcome-reindexed, .upload-file.outcome-renamed,
+.upload-file.outcome-replaced { color: #15803d; }
 #documents td, #documents th { font-family: inherit; white-space: normal; }
 /* WCAG AA contrast (axe): Gradio's indigo and grey on white are just under 4.5:1. */
 #ask, button.primary { background: #4338ca !important; color: #fff !important; }
@@ -130,6 +136,9 @@ SHOW_NEW_ANSWER = """() => {
 
 
 Turns = list[tuple[str, str]]
+E = TypeVar("E")
+R = TypeVar("R")
+Y = TypeVar("Y")
 
 
 def _reply(
@@ -173,19 +182,15 @@ def _ask(
     if mode != "llm":
         reply, plain = _reply(pipeline, question, k, mode, turns, show_scores, None, page_lang)
     else:
-        tokens: queue.SimpleQueue[str | None] = queue.SimpleQueue()
-        result: list[tuple[str, str]] = []
+        streamed: list[str] = []
 
-        def work() -> None:
-            result.append(_reply(pipeline, question, k, mode, turns, show_scores, tokens.put, page_lang))
-            tokens.put(None)
+        def shown(token: str) -> tuple[list[dict[str, Any]], str, Turns]:
+            streamed.append(token)
+            return [*history, {"role": "assistant", "content": stream_message(question, "".join(streamed))}], "", turns
 
-        threading.Thread(target=work, daemon=True).start()
-        streamed = ""
-        while (token := tokens.get()) is not None:
-            streamed += token
-            yield [*history, {"role": "assistant", "content": stream_message(question, streamed)}], "", turns
-        reply, plain = result[0]
+        reply, plain = yield from _in_thread(
+            lambda on_token: _reply(pipeline, question, k, mode, turns, show_scores, on_token, page_lang), shown
+        )
     if plain:
         turns = [*turns, (question, plain)][-MAX_HISTORY_TURNS:]
     yield [*history, {"role": "assistant", "content": reply}], "", turns
@@ -300,7 +305,9 @@ def build_app(pipeline: Pipeline, i18n: gr.I18n) -> gr.Blocks:
             upload = gr.File(
                 file_count="multiple", file_types=list(SUPPORTED_SUFFIXES), label=i18n("upload"), elem_id="upload"
             )
-            status = gr.Textbox(label=i18n("status"), interactive=False, elem_id="upload-status", lines=3)
+            # Each file's line, live during an upload and kept until the next one.
+            results = gr.HTML(elem_id="upload-results", label=i18n("upload_results"))
+            status = gr.Textbox(label=i18n("status_label"), interactive=False, elem_id="upload-status", lines=3)
             with gr.Row():
                 to_remove = gr.Dropdown(
                     choices=library.choices(), value=None, label=i18n("remove_pick"), scale=4, elem_id="to-remove"
@@ -339,25 +346,39 @@ def build_app(pipeline: Pipeline, i18n: gr.I18n) -> gr.Blocks:
 
             lists = [table, to_remove, trashed]
 
-            def on_upload(files: list[Any] | None, lang: str, progress: gr.Progress = gr.Progress()) -> tuple[Any, ...]:  # noqa: B008
+            def on_upload(
+                files: list[Any] | None,
+                lang: str,
+                progress: gr.Progress = gr.Progress(),  # noqa: B008
+            ) -> Iterator[tuple[Any, ...]]:
+                """Shows each file's line as the upload goes (read one by one, then embedded as one
+                batch), then its result; the list stays until the next upload."""
                 if not files:
-                    return *refreshed(lang), gr.update(), None
-                progress(0.1, desc=t(lang, "indexing"))
+                    yield *refreshed(lang), gr.update(), gr.update(), None
+                    return
                 # Only files Gradio received may be read: a crafted request can name any path on the
                 # server (seen through the API-mounted app), which must never reach the index.
                 uploads = Path(gr.utils.get_upload_folder()).resolve()
-                pairs, foreign = [], []
-                for f in files:
-                    path = Path(_path(f))
-                    (pairs if path.resolve().is_relative_to(uploads) else foreign).append((path, _original_name(f)))
+                given = [(Path(_path(f)), _original_name(f)) for f in files]
+                pairs = [(path, name) for path, name in given if path.resolve().is_relative_to(uploads)]
+                lines = UploadLines(lang, [name for _, name in pairs])
+                unchanged = (gr.update(),) * len(lists)
+
+                def shown(step: UploadStep) -> tuple[Any, ...]:
+                    progress(*lines.advance(step))
+                    return *unchanged, t(lang, "indexing"), lines.html(), gr.update()
+
                 try:
-                    report = library.add(pairs)
-                    report.rejected += [f"{name}: not a file uploaded to this server" for _, name in foreign]
-                    message = report.message(lang)
+                    report = yield from _in_thread(lambda on_step: library.add(pairs, on_step), shown)
                 except Exception:
                     log.exception("upload failed")
-                    message = t(lang, "indexing_failed")
-                return *refreshed(lang), message, None
+                    yield *refreshed(lang), t(lang, "indexing_failed"), lines.failed(), None
+                    return
+                for path, name in given:
+                    if (path, name) not in pairs:
+                        report.reject(FileResult(name).reject("reason_foreign"))
+                results = [(f.outcome, f.name, f.text(lang)) for f in report.files]
+                yield *refreshed(lang), report.message(lang), upload_results(results), None
 
             def on_remove(name: str | None, lang: str) -> tuple[Any, ...]:
                 if not name:
@@ -377,7 +398,13 @@ def build_app(pipeline: Pipeline, i18n: gr.I18n) -> gr.Blocks:
                 return *refreshed(lang), library.empty_trash(lang), gr.update(visible=False)
 
             hidden = (lambda: gr.update(visible=False), None)
-            upload.upload(on_upload, [upload, page_lang], [*lists, status, upload], api_name=False)
+            upload.upload(
+                on_upload,
+                [upload, page_lang],
+                [*lists, status, results, upload],
+                api_name=False,
+                show_progress_on=[upload],  # the bar over the drop area; the per-file list stays readable
+            )
             remove.click(on_remove, [to_remove, page_lang], [confirm_remove, confirm_text, status], api_name=False)
             really_remove.click(
                 on_confirm_remove, [to_remove, page_lang], [*lists, status, confirm_remove], api_name=False
@@ -401,6 +428,61 @@ def build_app(pipeline: Pipeline, i18n: gr.I18n) -> gr.Blocks:
         app.load(on_load, page_lang, [page_lang, chat_tab, documents_tab, *lists], js=CURRENT_LANGUAGE, api_name=False)
         page_lang.change(None, page_lang, None, js=SWITCH_LANGUAGE)
     return app
+
+
+class UploadLines:
+    """The per-file list while an upload runs: files before the one being read are read, later
+    ones wait; while the accepted files are embedded (one batch) each says how far it is."""
+
+    def __init__(self, lang: str, names: list[str]) -> None:
+        self.lang, self.names = lang, names
+        self.states = ["waiting"] * len(names)
+        self.embedded: tuple[int, int] = (0, 0)
+
+    def advance(self, step: UploadStep) -> tuple[tuple[int, int], str]:
+        """Moves the list to `step`; returns gr.Progress's (done, total) and description."""
+        if step.stage == "reading":
+            current = step.done - 1
+            self.states = ["read"] * current + ["reading"] + ["waiting"] * (len(self.names) - current - 1)
+            return (step.done - 1, step.total), t(self.lang, "upload_reading", **vars(step))
+        self.states = ["embedding"] * len(self.names)
+        self.embedded = (step.done, step.total)
+        return (step.done, step.total), t(self.lang, "upload_embedding", done=step.done, total=step.total)
+
+    def html(self) -> str:
+        done, total = self.embedded
+        return upload_results(
+            [
+                (state, name, t(self.lang, f"file_{state}", done=done, total=total))
+                for state, name in zip(self.states, self.names)
+            ]
+        )
+
+    def failed(self) -> str:
+        return upload_results([("rejected", "", t(self.lang, "indexing_failed"))])
+
+
+def _in_thread(work: Callable[[Callable[[E], None]], R], show: Callable[[E], Y]) -> Generator[Y, None, R]:
+    """Runs `work(emit)` in a thread and yields `show(event)` for each event it emits, as it emits
+    it; returns what `work` returned (or raises what it raised). A Gradio generator handler thus
+    updates the page while a blocking call (an upload, a streamed LLM answer) is under way."""
+    events: queue.SimpleQueue[tuple[bool, Any]] = queue.SimpleQueue()
+    outcome: list[Any] = []
+
+    def run() -> None:
+        try:
+            outcome.append((True, work(lambda event: events.put((False, event)))))
+        except BaseException as exc:  # handed to the caller's thread
+            outcome.append((False, exc))
+        events.put((True, None))
+
+    threading.Thread(target=run, daemon=True).start()
+    while not (item := events.get())[0]:
+        yield show(item[1])
+    ok, value = outcome[0]
+    if not ok:
+        raise value
+    return value  # type: ignore[no-any-return]
 
 
 def _table_headers(lang: str) -> list[str]:
