@@ -543,3 +543,122 @@ def test_switching_the_language_relabels_every_tab(
         assert not _labels_left_in(page, other)
     finally:
         page.context.close()  # type: ignore[attr-defined]
+
+
+# --- keyboard only -------------------------------------------------------------------------------
+
+FOCUSED = """() => { const e = document.activeElement; const s = getComputedStyle(e);
+  return {tag: e.tagName, id: e.id, text: (e.innerText || e.value || '').slice(0, 40),
+          visible: e !== document.body && e.matches(':focus-visible')
+                   && (s.outlineStyle !== 'none' && parseFloat(s.outlineWidth) > 0 || s.boxShadow !== 'none')}; }"""
+
+
+def _tab_to(page: object, selector: str, back: bool = False, limit: int = 40) -> None:
+    """Press Tab (Shift+Tab when `back`) until the focused element matches `selector`; every element
+    passed on the way, and the one reached, must show that it has focus."""
+    for _ in range(limit):
+        page.keyboard.press("Shift+Tab" if back else "Tab")  # type: ignore[attr-defined]
+        focused = page.evaluate(FOCUSED)  # type: ignore[attr-defined]
+        if focused["tag"] != "BODY":
+            assert focused["visible"], f"focus is not visible on {focused}"
+        if page.evaluate("s => document.activeElement.matches(s)", selector):  # type: ignore[attr-defined]
+            return
+    raise AssertionError(f"{limit} presses of Tab never reached {selector}")
+
+
+def test_keyboard_only_asks_opens_sources_and_removes_and_restores(browser: object, server: str, docs: Path) -> None:
+    """Issue 15: every step of asking and of the remove-confirm-restore cycle with the keyboard alone,
+    focus always visible. A [n] badge could not be reached, and after the confirmation closed the
+    focus fell to the page (a keyboard user started again from the top)."""
+    seed = "000_b5c95c8664f5005e.txt"
+    page = _page(browser, server, "en-US")
+    try:
+        _tab_to(page, "#question textarea")
+        page.keyboard.type("كم عدد المندوبين الذين حضروا المؤتمر؟")  # type: ignore[attr-defined]
+        page.keyboard.press("Enter")  # type: ignore[attr-defined]
+        page.wait_for_selector("#chat .answer", timeout=60_000)  # type: ignore[attr-defined]
+        _tab_to(page, "#ask")
+        # Back into the answer: a badge opens and flashes its source, a source header folds it.
+        _tab_to(page, "#chat sup.cite", back=True)
+        n = page.evaluate("() => document.activeElement.className.match(/cite-(\\d+)/)[1]")  # type: ignore[attr-defined]
+        page.locator(f"#chat details.source.src-{n}").evaluate("d => { d.open = false; }")  # type: ignore[attr-defined]
+        page.keyboard.press("Enter")  # type: ignore[attr-defined]
+        page.wait_for_function(  # type: ignore[attr-defined]
+            "n => { const d = document.querySelector('#chat details.source.src-' + n); return d.open && d.classList.contains('flash'); }",
+            arg=n,
+            timeout=10_000,
+        )
+        _tab_to(page, "#chat details.source summary")
+        was_open = page.evaluate("() => document.activeElement.parentElement.open")  # type: ignore[attr-defined]
+        page.keyboard.press("Enter")  # type: ignore[attr-defined]
+        assert page.evaluate("() => document.activeElement.parentElement.open") is not was_open  # type: ignore[attr-defined]
+        _tab_to(page, "#lang input")
+        # The documents tab, its picker, and the remove → confirm → cancel / confirm → restore cycle.
+        _tab_to(page, "[role=tab]:not(.selected)")
+        page.keyboard.press("Enter")  # type: ignore[attr-defined]
+        page.locator("#to-remove").wait_for(state="visible")  # type: ignore[attr-defined]
+        _tab_to(page, "#to-remove input")
+        _choose_by_keyboard(page, "#to-remove", seed, then="#remove")
+        page.keyboard.press("Enter")  # type: ignore[attr-defined]
+        page.locator("#confirm-remove").wait_for(state="visible")  # type: ignore[attr-defined]
+        _tab_to(page, "#confirm-remove-no")
+        page.keyboard.press("Enter")  # type: ignore[attr-defined]
+        page.locator("#confirm-remove").wait_for(state="hidden")  # type: ignore[attr-defined]
+        page.wait_for_function("() => document.activeElement.matches('#remove')", timeout=10_000)  # type: ignore[attr-defined]
+        assert (docs / seed).exists()
+        page.keyboard.press("Enter")  # type: ignore[attr-defined]
+        page.locator("#confirm-remove").wait_for(state="visible")  # type: ignore[attr-defined]
+        _tab_to(page, "#confirm-remove-yes")
+        page.keyboard.press("Enter")  # type: ignore[attr-defined]
+        page.wait_for_function(  # type: ignore[attr-defined]
+            "() => document.querySelector('#upload-status textarea').value.startsWith('Removed')", timeout=60_000
+        )
+        assert not (docs / seed).exists()
+        page.wait_for_function("() => document.activeElement.matches('#remove')", timeout=10_000)  # type: ignore[attr-defined]
+        _tab_to(page, "#trash button, #trash .label-wrap")
+        page.keyboard.press("Enter")  # type: ignore[attr-defined]
+        page.locator("#trashed").wait_for(state="visible")  # type: ignore[attr-defined]
+        _tab_to(page, "#trashed input")
+        _choose_by_keyboard(page, "#trashed", seed, then="#restore")
+        page.keyboard.press("Enter")  # type: ignore[attr-defined]
+        page.wait_for_function(  # type: ignore[attr-defined]
+            "() => document.querySelector('#upload-status textarea').value.startsWith('Restored')", timeout=60_000
+        )
+        assert (docs / seed).exists()
+        # Last, the language switch: Space on the other language reloads the page in it.
+        _tab_to(page, "#lang input[value=ar]")
+        page.keyboard.press("Space")  # type: ignore[attr-defined]
+        page.wait_for_function("() => document.documentElement.lang === 'ar'", timeout=30_000)  # type: ignore[attr-defined]
+    finally:
+        page.context.close()  # type: ignore[attr-defined]
+
+
+def _choose_by_keyboard(page: object, dropdown: str, text: str, then: str) -> None:
+    """In a focused Gradio dropdown: type to filter, arrow down to the option, Enter to choose it;
+    the focus then moves on to the button that acts on the choice (Gradio's dropdown drops it)."""
+    page.keyboard.type(text[:8])  # type: ignore[attr-defined]
+    page.get_by_role("option").filter(has_text=text).first.wait_for()  # type: ignore[attr-defined]
+    page.keyboard.press("ArrowDown")  # type: ignore[attr-defined]
+    page.keyboard.press("Enter")  # type: ignore[attr-defined]
+    page.wait_for_function(  # type: ignore[attr-defined]
+        "([s, text]) => document.querySelector(s + ' input').value.includes(text)", arg=[dropdown, text], timeout=10_000
+    )
+    page.wait_for_function("s => document.activeElement.matches(s)", arg=then, timeout=10_000)  # type: ignore[attr-defined]
+    assert page.evaluate(FOCUSED)["visible"]  # type: ignore[attr-defined]
+
+
+def test_keyboard_reaches_and_presses_stop_while_an_answer_streams(browser: object, llm_server: str) -> None:
+    page = _page(browser, llm_server, "en-US")
+    try:
+        _tab_to(page, "#question textarea")
+        page.keyboard.type("متى عقد المؤتمر؟")  # type: ignore[attr-defined]
+        page.keyboard.press("Enter")  # type: ignore[attr-defined]
+        page.wait_for_selector("#chat .streaming", timeout=60_000)  # type: ignore[attr-defined]
+        page.locator("#stop").wait_for(state="visible")  # type: ignore[attr-defined]
+        _tab_to(page, "#ask")
+        _tab_to(page, "#stop")
+        page.keyboard.press("Enter")  # type: ignore[attr-defined]
+        page.locator("#stop").wait_for(state="hidden")  # type: ignore[attr-defined]
+        assert page.locator("#chat .answer:not(.streaming)").count() == 0  # type: ignore[attr-defined]
+    finally:
+        page.context.close()  # type: ignore[attr-defined]

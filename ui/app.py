@@ -87,6 +87,19 @@ HEAD = r"""<script>
   // through the changeLocale export of its core module (what its own settings panel calls).
   const core = performance.getEntriesByType('resource').find((e) => /\/core-[^/]*\.js$/.test(e.name));
   if (stored && core) import(core.name).then((m) => m.changeLocale && m.changeLocale(lang));
+  // A badge is a button for the keyboard too: reachable with Tab, opened with Enter or Space.
+  new MutationObserver(() => {
+    document.querySelectorAll('sup.cite:not([tabindex])').forEach((badge) => {
+      badge.tabIndex = 0;
+      badge.setAttribute('role', 'button');
+    });
+  }).observe(document.documentElement, {childList: true, subtree: true});
+  document.addEventListener('keydown', (event) => {
+    if ((event.key === 'Enter' || event.key === ' ') && event.target.matches && event.target.matches('sup.cite')) {
+      event.preventDefault();
+      event.target.click();
+    }
+  });
   document.addEventListener('click', (event) => {
     const badge = event.target.closest && event.target.closest('sup.cite');
     if (!badge) return;
@@ -398,6 +411,11 @@ def build_app(pipeline: Pipeline, i18n: gr.I18n) -> gr.Blocks:
                 return *refreshed(lang), library.empty_trash(lang), gr.update(visible=False)
 
             hidden = (lambda: gr.update(visible=False), None)
+            # When a confirmation closes, the keyboard user is back on the button that opened it
+            # (the focus would otherwise fall to the page, and Tab start again from the top).
+            back_to_remove, back_to_empty = (
+                f"() => document.querySelector('#{i}').focus()" for i in ("remove", "empty-trash")
+            )
             upload.upload(
                 on_upload,
                 [upload, page_lang],
@@ -408,12 +426,18 @@ def build_app(pipeline: Pipeline, i18n: gr.I18n) -> gr.Blocks:
             remove.click(on_remove, [to_remove, page_lang], [confirm_remove, confirm_text, status], api_name=False)
             really_remove.click(
                 on_confirm_remove, [to_remove, page_lang], [*lists, status, confirm_remove], api_name=False
-            )
-            keep.click(*hidden, confirm_remove, api_name=False)
+            ).then(None, js=back_to_remove)
+            keep.click(*hidden, confirm_remove, api_name=False).then(None, js=back_to_remove)
+            # Gradio's dropdown drops the focus when an option is chosen with Enter: it moves on to
+            # the button that acts on the choice.
+            to_remove.input(None, js=back_to_remove)
+            trashed.input(None, js="() => document.querySelector('#restore').focus()")
             restore.click(on_restore, [trashed, page_lang], [*lists, status], api_name=False)
             empty.click(lambda: gr.update(visible=True), None, confirm_empty, api_name=False)
-            really_empty.click(on_empty, page_lang, [*lists, status, confirm_empty], api_name=False)
-            keep_trash.click(*hidden, confirm_empty, api_name=False)
+            really_empty.click(on_empty, page_lang, [*lists, status, confirm_empty], api_name=False).then(
+                None, js=back_to_empty
+            )
+            keep_trash.click(*hidden, confirm_empty, api_name=False).then(None, js=back_to_empty)
 
         # The switch shows the page's language (chosen by HEAD from the browser or a stored choice);
         # changing it stores the choice and reloads the page in the other language.
