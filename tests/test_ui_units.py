@@ -575,3 +575,9 @@ def test_upload_results_render_one_escaped_line_per_file(library: DocumentLibrar
     assert page.count("<bdi>") == 2  # a name in the other script keeps the line's order
     assert 'class="upload-file outcome-rejected"' in page
     assert 'aria-live="polite"' in page
+
+
+def test_two_files_rejected_alike_get_a_line_each(library: DocumentLibrary, tmp_path: Path) -> None:
+    report = add(library, tmp_path, (SMALL_DOC, "slides.pdf"), (SMALL_DOC, "slides.pdf"))
+    assert [f.outcome for f in report.files] == ["rejected", "rejected"]
+    assert len(report.rejected) == 2

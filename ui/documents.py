@@ -71,11 +71,13 @@ class FileResult:
     outcome: str = "pending"  # indexed | reindexed | renamed | replaced | duplicate | rejected
     stored: str = ""  # the name in the documents folder
     same_as: str = ""  # for a duplicate: the indexed document with the same content
-    reason_key: str = ""  # for a rejection: a catalogue key (ui/i18n.py), or "" when `reason` is
-    reason: dict[str, str] = field(default_factory=dict)  # …its parameters, or {"text": loader's words}
+    # A rejection's reason: a catalogue key (ui/i18n.py) and its parameters, so the line can be
+    # shown in either language; a loader's own explanation has no key and is kept as {"text": …}.
+    reason_key: str = ""
+    reason: dict[str, str] = field(default_factory=dict)
 
     def why(self, lang: str = "en") -> str:
-        """The reason of a rejection in `lang` (a reader's own words stay as the loader gave them)."""
+        """The reason of a rejection in `lang` (a loader's explanation stays as the loader wrote it)."""
         return t(lang, self.reason_key, **self.reason) if self.reason_key else self.reason.get("text", "")
 
     def text(self, lang: str = "en") -> str:
@@ -87,6 +89,7 @@ class FileResult:
         return f"{self.name}: {self.text(lang)}"
 
     def reject(self, key: str, **params: str) -> FileResult:
+        """Marks the file rejected for the catalogue reason `key` (see `reason_key`)."""
         self.outcome, self.reason_key, self.reason = "rejected", key, params
         return self
 
@@ -119,7 +122,7 @@ class UploadReport:
 
     def reject(self, result: FileResult) -> None:
         """Record a rejected file in both views (its line, and the API's `rejected` list)."""
-        if result not in self.files:
+        if not any(f is result for f in self.files):  # by identity: two files can fail alike
             self.files.append(result)
         self.rejected.append(f"{result.name}: {result.why()}")
 
