@@ -171,6 +171,7 @@ def test_upload_shows_each_files_progress_then_its_result(page: object, tmp_path
     copy = tmp_path / "copy.txt"
     copy.write_bytes((docs / "001_e9389b4ffc57ddb8.txt").read_bytes())
     page.get_by_role("tab", name="Documents").click()  # type: ignore[attr-defined]
+    page.locator("#upload-results").wait_for(state="attached")  # type: ignore[attr-defined]
     # Every state the list shows is recorded, however briefly it is shown.
     page.evaluate(  # type: ignore[attr-defined]
         """() => { window.__seen = [];

@@ -131,7 +131,13 @@ HEAD = r"""<script>
   });
 })();
 </script>"""
-CURRENT_LANGUAGE = "() => document.documentElement.lang || 'en'"
+# The page's language worked out again rather than read from <html lang>: Gradio injects HEAD
+# itself, and under load the page's first event ran before HEAD had set the attribute, so an Arabic
+# page was served English column headers and messages now and then (seen in a full browser run).
+CURRENT_LANGUAGE = """() => {
+  const chosen = localStorage.getItem('rag-lang') || navigator.language || 'en';
+  return chosen.toLowerCase().startsWith('ar') ? 'ar' : 'en';
+}"""
 SWITCH_LANGUAGE = """(lang) => {
   if (lang && lang !== document.documentElement.lang) { localStorage.setItem('rag-lang', lang); location.reload(); }
   return lang;
