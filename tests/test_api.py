@@ -331,6 +331,12 @@ def test_upload_answer_remove_restore(server: UIServer, tmp_path: Path) -> None:
     assert sorted(report["added"]) == sorted(["مهرجان الزيتون.txt", "escape.txt"])
     [rejected_pdf] = report["rejected"]  # a PDF is accepted, but this one is only a header
     assert rejected_pdf.startswith("report.pdf: ") and "PDF" in rejected_pdf, rejected_pdf
+    # …and one entry per file, in the order sent, says what became of it.
+    assert [(f["name"], f["outcome"]) for f in report["files"]] == [
+        ("مهرجان الزيتون.txt", "indexed"),
+        ("../../escape.txt", "indexed"),
+        ("report.pdf", "rejected"),
+    ], report["files"]
     assert (docs / "escape.txt").is_file()
     assert not (docs.parent.parent / "escape.txt").exists() and not (docs.parent / "escape.txt").exists()
 

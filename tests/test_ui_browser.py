@@ -131,17 +131,87 @@ def test_empty_question_gets_friendly_message(page: object) -> None:
     assert "Traceback" not in page.content()  # type: ignore[attr-defined]
 
 
+FINAL = ("indexed", "reindexed", "renamed", "replaced", "duplicate", "rejected")
+# True once the per-file list is a new one (not the list of an earlier upload) and every line in it
+# is a final result (lines of a running upload say waiting / reading / read / embedding).
+UPLOAD_FINISHED = """finals => {
+  const list = document.querySelector('#upload-results ul.upload-results');
+  if (!list || list.dataset.old) return false;
+  const lines = Array.from(list.querySelectorAll('li'));
+  return lines.length > 0 && lines.every((li) => finals.some((f) => li.classList.contains('outcome-' + f)));
+}"""
+
+
 def _upload(page: object, files: list[Path]) -> str:
+    """Upload `files` on the Documents tab, wait for every file's result; returns the status line."""
     page.get_by_role("tab", name="Documents").click()  # type: ignore[attr-defined]
-    status = page.locator("#upload-status textarea")  # type: ignore[attr-defined]
-    previous = status.input_value()
-    page.locator("#upload input[type=file]").set_input_files([str(f) for f in files])  # type: ignore[attr-defined]
-    page.wait_for_function(  # type: ignore[attr-defined]
-        "prev => { const t = document.querySelector('#upload-status textarea'); return t && t.value && t.value !== prev; }",
-        arg=previous,
-        timeout=120_000,
+    page.evaluate(  # type: ignore[attr-defined]
+        "() => document.querySelectorAll('#upload-results ul').forEach((u) => { u.dataset.old = '1'; })"
     )
-    return str(status.input_value())
+    page.locator("#upload input[type=file]").set_input_files([str(f) for f in files])  # type: ignore[attr-defined]
+    page.wait_for_function(UPLOAD_FINISHED, arg=list(FINAL), timeout=120_000)  # type: ignore[attr-defined]
+    return str(page.locator("#upload-status textarea").input_value())  # type: ignore[attr-defined]
+
+
+def _result_lines(page: object) -> list[str]:
+    return page.locator("#upload-results li").all_inner_texts()  # type: ignore[attr-defined]
+
+
+def test_upload_shows_each_files_progress_then_its_result(page: object, tmp_path: Path, docs: Path) -> None:
+    """Issue 15: an upload showed one overall "Indexing…" and one status text for all files; now each
+    file has its own line, live while it is read and indexed, and its result stays until the next upload."""
+    good = tmp_path / "سوق الكتب.txt"
+    good.write_text(
+        "سوق الكتب المستعملة\nيفتح سوق الكتب المستعملة أبوابه كل جمعة في ساحة البلدة القديمة.\n" * 30, encoding="utf-8"
+    )
+    other = tmp_path / "notes.md"
+    other.write_text("# ملاحظات الرحلة\nزار الطلاب متحف العلوم وشاهدوا عرض القبة الفلكية.\n", encoding="utf-8")
+    bad = tmp_path / "broken2.txt"
+    bad.write_bytes(b"\x00\x01\x02binary\xff\xfe\x00" * 50)
+    copy = tmp_path / "copy.txt"
+    copy.write_bytes((docs / "001_e9389b4ffc57ddb8.txt").read_bytes())
+    page.get_by_role("tab", name="Documents").click()  # type: ignore[attr-defined]
+    page.locator("#upload-results").wait_for(state="attached")  # type: ignore[attr-defined]
+    # Every state the list shows is recorded, however briefly it is shown.
+    page.evaluate(  # type: ignore[attr-defined]
+        """() => { window.__seen = [];
+        new MutationObserver(() => { const l = document.querySelector('#upload-results');
+          if (l) window.__seen.push(Array.from(l.querySelectorAll('li')).map((li) => li.className)); })
+          .observe(document.querySelector('#upload-results'), {childList: true, subtree: true}); }"""
+    )
+    _upload(page, [good, other, bad, copy])
+    lines = _result_lines(page)
+    assert len(lines) == 4, lines
+    assert lines[0].startswith("سوق الكتب.txt") and "indexed" in lines[0]
+    assert lines[1].startswith("notes.md") and "indexed" in lines[1]
+    assert lines[2].startswith("broken2.txt") and "rejected" in lines[2]
+    assert lines[3].startswith("copy.txt") and "already indexed" in lines[3] and "001_e9389b4ffc57ddb8.txt" in lines[3]
+    seen = page.evaluate("() => window.__seen")  # type: ignore[attr-defined]
+    running = {c for snapshot in seen for c in snapshot if not any(f"outcome-{f}" in c for f in FINAL)}
+    assert running, seen  # the list was shown while the upload ran, not only at the end
+    shot(page, "ui-upload-results.png")
+    # The results stay while the user does something else on the tab…
+    assert "Choose a document first" in _status_after(page, "#remove")
+    assert _result_lines(page) == lines
+    # …until the next upload, which shows only its own files.
+    again = tmp_path / "again.txt"
+    again.write_text("نشرة قصيرة\nافتتحت حديقة جديدة في الحي الشمالي.\n", encoding="utf-8")
+    _upload(page, [again])
+    assert [line.split(":")[0] for line in _result_lines(page)] == ["again.txt"]
+
+
+def test_upload_results_speak_the_page_language(browser: object, server: str, tmp_path: Path) -> None:
+    bad = tmp_path / "تالف.txt"
+    bad.write_bytes(b"\x00\x01\x02binary\xff\xfe\x00" * 50)
+    page = _page(browser, server, "ar")
+    try:
+        page.get_by_role("tab", name="المستندات").click()  # type: ignore[attr-defined]
+        page.locator("#upload input[type=file]").set_input_files([str(bad)])  # type: ignore[attr-defined]
+        page.wait_for_function(UPLOAD_FINISHED, arg=list(FINAL), timeout=120_000)  # type: ignore[attr-defined]
+        [line] = _result_lines(page)
+        assert line.startswith("تالف.txt") and "مرفوض" in line, line
+    finally:
+        page.context.close()  # type: ignore[attr-defined]
 
 
 def test_upload_then_ask_question_only_it_answers(page: object, tmp_path: Path) -> None:
@@ -433,6 +503,163 @@ def test_stop_button_cancels_a_streaming_llm_answer(browser: object, llm_server:
         streamed = page.locator("#chat .streaming").last.inner_text()  # type: ignore[attr-defined]
         page.wait_for_timeout(4_000)  # type: ignore[attr-defined]  # longer than two more pieces
         assert page.locator("#chat .streaming").last.inner_text() == streamed  # type: ignore[attr-defined]
+        assert page.locator("#chat .answer:not(.streaming)").count() == 0  # type: ignore[attr-defined]
+    finally:
+        page.context.close()  # type: ignore[attr-defined]
+
+
+def _labels_left_in(page: object, other: str) -> list[str]:
+    """Catalogue labels of language `other` still shown on the page, on every tab (each opened in
+    turn), plus any label that did not translate."""
+    from ui.i18n import MESSAGES
+
+    left = []
+    for tab in range(page.locator("[role=tab]").count()):  # type: ignore[attr-defined]
+        page.locator("[role=tab]").nth(tab).click()  # type: ignore[attr-defined]
+        page.wait_for_timeout(300)  # type: ignore[attr-defined]
+        text = page.locator("body").inner_text()  # type: ignore[attr-defined]
+        left += [label for label in MESSAGES[other].values() if "{" not in label and label in text]
+        # A key Gradio's own catalogue holds as a group of strings shows as "[object Object]".
+        left += [raw for raw in ("__i18n__", "[object Object]") if raw in text]
+    return left
+
+
+@pytest.mark.parametrize(("start", "switch_to", "other"), [("ar-EG", "English", "ar"), ("en-US", "العربية", "en")])
+def test_switching_the_language_relabels_every_tab(
+    browser: object, server: str, start: str, switch_to: str, other: str
+) -> None:
+    """Switching in the header left the tab not yet opened (and the documents table's column
+    headers) in the old language: Gradio translated them only when first rendered."""
+    page = _page(browser, server, start)
+    try:
+        page.locator("#lang").get_by_text(switch_to).click()  # type: ignore[attr-defined]
+        lang = "ar" if other == "en" else "en"
+        page.wait_for_function("lang => document.documentElement.lang === lang", arg=lang, timeout=30_000)  # type: ignore[attr-defined]
+        page.wait_for_selector("#question textarea")  # type: ignore[attr-defined]
+        page.wait_for_timeout(1_000)  # type: ignore[attr-defined]  # the stored choice is applied after load
+        tabs = page.locator("[role=tab]").all_inner_texts()  # type: ignore[attr-defined]
+        from ui.i18n import MESSAGES
+
+        assert tabs == [MESSAGES[lang]["tab_chat"], MESSAGES[lang]["tab_documents"]], tabs
+        assert not _labels_left_in(page, other)
+    finally:
+        page.context.close()  # type: ignore[attr-defined]
+
+
+# --- keyboard only -------------------------------------------------------------------------------
+
+FOCUSED = """() => { const e = document.activeElement; const s = getComputedStyle(e);
+  return {tag: e.tagName, id: e.id, text: (e.innerText || e.value || '').slice(0, 40),
+          visible: e !== document.body && e.matches(':focus-visible')
+                   && (s.outlineStyle !== 'none' && parseFloat(s.outlineWidth) > 0 || s.boxShadow !== 'none')}; }"""
+
+
+def _tab_to(page: object, selector: str, back: bool = False, limit: int = 40) -> None:
+    """Press Tab (Shift+Tab when `back`) until the focused element matches `selector`; every element
+    passed on the way, and the one reached, must show that it has focus."""
+    for _ in range(limit):
+        page.keyboard.press("Shift+Tab" if back else "Tab")  # type: ignore[attr-defined]
+        focused = page.evaluate(FOCUSED)  # type: ignore[attr-defined]
+        if focused["tag"] != "BODY":
+            assert focused["visible"], f"focus is not visible on {focused}"
+        if page.evaluate("s => document.activeElement.matches(s)", selector):  # type: ignore[attr-defined]
+            return
+    raise AssertionError(f"{limit} presses of Tab never reached {selector}")
+
+
+def test_keyboard_only_asks_opens_sources_and_removes_and_restores(browser: object, server: str, docs: Path) -> None:
+    """Issue 15: every step of asking and of the remove-confirm-restore cycle with the keyboard alone,
+    focus always visible. A [n] badge could not be reached, and after the confirmation closed the
+    focus fell to the page (a keyboard user started again from the top)."""
+    seed = "000_b5c95c8664f5005e.txt"
+    page = _page(browser, server, "en-US")
+    try:
+        _tab_to(page, "#question textarea")
+        page.keyboard.type("كم عدد المندوبين الذين حضروا المؤتمر؟")  # type: ignore[attr-defined]
+        page.keyboard.press("Enter")  # type: ignore[attr-defined]
+        page.wait_for_selector("#chat .answer", timeout=60_000)  # type: ignore[attr-defined]
+        _tab_to(page, "#ask")
+        # Back into the answer: a badge opens and flashes its source, a source header folds it.
+        _tab_to(page, "#chat sup.cite", back=True)
+        n = page.evaluate("() => document.activeElement.className.match(/cite-(\\d+)/)[1]")  # type: ignore[attr-defined]
+        page.locator(f"#chat details.source.src-{n}").evaluate("d => { d.open = false; }")  # type: ignore[attr-defined]
+        page.keyboard.press("Enter")  # type: ignore[attr-defined]
+        page.wait_for_function(  # type: ignore[attr-defined]
+            "n => { const d = document.querySelector('#chat details.source.src-' + n); return d.open && d.classList.contains('flash'); }",
+            arg=n,
+            timeout=10_000,
+        )
+        _tab_to(page, "#chat details.source summary")
+        was_open = page.evaluate("() => document.activeElement.parentElement.open")  # type: ignore[attr-defined]
+        page.keyboard.press("Enter")  # type: ignore[attr-defined]
+        assert page.evaluate("() => document.activeElement.parentElement.open") is not was_open  # type: ignore[attr-defined]
+        _tab_to(page, "#lang input")
+        # The documents tab, its picker, and the remove → confirm → cancel / confirm → restore cycle.
+        _tab_to(page, "[role=tab]:not(.selected)")
+        page.keyboard.press("Enter")  # type: ignore[attr-defined]
+        page.locator("#to-remove").wait_for(state="visible")  # type: ignore[attr-defined]
+        _tab_to(page, "#to-remove input")
+        _choose_by_keyboard(page, "#to-remove", seed, then="#remove")
+        page.keyboard.press("Enter")  # type: ignore[attr-defined]
+        page.locator("#confirm-remove").wait_for(state="visible")  # type: ignore[attr-defined]
+        _tab_to(page, "#confirm-remove-no")
+        page.keyboard.press("Enter")  # type: ignore[attr-defined]
+        page.locator("#confirm-remove").wait_for(state="hidden")  # type: ignore[attr-defined]
+        page.wait_for_function("() => document.activeElement.matches('#remove')", timeout=10_000)  # type: ignore[attr-defined]
+        assert (docs / seed).exists()
+        page.keyboard.press("Enter")  # type: ignore[attr-defined]
+        page.locator("#confirm-remove").wait_for(state="visible")  # type: ignore[attr-defined]
+        _tab_to(page, "#confirm-remove-yes")
+        page.keyboard.press("Enter")  # type: ignore[attr-defined]
+        page.wait_for_function(  # type: ignore[attr-defined]
+            "() => document.querySelector('#upload-status textarea').value.startsWith('Removed')", timeout=60_000
+        )
+        assert not (docs / seed).exists()
+        page.wait_for_function("() => document.activeElement.matches('#remove')", timeout=10_000)  # type: ignore[attr-defined]
+        _tab_to(page, "#trash button, #trash .label-wrap")
+        page.keyboard.press("Enter")  # type: ignore[attr-defined]
+        page.locator("#trashed").wait_for(state="visible")  # type: ignore[attr-defined]
+        _tab_to(page, "#trashed input")
+        _choose_by_keyboard(page, "#trashed", seed, then="#restore")
+        page.keyboard.press("Enter")  # type: ignore[attr-defined]
+        page.wait_for_function(  # type: ignore[attr-defined]
+            "() => document.querySelector('#upload-status textarea').value.startsWith('Restored')", timeout=60_000
+        )
+        assert (docs / seed).exists()
+        # Last, the language switch: Space on the other language reloads the page in it.
+        _tab_to(page, "#lang input[value=ar]")
+        page.keyboard.press("Space")  # type: ignore[attr-defined]
+        page.wait_for_function("() => document.documentElement.lang === 'ar'", timeout=30_000)  # type: ignore[attr-defined]
+    finally:
+        page.context.close()  # type: ignore[attr-defined]
+
+
+def _choose_by_keyboard(page: object, dropdown: str, text: str, then: str) -> None:
+    """In a focused Gradio dropdown: type to filter, arrow down to the option, Enter to choose it;
+    the focus then moves on to the button that acts on the choice (Gradio's dropdown drops it)."""
+    page.keyboard.type(text[:8])  # type: ignore[attr-defined]
+    page.get_by_role("option").filter(has_text=text).first.wait_for()  # type: ignore[attr-defined]
+    page.keyboard.press("ArrowDown")  # type: ignore[attr-defined]
+    page.keyboard.press("Enter")  # type: ignore[attr-defined]
+    page.wait_for_function(  # type: ignore[attr-defined]
+        "([s, text]) => document.querySelector(s + ' input').value.includes(text)", arg=[dropdown, text], timeout=10_000
+    )
+    page.wait_for_function("s => document.activeElement.matches(s)", arg=then, timeout=10_000)  # type: ignore[attr-defined]
+    assert page.evaluate(FOCUSED)["visible"]  # type: ignore[attr-defined]
+
+
+def test_keyboard_reaches_and_presses_stop_while_an_answer_streams(browser: object, llm_server: str) -> None:
+    page = _page(browser, llm_server, "en-US")
+    try:
+        _tab_to(page, "#question textarea")
+        page.keyboard.type("متى عقد المؤتمر؟")  # type: ignore[attr-defined]
+        page.keyboard.press("Enter")  # type: ignore[attr-defined]
+        page.wait_for_selector("#chat .streaming", timeout=60_000)  # type: ignore[attr-defined]
+        page.locator("#stop").wait_for(state="visible")  # type: ignore[attr-defined]
+        _tab_to(page, "#ask")
+        _tab_to(page, "#stop")
+        page.keyboard.press("Enter")  # type: ignore[attr-defined]
+        page.locator("#stop").wait_for(state="hidden")  # type: ignore[attr-defined]
         assert page.locator("#chat .answer:not(.streaming)").count() == 0  # type: ignore[attr-defined]
     finally:
         page.context.close()  # type: ignore[attr-defined]

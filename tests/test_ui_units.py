@@ -504,3 +504,80 @@ def test_answer_message_shows_the_short_answer_first_in_bold_and_marks_it_in_its
     assert body.startswith(f'class="answer"><b class="short-answer">{escape_text(short)}</b>')
     assert f'<mark class="short-answer"><b>{escape_text(short)}</b></mark>' in page
     assert page.count("<mark>") == 2  # the rest of the evidence sentence, in plain highlight
+
+
+# --- per-file upload progress and results ----------------------------------------------------------
+
+
+def test_each_uploaded_file_gets_its_own_result_in_upload_order(library: DocumentLibrary, tmp_path: Path) -> None:
+    """An upload said one line per kind of fate ("Rejected: a; b"), not which file ended how."""
+    add(library, tmp_path, (OLIVE_DOC, "notes.txt"))
+    report = add(
+        library,
+        tmp_path,
+        (b"\x00\x00\x00\x01binary", "bad.txt"),
+        (SMALL_DOC, "notes.txt"),  # same name, new content: the old version goes to the trash
+        (OLIVE_DOC + "z", "again.txt"),  # new name, new content
+        (SMALL_DOC + "x", "تقرير:1.txt"),
+        (SMALL_DOC + "y", "تقرير?1.txt"),  # sanitises to the same name: stored under another
+        (SMALL_DOC, "slides.pdf"),
+        ((SEEDS_DIR / SEED).read_bytes(), "copy.txt"),
+    )
+    got = [(f.name, f.outcome) for f in report.files]
+    assert got == [
+        ("bad.txt", "rejected"),
+        ("notes.txt", "replaced"),
+        ("again.txt", "indexed"),
+        ("تقرير:1.txt", "indexed"),
+        ("تقرير?1.txt", "renamed"),
+        ("slides.pdf", "rejected"),
+        ("copy.txt", "duplicate"),
+    ], got
+    by_name = {f.name: f for f in report.files}
+    assert by_name["تقرير?1.txt"].stored in library.pipeline.index.files
+    assert by_name["تقرير?1.txt"].stored != by_name["تقرير:1.txt"].stored
+    assert by_name["copy.txt"].same_as == SEED
+    for lang, rejected_word in (("en", "rejected"), ("ar", "مرفوض")):
+        lines = [f.line(lang) for f in report.files]
+        assert all(line.startswith(f.name) for line, f in zip(lines, report.files)), lines
+        assert rejected_word in lines[0] and rejected_word in lines[5]
+        assert ".pdf" in lines[5] or "pdf" in lines[5]
+        assert by_name["تقرير?1.txt"].stored in lines[4]
+        assert SEED in lines[6]
+    assert "trash" in report.files[1].line("en") and "سلة" in report.files[1].line("ar")
+
+
+def test_upload_reports_each_file_as_it_is_read_then_the_embedding(library: DocumentLibrary, tmp_path: Path) -> None:
+    steps: list[tuple[str, int, int, str]] = []
+    pairs = [
+        (upload(tmp_path, OLIVE_DOC, "a.txt"), "a.txt"),
+        (upload(tmp_path, b"\x00\x01binary", "b.txt"), "b.txt"),
+        (upload(tmp_path, SMALL_DOC, "c.md"), "c.md"),
+    ]
+    report = library.add(pairs, on_step=lambda s: steps.append((s.stage, s.done, s.total, s.name)))
+    reading = [s for s in steps if s[0] == "reading"]
+    assert reading == [("reading", 1, 3, "a.txt"), ("reading", 2, 3, "b.txt"), ("reading", 3, 3, "c.md")]
+    embedding = [s for s in steps if s[0] == "embedding"]
+    chunks = sum(library.pipeline.index.files[name]["chunks"] for name in ("a.txt", "c.md"))
+    assert embedding and embedding[-1][1:3] == (chunks, chunks), embedding
+    assert [s[1] for s in embedding] == sorted(s[1] for s in embedding)  # only forward
+    assert steps.index(embedding[0]) > steps.index(reading[-1])  # reading all files comes first
+    assert [f.outcome for f in report.files] == ["indexed", "rejected", "indexed"]
+
+
+def test_upload_results_render_one_escaped_line_per_file(library: DocumentLibrary, tmp_path: Path) -> None:
+    from ui.render import upload_results
+
+    report = add(library, tmp_path, (OLIVE_DOC, "<b>x</b>.txt"), (SMALL_DOC, "slides.pdf"))
+    page = upload_results([(f.outcome, f.name, f.text("ar")) for f in report.files])
+    assert page.count("<li") == 2
+    assert "<b>" not in page
+    assert page.count("<bdi>") == 2  # a name in the other script keeps the line's order
+    assert 'class="upload-file outcome-rejected"' in page
+    assert 'aria-live="polite"' in page
+
+
+def test_two_files_rejected_alike_get_a_line_each(library: DocumentLibrary, tmp_path: Path) -> None:
+    report = add(library, tmp_path, (SMALL_DOC, "slides.pdf"), (SMALL_DOC, "slides.pdf"))
+    assert [f.outcome for f in report.files] == ["rejected", "rejected"]
+    assert len(report.rejected) == 2

@@ -9,9 +9,9 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import gradio as gr
 
@@ -19,11 +19,12 @@ from core.config import Config
 from core.errors import UserError
 from index.load import SUPPORTED_SUFFIXES
 from index.store import IndexProblem
+from rag.answer import Answer
 from rag.chain import Pipeline, QuestionError
-from rag.llm import MAX_HISTORY_TURNS, TokenFn
-from ui.documents import DocumentLibrary
-from ui.i18n import MESSAGES, for_question, t
-from ui.render import answer_message, escape_text, notice_message, stream_message, user_message
+from rag.llm import MAX_HISTORY_TURNS
+from ui.documents import DocumentLibrary, FileResult, UploadStep
+from ui.i18n import MESSAGES, for_question, normalise_language, t
+from ui.render import answer_message, escape_text, notice_message, stream_message, upload_results, user_message
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,12 @@ button.copy-answer.copied { border-color: #15803d; color: #15803d; }
 details.source.flash { animation: flash 1.6s ease-out; }
 @keyframes flash { 0% { background: #fde68a; } 100% { background: transparent; } }
 #question textarea { unicode-bidi: plaintext; text-align: start; }
+.upload-results { list-style: none; padding: 0; margin: .3em 0; }
+.upload-file { padding: .15em 0; }
+.upload-file.outcome-rejected { color: #b91c1c; }
+.upload-file.outcome-duplicate { color: #92400e; }
+.upload-file.outcome-indexed, .upload-file.outcome-reindexed, .upload-file.outcome-renamed,
+.upload-file.outcome-replaced { color: #15803d; }
 #documents td, #documents th { font-family: inherit; white-space: normal; }
 /* WCAG AA contrast (axe): Gradio's indigo and grey on white are just under 4.5:1. */
 #ask, button.primary { background: #4338ca !important; color: #fff !important; }
@@ -82,6 +89,19 @@ HEAD = r"""<script>
   // through the changeLocale export of its core module (what its own settings panel calls).
   const core = performance.getEntriesByType('resource').find((e) => /\/core-[^/]*\.js$/.test(e.name));
   if (stored && core) import(core.name).then((m) => m.changeLocale && m.changeLocale(lang));
+  // A badge is a button for the keyboard too: reachable with Tab, opened with Enter or Space.
+  new MutationObserver(() => {
+    document.querySelectorAll('sup.cite:not([tabindex])').forEach((badge) => {
+      badge.tabIndex = 0;
+      badge.setAttribute('role', 'button');
+    });
+  }).observe(document.documentElement, {childList: true, subtree: true});
+  document.addEventListener('keydown', (event) => {
+    if ((event.key === 'Enter' || event.key === ' ') && event.target.matches && event.target.matches('sup.cite')) {
+      event.preventDefault();
+      event.target.click();
+    }
+  });
   document.addEventListener('click', (event) => {
     const badge = event.target.closest && event.target.closest('sup.cite');
     if (!badge) return;
@@ -113,7 +133,13 @@ HEAD = r"""<script>
   });
 })();
 </script>"""
-CURRENT_LANGUAGE = "() => document.documentElement.lang || 'en'"
+# The page's language worked out again rather than read from <html lang>: Gradio injects HEAD
+# itself, and under load the page's first event ran before HEAD had set the attribute, so an Arabic
+# page was served English column headers and messages now and then (seen in a full browser run).
+CURRENT_LANGUAGE = """() => {
+  const chosen = localStorage.getItem('rag-lang') || navigator.language || 'en';
+  return chosen.toLowerCase().startsWith('ar') ? 'ar' : 'en';
+}"""
 SWITCH_LANGUAGE = """(lang) => {
   if (lang && lang !== document.documentElement.lang) { localStorage.setItem('rag-lang', lang); location.reload(); }
   return lang;
@@ -131,33 +157,30 @@ SHOW_NEW_ANSWER = """() => {
 
 
 Turns = list[tuple[str, str]]
+E = TypeVar("E")
+R = TypeVar("R")
+Y = TypeVar("Y")
 
 
-def _reply(
-    pipeline: Pipeline,
-    question: str,
-    k: int,
-    mode: str,
-    turns: Turns,
-    show_scores: bool,
-    on_token: TokenFn | None,
-    page_lang: str,
-) -> tuple[str, str]:
-    """(HTML reply, plain answer for the history); every failure becomes a friendly message in the
-    question's language (the page's, for an empty question)."""
+def _replies(
+    pipeline: Pipeline, question: str, k: int, mode: str, turns: Turns, show_scores: bool, page_lang: str
+) -> Iterator[str | tuple[str, str]]:
+    """The answer as it comes (an LLM's text, piece by piece), then (HTML reply, plain answer for
+    the history); every failure becomes a friendly message in the question's language (the page's,
+    for an empty question). Closing it early (the Stop button) closes the LLM request."""
     lang = for_question(question or "", page_lang)
     try:
-        answer = pipeline.ask(question, k=int(k), history=turns, on_token=on_token, mode=mode)
-        return answer_message(answer, show_scores), answer.answer
+        for event in pipeline.stream(question, k=int(k), history=turns, mode=mode):
+            yield (answer_message(event, show_scores), event.answer) if isinstance(event, Answer) else event
     except QuestionError as exc:
-        return notice_message(t(lang, f"question_{exc.key}", **exc.params)), ""
+        yield notice_message(t(lang, f"question_{exc.key}", **exc.params)), ""
     except IndexProblem as exc:
-        return notice_message(t(lang, "index_unusable", reason=exc)), ""
+        yield notice_message(t(lang, "index_unusable", reason=exc)), ""
     except UserError as exc:
-        return notice_message(str(exc)), ""
+        yield notice_message(str(exc)), ""
     except Exception:  # the user sees a message, the log keeps the traceback
         log.exception("question failed")
-        return notice_message(t(lang, "answer_failed")), ""
+        yield notice_message(t(lang, "answer_failed")), ""
 
 
 def _ask(
@@ -173,22 +196,13 @@ def _ask(
     """Chat handler: yields the conversation as the answer streams in (LLM mode) or once."""
     history = [*list(history or []), {"role": "user", "content": user_message(question if question.strip() else " ")}]
     turns = list(turns or [])
-    if mode != "llm":
-        reply, plain = _reply(pipeline, question, k, mode, turns, show_scores, None, page_lang)
-    else:
-        tokens: queue.SimpleQueue[str | None] = queue.SimpleQueue()
-        result: list[tuple[str, str]] = []
-
-        def work() -> None:
-            result.append(_reply(pipeline, question, k, mode, turns, show_scores, tokens.put, page_lang))
-            tokens.put(None)
-
-        threading.Thread(target=work, daemon=True).start()
-        streamed = ""
-        while (token := tokens.get()) is not None:
-            streamed += token
+    streamed, reply, plain = "", "", ""
+    for event in _replies(pipeline, question, k, mode, turns, show_scores, page_lang):
+        if isinstance(event, tuple):
+            reply, plain = event
+        else:
+            streamed += event
             yield [*history, {"role": "assistant", "content": stream_message(question, streamed)}], "", turns
-        reply, plain = result[0]
     if plain:
         turns = [*turns, (question, plain)][-MAX_HISTORY_TURNS:]
     yield [*history, {"role": "assistant", "content": reply}], "", turns
@@ -217,7 +231,7 @@ def build_app(pipeline: Pipeline, i18n: gr.I18n) -> gr.Blocks:
 
     with gr.Blocks(title="اسأل مستنداتك · Ask your documents") as app:
         with gr.Row(elem_id="header"):
-            gr.Markdown("## اسأل مستنداتك · Ask your documents", elem_id="heading")
+            gr.Markdown(i18n("heading"), elem_id="heading")
             page_lang = gr.Radio(
                 [("العربية", "ar"), ("English", "en")],
                 value="en",
@@ -226,7 +240,7 @@ def build_app(pipeline: Pipeline, i18n: gr.I18n) -> gr.Blocks:
                 scale=0,
                 min_width=220,
             )
-        with gr.Tab(i18n("tab_chat"), elem_id="tab-chat"):
+        with gr.Tab(i18n("tab_chat"), elem_id="tab-chat") as chat_tab:
             chat = gr.Chatbot(
                 label=i18n("chat"),
                 height=680,
@@ -288,11 +302,12 @@ def build_app(pipeline: Pipeline, i18n: gr.I18n) -> gr.Blocks:
             api_out = gr.JSON(visible=False)
             api_in.submit(lambda q: _api_answer(pipeline, q), api_in, api_out, api_name="answer")
 
-        with gr.Tab(i18n("tab_documents"), elem_id="tab-documents"):
-            # Callables, so every page load shows the index as it is now, not as it was at start-up.
+        with gr.Tab(i18n("tab_documents"), elem_id="tab-documents") as documents_tab:
+            # Filled on every page load (app.load below) with the index as it is now, and with
+            # column headers in the page's language: Gradio does not translate Dataframe headers.
             table = gr.Dataframe(
                 value=library.rows,
-                headers=[i18n("col_title"), i18n("col_file"), i18n("col_chunks"), i18n("col_kb")],
+                headers=_table_headers("en"),
                 interactive=False,
                 wrap=True,
                 label=i18n("documents_table"),
@@ -302,7 +317,9 @@ def build_app(pipeline: Pipeline, i18n: gr.I18n) -> gr.Blocks:
             upload = gr.File(
                 file_count="multiple", file_types=list(SUPPORTED_SUFFIXES), label=i18n("upload"), elem_id="upload"
             )
-            status = gr.Textbox(label=i18n("status"), interactive=False, elem_id="upload-status", lines=3)
+            # Each file's line, live during an upload and kept until the next one.
+            results = gr.HTML(elem_id="upload-results", label=i18n("upload_results"))
+            status = gr.Textbox(label=i18n("status_label"), interactive=False, elem_id="upload-status", lines=3)
             with gr.Row():
                 to_remove = gr.Dropdown(
                     choices=library.choices(), value=None, label=i18n("remove_pick"), scale=4, elem_id="to-remove"
@@ -331,37 +348,52 @@ def build_app(pipeline: Pipeline, i18n: gr.I18n) -> gr.Blocks:
                         really_empty = gr.Button(i18n("empty_yes"), variant="stop", elem_id="confirm-empty-yes")
                         keep_trash = gr.Button(i18n("cancel"), elem_id="confirm-empty-no")
 
-            def refreshed() -> tuple[Any, ...]:
+            def refreshed(lang: str) -> tuple[Any, ...]:
                 """Table, remove picker and trash picker as they are now, nothing selected."""
                 return (
-                    library.rows(),
+                    {"data": library.rows(), "headers": _table_headers(lang)},
                     gr.update(choices=library.choices(), value=None),
                     gr.update(choices=library.trash_choices(), value=None),
                 )
 
             lists = [table, to_remove, trashed]
 
-            def on_upload(files: list[Any] | None, lang: str, progress: gr.Progress = gr.Progress()) -> tuple[Any, ...]:  # noqa: B008
+            def on_upload(
+                files: list[Any] | None,
+                lang: str,
+                progress: gr.Progress = gr.Progress(),  # noqa: B008
+            ) -> Iterator[tuple[Any, ...]]:
+                """Shows each file's line as the upload goes (read one by one, then embedded as one
+                batch), then its result; the list stays until the next upload."""
                 if not files:
-                    return *refreshed(), gr.update(), None
-                progress(0.1, desc=t(lang, "indexing"))
+                    yield *refreshed(lang), gr.update(), gr.update(), None
+                    return
                 # Only files Gradio received may be read: a crafted request can name any path on the
                 # server (seen through the API-mounted app), which must never reach the index.
                 uploads = Path(gr.utils.get_upload_folder()).resolve()
-                pairs, foreign = [], []
-                for f in files:
-                    path = Path(_path(f))
-                    (pairs if path.resolve().is_relative_to(uploads) else foreign).append((path, _original_name(f)))
+                given = [(Path(_path(f)), _original_name(f)) for f in files]
+                pairs = [(path, name) for path, name in given if path.resolve().is_relative_to(uploads)]
+                lines = UploadLines(lang, [name for _, name in pairs])
+                unchanged = (gr.update(),) * len(lists)
+
+                def shown(step: UploadStep) -> tuple[Any, ...]:
+                    progress(*lines.advance(step))
+                    return *unchanged, t(lang, "indexing"), lines.html(), gr.update()
+
                 try:
-                    report = library.add(pairs)
-                    report.rejected += [f"{name}: not a file uploaded to this server" for _, name in foreign]
-                    message = report.message(lang)
+                    report = yield from _in_thread(lambda on_step: library.add(pairs, on_step), shown)
                 except UserError as exc:
-                    message = str(exc)
+                    yield *refreshed(lang), str(exc), lines.failed(), None
+                    return
                 except Exception:
                     log.exception("upload failed")
-                    message = t(lang, "indexing_failed")
-                return *refreshed(), message, None
+                    yield *refreshed(lang), t(lang, "indexing_failed"), lines.failed(), None
+                    return
+                for path, name in given:
+                    if (path, name) not in pairs:
+                        report.reject(FileResult(name).reject("reason_foreign"))
+                results = [(f.outcome, f.name, f.text(lang)) for f in report.files]
+                yield *refreshed(lang), report.message(lang), upload_results(results), None
 
             def on_remove(name: str | None, lang: str) -> tuple[Any, ...]:
                 if not name:
@@ -371,32 +403,116 @@ def build_app(pipeline: Pipeline, i18n: gr.I18n) -> gr.Blocks:
 
             def on_confirm_remove(name: str | None, lang: str) -> tuple[Any, ...]:
                 message = library.remove(name, lang) if name else t(lang, "choose_document")
-                return *refreshed(), message, gr.update(visible=False)
+                return *refreshed(lang), message, gr.update(visible=False)
 
             def on_restore(item_id: str | None, lang: str) -> tuple[Any, ...]:
                 message = library.restore(item_id, lang) if item_id else t(lang, "choose_trashed")
-                return *refreshed(), message
+                return *refreshed(lang), message
 
             def on_empty(lang: str) -> tuple[Any, ...]:
-                return *refreshed(), library.empty_trash(lang), gr.update(visible=False)
+                return *refreshed(lang), library.empty_trash(lang), gr.update(visible=False)
 
             hidden = (lambda: gr.update(visible=False), None)
-            upload.upload(on_upload, [upload, page_lang], [*lists, status, upload], api_name=False)
+            # When a confirmation closes, the keyboard user is back on the button that opened it
+            # (the focus would otherwise fall to the page, and Tab start again from the top).
+            back_to_remove, back_to_empty = (
+                f"() => document.querySelector('#{i}').focus()" for i in ("remove", "empty-trash")
+            )
+            upload.upload(
+                on_upload,
+                [upload, page_lang],
+                [*lists, status, results, upload],
+                api_name=False,
+                show_progress_on=[upload],  # the bar over the drop area; the per-file list stays readable
+            )
             remove.click(on_remove, [to_remove, page_lang], [confirm_remove, confirm_text, status], api_name=False)
             really_remove.click(
                 on_confirm_remove, [to_remove, page_lang], [*lists, status, confirm_remove], api_name=False
-            )
-            keep.click(*hidden, confirm_remove, api_name=False)
+            ).then(None, js=back_to_remove)
+            keep.click(*hidden, confirm_remove, api_name=False).then(None, js=back_to_remove)
+            # Gradio's dropdown drops the focus when an option is chosen with Enter: it moves on to
+            # the button that acts on the choice.
+            to_remove.input(None, js=back_to_remove)
+            trashed.input(None, js="() => document.querySelector('#restore').focus()")
             restore.click(on_restore, [trashed, page_lang], [*lists, status], api_name=False)
             empty.click(lambda: gr.update(visible=True), None, confirm_empty, api_name=False)
-            really_empty.click(on_empty, page_lang, [*lists, status, confirm_empty], api_name=False)
-            keep_trash.click(*hidden, confirm_empty, api_name=False)
+            really_empty.click(on_empty, page_lang, [*lists, status, confirm_empty], api_name=False).then(
+                None, js=back_to_empty
+            )
+            keep_trash.click(*hidden, confirm_empty, api_name=False).then(None, js=back_to_empty)
+
         # The switch shows the page's language (chosen by HEAD from the browser or a stored choice);
         # changing it stores the choice and reloads the page in the other language.
-        app.load(None, None, page_lang, js=CURRENT_LANGUAGE, api_name=False)
+        # The tab labels are set from the server in the page's language: Gradio translates a tab's
+        # label once, when the tab first renders, so a tab not yet opened kept the language the page
+        # started in after a stored choice was applied.
+        def on_load(lang: str) -> tuple[Any, ...]:
+            lang = normalise_language(lang)
+            tabs = (gr.update(label=t(lang, "tab_chat")), gr.update(label=t(lang, "tab_documents")))
+            return lang, *tabs, *refreshed(lang)
+
+        app.load(on_load, page_lang, [page_lang, chat_tab, documents_tab, *lists], js=CURRENT_LANGUAGE, api_name=False)
         page_lang.change(None, page_lang, None, js=SWITCH_LANGUAGE)
-        app.load(refreshed, None, lists, api_name=False)
     return app
+
+
+class UploadLines:
+    """The per-file list while an upload runs: files before the one being read are read, later
+    ones wait; while the accepted files are embedded (one batch) each says how far it is."""
+
+    def __init__(self, lang: str, names: list[str]) -> None:
+        self.lang, self.names = lang, names
+        self.states = ["waiting"] * len(names)
+        self.embedded: tuple[int, int] = (0, 0)
+
+    def advance(self, step: UploadStep) -> tuple[tuple[int, int], str]:
+        """Moves the list to `step`; returns gr.Progress's (done, total) and description."""
+        if step.stage == "reading":
+            current = step.done - 1
+            self.states = ["read"] * current + ["reading"] + ["waiting"] * (len(self.names) - current - 1)
+            return (step.done - 1, step.total), t(self.lang, "upload_reading", **vars(step))
+        self.states = ["embedding"] * len(self.names)
+        self.embedded = (step.done, step.total)
+        return (step.done, step.total), t(self.lang, "upload_embedding", done=step.done, total=step.total)
+
+    def html(self) -> str:
+        done, total = self.embedded
+        return upload_results(
+            [
+                (state, name, t(self.lang, f"file_{state}", done=done, total=total))
+                for state, name in zip(self.states, self.names)
+            ]
+        )
+
+    def failed(self) -> str:
+        return upload_results([("rejected", "", t(self.lang, "indexing_failed"))])
+
+
+def _in_thread(work: Callable[[Callable[[E], None]], R], show: Callable[[E], Y]) -> Generator[Y, None, R]:
+    """Runs `work(emit)` in a thread and yields `show(event)` for each event it emits, as it emits
+    it; returns what `work` returned (or raises what it raised). A Gradio generator handler thus
+    updates the page while a blocking call (an upload, a streamed LLM answer) is under way."""
+    events: queue.SimpleQueue[tuple[bool, Any]] = queue.SimpleQueue()
+    outcome: list[Any] = []
+
+    def run() -> None:
+        try:
+            outcome.append((True, work(lambda event: events.put((False, event)))))
+        except BaseException as exc:  # handed to the caller's thread
+            outcome.append((False, exc))
+        events.put((True, None))
+
+    threading.Thread(target=run, daemon=True).start()
+    while not (item := events.get())[0]:
+        yield show(item[1])
+    ok, value = outcome[0]
+    if not ok:
+        raise value
+    return value  # type: ignore[no-any-return]
+
+
+def _table_headers(lang: str) -> list[str]:
+    return [t(lang, key) for key in ("col_title", "col_file", "col_chunks", "col_kb")]
 
 
 def _path(file: Any) -> str:

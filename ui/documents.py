@@ -11,6 +11,7 @@ import contextlib
 import re
 import threading
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -62,6 +63,52 @@ def _size(n: float) -> str:
 
 
 @dataclass
+class FileResult:
+    """One uploaded file's fate, shown as its own line under the upload area (and in the API's
+    answer): a batch of five files needs five answers, not one sentence per kind of fate."""
+
+    name: str  # as the user gave it
+    outcome: str = "pending"  # indexed | reindexed | renamed | replaced | duplicate | rejected
+    stored: str = ""  # the name in the documents folder
+    same_as: str = ""  # for a duplicate: the indexed document with the same content
+    # A rejection's reason: a catalogue key (ui/i18n.py) and its parameters, so the line can be
+    # shown in either language; a loader's own explanation has no key and is kept as {"text": …}.
+    reason_key: str = ""
+    reason: dict[str, str] = field(default_factory=dict)
+
+    def why(self, lang: str = "en") -> str:
+        """The reason of a rejection in `lang` (a loader's explanation stays as the loader wrote it)."""
+        return t(lang, self.reason_key, **self.reason) if self.reason_key else self.reason.get("text", "")
+
+    def text(self, lang: str = "en") -> str:
+        """What happened to the file, in `lang`."""
+        return t(lang, f"file_{self.outcome}", stored=self.stored, same=self.same_as, reason=self.why(lang))
+
+    def line(self, lang: str = "en") -> str:
+        """'name: what happened', in `lang`."""
+        return f"{self.name}: {self.text(lang)}"
+
+    def reject(self, key: str, **params: str) -> FileResult:
+        """Marks the file rejected for the catalogue reason `key` (see `reason_key`)."""
+        self.outcome, self.reason_key, self.reason = "rejected", key, params
+        return self
+
+
+@dataclass(frozen=True)
+class UploadStep:
+    """Where a running upload is, for a progress display: file `done` of `total` (`name`) is being
+    read, or passage `done` of `total` has been embedded (one batch for all accepted files)."""
+
+    stage: str  # "reading" | "embedding"
+    done: int
+    total: int
+    name: str = ""
+
+
+StepFn = Callable[[UploadStep], None]
+
+
+@dataclass
 class UploadReport:
     """Each uploaded file's fate, for the status line and tests."""
 
@@ -71,6 +118,13 @@ class UploadReport:
     rejected: list[str] = field(default_factory=list)
     renamed: list[str] = field(default_factory=list)  # "given name → stored name"
     replaced: list[str] = field(default_factory=list)  # previous versions moved to the trash
+    files: list[FileResult] = field(default_factory=list)  # one per uploaded file, in upload order
+
+    def reject(self, result: FileResult) -> None:
+        """Record a rejected file in both views (its line, and the API's `rejected` list)."""
+        if not any(f is result for f in self.files):  # by identity: two files can fail alike
+            self.files.append(result)
+        self.rejected.append(f"{result.name}: {result.why()}")
 
     def message(self, lang: str = "en") -> str:
         """One line per kind of fate, in the page's language (file names and reasons as they are)."""
@@ -131,29 +185,35 @@ class DocumentLibrary:
         info = self.pipeline.index.files.get(name)
         return str(info["title"]) if info else name
 
-    def add(self, paths: list[tuple[Path, str]]) -> UploadReport:
-        """Index uploaded files, given as (temporary path, name the user gave it)."""
+    def add(self, paths: list[tuple[Path, str]], on_step: StepFn | None = None) -> UploadReport:
+        """Index uploaded files, given as (temporary path, name the user gave it); `on_step` hears
+        of each file as it is read and of the embedding as it goes (a scanned PDF can take minutes)."""
         report = UploadReport()
         accepted: list[tuple[Document, Path]] = []
+        step = on_step or (lambda _: None)
         with self._lock:
             known = {info["sha256"]: name for name, info in self.pipeline.index.files.items()}
-            for path, original in paths:
+            for number, (path, original) in enumerate(paths, 1):
+                step(UploadStep("reading", number, len(paths), original))
+                result = FileResult(original)
                 name = safe_name(original)
                 suffix = Path(name).suffix.lower()
                 if suffix not in SUPPORTED_SUFFIXES:
-                    report.rejected.append(f"{original}: only {' '.join(SUPPORTED_SUFFIXES)} files are accepted")
+                    report.reject(result.reject("reason_type", types=" ".join(SUPPORTED_SUFFIXES)))
                     continue
                 size = path.stat().st_size
                 limit = MAX_BYTES.get(suffix, self.max_bytes)  # per type: PDF 50 MB, DOCX 20 MB…
                 if size > limit:
-                    report.rejected.append(
-                        f"{original}: {size / 2**20:.1f} MB is over the {limit / 2**20:.0f} MB limit for {suffix} files"
+                    report.reject(
+                        result.reject(
+                            "reason_size", size=f"{size / 2**20:.1f}", limit=f"{limit / 2**20:.0f}", suffix=suffix
+                        )
                     )
                     continue
                 try:
                     document = load_file(path, name)
                 except (UnreadableFile, OSError) as exc:
-                    report.rejected.append(f"{original}: {exc}")
+                    report.reject(result.reject("", text=str(exc)))
                     continue
                 sha = document.metadata["sha256"]
                 same = known.get(sha) or next(
@@ -161,6 +221,8 @@ class DocumentLibrary:
                 )
                 if same:
                     report.duplicates.append(f"{original} (same content as {same})")
+                    result.outcome, result.same_as = "duplicate", same
+                    report.files.append(result)
                     continue
                 # Two files of one batch that sanitise to one name both stay: the later gets a suffix.
                 taken = {d.metadata["source"] for d, _ in accepted}
@@ -168,12 +230,15 @@ class DocumentLibrary:
                     stored = free_name(self.folder, name, taken)
                     document.metadata["source"] = stored  # not read again: a PDF may take minutes of OCR
                     report.renamed.append(f"{original} → {stored}")
+                    result.outcome = "renamed"
+                result.stored = document.metadata["source"]
+                report.files.append(result)
                 accepted.append((document, path))
             if accepted:
-                self._store(accepted, report)
+                self._store(accepted, report, step)
         return report
 
-    def _store(self, accepted: list[tuple[Document, Path]], report: UploadReport) -> None:
+    def _store(self, accepted: list[tuple[Document, Path]], report: UploadReport, step: StepFn) -> None:
         """Write the accepted files and index them; an existing file of the same name goes to the
         trash first. On failure the folder and the index are as before."""
         trashed: list[TrashItem] = []
@@ -186,7 +251,12 @@ class DocumentLibrary:
                     trashed.append(self.trash.put(name, "replaced", self.title(name)))
                 _copy_atomic(path, target)
                 written.append(target)
-            index, build = apply_changes(self.pipeline.config, self.pipeline.embedder, [d for d, _ in accepted])
+            index, build = apply_changes(
+                self.pipeline.config,
+                self.pipeline.embedder,
+                [d for d, _ in accepted],
+                progress=lambda done, total: step(UploadStep("embedding", done, total)),
+            )
         except OSError as exc:
             # Nothing half-done: the index is untouched (atomic write), so undo the copies too.
             for target in written:
@@ -195,13 +265,17 @@ class DocumentLibrary:
             for item in trashed:
                 with contextlib.suppress(OSError):
                     self.trash.restore(item)
-            report.rejected.extend(
-                f"{d.metadata['source']}: could not be stored ({exc.strerror or exc})" for d, _ in accepted
-            )
+            for result in [f for f in report.files if f.stored]:
+                report.reject(result.reject("reason_store", error=str(exc.strerror or exc)))
             return
         self.pipeline.reload(index)
         report.added, report.updated = build.added, build.updated
         report.replaced = [item.name for item in trashed]
+        for result in report.files:
+            if result.stored in report.replaced:
+                result.outcome = "replaced"
+            elif result.outcome == "pending":
+                result.outcome = "reindexed" if result.stored in build.updated else "indexed"
 
     def remove(self, name: str, lang: str = "en") -> str:
         """Drop a document from the index; its file goes to the trash, from where it can be restored."""

@@ -129,3 +129,15 @@ def answer_message(answer: Answer, show_scores: bool = False) -> str:
     copy = "نسخ" if dir_ == "rtl" else "Copy"
     parts.append(f'<button type="button" class="copy-answer" title="{copy}">{copy}</button>')
     return "".join(parts)
+
+
+def upload_results(lines: list[tuple[str, str, str]]) -> str:
+    """The upload's per-file list, one (state, file name, what happened) line per file. The name is
+    isolated (<bdi>), so an Arabic name in an English line, or the reverse, keeps the line's order; the
+    list is a live region, so a screen reader announces each file's fate as the list changes."""
+    items = "".join(
+        f'<li class="upload-file outcome-{state}"><bdi>{escape_text(name)}</bdi>{": " if name else ""}'
+        f"{escape_text(text)}</li>"
+        for state, name, text in lines
+    )
+    return f'<ul class="upload-results" aria-live="polite">{items}</ul>' if items else ""
