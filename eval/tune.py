@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import argparse
 import itertools
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from langchain_core.documents import Document
@@ -135,7 +137,7 @@ def tune_dense_sentences(pipeline: Pipeline, cases: Retrieved) -> None:
 
 
 def abstention_table(
-    cases: list[tuple[Question, ...]], confidences: list[float], label: str, thresholds: list[float] | None = None
+    cases: Sequence[tuple[Any, ...]], confidences: list[float], label: str, thresholds: list[float] | None = None
 ) -> None:
     answerable = [c for (q, *_), c in zip(cases, confidences) if q.answerable]
     unanswerable = [c for (q, *_), c in zip(cases, confidences) if not q.answerable]

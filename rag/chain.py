@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from typing import Any, cast
 
 from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda
@@ -186,7 +186,7 @@ class Pipeline:
         history: Sequence[tuple[str, str]] = (),
         mode: str | None = None,
         config: RunnableConfig | None = None,
-    ) -> Iterator[str | Answer]:
+    ) -> Generator[str | Answer, None, None]:
         """Like `ask`, as the answer comes: an LLM's reply text in pieces, then the Answer (only the
         Answer in extractive mode). Closing the iterator early closes the LLM request."""
         yield from self._run(question, k, history, mode, config, streaming=True)

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import Browser, Locator, Page, sync_playwright
 
 from tests.helpers import REPO_ROOT, SEEDS_DIR, start_ui
 
@@ -31,8 +32,6 @@ OUTPUT = REPO_ROOT / "test-output"
 
 if os.environ.get("RAG_SKIP_BROWSER") == "1":
     pytest.skip("RAG_SKIP_BROWSER=1", allow_module_level=True)
-
-playwright_api = pytest.importorskip("playwright.sync_api")
 
 NEW_DOC = """مهرجان التمور في بريدة
 أقيم مهرجان التمور السنوي في مدينة بريدة في شهر سبتمبر. وبلغ عدد زوار المهرجان هذا العام خمسة وأربعين ألف زائر.
@@ -75,60 +74,60 @@ def server(tmp_path_factory: pytest.TempPathFactory, docs: Path) -> Iterator[str
 
 
 @pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
+def browser() -> Iterator[Browser]:
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium (or set RAG_SKIP_BROWSER=1)")
-    with playwright_api.sync_playwright() as p:
+    with sync_playwright() as p:
         b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield b
         b.close()
 
 
 @pytest.fixture
-def page(browser: object, server: str) -> Iterator[object]:
+def page(browser: Browser, server: str) -> Iterator[Page]:
     pg = _page(browser, server, "en-US")
     yield pg
-    pg.context.close()  # type: ignore[attr-defined]
+    pg.context.close()
 
 
-def ask(page: object, question: str) -> object:
+def ask(page: Page, question: str) -> Locator:
     """Type a question, send it, and return the locator of the newest bot message."""
-    before = page.locator("#chat .answer, #chat .notice").count()  # type: ignore[attr-defined]
-    page.locator("#question textarea").fill(question)  # type: ignore[attr-defined]
-    page.locator("#ask").click()  # type: ignore[attr-defined]
-    page.wait_for_function(  # type: ignore[attr-defined]
+    before = page.locator("#chat .answer, #chat .notice").count()
+    page.locator("#question textarea").fill(question)
+    page.locator("#ask").click()
+    page.wait_for_function(
         "n => document.querySelectorAll('#chat .answer, #chat .notice').length > n", arg=before, timeout=60_000
     )
-    return page.locator("#chat .answer, #chat .notice").last  # type: ignore[attr-defined]
+    return page.locator("#chat .answer, #chat .notice").last
 
 
-def shot(page: object, name: str) -> None:
+def shot(page: Page, name: str) -> None:
     OUTPUT.mkdir(exist_ok=True)
-    page.screenshot(path=str(OUTPUT / name), full_page=True)  # type: ignore[attr-defined]
+    page.screenshot(path=str(OUTPUT / name), full_page=True)
 
 
-def test_arabic_question_gets_cited_answer(page: object) -> None:
+def test_arabic_question_gets_cited_answer(page: Page) -> None:
     answer = ask(page, "متى عقد مؤتمر موسكو للأمن الدولي في نسخته الحادية عشرة؟")
     assert "15 أغسطس 2023" in answer.inner_text()
     assert answer.get_attribute("dir") == "rtl"
-    chat = page.locator("#chat")  # type: ignore[attr-defined]
+    chat = page.locator("#chat")
     assert "001_e9389b4ffc57ddb8.txt" in chat.inner_text()
     assert chat.locator("mark").count() >= 1  # the answer sentence is highlighted in its passage
     shot(page, "ui-arabic-answer.png")
 
 
-def test_english_question_finds_arabic_passage(page: object) -> None:
+def test_english_question_finds_arabic_passage(page: Page) -> None:
     answer = ask(page, "How many delegates attended the 2023 conference?")
     assert answer.get_attribute("dir") == "ltr"
     assert "800 مندوب" in answer.inner_text()
-    assert "001_e9389b4ffc57ddb8.txt" in page.locator("#chat").inner_text()  # type: ignore[attr-defined]
+    assert "001_e9389b4ffc57ddb8.txt" in page.locator("#chat").inner_text()
     shot(page, "ui-english-answer.png")
 
 
-def test_empty_question_gets_friendly_message(page: object) -> None:
+def test_empty_question_gets_friendly_message(page: Page) -> None:
     reply = ask(page, "   ")
     assert "Please type a question" in reply.inner_text()
-    assert "Traceback" not in page.content()  # type: ignore[attr-defined]
+    assert "Traceback" not in page.content()
 
 
 FINAL = ("indexed", "reindexed", "renamed", "replaced", "duplicate", "rejected")
@@ -142,22 +141,20 @@ UPLOAD_FINISHED = """finals => {
 }"""
 
 
-def _upload(page: object, files: list[Path]) -> str:
+def _upload(page: Page, files: list[Path]) -> str:
     """Upload `files` on the Documents tab, wait for every file's result; returns the status line."""
-    page.get_by_role("tab", name="Documents").click()  # type: ignore[attr-defined]
-    page.evaluate(  # type: ignore[attr-defined]
-        "() => document.querySelectorAll('#upload-results ul').forEach((u) => { u.dataset.old = '1'; })"
-    )
-    page.locator("#upload input[type=file]").set_input_files([str(f) for f in files])  # type: ignore[attr-defined]
-    page.wait_for_function(UPLOAD_FINISHED, arg=list(FINAL), timeout=120_000)  # type: ignore[attr-defined]
-    return str(page.locator("#upload-status textarea").input_value())  # type: ignore[attr-defined]
+    page.get_by_role("tab", name="Documents").click()
+    page.evaluate("() => document.querySelectorAll('#upload-results ul').forEach((u) => { u.dataset.old = '1'; })")
+    page.locator("#upload input[type=file]").set_input_files([str(f) for f in files])
+    page.wait_for_function(UPLOAD_FINISHED, arg=list(FINAL), timeout=120_000)
+    return str(page.locator("#upload-status textarea").input_value())
 
 
-def _result_lines(page: object) -> list[str]:
-    return page.locator("#upload-results li").all_inner_texts()  # type: ignore[attr-defined]
+def _result_lines(page: Page) -> list[str]:
+    return page.locator("#upload-results li").all_inner_texts()
 
 
-def test_upload_shows_each_files_progress_then_its_result(page: object, tmp_path: Path, docs: Path) -> None:
+def test_upload_shows_each_files_progress_then_its_result(page: Page, tmp_path: Path, docs: Path) -> None:
     """Issue 15: an upload showed one overall "Indexing…" and one status text for all files; now each
     file has its own line, live while it is read and indexed, and its result stays until the next upload."""
     good = tmp_path / "سوق الكتب.txt"
@@ -170,10 +167,10 @@ def test_upload_shows_each_files_progress_then_its_result(page: object, tmp_path
     bad.write_bytes(b"\x00\x01\x02binary\xff\xfe\x00" * 50)
     copy = tmp_path / "copy.txt"
     copy.write_bytes((docs / "001_e9389b4ffc57ddb8.txt").read_bytes())
-    page.get_by_role("tab", name="Documents").click()  # type: ignore[attr-defined]
-    page.locator("#upload-results").wait_for(state="attached")  # type: ignore[attr-defined]
+    page.get_by_role("tab", name="Documents").click()
+    page.locator("#upload-results").wait_for(state="attached")
     # Every state the list shows is recorded, however briefly it is shown.
-    page.evaluate(  # type: ignore[attr-defined]
+    page.evaluate(
         """() => { window.__seen = [];
         new MutationObserver(() => { const l = document.querySelector('#upload-results');
           if (l) window.__seen.push(Array.from(l.querySelectorAll('li')).map((li) => li.className)); })
@@ -186,7 +183,7 @@ def test_upload_shows_each_files_progress_then_its_result(page: object, tmp_path
     assert lines[1].startswith("notes.md") and "indexed" in lines[1]
     assert lines[2].startswith("broken2.txt") and "rejected" in lines[2]
     assert lines[3].startswith("copy.txt") and "already indexed" in lines[3] and "001_e9389b4ffc57ddb8.txt" in lines[3]
-    seen = page.evaluate("() => window.__seen")  # type: ignore[attr-defined]
+    seen = page.evaluate("() => window.__seen")
     running = {c for snapshot in seen for c in snapshot if not any(f"outcome-{f}" in c for f in FINAL)}
     assert running, seen  # the list was shown while the upload ran, not only at the end
     shot(page, "ui-upload-results.png")
@@ -200,52 +197,52 @@ def test_upload_shows_each_files_progress_then_its_result(page: object, tmp_path
     assert [line.split(":")[0] for line in _result_lines(page)] == ["again.txt"]
 
 
-def test_upload_results_speak_the_page_language(browser: object, server: str, tmp_path: Path) -> None:
+def test_upload_results_speak_the_page_language(browser: Browser, server: str, tmp_path: Path) -> None:
     bad = tmp_path / "تالف.txt"
     bad.write_bytes(b"\x00\x01\x02binary\xff\xfe\x00" * 50)
     page = _page(browser, server, "ar")
     try:
-        page.get_by_role("tab", name="المستندات").click()  # type: ignore[attr-defined]
-        page.locator("#upload input[type=file]").set_input_files([str(bad)])  # type: ignore[attr-defined]
-        page.wait_for_function(UPLOAD_FINISHED, arg=list(FINAL), timeout=120_000)  # type: ignore[attr-defined]
+        page.get_by_role("tab", name="المستندات").click()
+        page.locator("#upload input[type=file]").set_input_files([str(bad)])
+        page.wait_for_function(UPLOAD_FINISHED, arg=list(FINAL), timeout=120_000)
         [line] = _result_lines(page)
         assert line.startswith("تالف.txt") and "مرفوض" in line, line
     finally:
-        page.context.close()  # type: ignore[attr-defined]
+        page.context.close()
 
 
-def test_upload_then_ask_question_only_it_answers(page: object, tmp_path: Path) -> None:
+def test_upload_then_ask_question_only_it_answers(page: Page, tmp_path: Path) -> None:
     doc = tmp_path / "مهرجان التمور.txt"
     doc.write_text(NEW_DOC, encoding="utf-8")
     status = _upload(page, [doc])
     assert "Indexed" in status and "مهرجان" in status
-    assert "مهرجان التمور" in page.locator("#documents").inner_text()  # type: ignore[attr-defined]
+    assert "مهرجان التمور" in page.locator("#documents").inner_text()
     shot(page, "ui-documents-after-upload.png")
-    page.get_by_role("tab", name="Chat").click()  # type: ignore[attr-defined]
+    page.get_by_role("tab", name="Chat").click()
     answer = ask(page, "كم بلغ عدد زوار مهرجان التمور في بريدة؟")
     assert "خمسة وأربعين ألف زائر" in answer.inner_text()
-    assert "مهرجان التمور.txt" in page.locator("#chat").inner_text()  # type: ignore[attr-defined]
+    assert "مهرجان التمور.txt" in page.locator("#chat").inner_text()
     # The same file again is recognised as a duplicate.
     assert "Already indexed" in _upload(page, [doc])
 
 
-def test_undecodable_upload_is_rejected_by_name(page: object, tmp_path: Path) -> None:
+def test_undecodable_upload_is_rejected_by_name(page: Page, tmp_path: Path) -> None:
     bad = tmp_path / "broken.txt"
     bad.write_bytes(b"\x00\x01\x02binary\xff\xfe\x00" * 50)
     status = _upload(page, [bad])
     assert "Rejected" in status and "broken.txt" in status
 
 
-def test_html_in_documents_is_shown_escaped(page: object, tmp_path: Path) -> None:
+def test_html_in_documents_is_shown_escaped(page: Page, tmp_path: Path) -> None:
     doc = tmp_path / "hostile.md"
     doc.write_text(HOSTILE_DOC, encoding="utf-8")
     assert "Indexed" in _upload(page, [doc])
-    page.get_by_role("tab", name="Chat").click()  # type: ignore[attr-defined]
+    page.get_by_role("tab", name="Chat").click()
     ask(page, "كم قارئا تتسع قاعة المطالعة الجديدة في مكتبة الحي؟")
-    chat = page.locator("#chat")  # type: ignore[attr-defined]
+    chat = page.locator("#chat")
     text = chat.inner_text()
     assert "<script>window.__pwned = 1</script>" in text  # shown as text…
-    assert page.evaluate("() => window.__pwned") is None  # type: ignore[attr-defined]  # …never run
+    assert page.evaluate("() => window.__pwned") is None  # …never run
     assert chat.locator("script").count() == 0
     assert chat.locator("img[src='x']").count() == 0
     assert chat.locator("a[href*='evil.example']").count() == 0
@@ -253,71 +250,69 @@ def test_html_in_documents_is_shown_escaped(page: object, tmp_path: Path) -> Non
     shot(page, "ui-escaped-html.png")
 
 
-def _pick(page: object, dropdown: str, text: str) -> None:
+def _pick(page: Page, dropdown: str, text: str) -> None:
     """Choose the option containing `text` in a Gradio dropdown."""
-    page.locator(f"{dropdown} input").click()  # type: ignore[attr-defined]
-    page.get_by_role("option").filter(has_text=text).first.click()  # type: ignore[attr-defined]
+    page.locator(f"{dropdown} input").click()
+    page.get_by_role("option").filter(has_text=text).first.click()
 
 
-def _status_after(page: object, click: str) -> str:
-    status = page.locator("#upload-status textarea")  # type: ignore[attr-defined]
+def _status_after(page: Page, click: str) -> str:
+    status = page.locator("#upload-status textarea")
     previous = status.input_value()
-    page.locator(click).click()  # type: ignore[attr-defined]
-    page.wait_for_function(  # type: ignore[attr-defined]
+    page.locator(click).click()
+    page.wait_for_function(
         "prev => document.querySelector('#upload-status textarea').value !== prev", arg=previous, timeout=60_000
     )
     return str(status.input_value())
 
 
-def test_remove_asks_first_then_trash_and_restore(page: object, docs: Path) -> None:
+def test_remove_asks_first_then_trash_and_restore(page: Page, docs: Path) -> None:
     """One click never deletes: nothing is pre-selected, removal needs a confirmation naming the
     document, the file goes to the trash, and Restore brings it back into the folder and the index."""
     seed = "000_b5c95c8664f5005e.txt"
     original = (docs / seed).read_bytes()
-    page.get_by_role("tab", name="Documents").click()  # type: ignore[attr-defined]
-    assert page.locator("#to-remove input").input_value() == ""  # type: ignore[attr-defined]
+    page.get_by_role("tab", name="Documents").click()
+    assert page.locator("#to-remove input").input_value() == ""
     assert "Choose a document first" in _status_after(page, "#remove")
     assert (docs / seed).read_bytes() == original
 
     _pick(page, "#to-remove", seed)
-    page.locator("#remove").click()  # type: ignore[attr-defined]
-    confirm = page.locator("#confirm-remove")  # type: ignore[attr-defined]
+    page.locator("#remove").click()
+    confirm = page.locator("#confirm-remove")
     confirm.wait_for(state="visible")
     assert seed in confirm.inner_text()
     shot(page, "ui-remove-confirm.png")
-    page.locator("#confirm-remove-no").click()  # type: ignore[attr-defined]
+    page.locator("#confirm-remove-no").click()
     confirm.wait_for(state="hidden")
     assert (docs / seed).read_bytes() == original
 
     _pick(page, "#to-remove", seed)
-    page.locator("#remove").click()  # type: ignore[attr-defined]
+    page.locator("#remove").click()
     confirm.wait_for(state="visible")
     assert "Removed" in _status_after(page, "#confirm-remove-yes")
     assert not (docs / seed).exists()
-    assert seed not in page.locator("#documents").inner_text()  # type: ignore[attr-defined]
+    assert seed not in page.locator("#documents").inner_text()
 
-    page.locator("#trash").get_by_text("Trash").first.click()  # type: ignore[attr-defined]
+    page.locator("#trash").get_by_text("Trash").first.click()
     _pick(page, "#trashed", seed)
     assert "Restored" in _status_after(page, "#restore")
     assert (docs / seed).read_bytes() == original
-    page.wait_for_function(  # type: ignore[attr-defined]
+    page.wait_for_function(
         "name => document.querySelector('#documents').innerText.includes(name)", arg=seed, timeout=30_000
     )
 
 
-def test_a_fresh_page_lists_documents_uploaded_after_start(page: object, tmp_path: Path) -> None:
+def test_a_fresh_page_lists_documents_uploaded_after_start(page: Page, tmp_path: Path) -> None:
     """The table and the remove list were fixed at server start: a later upload was missing from
     them on a new page, and removing it was refused."""
     doc = tmp_path / "late.txt"
     doc.write_text("وثيقة متأخرة\nرفعت هذه الوثيقة بعد تشغيل الخادم لاختبار تحديث القائمة.\n", encoding="utf-8")
     assert "Indexed" in _upload(page, [doc])
-    page.reload()  # type: ignore[attr-defined]
-    page.get_by_role("tab", name="Documents").click()  # type: ignore[attr-defined]
-    page.wait_for_function(  # type: ignore[attr-defined]
-        "() => document.querySelector('#documents').innerText.includes('late.txt')", timeout=30_000
-    )
+    page.reload()
+    page.get_by_role("tab", name="Documents").click()
+    page.wait_for_function("() => document.querySelector('#documents').innerText.includes('late.txt')", timeout=30_000)
     _pick(page, "#to-remove", "late.txt")
-    page.locator("#remove").click()  # type: ignore[attr-defined]
+    page.locator("#remove").click()
     assert "Removed" in _status_after(page, "#confirm-remove-yes")
 
 
@@ -327,72 +322,72 @@ def test_a_fresh_page_lists_documents_uploaded_after_start(page: object, tmp_pat
 DOCS_SHOTS = OUTPUT
 
 
-def _page(browser: object, server: str, locale: str, width: int = 1200, height: int = 1100) -> object:
+def _page(browser: Browser, server: str, locale: str, width: int = 1200, height: int = 1100) -> Page:
     OUTPUT.mkdir(exist_ok=True)
-    context = browser.new_context(viewport={"width": width, "height": height}, locale=locale)  # type: ignore[attr-defined]
+    context = browser.new_context(viewport={"width": width, "height": height}, locale=locale)
     page = context.new_page()
     page.goto(server)
     page.wait_for_selector("#question textarea")
     return page
 
 
-def test_arabic_browser_gets_an_arabic_right_to_left_interface(browser: object, server: str) -> None:
+def test_arabic_browser_gets_an_arabic_right_to_left_interface(browser: Browser, server: str) -> None:
     page = _page(browser, server, "ar-EG")
     try:
-        assert page.evaluate("() => document.documentElement.dir") == "rtl"  # type: ignore[attr-defined]
-        assert page.get_by_role("tab", name="المستندات").count() == 1  # type: ignore[attr-defined]
-        assert page.get_by_role("button", name="اسأل").count() == 1  # type: ignore[attr-defined]
+        assert page.evaluate("() => document.documentElement.dir") == "rtl"
+        assert page.get_by_role("tab", name="المستندات").count() == 1
+        assert page.get_by_role("button", name="اسأل").count() == 1
         reply = ask(page, "س" * 2001)  # an Arabic question that is too long gets an Arabic error
         assert "طول السؤال" in reply.inner_text() and "2,000" in reply.inner_text()
-        page.get_by_role("button", name="محادثة جديدة").click()  # type: ignore[attr-defined]
-        page.wait_for_function("() => !document.querySelector('#chat .notice')")  # type: ignore[attr-defined]
+        page.get_by_role("button", name="محادثة جديدة").click()
+        page.wait_for_function("() => !document.querySelector('#chat .notice')")
         ask(page, "كم عدد الدول التي جاء منها المندوبون إلى المؤتمر؟")
-        page.wait_for_timeout(800)  # type: ignore[attr-defined]  # the scroll to the new answer
-        page.screenshot(path=str(DOCS_SHOTS / "screenshot-chat-ar.png"))  # type: ignore[attr-defined]
+        page.wait_for_timeout(800)  # the scroll to the new answer
+        page.screenshot(path=str(DOCS_SHOTS / "screenshot-chat-ar.png"))
         # The switch in the header changes the whole interface, and the choice sticks.
-        page.locator("#lang").get_by_text("English").click()  # type: ignore[attr-defined]
-        page.wait_for_function("() => document.documentElement.dir === 'ltr'", timeout=30_000)  # type: ignore[attr-defined]
+        page.locator("#lang").get_by_text("English").click()
+        page.wait_for_function("() => document.documentElement.dir === 'ltr'", timeout=30_000)
         # The open tab and every other label follow at once (Gradio re-labels an unopened tab only
         # when it is next shown).
-        page.get_by_role("button", name="Ask").wait_for(timeout=30_000)  # type: ignore[attr-defined]
-        assert page.get_by_role("tab", name="Chat").count() == 1  # type: ignore[attr-defined]
-        page.reload()  # type: ignore[attr-defined]
-        page.wait_for_selector("#question textarea")  # type: ignore[attr-defined]
-        assert page.evaluate("() => document.documentElement.lang") == "en"  # type: ignore[attr-defined]
+        page.get_by_role("button", name="Ask").wait_for(timeout=30_000)
+        assert page.get_by_role("tab", name="Chat").count() == 1
+        page.reload()
+        page.wait_for_selector("#question textarea")
+        assert page.evaluate("() => document.documentElement.lang") == "en"
     finally:
-        page.context.close()  # type: ignore[attr-defined]
+        page.context.close()
 
 
-def test_english_interface_answers_and_typed_arabic_reads_right_to_left(browser: object, server: str) -> None:
+def test_english_interface_answers_and_typed_arabic_reads_right_to_left(browser: Browser, server: str) -> None:
     page = _page(browser, server, "en-US")
     try:
-        assert page.evaluate("() => document.documentElement.dir") == "ltr"  # type: ignore[attr-defined]
-        box = page.locator("#question textarea")  # type: ignore[attr-defined]
+        assert page.evaluate("() => document.documentElement.dir") == "ltr"
+        box = page.locator("#question textarea")
         box.click()
         box.fill("متى عقد المؤتمر؟")
         assert box.evaluate("t => getComputedStyle(t).direction === 'rtl' || t.getAttribute('dir') === 'auto'")
         # Enter sends; Shift+Enter would add a line.
-        before = page.locator("#chat .answer, #chat .notice").count()  # type: ignore[attr-defined]
+        before = page.locator("#chat .answer, #chat .notice").count()
         box.press("Enter")
-        page.wait_for_function(  # type: ignore[attr-defined]
+        page.wait_for_function(
             "n => document.querySelectorAll('#chat .answer, #chat .notice').length > n", arg=before, timeout=60_000
         )
         ask(page, "How many delegates attended the 2023 conference?")
-        page.wait_for_timeout(800)  # type: ignore[attr-defined]  # the scroll to the new answer
-        page.screenshot(path=str(DOCS_SHOTS / "screenshot-chat-en.png"))  # type: ignore[attr-defined]
+        page.wait_for_timeout(800)  # the scroll to the new answer
+        page.screenshot(path=str(DOCS_SHOTS / "screenshot-chat-en.png"))
     finally:
-        page.context.close()  # type: ignore[attr-defined]
+        page.context.close()
 
 
-def test_clicking_a_badge_opens_and_flashes_its_source(page: object) -> None:
+def test_clicking_a_badge_opens_and_flashes_its_source(page: Page) -> None:
     answer = ask(page, "كم عدد المندوبين الذين حضروا المؤتمر؟")
     badges = answer.locator("sup.cite")
     assert badges.count() >= 1
     n = badges.first.inner_text().strip("[]")
-    message = page.locator("#chat details.source.src-" + n).last  # type: ignore[attr-defined]
+    message = page.locator("#chat details.source.src-" + n).last
     message.evaluate("d => { d.open = false; }")
     badges.first.click()
-    page.wait_for_function(  # type: ignore[attr-defined]
+    page.wait_for_function(
         "n => { const all = document.querySelectorAll('#chat details.source.src-' + n);"
         " const d = all[all.length - 1]; return d.open && d.classList.contains('flash'); }",
         arg=n,
@@ -400,29 +395,29 @@ def test_clicking_a_badge_opens_and_flashes_its_source(page: object) -> None:
     )
 
 
-def test_phone_view_shows_the_start_of_the_answer(browser: object, server: str) -> None:
+def test_phone_view_shows_the_start_of_the_answer(browser: Browser, server: str) -> None:
     page = _page(browser, server, "ar", width=390, height=844)
     try:
         answer = ask(page, "من هو وزير الدفاع الصيني الذي شارك في المؤتمر؟")
-        page.wait_for_timeout(500)  # type: ignore[attr-defined]
+        page.wait_for_timeout(500)
         top = answer.evaluate("a => a.getBoundingClientRect().top")
         assert 0 <= top < 844, top  # the answer's first line is on screen, not scrolled past
-        page.screenshot(path=str(DOCS_SHOTS / "screenshot-phone.png"))  # type: ignore[attr-defined]
-        page.get_by_role("tab", name="المستندات").click()  # type: ignore[attr-defined]
-        hidden = page.locator("#documents th").nth(2).evaluate("th => getComputedStyle(th).display")  # type: ignore[attr-defined]
+        page.screenshot(path=str(DOCS_SHOTS / "screenshot-phone.png"))
+        page.get_by_role("tab", name="المستندات").click()
+        hidden = page.locator("#documents th").nth(2).evaluate("th => getComputedStyle(th).display")
         assert hidden == "none"
     finally:
-        page.context.close()  # type: ignore[attr-defined]
+        page.context.close()
 
 
 @pytest.mark.parametrize("view", ["chat", "documents"])
-def test_no_serious_accessibility_violations(browser: object, server: str, view: str) -> None:
+def test_no_serious_accessibility_violations(browser: Browser, server: str, view: str) -> None:
     from axe_playwright_python.sync_playwright import Axe
 
     page = _page(browser, server, "ar")
     try:
         if view == "documents":
-            page.get_by_role("tab", name="المستندات").click()  # type: ignore[attr-defined]
+            page.get_by_role("tab", name="المستندات").click()
         else:
             ask(page, "كم عدد المندوبين الذين حضروا المؤتمر؟")
         results = Axe().run(page)
@@ -437,10 +432,10 @@ def test_no_serious_accessibility_violations(browser: object, server: str, view:
         ]
         assert not bad, bad
     finally:
-        page.context.close()  # type: ignore[attr-defined]
+        page.context.close()
 
 
-def test_pdf_upload_is_answered_with_its_page_and_section(page: object, tmp_path: Path) -> None:
+def test_pdf_upload_is_answered_with_its_page_and_section(page: Page, tmp_path: Path) -> None:
     from eval.pdf_fixtures import Section, print_pdf, rtl_html
 
     sections = [
@@ -450,16 +445,16 @@ def test_pdf_upload_is_answered_with_its_page_and_section(page: object, tmp_path
     pdf = print_pdf(rtl_html("نشرة المهرجان", sections), tmp_path / "نشرة المهرجان.pdf")
     status = _upload(page, [pdf])
     assert "Indexed" in status and "نشرة المهرجان.pdf" in status
-    page.get_by_role("tab", name="Chat").click()  # type: ignore[attr-defined]
+    page.get_by_role("tab", name="Chat").click()
     answer = ask(page, "من فاز بجائزة أفضل زيت زيتون بكر في مهرجان الزيتون؟")
     assert "الوادي الأخضر" in answer.inner_text()
-    sources = page.locator("#chat .source").all_inner_texts()  # type: ignore[attr-defined]
+    sources = page.locator("#chat .source").all_inner_texts()
     assert any("نشرة المهرجان.pdf · ص 2 · الجوائز" in s for s in sources), sources
     shot(page, "ui-pdf-answer.png")
 
 
-def test_copy_gives_plain_text_with_the_sources_under_it(browser: object, server: str) -> None:
-    context = browser.new_context(viewport={"width": 1200, "height": 1100}, locale="en-US")  # type: ignore[attr-defined]
+def test_copy_gives_plain_text_with_the_sources_under_it(browser: Browser, server: str) -> None:
+    context = browser.new_context(viewport={"width": 1200, "height": 1100}, locale="en-US")
     context.grant_permissions(["clipboard-read", "clipboard-write"])
     page = context.new_page()
     try:
@@ -489,35 +484,35 @@ def llm_server(tmp_path_factory: pytest.TempPathFactory, docs: Path) -> Iterator
         yield url
 
 
-def test_stop_button_cancels_a_streaming_llm_answer(browser: object, llm_server: str) -> None:
+def test_stop_button_cancels_a_streaming_llm_answer(browser: Browser, llm_server: str) -> None:
     page = _page(browser, llm_server, "en-US")
     try:
-        stop = page.locator("#stop")  # type: ignore[attr-defined]
+        stop = page.locator("#stop")
         assert not stop.is_visible()
-        page.locator("#question textarea").fill("متى عقد المؤتمر؟")  # type: ignore[attr-defined]
-        page.locator("#ask").click()  # type: ignore[attr-defined]
-        page.wait_for_selector("#chat .streaming", timeout=60_000)  # type: ignore[attr-defined]
+        page.locator("#question textarea").fill("متى عقد المؤتمر؟")
+        page.locator("#ask").click()
+        page.wait_for_selector("#chat .streaming", timeout=60_000)
         stop.wait_for(state="visible")
         stop.click()
         stop.wait_for(state="hidden")
-        streamed = page.locator("#chat .streaming").last.inner_text()  # type: ignore[attr-defined]
-        page.wait_for_timeout(4_000)  # type: ignore[attr-defined]  # longer than two more pieces
-        assert page.locator("#chat .streaming").last.inner_text() == streamed  # type: ignore[attr-defined]
-        assert page.locator("#chat .answer:not(.streaming)").count() == 0  # type: ignore[attr-defined]
+        streamed = page.locator("#chat .streaming").last.inner_text()
+        page.wait_for_timeout(4_000)  # longer than two more pieces
+        assert page.locator("#chat .streaming").last.inner_text() == streamed
+        assert page.locator("#chat .answer:not(.streaming)").count() == 0
     finally:
-        page.context.close()  # type: ignore[attr-defined]
+        page.context.close()
 
 
-def _labels_left_in(page: object, other: str) -> list[str]:
+def _labels_left_in(page: Page, other: str) -> list[str]:
     """Catalogue labels of language `other` still shown on the page, on every tab (each opened in
     turn), plus any label that did not translate."""
     from ui.i18n import MESSAGES
 
     left = []
-    for tab in range(page.locator("[role=tab]").count()):  # type: ignore[attr-defined]
-        page.locator("[role=tab]").nth(tab).click()  # type: ignore[attr-defined]
-        page.wait_for_timeout(300)  # type: ignore[attr-defined]
-        text = page.locator("body").inner_text()  # type: ignore[attr-defined]
+    for tab in range(page.locator("[role=tab]").count()):
+        page.locator("[role=tab]").nth(tab).click()
+        page.wait_for_timeout(300)
+        text = page.locator("body").inner_text()
         left += [label for label in MESSAGES[other].values() if "{" not in label and label in text]
         # A key Gradio's own catalogue holds as a group of strings shows as "[object Object]".
         left += [raw for raw in ("__i18n__", "[object Object]") if raw in text]
@@ -526,24 +521,24 @@ def _labels_left_in(page: object, other: str) -> list[str]:
 
 @pytest.mark.parametrize(("start", "switch_to", "other"), [("ar-EG", "English", "ar"), ("en-US", "العربية", "en")])
 def test_switching_the_language_relabels_every_tab(
-    browser: object, server: str, start: str, switch_to: str, other: str
+    browser: Browser, server: str, start: str, switch_to: str, other: str
 ) -> None:
     """Switching in the header left the tab not yet opened (and the documents table's column
     headers) in the old language: Gradio translated them only when first rendered."""
     page = _page(browser, server, start)
     try:
-        page.locator("#lang").get_by_text(switch_to).click()  # type: ignore[attr-defined]
+        page.locator("#lang").get_by_text(switch_to).click()
         lang = "ar" if other == "en" else "en"
-        page.wait_for_function("lang => document.documentElement.lang === lang", arg=lang, timeout=30_000)  # type: ignore[attr-defined]
-        page.wait_for_selector("#question textarea")  # type: ignore[attr-defined]
-        page.wait_for_timeout(1_000)  # type: ignore[attr-defined]  # the stored choice is applied after load
-        tabs = page.locator("[role=tab]").all_inner_texts()  # type: ignore[attr-defined]
+        page.wait_for_function("lang => document.documentElement.lang === lang", arg=lang, timeout=30_000)
+        page.wait_for_selector("#question textarea")
+        page.wait_for_timeout(1_000)  # the stored choice is applied after load
+        tabs = page.locator("[role=tab]").all_inner_texts()
         from ui.i18n import MESSAGES
 
         assert tabs == [MESSAGES[lang]["tab_chat"], MESSAGES[lang]["tab_documents"]], tabs
         assert not _labels_left_in(page, other)
     finally:
-        page.context.close()  # type: ignore[attr-defined]
+        page.context.close()
 
 
 # --- keyboard only -------------------------------------------------------------------------------
@@ -554,20 +549,20 @@ FOCUSED = """() => { const e = document.activeElement; const s = getComputedStyl
                    && (s.outlineStyle !== 'none' && parseFloat(s.outlineWidth) > 0 || s.boxShadow !== 'none')}; }"""
 
 
-def _tab_to(page: object, selector: str, back: bool = False, limit: int = 40) -> None:
+def _tab_to(page: Page, selector: str, back: bool = False, limit: int = 40) -> None:
     """Press Tab (Shift+Tab when `back`) until the focused element matches `selector`; every element
     passed on the way, and the one reached, must show that it has focus."""
     for _ in range(limit):
-        page.keyboard.press("Shift+Tab" if back else "Tab")  # type: ignore[attr-defined]
-        focused = page.evaluate(FOCUSED)  # type: ignore[attr-defined]
+        page.keyboard.press("Shift+Tab" if back else "Tab")
+        focused = page.evaluate(FOCUSED)
         if focused["tag"] != "BODY":
             assert focused["visible"], f"focus is not visible on {focused}"
-        if page.evaluate("s => document.activeElement.matches(s)", selector):  # type: ignore[attr-defined]
+        if page.evaluate("s => document.activeElement.matches(s)", selector):
             return
     raise AssertionError(f"{limit} presses of Tab never reached {selector}")
 
 
-def test_keyboard_only_asks_opens_sources_and_removes_and_restores(browser: object, server: str, docs: Path) -> None:
+def test_keyboard_only_asks_opens_sources_and_removes_and_restores(browser: Browser, server: str, docs: Path) -> None:
     """Issue 15: every step of asking and of the remove-confirm-restore cycle with the keyboard alone,
     focus always visible. A [n] badge could not be reached, and after the confirmation closed the
     focus fell to the page (a keyboard user started again from the top)."""
@@ -575,91 +570,91 @@ def test_keyboard_only_asks_opens_sources_and_removes_and_restores(browser: obje
     page = _page(browser, server, "en-US")
     try:
         _tab_to(page, "#question textarea")
-        page.keyboard.type("كم عدد المندوبين الذين حضروا المؤتمر؟")  # type: ignore[attr-defined]
-        page.keyboard.press("Enter")  # type: ignore[attr-defined]
-        page.wait_for_selector("#chat .answer", timeout=60_000)  # type: ignore[attr-defined]
+        page.keyboard.type("كم عدد المندوبين الذين حضروا المؤتمر؟")
+        page.keyboard.press("Enter")
+        page.wait_for_selector("#chat .answer", timeout=60_000)
         _tab_to(page, "#ask")
         # Back into the answer: a badge opens and flashes its source, a source header folds it.
         _tab_to(page, "#chat sup.cite", back=True)
-        n = page.evaluate("() => document.activeElement.className.match(/cite-(\\d+)/)[1]")  # type: ignore[attr-defined]
-        page.locator(f"#chat details.source.src-{n}").evaluate("d => { d.open = false; }")  # type: ignore[attr-defined]
-        page.keyboard.press("Enter")  # type: ignore[attr-defined]
-        page.wait_for_function(  # type: ignore[attr-defined]
+        n = page.evaluate("() => document.activeElement.className.match(/cite-(\\d+)/)[1]")
+        page.locator(f"#chat details.source.src-{n}").evaluate("d => { d.open = false; }")
+        page.keyboard.press("Enter")
+        page.wait_for_function(
             "n => { const d = document.querySelector('#chat details.source.src-' + n); return d.open && d.classList.contains('flash'); }",
             arg=n,
             timeout=10_000,
         )
         _tab_to(page, "#chat details.source summary")
-        was_open = page.evaluate("() => document.activeElement.parentElement.open")  # type: ignore[attr-defined]
-        page.keyboard.press("Enter")  # type: ignore[attr-defined]
-        assert page.evaluate("() => document.activeElement.parentElement.open") is not was_open  # type: ignore[attr-defined]
+        was_open = page.evaluate("() => document.activeElement.parentElement.open")
+        page.keyboard.press("Enter")
+        assert page.evaluate("() => document.activeElement.parentElement.open") is not was_open
         _tab_to(page, "#lang input")
         # The documents tab, its picker, and the remove → confirm → cancel / confirm → restore cycle.
         _tab_to(page, "[role=tab]:not(.selected)")
-        page.keyboard.press("Enter")  # type: ignore[attr-defined]
-        page.locator("#to-remove").wait_for(state="visible")  # type: ignore[attr-defined]
+        page.keyboard.press("Enter")
+        page.locator("#to-remove").wait_for(state="visible")
         _tab_to(page, "#to-remove input")
         _choose_by_keyboard(page, "#to-remove", seed, then="#remove")
-        page.keyboard.press("Enter")  # type: ignore[attr-defined]
-        page.locator("#confirm-remove").wait_for(state="visible")  # type: ignore[attr-defined]
+        page.keyboard.press("Enter")
+        page.locator("#confirm-remove").wait_for(state="visible")
         _tab_to(page, "#confirm-remove-no")
-        page.keyboard.press("Enter")  # type: ignore[attr-defined]
-        page.locator("#confirm-remove").wait_for(state="hidden")  # type: ignore[attr-defined]
-        page.wait_for_function("() => document.activeElement.matches('#remove')", timeout=10_000)  # type: ignore[attr-defined]
+        page.keyboard.press("Enter")
+        page.locator("#confirm-remove").wait_for(state="hidden")
+        page.wait_for_function("() => document.activeElement.matches('#remove')", timeout=10_000)
         assert (docs / seed).exists()
-        page.keyboard.press("Enter")  # type: ignore[attr-defined]
-        page.locator("#confirm-remove").wait_for(state="visible")  # type: ignore[attr-defined]
+        page.keyboard.press("Enter")
+        page.locator("#confirm-remove").wait_for(state="visible")
         _tab_to(page, "#confirm-remove-yes")
-        page.keyboard.press("Enter")  # type: ignore[attr-defined]
-        page.wait_for_function(  # type: ignore[attr-defined]
+        page.keyboard.press("Enter")
+        page.wait_for_function(
             "() => document.querySelector('#upload-status textarea').value.startsWith('Removed')", timeout=60_000
         )
         assert not (docs / seed).exists()
-        page.wait_for_function("() => document.activeElement.matches('#remove')", timeout=10_000)  # type: ignore[attr-defined]
+        page.wait_for_function("() => document.activeElement.matches('#remove')", timeout=10_000)
         _tab_to(page, "#trash button, #trash .label-wrap")
-        page.keyboard.press("Enter")  # type: ignore[attr-defined]
-        page.locator("#trashed").wait_for(state="visible")  # type: ignore[attr-defined]
+        page.keyboard.press("Enter")
+        page.locator("#trashed").wait_for(state="visible")
         _tab_to(page, "#trashed input")
         _choose_by_keyboard(page, "#trashed", seed, then="#restore")
-        page.keyboard.press("Enter")  # type: ignore[attr-defined]
-        page.wait_for_function(  # type: ignore[attr-defined]
+        page.keyboard.press("Enter")
+        page.wait_for_function(
             "() => document.querySelector('#upload-status textarea').value.startsWith('Restored')", timeout=60_000
         )
         assert (docs / seed).exists()
         # Last, the language switch: Space on the other language reloads the page in it.
         _tab_to(page, "#lang input[value=ar]")
-        page.keyboard.press("Space")  # type: ignore[attr-defined]
-        page.wait_for_function("() => document.documentElement.lang === 'ar'", timeout=30_000)  # type: ignore[attr-defined]
+        page.keyboard.press("Space")
+        page.wait_for_function("() => document.documentElement.lang === 'ar'", timeout=30_000)
     finally:
-        page.context.close()  # type: ignore[attr-defined]
+        page.context.close()
 
 
-def _choose_by_keyboard(page: object, dropdown: str, text: str, then: str) -> None:
+def _choose_by_keyboard(page: Page, dropdown: str, text: str, then: str) -> None:
     """In a focused Gradio dropdown: type to filter, arrow down to the option, Enter to choose it;
     the focus then moves on to the button that acts on the choice (Gradio's dropdown drops it)."""
-    page.keyboard.type(text[:8])  # type: ignore[attr-defined]
-    page.get_by_role("option").filter(has_text=text).first.wait_for()  # type: ignore[attr-defined]
-    page.keyboard.press("ArrowDown")  # type: ignore[attr-defined]
-    page.keyboard.press("Enter")  # type: ignore[attr-defined]
-    page.wait_for_function(  # type: ignore[attr-defined]
+    page.keyboard.type(text[:8])
+    page.get_by_role("option").filter(has_text=text).first.wait_for()
+    page.keyboard.press("ArrowDown")
+    page.keyboard.press("Enter")
+    page.wait_for_function(
         "([s, text]) => document.querySelector(s + ' input').value.includes(text)", arg=[dropdown, text], timeout=10_000
     )
-    page.wait_for_function("s => document.activeElement.matches(s)", arg=then, timeout=10_000)  # type: ignore[attr-defined]
-    assert page.evaluate(FOCUSED)["visible"]  # type: ignore[attr-defined]
+    page.wait_for_function("s => document.activeElement.matches(s)", arg=then, timeout=10_000)
+    assert page.evaluate(FOCUSED)["visible"]
 
 
-def test_keyboard_reaches_and_presses_stop_while_an_answer_streams(browser: object, llm_server: str) -> None:
+def test_keyboard_reaches_and_presses_stop_while_an_answer_streams(browser: Browser, llm_server: str) -> None:
     page = _page(browser, llm_server, "en-US")
     try:
         _tab_to(page, "#question textarea")
-        page.keyboard.type("متى عقد المؤتمر؟")  # type: ignore[attr-defined]
-        page.keyboard.press("Enter")  # type: ignore[attr-defined]
-        page.wait_for_selector("#chat .streaming", timeout=60_000)  # type: ignore[attr-defined]
-        page.locator("#stop").wait_for(state="visible")  # type: ignore[attr-defined]
+        page.keyboard.type("متى عقد المؤتمر؟")
+        page.keyboard.press("Enter")
+        page.wait_for_selector("#chat .streaming", timeout=60_000)
+        page.locator("#stop").wait_for(state="visible")
         _tab_to(page, "#ask")
         _tab_to(page, "#stop")
-        page.keyboard.press("Enter")  # type: ignore[attr-defined]
-        page.locator("#stop").wait_for(state="hidden")  # type: ignore[attr-defined]
-        assert page.locator("#chat .answer:not(.streaming)").count() == 0  # type: ignore[attr-defined]
+        page.keyboard.press("Enter")
+        page.locator("#stop").wait_for(state="hidden")
+        assert page.locator("#chat .answer:not(.streaming)").count() == 0
     finally:
-        page.context.close()  # type: ignore[attr-defined]
+        page.context.close()

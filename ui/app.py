@@ -283,20 +283,20 @@ def build_app(pipeline: Pipeline, i18n: gr.I18n) -> gr.Blocks:
 
             answering = []
             for trigger in (send.click, question.submit):
-                started = trigger(lambda m: gr.update(visible=m == "llm"), mode, stop, api_name=False)
+                started = trigger(lambda m: gr.update(visible=m == "llm"), mode, stop, api_visibility="private")
                 answering.append(
                     started.then(
                         ask,
                         [question, chat, k, show_scores, mode, turns, page_lang],
                         [chat, question, turns],
-                        api_name=False,
+                        api_visibility="private",
                     )
                 )
-                answering[-1].then(lambda: gr.update(visible=False), None, stop, api_name=False).then(
+                answering[-1].then(lambda: gr.update(visible=False), None, stop, api_visibility="private").then(
                     None, js=SHOW_NEW_ANSWER
                 )
-            stop.click(lambda: gr.update(visible=False), None, stop, cancels=answering, api_name=False)
-            clear.click(lambda: ([], "", []), None, [chat, question, turns], api_name=False)
+            stop.click(lambda: gr.update(visible=False), None, stop, cancels=answering, api_visibility="private")
+            clear.click(lambda: ([], "", []), None, [chat, question, turns], api_visibility="private")
             # A plain endpoint for scripts and load tests: question in, answer JSON out.
             api_in = gr.Textbox(visible=False)
             api_out = gr.JSON(visible=False)
@@ -422,24 +422,24 @@ def build_app(pipeline: Pipeline, i18n: gr.I18n) -> gr.Blocks:
                 on_upload,
                 [upload, page_lang],
                 [*lists, status, results, upload],
-                api_name=False,
+                api_visibility="private",
                 show_progress_on=[upload],  # the bar over the drop area; the per-file list stays readable
             )
-            remove.click(on_remove, [to_remove, page_lang], [confirm_remove, confirm_text, status], api_name=False)
+            remove.click(on_remove, [to_remove, page_lang], [confirm_remove, confirm_text, status], api_visibility="private")
             really_remove.click(
-                on_confirm_remove, [to_remove, page_lang], [*lists, status, confirm_remove], api_name=False
+                on_confirm_remove, [to_remove, page_lang], [*lists, status, confirm_remove], api_visibility="private"
             ).then(None, js=back_to_remove)
-            keep.click(*hidden, confirm_remove, api_name=False).then(None, js=back_to_remove)
+            keep.click(*hidden, confirm_remove, api_visibility="private").then(None, js=back_to_remove)
             # Gradio's dropdown drops the focus when an option is chosen with Enter: it moves on to
             # the button that acts on the choice.
             to_remove.input(None, js=back_to_remove)
             trashed.input(None, js="() => document.querySelector('#restore').focus()")
-            restore.click(on_restore, [trashed, page_lang], [*lists, status], api_name=False)
-            empty.click(lambda: gr.update(visible=True), None, confirm_empty, api_name=False)
-            really_empty.click(on_empty, page_lang, [*lists, status, confirm_empty], api_name=False).then(
+            restore.click(on_restore, [trashed, page_lang], [*lists, status], api_visibility="private")
+            empty.click(lambda: gr.update(visible=True), None, confirm_empty, api_visibility="private")
+            really_empty.click(on_empty, page_lang, [*lists, status, confirm_empty], api_visibility="private").then(
                 None, js=back_to_empty
             )
-            keep_trash.click(*hidden, confirm_empty, api_name=False).then(None, js=back_to_empty)
+            keep_trash.click(*hidden, confirm_empty, api_visibility="private").then(None, js=back_to_empty)
 
         # The switch shows the page's language (chosen by HEAD from the browser or a stored choice);
         # changing it stores the choice and reloads the page in the other language.
@@ -451,7 +451,7 @@ def build_app(pipeline: Pipeline, i18n: gr.I18n) -> gr.Blocks:
             tabs = (gr.update(label=t(lang, "tab_chat")), gr.update(label=t(lang, "tab_documents")))
             return lang, *tabs, *refreshed(lang)
 
-        app.load(on_load, page_lang, [page_lang, chat_tab, documents_tab, *lists], js=CURRENT_LANGUAGE, api_name=False)
+        app.load(on_load, page_lang, [page_lang, chat_tab, documents_tab, *lists], js=CURRENT_LANGUAGE, api_visibility="private")
         page_lang.change(None, page_lang, None, js=SWITCH_LANGUAGE)
     return app
 
@@ -508,7 +508,7 @@ def _in_thread(work: Callable[[Callable[[E], None]], R], show: Callable[[E], Y])
     ok, value = outcome[0]
     if not ok:
         raise value
-    return value  # type: ignore[no-any-return]
+    return value
 
 
 def _table_headers(lang: str) -> list[str]:
