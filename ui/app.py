@@ -409,6 +409,8 @@ def _api_answer(pipeline: Pipeline, question: str) -> dict[str, Any]:
         return pipeline.ask(question).to_json()
     except QuestionError as exc:
         return {"question": shown, "error": str(exc)}
+    except IndexProblem as exc:  # the chat's and the HTTP API's message, word for word
+        return {"question": shown, "error": t("en", "index_unusable", reason=exc)}
     except Exception:
         log.exception("API question failed")
         return {"question": shown, "error": "Something went wrong while answering; please try again."}
