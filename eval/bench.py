@@ -547,6 +547,7 @@ def bench_milvus_server(
         seeds_cfg = config.replace(
             store="milvus", milvus_uri=server.uri, milvus_token=server.token, milvus_collection="bench_seeds"
         )
+        build_folder(seeds_cfg, load_embedder(config.embedder, config.embed_batch_size))
         seeds_questions = [q.question for q in load_jsonl(SEEDS_QUESTIONS)]
         for name, cfg in (("faiss", config.replace(index_dir=workdir / "seeds-index")), ("server", seeds_cfg)):
             pipeline = Pipeline(cfg)

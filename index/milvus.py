@@ -444,10 +444,7 @@ def _search_params(manifest: dict[str, Any]) -> dict[str, Any]:
     return {"metric_type": "IP", "params": {"ef": int(manifest.get("ef_search", DEFAULT_EF_SEARCH))}}
 
 
-_NO_REPLY = (
-    f"no reply within {_TIMEOUT_S:.0f} s (the server is frozen, overloaded or still starting: a restarted "
-    "server answers about a minute after it accepts connections); retry shortly"
-)
+_NO_REPLY = f"no reply within {_TIMEOUT_S:.0f} s (the server is frozen, overloaded or still starting); retry shortly"
 _REFUSED = "the server refused the credentials; set RAG_MILVUS_TOKEN to user:password (or an API key)"
 _UNREACHABLE = "the server is not reachable (stopped, restarting, or a wrong address); start it or fix --milvus-uri"
 

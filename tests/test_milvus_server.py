@@ -3,7 +3,7 @@ and every way a server fails (frozen, killed mid-batch, restarting, refusing the
 one clear line per question, the same message in the UI and the API, and a clean stderr.
 
 The server is the session's (tests/conftest.py); these tests skip, saying why, outside a
-loopback-only network namespace. The restart test runs last: it costs about a minute.
+loopback-only network namespace. The restart test runs last: it kills the session's server.
 """
 
 from __future__ import annotations
@@ -263,12 +263,12 @@ def test_one_process_builds_while_two_answer(milvus_server: Server, tmp_path: Pa
             answerer.close()
 
 
-# --- last: a restart costs about a minute ------------------------------------------------------------
+# --- last: it kills the session's server and starts it again ---------------------------------------
 
 
 def test_server_killed_mid_batch_then_restarted(batch: Batch, milvus_server: Server) -> None:
-    """A server that died mid-batch printed a 240-line traceback and ended the batch; a restarted
-    server accepts connections at once but answers only about a minute later."""
+    """A server that died mid-batch printed a 240-line traceback and ended the batch; and pymilvus's
+    shared connection kept failing at once after the server was back."""
     assert answered(batch.ask(QUESTIONS[0]))
     milvus_server.kill()
     failures = [batch.ask(q) for q in QUESTIONS[1:3]]
