@@ -133,7 +133,8 @@ def assert_clean(stderr: list[str], summary: str) -> None:
 
 @contextlib.contextmanager
 def frozen(server: Server) -> Iterator[None]:
-    """The server process stopped (SIGSTOP): connections stay open, nothing answers."""
+    """The server process stopped (SIGSTOP): connections stay open, nothing answers. Keep it short:
+    resumed after ~20 s, the server exits (measured: alive after a 10 s freeze, gone after 22 s)."""
     pid = server.server_pid()
     os.kill(pid, signal.SIGSTOP)
     try:
@@ -212,9 +213,12 @@ def test_ui_and_api_show_the_same_message(served: Config, milvus_server: Server)
     from ui.app import _api_answer
 
     pipeline = Pipeline(served)
-    with running(create_app(pipeline)) as url, frozen(milvus_server):
-        ui_error = _api_answer(pipeline, QUESTIONS[3])["error"]
-        reply = httpx.post(f"{url}/api/ask", json={"question": QUESTIONS[4]}, timeout=120)
+    # One freeze per call: a server frozen for ~20 s exits when it is resumed (its session expired).
+    with running(create_app(pipeline)) as url:
+        with frozen(milvus_server):
+            ui_error = _api_answer(pipeline, QUESTIONS[3])["error"]
+        with frozen(milvus_server):
+            reply = httpx.post(f"{url}/api/ask", json={"question": QUESTIONS[4]}, timeout=120)
     assert reply.status_code == 503
     assert reply.json()["error"]["message"] == ui_error
     assert "no reply within" in ui_error and milvus_server.uri in ui_error and "\n" not in ui_error
