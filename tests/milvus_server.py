@@ -248,8 +248,11 @@ def main(argv: list[str]) -> int:
             )
         os.execvp(command[0], command)
     if argv[:1] == ["serve"] and len(argv) == 2:
+        # SIGTERM too: a shell starts background jobs with SIGINT ignored.
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, signal.default_int_handler)
         with running(Path(argv[1])) as server:
-            print(f"Milvus {VERSION} at {server.uri}; Ctrl+C stops it", flush=True)
+            print(f"Milvus {VERSION} at {server.uri} (token {server.token}); Ctrl+C or SIGTERM stops it", flush=True)
             with contextlib.suppress(KeyboardInterrupt):
                 signal.pause()
         return 0
