@@ -348,7 +348,7 @@ class MilvusStore:
         """
         return "flat" if self.is_local or requested == "flat" else "hnsw"
 
-    def _create(self, dim: int, index_type: str) -> None:
+    def _create(self, dim: int, index_type: str = "flat") -> None:
         from pymilvus import DataType, MilvusClient
 
         for name in (self.collection, self.meta):
