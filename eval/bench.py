@@ -572,18 +572,11 @@ def bench_milvus(
         bm25 = corpus.bm25(n)
         retriever = HybridRetriever.from_config(config, index, corpus.embedder, bm25)
         # Milvus Lite answers each search over gRPC (~0.3 s): a few questions keep this to minutes.
-        sample = list(range(questions))
-        dense = latency(searcher(index.vectors, corpus.queries, 50), sample)
-
-        hybrid = latency(cold(corpus.embedder, retriever.invoke), [corpus.questions[i] for i in sample])
         row = {
             "chunks": n,
             "write_s": seconds,
             "rows_per_s": n / seconds,
-            "dense_p50_ms": dense["p50_ms"],
-            "dense_p95_ms": dense["p95_ms"],
-            "hybrid_p50_ms": hybrid["p50_ms"],
-            "hybrid_p95_ms": hybrid["p95_ms"],
+            **_milvus_latency(corpus, retriever, questions),
         }
         rows.append(row)
         print(
@@ -592,6 +585,113 @@ def bench_milvus(
         )
         target.client().close()
     return rows
+
+
+def _milvus_latency(corpus: SyntheticCorpus, retriever: HybridRetriever, questions: int) -> dict[str, float]:
+    """Dense search alone and the whole hybrid retrieval (empty embedding cache) over Milvus."""
+    sample = list(range(questions))
+    dense = latency(lambda i: retriever.index.vectors.search(corpus.queries[i : i + 1], 50), sample)
+    hybrid = latency(cold(corpus.embedder, retriever.invoke), [corpus.questions[i] for i in sample])
+    return {
+        "dense_p50_ms": dense["p50_ms"],
+        "dense_p95_ms": dense["p95_ms"],
+        "hybrid_p50_ms": hybrid["p50_ms"],
+        "hybrid_p95_ms": hybrid["p95_ms"],
+    }
+
+
+def bench_milvus_server(
+    corpus: SyntheticCorpus | None, sizes: list[int], config: Config, workdir: Path, questions: int
+) -> dict[str, Any]:
+    """A real Milvus server (tests/milvus_server.py, HNSW, searches at "Bounded"): hybrid retrieval on
+    the seeds beside FAISS in the same minute, then per synthetic size the write rate, dense and
+    hybrid latency, and what each app process pays at start-up for the BM25 side (reading every
+    chunk back, building BM25: seconds and resident MB). Skipped, with the reason, where the server
+    cannot run (not installed, or not inside a loopback-only network namespace)."""
+    from index.milvus import MilvusStore
+    from tests import milvus_server
+
+    if not milvus_server.installed():
+        return {"skipped": "no Milvus server installed (python -m tests.milvus_server install)"}
+    if not milvus_server.loopback_only():
+        return {
+            "skipped": "not in a loopback-only network namespace (run the bench through "
+            "`python -m tests.milvus_server loopback -- python -m eval.bench`)"
+        }
+    out: dict[str, Any] = {"version": milvus_server.VERSION, "load_average_before": os.getloadavg()[0], "rows": []}
+    with milvus_server.running(workdir / "milvus-server") as server:
+        seeds_cfg = config.replace(
+            store="milvus", milvus_uri=server.uri, milvus_token=server.token, milvus_collection="bench_seeds"
+        )
+        build_folder(seeds_cfg, load_embedder(config.embedder, config.embed_batch_size))
+        seeds_questions = [q.question for q in load_jsonl(SEEDS_QUESTIONS)]
+        for name, cfg in (("faiss", config.replace(index_dir=workdir / "seeds-index")), ("server", seeds_cfg)):
+            pipeline = Pipeline(cfg)
+            pipeline.embedder.clear_cache()
+            out[f"seeds_{name}"] = latency(lambda q, p=pipeline: p.retriever.invoke(q), seeds_questions)
+        out["index_type"] = pipeline.index.manifest["index_type"]
+        for n in sizes if corpus is not None else []:
+            target = MilvusStore(server.uri, f"bench_{n}", server.token)
+            chunks = [
+                Document(page_content=real.page_content, id=f"syn-{i}", metadata={**real.metadata, "id": f"syn-{i}"})
+                for i, real in ((i, corpus.chunks[i % len(corpus.chunks)]) for i in range(n))
+            ]
+            manifest = store.new_manifest("bench", corpus.dim, {})
+            manifest.update(index_type_requested="auto", ef_search=config.hnsw_ef_search)
+            changes = store.Changes(frozenset(), chunks, corpus.vectors(n))
+            _, write_s = timed(lambda t=target, m=manifest, c=changes: t.commit(m, c, None))
+            del chunks, changes
+            # What each app process pays at start-up: every chunk read back, then BM25 over their texts.
+            rss_before = rss_mb()
+            reader = MilvusStore(server.uri, f"bench_{n}", server.token)
+            index, load_s = timed(lambda r=reader: r.load())
+            retriever, bm25_s = timed(lambda i=index: HybridRetriever.from_config(config, i, corpus.embedder))
+            row = {
+                "chunks": n,
+                "write_s": write_s,
+                "load_s": load_s,
+                "bm25_build_s": bm25_s,
+                "process_mb": rss_mb() - rss_before,
+                **_milvus_latency(corpus, retriever, questions),
+            }
+            out["rows"].append(row)
+            print(f"  milvus server {n:>9,} chunks: hybrid p50 {row['hybrid_p50_ms']:.1f} ms", flush=True)
+            target.client().close()
+            reader.client().close()
+            del index, retriever
+    out["load_average_after"] = os.getloadavg()[0]
+    return out
+
+
+def _milvus_server_lines(result: dict[str, Any] | None) -> list[str]:
+    if not result:
+        return []
+    if "skipped" in result:
+        return ["## Milvus server", "", f"Skipped: {result['skipped']}.", ""]
+    faiss_p50, server_p50 = result["seeds_faiss"]["p50_ms"], result["seeds_server"]["p50_ms"]
+    return [
+        f"## Milvus server (milvus=={result['version']} standalone, {result['index_type']} on the seeds, searches at "
+        '"Bounded")',
+        "",
+        f"Load average {result['load_average_before']:.1f} before, {result['load_average_after']:.1f} after, on "
+        f"{os.cpu_count()} cores. Hybrid retrieval on the seeds ({result['seeds_server']['n']} questions): server p50 "
+        f"{server_p50:.1f} ms (p95 {result['seeds_server']['p95_ms']:.1f}), FAISS in the same minute p50 "
+        f"{faiss_p50:.1f} ms (p95 {result['seeds_faiss']['p95_ms']:.1f}).",
+        "",
+        "Per size: write = insert and read back; start-up = what each app process pays before its first answer "
+        "(read every chunk back, build BM25 over their texts) and the resident memory that adds.",
+        "",
+        "| chunks | write s | start-up read s | BM25 build s | process MB | dense p50 ms | dense p95 ms | hybrid p50 ms "
+        "| hybrid p95 ms |",
+        "|---|---|---|---|---|---|---|---|---|",
+        *[
+            f"| {r['chunks']:,} | {r['write_s']:.1f} | {r['load_s']:.1f} | {r['bm25_build_s']:.1f} | "
+            f"{r['process_mb']:.0f} | {r['dense_p50_ms']:.1f} | {r['dense_p95_ms']:.1f} | {r['hybrid_p50_ms']:.1f} | "
+            f"{r['hybrid_p95_ms']:.1f} |"
+            for r in result["rows"]
+        ],
+        "",
+    ]
 
 
 # --- report --------------------------------------------------------------------------------------
@@ -690,6 +790,7 @@ def report(results: dict[str, Any], path: Path, plot: Path) -> None:
             for r in results.get("milvus", [])
         ],
         "",
+        *_milvus_server_lines(results.get("milvus_server")),
         f"Peak RSS of the run: {results['peak_rss_mb']:.0f} MB.",
         "",
     ]
@@ -828,7 +929,7 @@ def _plot(rows: list[dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
-SECTIONS = ("documents", "lexical")  # the sections `--only` can run alone (no index needed)
+SECTIONS = ("documents", "lexical", "milvus_server")  # the sections `--only` can run alone
 REPORT_FILES = ("BENCHMARKS.md", "bench-latency.png", "benchmarks.json")
 
 
@@ -852,6 +953,16 @@ def add_sections(saved: Path, results: dict[str, Any], names: list[str]) -> dict
         base[name] = results[name]
         base.setdefault("measured", {})[name] = {k: results[k] for k in ("command", "date", "machine")}
     return base
+
+
+def _milvus_server_only(config: Config, workdir: Path, arcd: Path) -> dict[str, Any]:
+    """The Milvus server section alone, with what it needs (the seeds index, the ARCD model corpus)."""
+    try:
+        _, real = bench_ingestion(config, workdir, arcd, sample=2)
+        corpus = SyntheticCorpus(config, *real) if real else None
+        return bench_milvus_server(corpus, [100_000], config, workdir, 60)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -916,8 +1027,10 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{name}…", flush=True)
                 if name == "documents":
                     section("documents", bench_documents(workdir))
-                else:
+                elif name == "lexical":
                     section("lexical", bench_lexical(config, args.arcd, args.lexical_chunks, workdir))
+                else:
+                    section("milvus_server", _milvus_server_only(config, workdir, args.arcd))
         else:
             run_all(args, config, workdir, section)
     finally:
@@ -949,6 +1062,8 @@ def run_all(args: argparse.Namespace, config: Config, workdir: Path, section: Ca
     section("api", bench_api(config, workdir / "seeds-index"))
     if real is None:
         print(f"scaling skipped: {args.arcd} not found (its chunks are the model for the synthetic corpora)")
+        print("milvus server…", flush=True)
+        section("milvus_server", bench_milvus_server(None, [100_000], config, workdir, 60))
         return
     print("scaling…", flush=True)
     corpus = SyntheticCorpus(config, *real)
@@ -961,6 +1076,8 @@ def run_all(args: argparse.Namespace, config: Config, workdir: Path, section: Ca
     section("milvus_questions", milvus_questions)
     milvus_sizes = [10_000] if args.quick else [10_000, 100_000]
     section("milvus", bench_milvus(corpus, milvus_sizes, config, workdir, milvus_questions))
+    print("milvus server…", flush=True)
+    section("milvus_server", bench_milvus_server(corpus, [100_000], config, workdir, 60))
 
 
 if __name__ == "__main__":

@@ -1,5 +1,10 @@
 """`python -m rag ask "QUESTION" [--k N] [--index DIR] [--json]`; `ask --json -` answers stdin lines.
 
+A question the index store cannot answer (a Milvus server that is down, frozen, restarting or
+refuses the credentials) gets one error line, like a refused question, and the batch goes on: a
+restarting server answers again a minute later, and every call is bounded by the store's timeout.
+The batch then ends with a one-line summary on stderr and exit status 1.
+
 Follow-ups: `--history "EARLIER QUESTION"` (repeatable, oldest first) gives a question its conversation;
 `ask - --conversation` makes each stdin line a follow-up of the lines before it.
 """
@@ -100,16 +105,20 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2 if isinstance(exc, (QuestionError, ConfigError)) else 1
-    status = 0
+    status, asked, failed = 0, 0, 0
     # Earlier questions given on the command line have no answer; conversation turns keep theirs
     # (the LLM rewrite reads them, the extractive resolver reads only the questions).
     history: list[tuple[str, str]] = [(earlier, "") for earlier in args.history]
     for question in _questions(args):
         stream = pipeline.llm_enabled and not args.json
+        asked += 1
         try:
             answer = pipeline.ask(question, history=history, on_token=_print_token if stream else None)
         except UserError as exc:  # a bad question, or a store or endpoint that failed: this line only
-            status = max(status, 2 if isinstance(exc, QuestionError) else 1)
+            if isinstance(exc, QuestionError):
+                status = status or 2
+            else:
+                status, failed = 1, failed + 1
             if args.json:
                 print(json.dumps({"question": question, "error": str(exc)}, ensure_ascii=False), flush=True)
             else:
@@ -120,6 +129,8 @@ def main(argv: list[str] | None = None) -> int:
         if stream:
             print(flush=True)
         print(json.dumps(answer.to_json(), ensure_ascii=False) if args.json else render(answer, stream), flush=True)
+    if failed and args.question == "-":
+        print(f"error: {failed} of {asked} questions could not be answered (the index store failed)", file=sys.stderr)
     return status
 
 

@@ -9,6 +9,7 @@ in-process fakes, `make test-fast`), `integration` (the real encoder, stores, CL
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,11 +18,13 @@ from core.config import Config
 from index.build import build_folder
 from index.embed import DEFAULT_EMBEDDER, VectorEmbeddings, load_embedder
 from rag.chain import Pipeline
+from tests import milvus_server as server_tools
 from tests.helpers import SEEDS_DIR, SeedsIndex
 
 TIERS = {
     "unit": {"test_arabic", "test_load_chunk", "test_retrieve", "test_index_type", "test_lexical", "test_bench_report"},
-    "slow": {"test_crash", "test_load", "test_hostile", "test_formats", "test_stores", "test_bench", "test_ui_server"},
+    "slow": {"test_crash", "test_load", "test_hostile", "test_formats", "test_stores", "test_bench", "test_ui_server"}
+    | {"test_milvus_server"},
     "browser": {"test_ui_browser"},
 }
 
@@ -55,3 +58,22 @@ def seeds_index(tmp_path_factory: pytest.TempPathFactory, seeds_copy: Path, embe
 @pytest.fixture(scope="session")
 def seeds_pipeline(seeds_index: SeedsIndex) -> Pipeline:
     return Pipeline(seeds_index.config, index=seeds_index.index)
+
+
+@pytest.fixture(scope="session")
+def milvus_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[server_tools.Server]:
+    """One real Milvus server for the session (fresh data folder, authorization on), stopped at the
+    end whatever happened; the tests that need it skip, saying why, where it cannot run."""
+    if not server_tools.installed():
+        pytest.skip(
+            f"Milvus server tests skipped: no server at {server_tools.VENV}; "
+            "`make test` installs it (python -m tests.milvus_server install)"
+        )
+    if not server_tools.loopback_only():
+        pytest.skip(
+            "Milvus server tests skipped: not in a loopback-only network namespace (the server listens on all "
+            "interfaces); `make test` runs pytest in one (python -m tests.milvus_server loopback -- pytest), "
+            "which needs root or unprivileged user namespaces"
+        )
+    with server_tools.running(tmp_path_factory.mktemp("milvus-server")) as server:
+        yield server

@@ -1,4 +1,6 @@
-"""Both index stores (FAISS folder and Milvus Lite) behind the same build, load and answer paths."""
+"""Every index store (FAISS folder, Milvus Lite, a real Milvus server) behind the same build, load
+and answer paths. The server runs only inside a loopback-only network namespace (`make test`);
+elsewhere its parameters skip, saying why (tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +24,7 @@ from index.embed import VectorEmbeddings
 from rag.chain import Pipeline
 from tests.helpers import REPO_ROOT, SEEDS_DIR, CountingEmbedder, write_docs
 
-STORES = ["faiss", "milvus"]
+STORES = ["faiss", "milvus", "milvus-server"]
 MOSCOW_SOURCE = "001_e9389b4ffc57ddb8.txt"
 ARABIC_QUESTION = "متى عقد مؤتمر موسكو للأمن الدولي في نسخته الحادية عشرة؟"
 ENGLISH_QUESTION = "How many delegates attended the 2023 conference?"
@@ -45,9 +48,16 @@ DATES = (
 )
 
 
-def make_config(kind: str, docs: Path, tmp: Path, db: str = "m.db") -> Config:
-    config = Config(docs_dir=docs, index_dir=tmp / "index", store=kind)
-    return config.replace(milvus_uri=str(tmp / db)) if kind == "milvus" else config
+def make_config(kind: str, docs: Path, tmp: Path, request: pytest.FixtureRequest, db: str = "m.db") -> Config:
+    """FAISS in a folder, Milvus Lite in a file, or a fresh collection on the session's server."""
+    config = Config(docs_dir=docs, index_dir=tmp / "index", store="faiss" if kind == "faiss" else "milvus")
+    if kind == "milvus":
+        return config.replace(milvus_uri=str(tmp / db))
+    if kind == "milvus-server":
+        server = request.getfixturevalue("milvus_server")
+        collection = f"t_{uuid.uuid4().hex[:12]}"
+        return config.replace(milvus_uri=server.uri, milvus_token=server.token, milvus_collection=collection)
+    return config
 
 
 def free_closed_port() -> int:
@@ -84,7 +94,7 @@ def built(
     tmp = tmp_path_factory.mktemp(f"stores-{kind}")
     docs = tmp / "docs"
     shutil.copytree(SEEDS_DIR, docs)
-    config = make_config(kind, docs, tmp)
+    config = make_config(kind, docs, tmp, request)
     _, report = build_folder(config, embedder)
     return Built(kind, config, report, tmp)
 
@@ -158,11 +168,13 @@ def test_english_question(built: Built, pipeline: Pipeline) -> None:
 
 
 @pytest.mark.parametrize("kind", STORES)
-def test_incremental_updates(kind: str, tmp_path: Path, embedder: VectorEmbeddings) -> None:
+def test_incremental_updates(
+    kind: str, tmp_path: Path, embedder: VectorEmbeddings, request: pytest.FixtureRequest
+) -> None:
     docs = tmp_path / "docs"
     shutil.copytree(SEEDS_DIR, docs)
     write_docs(docs, {"nile.txt": NILE, "coffee.txt": COFFEE})
-    config = make_config(kind, docs, tmp_path, db="inc.db")
+    config = make_config(kind, docs, tmp_path, request, db="inc.db")
     counting = CountingEmbedder(embedder)
 
     def reload() -> store.StoredIndex:
@@ -220,7 +232,7 @@ def test_incremental_updates(kind: str, tmp_path: Path, embedder: VectorEmbeddin
 # --- Milvus only ---------------------------------------------------------------------------------
 
 
-MILVUS_ONLY = pytest.mark.parametrize("built", ["milvus"], indirect=True)
+MILVUS_ONLY = pytest.mark.parametrize("built", ["milvus", "milvus-server"], indirect=True)
 
 
 @MILVUS_ONLY
@@ -238,7 +250,7 @@ def test_milvus_second_client_loads_same_chunks(built: Built, embedder: VectorEm
 
     config = built.config
     first = store_for(config).load(embedder.name)
-    second = MilvusStore(config.milvus_uri, config.milvus_collection).load(embedder.name)
+    second = MilvusStore(config.milvus_uri, config.milvus_collection, config.milvus_token).load(embedder.name)
     assert second is not first
     assert [(c.metadata, c.page_content) for c in second.chunks] == [(c.metadata, c.page_content) for c in first.chunks]
     assert second.manifest["files"] == first.manifest["files"]

@@ -528,6 +528,8 @@ def _api_answer(pipeline: Pipeline, question: str) -> dict[str, Any]:
     shown = (question or "").encode("utf-8", "replace").decode("utf-8")
     try:
         return pipeline.ask(question).to_json()
+    except IndexProblem as exc:  # the chat's and the HTTP API's message, word for word
+        return {"question": shown, "error": t("en", "index_unusable", reason=exc)}
     except UserError as exc:
         return {"question": shown, "error": str(exc)}
     except Exception:

@@ -1,0 +1,264 @@
+"""A real Milvus server for the tests and the benchmark, run where it cannot be reached from outside.
+
+The store's server path (consistency levels, index types, a server that dies, freezes or restarts)
+cannot be tested against embedded Milvus Lite. PyPI's `milvus==2.3.5` (the newest Linux x86_64
+wheel of the "embedded Milvus" launcher; it has no Python dependencies) runs a standalone server
+from a data folder. It listens on all interfaces whatever its configuration says, so it only runs
+inside a loopback-only network namespace: `make test` runs pytest through `loopback` below, and the
+fixture refuses to start a server anywhere else.
+
+    python -m tests.milvus_server install             # the server's own venv, once (needs pip's network)
+    python -m tests.milvus_server loopback -- CMD...  # CMD in a new loopback-only network namespace
+    python -m tests.milvus_server serve DATA_DIR      # a server in the foreground (inside loopback only)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import fcntl
+import os
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+VERSION = "2.3.5"
+# Outside the repository: one install serves every checkout and survives `make clean`.
+VENV = Path(
+    os.environ.get("RAG_MILVUS_SERVER_VENV", Path.home() / ".cache" / "arabic-rag" / f"milvus-server-{VERSION}")
+)
+PORT = 19530
+# With authorization on, a wrong token is refused (off, the server accepts any); this is the
+# server's default superuser.
+TOKEN = "root:Milvus"
+HEALTH_PORT = 9091  # the launcher's default; free in a fresh namespace
+# Measured here: healthy 8–21 s after start on a fresh data folder, 9 s after a restart on the old
+# one once the launcher keeps its ports (2 cores under load 6–12).
+START_TIMEOUT_S = 120.0
+STOP_TIMEOUT_S = 15.0
+_MARKER = ".installed"
+_CLONE_NEWNET = 0x40000000
+_SIOCGIFFLAGS, _SIOCSIFFLAGS, _IFF_UP = 0x8913, 0x8914, 0x1
+
+
+# The launcher probes each port with a plain bind() and silently moves to the next free one when it
+# fails; after a kill the old connections keep the port in TIME_WAIT/FIN_WAIT for minutes, so a
+# restarted server listened on 19532 while clients kept calling 19530. The server itself binds with
+# SO_REUSEADDR (Go's default), so the probe does too; a port really in use still fails.
+_LAUNCH = """
+import socket, sys, milvus
+def probe(self, port):
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(("127.0.0.1", port))
+        sock.listen()
+        return sock
+    except OSError:
+        sock.close()
+        return None
+milvus.MilvusServerConfig.try_bind_port = probe
+sys.argv[0] = "milvus-server"
+sys.exit(milvus.main())
+"""
+
+
+def installed() -> bool:
+    return (VENV / _MARKER).is_file()
+
+
+def install() -> Path:
+    """The server's venv at VENV, built beside it and renamed into place so a failed install
+    leaves nothing half-made; a venv already there is kept."""
+    if installed():
+        return VENV
+    if VENV.exists():
+        raise SystemExit(f"{VENV} exists but is not a finished install by this tool: remove it and retry")
+    VENV.parent.mkdir(parents=True, exist_ok=True)
+    building = VENV.with_name(f"{VENV.name}.building-{os.getpid()}")
+    try:
+        subprocess.run([sys.executable, "-m", "venv", str(building)], check=True)
+        subprocess.run(
+            [str(building / "bin" / "python"), "-m", "pip", "install", "--quiet", f"milvus=={VERSION}"], check=True
+        )
+        (building / _MARKER).write_text(VERSION + "\n", encoding="utf-8")
+        building.rename(VENV)
+    finally:
+        shutil.rmtree(building, ignore_errors=True)
+    return VENV
+
+
+def interfaces() -> list[str]:
+    """Network interfaces of this process's namespace (/proc/net/dev is per namespace; /sys is not)."""
+    lines = Path("/proc/net/dev").read_text(encoding="ascii").splitlines()[2:]
+    return sorted(line.split(":", 1)[0].strip() for line in lines)
+
+
+def loopback_only() -> bool:
+    return interfaces() == ["lo"]
+
+
+def enter_loopback_namespace() -> str:
+    """Move this process into a new network namespace with only `lo`, up; '' on success, else why not."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.unshare(_CLONE_NEWNET) != 0:
+        return f"unshare(CLONE_NEWNET) failed: {os.strerror(ctypes.get_errno())} (needs root or user namespaces)"
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        request = struct.pack("16sH14s", b"lo", 0, b"")
+        flags = struct.unpack("16sH14s", fcntl.ioctl(sock, _SIOCGIFFLAGS, request))[1]
+        fcntl.ioctl(sock, _SIOCSIFFLAGS, struct.pack("16sH14s", b"lo", flags | _IFF_UP, b""))
+    return ""
+
+
+def healthy(port: int = HEALTH_PORT) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as response:
+            return b"OK" in response.read()
+    except OSError:
+        return False
+
+
+class Server:
+    """One `milvus-server` launcher and its server process, in their own process group."""
+
+    def __init__(self, data: Path, port: int = PORT) -> None:
+        self.data, self.port, self.token = data, port, TOKEN
+        self.uri = f"http://127.0.0.1:{port}"
+        self.launcher: subprocess.Popen[bytes] | None = None
+        self.watchdog: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Server:
+        if not loopback_only():
+            raise RuntimeError(
+                f"refusing to start Milvus outside a loopback-only namespace (interfaces {interfaces()})"
+            )
+        self.data.mkdir(parents=True, exist_ok=True)
+        log = open(self.data / "launcher.log", "ab")  # noqa: SIM115 - the child keeps it open
+        self.launcher = subprocess.Popen(
+            # The launcher reads bools with bool(str): any non-empty value turns authorization on.
+            [
+                str(VENV / "bin" / "python"),
+                "-c",
+                _LAUNCH,
+                "--data",
+                str(self.data),
+                "--proxy-port",
+                str(self.port),
+                "--authorization-enabled",
+                "1",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        log.close()
+        # A test process killed outright (a CI timeout's SIGKILL) runs no teardown: this shell then
+        # kills the server's group. Stopped first in `kill`, so it never outlives the group it names.
+        self.watchdog = subprocess.Popen(
+            ["sh", "-c", f"while kill -0 {os.getpid()}; do sleep 1; done 2>/dev/null; kill -KILL -{self.launcher.pid}"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not healthy(self.health_port()):
+            if self.launcher.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                tail = (self.data / "launcher.log").read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"Milvus server did not become healthy in {START_TIMEOUT_S:.0f} s:\n{tail}")
+            time.sleep(0.2)
+        config = (self.data / "configs" / "milvus.yaml").read_text(encoding="utf-8")
+        if f"port: {self.port}\n" not in config:
+            self.stop()
+            raise RuntimeError(
+                f"the Milvus launcher did not take port {self.port} (see {self.data}/configs/milvus.yaml)"
+            )
+        return self
+
+    def health_port(self) -> int:
+        """The launcher takes the first free port from 9091 up for /healthz (after a kill, 9091 can
+        still be in TIME_WAIT) and hands it to the server as METRICS_PORT."""
+        try:
+            environ = Path(f"/proc/{self.server_pid()}/environ").read_bytes().split(b"\0")
+        except (OSError, IndexError, ValueError):
+            return HEALTH_PORT
+        found = [int(e.split(b"=", 1)[1]) for e in environ if e.startswith(b"METRICS_PORT=")]
+        return found[0] if found else HEALTH_PORT
+
+    def server_pid(self) -> int:
+        """The server process (the launcher's child): the one to freeze or kill in failure tests."""
+        assert self.launcher is not None
+        return int(Path(f"/proc/{self.launcher.pid}/task/{self.launcher.pid}/children").read_text().split()[0])
+
+    def kill(self) -> None:
+        """SIGKILL to the whole group: a crash, as far as clients can tell."""
+        if self.watchdog is not None:
+            self.watchdog.kill()
+            self.watchdog.wait()
+            self.watchdog = None
+        if self.launcher is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.launcher.pid, signal.SIGKILL)
+            self.launcher.wait()
+            self.launcher = None
+
+    def stop(self) -> None:
+        """SIGINT to the launcher stops the server (SIGTERM to the server does not); SIGKILL to the
+        group if that takes too long or the server is frozen."""
+        if self.launcher is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.launcher.pid, signal.SIGCONT)  # a frozen server cannot stop
+            self.launcher.send_signal(signal.SIGINT)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.launcher.wait(STOP_TIMEOUT_S)
+        self.kill()
+
+
+@contextlib.contextmanager
+def running(data: Path) -> Iterator[Server]:
+    server = Server(data).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def main(argv: list[str]) -> int:
+    if argv[:1] == ["install"]:
+        print(f"Milvus server {VERSION}: {install()}")
+        return 0
+    if argv[:1] == ["loopback"] and "--" in argv:
+        command = argv[argv.index("--") + 1 :]
+        reason = enter_loopback_namespace()
+        if reason:
+            print(
+                f"note: running without a loopback-only network namespace ({reason}); the Milvus server tests "
+                "will skip",
+                file=sys.stderr,
+            )
+        os.execvp(command[0], command)
+    if argv[:1] == ["serve"] and len(argv) == 2:
+        # SIGTERM too: a shell starts background jobs with SIGINT ignored.
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, signal.default_int_handler)
+        with running(Path(argv[1])) as server:
+            print(f"Milvus {VERSION} at {server.uri} (token {server.token}); Ctrl+C or SIGTERM stops it", flush=True)
+            with contextlib.suppress(KeyboardInterrupt):
+                signal.pause()
+        return 0
+    print(__doc__, file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
