@@ -48,12 +48,16 @@ DATES = (
 )
 
 
-def make_config(kind: str, docs: Path, tmp: Path, request: pytest.FixtureRequest, db: str = "m.db") -> Config:
-    """FAISS in a folder, Milvus Lite in a file, or a fresh collection on the session's server."""
+def make_config(
+    kind: str, docs: Path, tmp: Path, request: pytest.FixtureRequest | None = None, db: str = "m.db"
+) -> Config:
+    """FAISS in a folder, Milvus Lite in a file, or a fresh collection on the session's server
+    (which needs the test's `request`, for the server fixture)."""
     config = Config(docs_dir=docs, index_dir=tmp / "index", store="faiss" if kind == "faiss" else "milvus")
     if kind == "milvus":
         return config.replace(milvus_uri=str(tmp / db))
     if kind == "milvus-server":
+        assert request is not None, "a milvus-server config needs the test's request"
         server = request.getfixturevalue("milvus_server")
         collection = f"t_{uuid.uuid4().hex[:12]}"
         return config.replace(milvus_uri=server.uri, milvus_token=server.token, milvus_collection=collection)
