@@ -590,7 +590,7 @@ def bench_milvus(
 def _milvus_latency(corpus: SyntheticCorpus, retriever: HybridRetriever, questions: int) -> dict[str, float]:
     """Dense search alone and the whole hybrid retrieval (empty embedding cache) over Milvus."""
     sample = list(range(questions))
-    dense = latency(lambda i: retriever.index.vectors.search(corpus.queries[i : i + 1], 50), sample)
+    dense = latency(searcher(retriever.index.vectors, corpus.queries, 50), sample)
     hybrid = latency(cold(corpus.embedder, retriever.invoke), [corpus.questions[i] for i in sample])
     return {
         "dense_p50_ms": dense["p50_ms"],
@@ -628,9 +628,10 @@ def bench_milvus_server(
         for name, cfg in (("faiss", config.replace(index_dir=workdir / "seeds-index")), ("server", seeds_cfg)):
             pipeline = Pipeline(cfg)
             pipeline.embedder.clear_cache()
-            out[f"seeds_{name}"] = latency(lambda q, p=pipeline: p.retriever.invoke(q), seeds_questions)
+            out[f"seeds_{name}"] = latency(pipeline.retriever.invoke, seeds_questions)
         out["index_type"] = pipeline.index.manifest["index_type"]
         for n in sizes if corpus is not None else []:
+            assert corpus is not None
             target = MilvusStore(server.uri, f"bench_{n}", server.token)
             chunks = [
                 Document(page_content=real.page_content, id=f"syn-{i}", metadata={**real.metadata, "id": f"syn-{i}"})
@@ -639,13 +640,13 @@ def bench_milvus_server(
             manifest = store.new_manifest("bench", corpus.dim, {})
             manifest.update(index_type_requested="auto", ef_search=config.hnsw_ef_search)
             changes = store.Changes(frozenset(), chunks, corpus.vectors(n))
-            _, write_s = timed(lambda t=target, m=manifest, c=changes: t.commit(m, c, None))
+            _, write_s = timed(partial(target.commit, manifest, changes, None))
             del chunks, changes
             # What each app process pays at start-up: every chunk read back, then BM25 over their texts.
             rss_before = rss_mb()
             reader = MilvusStore(server.uri, f"bench_{n}", server.token)
-            index, load_s = timed(lambda r=reader: r.load())
-            retriever, bm25_s = timed(lambda i=index: HybridRetriever.from_config(config, i, corpus.embedder))
+            index, load_s = timed(reader.load)
+            retriever, bm25_s = timed(partial(HybridRetriever.from_config, config, index, corpus.embedder))
             row = {
                 "chunks": n,
                 "write_s": write_s,

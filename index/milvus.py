@@ -28,11 +28,11 @@ from typing import Any
 import numpy as np
 from langchain_core.documents import Document
 
+from core.config import Config
 from index.chunk import MAX_CHUNK_CHARS
 from index.formats import LOCATION_KEYS
 from index.load import MAX_SOURCE_CHARS, safe_name
 from index.store import (
-    DEFAULT_EF_SEARCH,
     FORMAT_VERSION,
     HNSW_EF_CONSTRUCTION,
     HNSW_M,
@@ -117,8 +117,8 @@ class MilvusVectors:
         sims = np.full((len(queries), n), -1.0, dtype=np.float32)
         rows = np.full((len(queries), n), -1, dtype=np.int64)
         for qi, result in enumerate(hits):
-            known = [(h["distance"], self.row_of.get(h["id"])) for h in result]
-            for j, (distance, row) in enumerate(x for x in known if x[1] is not None):
+            known = [(h["distance"], row) for h in result if (row := self.row_of.get(h["id"])) is not None]
+            for j, (distance, row) in enumerate(known):
                 sims[qi, j], rows[qi, j] = distance, row
         return sims, rows
 
@@ -442,7 +442,7 @@ def _search_params(manifest: dict[str, Any]) -> dict[str, Any]:
     """HNSW's candidate list at search time (recall vs speed), from the manifest like FAISS's."""
     if manifest.get("index_type") != "hnsw":
         return {"metric_type": "IP"}
-    return {"metric_type": "IP", "params": {"ef": int(manifest.get("ef_search", DEFAULT_EF_SEARCH))}}
+    return {"metric_type": "IP", "params": {"ef": int(manifest.get("ef_search", Config.default("hnsw_ef_search")))}}
 
 
 _NO_REPLY = f"no reply within {_TIMEOUT_S:.0f} s (the server is frozen, overloaded or still starting); retry shortly"

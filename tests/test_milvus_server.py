@@ -165,7 +165,12 @@ def test_server_collection_is_hnsw_searched_with_bounded_consistency(
     milvus = index.vectors.store  # type: ignore[attr-defined]
     calls: list[dict[str, Any]] = []
     search = milvus.client().search
-    milvus.client().search = lambda *args, **kwargs: calls.append(kwargs) or search(*args, **kwargs)
+
+    def recorded(*args: Any, **kwargs: Any) -> Any:
+        calls.append(kwargs)
+        return search(*args, **kwargs)
+
+    milvus.client().search = recorded
     Pipeline(served, index=index).retriever.invoke(QUESTIONS[0])
     assert calls and all(c["consistency_level"] == "Bounded" for c in calls)
     assert all(c["search_params"]["params"]["ef"] >= index.manifest["ef_search"] for c in calls)

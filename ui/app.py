@@ -425,7 +425,9 @@ def build_app(pipeline: Pipeline, i18n: gr.I18n) -> gr.Blocks:
                 api_visibility="private",
                 show_progress_on=[upload],  # the bar over the drop area; the per-file list stays readable
             )
-            remove.click(on_remove, [to_remove, page_lang], [confirm_remove, confirm_text, status], api_visibility="private")
+            remove.click(
+                on_remove, [to_remove, page_lang], [confirm_remove, confirm_text, status], api_visibility="private"
+            )
             really_remove.click(
                 on_confirm_remove, [to_remove, page_lang], [*lists, status, confirm_remove], api_visibility="private"
             ).then(None, js=back_to_remove)
@@ -451,7 +453,13 @@ def build_app(pipeline: Pipeline, i18n: gr.I18n) -> gr.Blocks:
             tabs = (gr.update(label=t(lang, "tab_chat")), gr.update(label=t(lang, "tab_documents")))
             return lang, *tabs, *refreshed(lang)
 
-        app.load(on_load, page_lang, [page_lang, chat_tab, documents_tab, *lists], js=CURRENT_LANGUAGE, api_visibility="private")
+        app.load(
+            on_load,
+            page_lang,
+            [page_lang, chat_tab, documents_tab, *lists],
+            js=CURRENT_LANGUAGE,
+            api_visibility="private",
+        )
         page_lang.change(None, page_lang, None, js=SWITCH_LANGUAGE)
     return app
 
