@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextvars import ContextVar
 from typing import Any
 
@@ -18,7 +18,7 @@ from langchain_core.callbacks import CallbackManagerForChainRun
 from langchain_core.documents import Document
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 from langchain_core.runnables import RunnableSerializable
-from langchain_core.runnables.config import RunnableConfig, patch_config
+from langchain_core.runnables.config import RunnableConfig, patch_config, run_in_executor
 from pydantic import ConfigDict
 
 from core.config import Config
@@ -213,6 +213,15 @@ class LLMAnswerer(RunnableSerializable[dict[str, Any], str | Answer]):
         self, input: dict[str, Any], config: RunnableConfig | None = None, **kwargs: Any
     ) -> Iterator[str | Answer]:
         yield from self._transform_stream_with_config(iter([input]), self._stream_events, config)
+
+    async def astream(
+        self, input: dict[str, Any], config: RunnableConfig | None = None, **kwargs: Any
+    ) -> AsyncIterator[str | Answer]:
+        """`stream` for async callers: each piece is awaited from a worker thread, so the event loop
+        stays free while the endpoint is slow."""
+        events = self.stream(input, config)
+        while (event := await run_in_executor(config, next, events, None)) is not None:
+            yield event
 
     def _answer(self, input: dict[str, Any], run_manager: CallbackManagerForChainRun, config: RunnableConfig) -> Answer:
         *_, answer = self._events(input, patch_config(config, callbacks=run_manager.get_child()), streaming=False)

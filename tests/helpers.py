@@ -117,6 +117,13 @@ class UIServer:
             self.process.wait(timeout=timeout)
 
 
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nothing listens on right now (for a server to start on, or a client to be refused by)."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
 def run_cli(
     args: Sequence[str | bytes], env: Mapping[str, str], stdin: bytes | None = None, timeout: float = 300
 ) -> subprocess.CompletedProcess[bytes]:
@@ -147,9 +154,7 @@ def start_ui(
     timeout seconds, it is stopped and the test fails with the tail of its stderr.
     """
     bind = host or "127.0.0.1"
-    with socket.socket() as sock:
-        sock.bind((bind, 0))
-        port = int(sock.getsockname()[1])
+    port = free_port(bind)
     stderr_path = log_dir / f"ui-{port}.stderr"
     command = [sys.executable, "-m", "ui", "--port", str(port), *(["--host", host] if host else []), *args]
     with open(stderr_path, "wb") as stderr, open(log_dir / f"ui-{port}.stdout", "wb") as stdout:

@@ -8,7 +8,6 @@ import contextlib
 import json
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -32,7 +31,16 @@ from index.store import IndexMissing
 from rag.answer import Answer
 from rag.chain import Pipeline
 from tests.fake_openai import FakeOpenAI, Reply
-from tests.helpers import QUESTIONS_DIR, REPO_ROOT, SeedsIndex, UIServer, child_env, mark_async_tests, start_ui
+from tests.helpers import (
+    QUESTIONS_DIR,
+    REPO_ROOT,
+    SeedsIndex,
+    UIServer,
+    child_env,
+    free_port,
+    mark_async_tests,
+    start_ui,
+)
 
 openai = pytest.importorskip("openai")
 
@@ -61,9 +69,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, seeds_index: SeedsIndex) ->
     docs, index = root / "docs", root / "index"
     shutil.copytree(seeds_index.config.docs_dir, docs)
     shutil.copytree(seeds_index.config.index_dir, index)
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = int(sock.getsockname()[1])
+    port = free_port()
     stderr_path = root / "api.stderr"
     env = child_env(RAG_INDEX_DIR=str(index), RAG_DOCS_DIR=str(docs), RAG_API_KEY=KEY)
     with open(stderr_path, "wb") as stderr:

@@ -6,10 +6,10 @@ HTML. Endpoint failures must end in the labelled extractive fallback, never an e
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -24,10 +24,10 @@ from index.embed import VectorEmbeddings
 from index.store import StoredIndex
 from rag.answer import ABSTAIN_MESSAGE, Answer, Citation
 from rag.chain import Pipeline
-from rag.llm import MAX_HISTORY_TURNS, NOT_FOUND, REWRITE_PROMPT, verified_short_answer
+from rag.llm import MAX_HISTORY_TURNS, NOT_FOUND, REWRITE_PROMPT, LLMAnswerer, verified_short_answer
 from rag.retrieve import HybridRetriever
 from tests.fake_openai import Behaviour, BrokenStream, FakeOpenAI, Malformed, Reply, Slow, Status, Trickle
-from tests.helpers import REPO_ROOT, SeedsIndex, write_docs
+from tests.helpers import REPO_ROOT, SeedsIndex, free_port, write_docs
 from ui.app import _ask
 from ui.render import answer_message, escape_text
 
@@ -113,12 +113,6 @@ def assert_fallback(answer: Answer, extractive: Answer, *reason: str) -> None:
     assert answer.answer.strip() and answer.answer == extractive.answer
     assert answer.citations and not answer.abstained
     assert answer.to_json()["mode"] == "extractive-fallback"
-
-
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 # --- a correct, cited answer ---------------------------------------------------------------------------
@@ -297,7 +291,7 @@ def test_http_error_falls_back_with_the_status(
 
 @pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
 def test_unreachable_endpoint_falls_back(seeds_index: SeedsIndex, extractive: Answer, stream: bool) -> None:
-    pipeline = llm_pipeline(seeds_index.config, seeds_index.index, f"http://127.0.0.1:{closed_port()}/v1")
+    pipeline = llm_pipeline(seeds_index.config, seeds_index.index, f"http://127.0.0.1:{free_port()}/v1")
     started = time.monotonic()
     answer, _ = ask_collecting(pipeline, QUESTION, stream)
     assert_fallback(answer, extractive, "cannot be reached")
@@ -672,3 +666,16 @@ def test_closing_the_stream_early_closes_the_llm_request(pipeline: Pipeline, fak
     while fake.abandoned == 0 and time.monotonic() < deadline:
         time.sleep(0.05)
     assert fake.abandoned == 1
+
+
+def test_answerer_astream_yields_what_stream_yields(pipeline: Pipeline, fake: FakeOpenAI) -> None:
+    answerer = LLMAnswerer(config=pipeline.config, fallback=pipeline.answerer)
+    question = {"question": QUESTION, "documents": pipeline.retriever.invoke(QUESTION)}
+
+    async def collect() -> list[str | Answer]:
+        return [event async for event in answerer.astream(question)]
+
+    fake.script(Trickle(CITED, delay=0.02, pieces=5))
+    *pieces, answer = asyncio.run(collect())
+    assert isinstance(answer, Answer) and answer.mode == "llm" and answer.answer == CITED, answer
+    assert len(pieces) > 1 and "".join(str(p) for p in pieces).strip() == CITED

@@ -8,7 +8,6 @@ import itertools
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -22,7 +21,7 @@ from index.build import build_folder
 from index.embed import VectorEmbeddings
 from rag.answer import Answer, Citation
 from rag.chain import Pipeline
-from tests.helpers import REPO_ROOT, SEEDS_DIR
+from tests.helpers import REPO_ROOT, SEEDS_DIR, free_port
 from ui.documents import DocumentLibrary, UploadReport, safe_name
 from ui.render import answer_message, escape_text
 
@@ -454,12 +453,6 @@ def test_same_name_upload_keeps_the_previous_version_in_the_trash(library: Docum
 
 
 # --- python -m ui refuses to expose documents without a login ---------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.mark.parametrize("credentials", [{}, {"RAG_UI_USERNAME": "admin"}], ids=["none", "no-password"])
