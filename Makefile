@@ -25,12 +25,15 @@ ask: $(VENV)/.installed
 
 # The Milvus server tests need the server (its own cached venv, installed here while pip can reach
 # the registry) and a loopback-only network namespace, which `loopback` enters when the machine
-# allows it (root or user namespaces; otherwise those tests skip and say why).
+# allows it (root or user namespaces; otherwise those tests skip and say why). Only they run in it:
+# inside, the 50-concurrent-clients UI test timed out fetching Gradio's API info in 3 of 5 runs
+# (0 of 5 outside; cause not found yet).
 test: $(VENV)/.installed
 	$(PY) -m ruff check .
 	$(PY) -m mypy
 	$(PY) -m tests.milvus_server install
-	$(PY) -m tests.milvus_server loopback -- $(PY) -m pytest -q
+	$(PY) -m pytest -q -m "not milvus_server"
+	$(PY) -m tests.milvus_server loopback -- $(PY) -m pytest -q -m milvus_server
 
 test-fast: $(VENV)/.installed
 	$(PY) -m pytest -q -m unit

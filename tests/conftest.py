@@ -34,6 +34,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         module = item.nodeid.split("::", 1)[0].rsplit("/", 1)[-1].removesuffix(".py")
         tier = next((name for name, modules in TIERS.items() if module in modules), "integration")
         item.add_marker(getattr(pytest.mark, tier))
+        if module == "test_milvus_server" or "milvus-server" in item.nodeid:
+            item.add_marker(pytest.mark.milvus_server)
 
 
 @pytest.fixture(scope="session")
