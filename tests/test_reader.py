@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-from rag.reader import Reading, ReaderNet, ReaderWeightsError, Window, load_base, load_reader, read, windows
+from rag.reader import BaseModel, ReaderNet, ReaderWeightsError, Reading, Window, load_base, load_reader, read, windows
 from rag.tokens import default_model
 
 FIRST = 11  # one top layer: enough for these cases, and quick
 
 
 @pytest.fixture(scope="module")
-def base():  # type: ignore[no-untyped-def]
+def base() -> BaseModel:
     return load_base(default_model(), FIRST)
 
 
@@ -26,7 +26,7 @@ def _tiny_case(seed: int = 0) -> tuple[np.ndarray, int, int]:
 
 
 @pytest.mark.parametrize("mode", ["full", "lora", "bitfit"])
-def test_each_mode_learns_to_mark_a_span(base, mode: str) -> None:  # type: ignore[no-untyped-def]
+def test_each_mode_learns_to_mark_a_span(base: BaseModel, mode: str) -> None:
     torch.manual_seed(0)
     net = ReaderNet(base, FIRST, mode, rank=4)
     states, first, last = _tiny_case()
@@ -44,7 +44,7 @@ def test_each_mode_learns_to_mark_a_span(base, mode: str) -> None:  # type: igno
     assert (int(start.argmax()), int(end.argmax())) == (first, last)
 
 
-def test_only_the_modes_parameters_train(base) -> None:  # type: ignore[no-untyped-def]
+def test_only_the_modes_parameters_train(base: BaseModel) -> None:
     sizes = {
         mode: sum(p.numel() for p in ReaderNet(base, FIRST, mode, 8).trained().values())
         for mode in ("full", "lora", "bitfit")
@@ -84,7 +84,7 @@ def test_reading_picks_the_best_allowed_span() -> None:
     assert reading.span_score(5, 19) == pytest.approx(score)
 
 
-def test_read_merges_overlapping_windows(base) -> None:  # type: ignore[no-untyped-def]
+def test_read_merges_overlapping_windows(base: BaseModel) -> None:
     net = ReaderNet(base, FIRST, "bitfit")
     states, _, _ = _tiny_case()
     a = Window(np.zeros(20, np.int32), 3, np.array([0, 4, 8]), np.array([3, 7, 11]))
@@ -99,7 +99,7 @@ def test_read_merges_overlapping_windows(base) -> None:  # type: ignore[no-untyp
     assert merged.end_logp[3] == only_b.end_logp[1]
 
 
-def test_saved_reader_loads_back_with_the_same_outputs(base, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_saved_reader_loads_back_with_the_same_outputs(base: BaseModel, tmp_path: Path) -> None:
     torch.manual_seed(1)
     net = ReaderNet(base, FIRST, "lora", 4)
     with torch.no_grad():
@@ -120,10 +120,10 @@ def _rewrite(path: Path, out: Path, **meta_changes: object) -> None:
         arrays = {k: npz[k] for k in npz.files}
     meta = {**json.loads(str(arrays["meta"])), **meta_changes}
     arrays["meta"] = np.array(json.dumps(meta))
-    np.savez(out, **arrays)  # type: ignore[arg-type]
+    np.savez(out, **arrays)
 
 
-def test_loader_rejects_corrupt_and_mismatched_files(base, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_loader_rejects_corrupt_and_mismatched_files(base: BaseModel, tmp_path: Path) -> None:
     good = tmp_path / "good.npz"
     ReaderNet(base, FIRST, "lora", 4).save(good, {})
     corrupt = tmp_path / "corrupt.npz"
