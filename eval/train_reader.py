@@ -212,11 +212,14 @@ def main() -> None:
     parser.add_argument("--squad", type=Path, default=ARCD)
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--only-fold", type=int, help="run one fold only (a quick signal)")
-    parser.add_argument("--layer", type=int, default=10, help="layers run frozen in the C engine")
-    parser.add_argument("--mode", choices=("full", "lora", "bitfit"), default="lora")
-    parser.add_argument("--rank", type=int, default=8)
-    parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--lr", type=float, default=1e-4)
+    # Fold 0 of ARCD (144 held-out questions, gold paragraph, eval/RESULTS.md): the number of tuned
+    # layers matters most: F1 0.206 tuning the top 2 (layer 10) and 0.346 tuning the top 4 (layer 8),
+    # both full, 5-6 epochs at 3e-4; LoRA (rank 16) matched full tuning at layer 10 (0.203).
+    parser.add_argument("--layer", type=int, default=8, help="layers run frozen in the C engine")
+    parser.add_argument("--mode", choices=("full", "lora", "bitfit"), default="full")
+    parser.add_argument("--rank", type=int, default=16, help="LoRA rank")
+    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--lr", type=float, default=3e-4, help="learning rate of the tuned layers")
     parser.add_argument("--head-lr", type=float, default=1e-3, help="learning rate of the start/end head")
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--length", type=int, default=384, help="positions per window")
