@@ -78,7 +78,7 @@ def test_stopping_early_gives_other_states_and_a_bad_layer_count_is_refused(enco
             encoder.forward([ids], layers)
 
 
-@pytest.mark.parametrize("first", [8, 10])
+@pytest.mark.parametrize("first", [6, 8, 10])
 def test_torch_top_layers_continue_the_engine(encoder: TokenEncoder, first: int) -> None:
     """The reader's top layers (dequantised 4-bit weights in float32) on the engine's layer-`first`
     states reproduce the engine's own final states; the engine quantises activations to 8 bits,
