@@ -391,7 +391,8 @@ def locate(text: str, phrase: str) -> tuple[int, int] | None:
 
 
 _QUESTION_TYPES: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
-    (kind, re.compile(rf"(^| )({words})( |$)"))
+    # A follow-up joins the conjunction و or ف to its question word ("ومتى تأسس؟", "فكيف رد؟").
+    (kind, re.compile(rf"(^| )[وف]?({words})( |$)"))
     for kind, words in (
         # Patterns are tried on normalised text; the earliest match wins and, at the same place,
         # the earlier line ("اي عام" is a when before a which, "ما عدد" a how-many before a what).

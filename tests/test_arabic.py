@@ -318,6 +318,18 @@ def test_locate_does_not_match_inside_a_word() -> None:
         ("What did Putin call the regime?", "what"),
         ("Why did the war last so long?", "why"),
         ("عاصمة مصر", "other"),
+        # Follow-ups start with the conjunction و or ف joined to the question word.
+        ("ومتى تأسس؟", "when"),
+        ("وكم دولة شاركت فيه؟", "how_many"),
+        ("ومن ألقى الكلمة الافتتاحية فيه؟", "who"),
+        ("وأين عقد؟", "where"),
+        ("ولماذا؟", "why"),
+        ("فكيف رد الغرب؟", "how"),
+        ("وأي دولة زار أيضاً؟", "which"),
+        ("وماذا قال عن الناتو؟", "what"),
+        ("وهل حضرته الصين؟", "yes_no"),
+        # ...but a word that only starts with those letters is not a question word.
+        ("وفد إيران في المؤتمر", "other"),
     ],
 )
 def test_question_type(question: str, kind: str) -> None:
