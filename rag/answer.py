@@ -19,7 +19,7 @@ from langchain_core.runnables.config import RunnableConfig
 from pydantic import ConfigDict
 
 from core.config import Config
-from index.arabic import language, question_type, terms
+from index.arabic import language, question_type, skeleton, terms
 from index.embed import VectorEmbeddings
 from rag.extract import Sentence, Span, sentence_candidates, span_candidates
 from rag.scoring import AnswerScoring
@@ -162,7 +162,7 @@ class ExtractiveAnswerer(RunnableSerializable[dict[str, Any], Answer]):
         q_terms = set(terms(question))
         q_weight = {t: self.term_weight(t) for t in q_terms}
         total = sum(q_weight.values()) or 1.0
-        lexical = np.array([sum(q_weight[t] for t in q_terms & set(terms(c.text))) / total for c in sentences])
+        lexical = np.array([self._coverage(q_weight, set(terms(c.text))) / total for c in sentences])
         kind_asked = question_type(question)
         wants_date, wants_number = kind_asked == "when", kind_asked == "how_many"
         kind = np.array(
@@ -192,6 +192,17 @@ class ExtractiveAnswerer(RunnableSerializable[dict[str, Any], Answer]):
             # similarity stands in for lexical coverage.
             columns[0] = columns[1]
         return np.column_stack(columns).astype(np.float32)
+
+    def _coverage(self, q_weight: dict[str, float], sentence_terms: set[str]) -> float:
+        """Weight of the question's terms found in a sentence; a term found only as another form of
+        the same action (تأسس asked, تأسيسه written) earns `soft_match_credit` of its weight."""
+        exact = sum(w for t, w in q_weight.items() if t in sentence_terms)
+        credit = self.scoring.soft_match_credit
+        if not credit:
+            return exact
+        shapes = {skeleton(t) for t in sentence_terms} - {""}
+        soft = sum(w for t, w in q_weight.items() if t not in sentence_terms and skeleton(t) in shapes)
+        return exact + credit * soft
 
     def short_answer(
         self,

@@ -154,3 +154,20 @@ def test_answer_type_column_follows_the_question_word(question: str, typed: int 
     sentences = sentence_candidates([PASSAGE], max_words=45)
     type_match = answerer.features(question, [PASSAGE], sentences)[:, 3]
     assert list(type_match) == [float(i == typed) for i in range(len(sentences))]
+
+
+def test_lexical_coverage_credits_another_form_of_the_questions_verb() -> None:
+    from rag.answer import ExtractiveAnswerer
+    from tests.helpers import HashEmbedder
+
+    founded = Document(
+        page_content="ويعقد المؤتمر كل سنة في موسكو. ومُنذ تأسيسه عام 2012 تغير الكثير في العالم.",
+        metadata={"title": "t", "source": "b.txt", "start": 0, "end": 0},
+    )
+    sentences = sentence_candidates([founded], max_words=45)
+    scoring = AnswerScoring.from_config(Config())
+    answerer = ExtractiveAnswerer(embedder=HashEmbedder(), term_weight=lambda t: 1.0, scoring=scoring, max_words=45)
+    lexical = answerer.features("متى تأسس؟", [founded], sentences)[:, 0]
+    assert lexical[1] == pytest.approx(scoring.soft_match_credit) and lexical[0] == 0.0
+    scoring.soft_match_credit = 0.0
+    assert answerer.features("متى تأسس؟", [founded], sentences)[1, 0] == 0.0
