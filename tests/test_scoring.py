@@ -171,3 +171,14 @@ def test_lexical_coverage_credits_another_form_of_the_questions_verb() -> None:
     assert lexical[1] == pytest.approx(scoring.soft_match_credit) and lexical[0] == 0.0
     scoring.soft_match_credit = 0.0
     assert answerer.features("متى تأسس؟", [founded], sentences)[1, 0] == 0.0
+
+
+def test_train_span_varies_only_numeric_scoring_fields() -> None:
+    import argparse
+
+    from eval.train_span import scoring_change
+
+    assert scoring_change("soft_match_credit=0") == ("soft_match_credit", 0.0)
+    for bad in ("span_weights=x", "no_such_field=1", "soft_match_credit=high"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            scoring_change(bad)
