@@ -161,8 +161,9 @@ class ExtractiveAnswerer(RunnableSerializable[dict[str, Any], Answer]):
         """Per-sentence features (columns as in `AnswerScoring.sentence_weights`)."""
         q_terms = set(terms(question))
         q_weight = {t: self.term_weight(t) for t in q_terms}
+        q_shapes = {t: skeleton(t) for t in q_terms}
         total = sum(q_weight.values()) or 1.0
-        lexical = np.array([self._coverage(q_weight, set(terms(c.text))) / total for c in sentences])
+        lexical = np.array([self._coverage(q_weight, q_shapes, set(terms(c.text))) / total for c in sentences])
         kind_asked = question_type(question)
         wants_date, wants_number = kind_asked == "when", kind_asked == "how_many"
         kind = np.array(
@@ -193,7 +194,7 @@ class ExtractiveAnswerer(RunnableSerializable[dict[str, Any], Answer]):
             columns[0] = columns[1]
         return np.column_stack(columns).astype(np.float32)
 
-    def _coverage(self, q_weight: dict[str, float], sentence_terms: set[str]) -> float:
+    def _coverage(self, q_weight: dict[str, float], q_shapes: dict[str, str], sentence_terms: set[str]) -> float:
         """Weight of the question's terms found in a sentence; a term found only as another form of
         the same action (تأسس asked, تأسيسه written) earns `soft_match_credit` of its weight."""
         exact = sum(w for t, w in q_weight.items() if t in sentence_terms)
@@ -201,7 +202,7 @@ class ExtractiveAnswerer(RunnableSerializable[dict[str, Any], Answer]):
         if not credit:
             return exact
         shapes = {skeleton(t) for t in sentence_terms} - {""}
-        soft = sum(w for t, w in q_weight.items() if t not in sentence_terms and skeleton(t) in shapes)
+        soft = sum(w for t, w in q_weight.items() if t not in sentence_terms and q_shapes[t] in shapes)
         return exact + credit * soft
 
     def short_answer(
