@@ -1,4 +1,4 @@
-"""`python -m eval.train_span [--squad FILE] [--folds 5] [--out rag/span_weights.json]`: train the
+"""`python -m eval.train_span [--squad FILE] [--folds 5] [--out rag/span_weights.json] [--scoring NAME=VALUE]`: train the
 short answer span ranker and report its held-out quality.
 
 For every answerable question the pipeline retrieves passages and ranks sentences exactly as at
@@ -13,7 +13,7 @@ Only these held-out numbers are reported. The shipped weights are then fitted on
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +30,7 @@ from eval.runner import Corpus, for_corpus, prepare_index, short_answer_scores
 from rag.answer import ExtractiveAnswerer
 from rag.chain import Pipeline, clean_question
 from rag.extract import FEATURES, Sentence, SpanModel, sentence_candidates, span_candidates
-from rag.scoring import SPAN_WEIGHTS
+from rag.scoring import SPAN_WEIGHTS, AnswerScoring
 
 # L2 strength: held-out short F1 on ARCD 0.301 / 0.300 at 0.001 / 0.01 (python -m eval.train_span --l2 ...).
 L2 = 0.01
@@ -161,6 +161,19 @@ def cross_validate(pipeline: Pipeline, cases: list[Case], folds: int, l2: float)
     }
 
 
+def scoring_change(text: str) -> tuple[str, float]:
+    """`NAME=VALUE` for a numeric `AnswerScoring` field (argparse type), so a comparison run varies
+    exactly what the answerer runs with."""
+    name, _, value = text.partition("=")
+    numeric = {f.name for f in fields(AnswerScoring) if f.type in ("float", "int")}
+    if name not in numeric:
+        raise argparse.ArgumentTypeError(f"{name!r} is not one of {', '.join(sorted(numeric))}")
+    try:
+        return name, float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{name}: {value!r} is not a number") from None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m eval.train_span", description=__doc__)
     parser.add_argument("--squad", type=Path, default=ARCD)
@@ -168,11 +181,24 @@ def main() -> None:
     parser.add_argument("--l2", type=float, action="append", help=f"L2 strength(s) to compare (default {L2})")
     parser.add_argument("--out", type=Path, default=SPAN_WEIGHTS, help="where to write the weights")
     parser.add_argument("--no-write", action="store_true", help="only report the cross-validation")
+    parser.add_argument(
+        "--scoring",
+        type=scoring_change,
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="change a numeric AnswerScoring field for this run (e.g. soft_match_credit=0), to compare",
+    )
     args = parser.parse_args()
+    if args.scoring and not args.no_write:
+        parser.error("--scoring is for comparisons: add --no-write (the shipped weights go with the shipped scoring)")
     documents, questions = load_squad(args.squad)
     corpus = Corpus(f"squad-{args.squad.stem}", documents=tuple(documents))
     config = for_corpus(Config.from_env(), corpus)
     pipeline = Pipeline(config, index=prepare_index(config, corpus, show_progress=True))
+    for name, value in args.scoring:
+        kind = type(getattr(pipeline.answerer.scoring, name))
+        setattr(pipeline.answerer.scoring, name, kind(value))
     cases = retrieve(pipeline, [q for q in questions if q.answerable])
     label(pipeline.answerer, cases)
     for l2 in args.l2 or [L2]:

@@ -127,6 +127,22 @@ def terms(text: str) -> list[str]:
     return [stem(t) for t in tokenize(text) if t not in STOPWORDS]
 
 
+_LONG_VOWELS = str.maketrans("", "", "اويىة")
+
+
+def skeleton(term: str) -> str:
+    """A stem's consonants, without long vowels and a verbal-noun م prefix: the verb and the noun
+    of one action meet (تأسس/تأسيسه -> تسس, انعقد/انعقاد -> نعقد, شارك/المشاركة -> شرك), which
+    light stemming keeps apart on purpose (it would also merge unrelated words sharing a root).
+    Empty for short or non-Arabic terms, where the consonants say too little."""
+    if not _ARABIC_LETTER_RE.match(term):
+        return ""
+    bare = term.translate(_LONG_VOWELS)
+    if len(bare) > 3 and bare[0] == "م":
+        bare = bare[1:]
+    return bare if len(bare) >= 3 else ""
+
+
 def language(text: str) -> str:
     """'ar' when Arabic letters dominate, else 'en'; decides the language of replies."""
     arabic = len(_ARABIC_LETTER_RE.findall(text))
@@ -391,7 +407,8 @@ def locate(text: str, phrase: str) -> tuple[int, int] | None:
 
 
 _QUESTION_TYPES: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
-    (kind, re.compile(rf"(^| )({words})( |$)"))
+    # A follow-up joins the conjunction و or ف to its question word ("ومتى تأسس؟", "فكيف رد؟").
+    (kind, re.compile(rf"(^| )[وف]?({words})( |$)"))
     for kind, words in (
         # Patterns are tried on normalised text; the earliest match wins and, at the same place,
         # the earlier line ("اي عام" is a when before a which, "ما عدد" a how-many before a what).

@@ -19,7 +19,7 @@ from langchain_core.runnables.config import RunnableConfig
 from pydantic import ConfigDict
 
 from core.config import Config
-from index.arabic import language, terms
+from index.arabic import language, question_type, skeleton, terms
 from index.embed import VectorEmbeddings
 from rag.extract import Sentence, Span, sentence_candidates, span_candidates
 from rag.scoring import AnswerScoring
@@ -32,10 +32,6 @@ _YEAR_OR_DATE_RE = re.compile(
     r"\b(1[0-9]{3}|20[0-9]{2})\b|[0-9٠-٩]{1,2}\s*(يناير|فبراير|مارس|أبريل|ابريل|مايو|يونيو|يوليو|أغسطس|اغسطس|سبتمبر|أكتوبر|اكتوبر|نوفمبر|ديسمبر)"
 )
 _NUMBER_RE = re.compile(r"[0-9٠-٩]")
-_WHEN = re.compile(
-    r"(^|\s)(متى|متي|امتى|إمتى|امتي|when|what year|which year|في اي عام|في أي عام|في اي سنة|في أي سنة)(\s|$)", re.I
-)
-_HOW_MANY = re.compile(r"(^|\s)(كم|قديش|how many|how much|what number)(\s|$)", re.I)
 # A citation marker as the UI turns it into a badge ([3], also with Arabic-Indic digits: [٣]).
 MARKER_RE = re.compile(r"\[(\d+)\]")
 _FOOTNOTE_RE = re.compile(r"\[(\d+(?:\s*[,،]\s*\d+)*)\]")  # also [3, 4], which an LLM reply may use
@@ -165,9 +161,11 @@ class ExtractiveAnswerer(RunnableSerializable[dict[str, Any], Answer]):
         """Per-sentence features (columns as in `AnswerScoring.sentence_weights`)."""
         q_terms = set(terms(question))
         q_weight = {t: self.term_weight(t) for t in q_terms}
+        q_shapes = {t: skeleton(t) for t in q_terms}
         total = sum(q_weight.values()) or 1.0
-        lexical = np.array([sum(q_weight[t] for t in q_terms & set(terms(c.text))) / total for c in sentences])
-        wants_date, wants_number = bool(_WHEN.search(question)), bool(_HOW_MANY.search(question))
+        lexical = np.array([self._coverage(q_weight, q_shapes, set(terms(c.text))) / total for c in sentences])
+        kind_asked = question_type(question)
+        wants_date, wants_number = kind_asked == "when", kind_asked == "how_many"
         kind = np.array(
             [
                 (wants_date and bool(_YEAR_OR_DATE_RE.search(c.text)))
@@ -195,6 +193,17 @@ class ExtractiveAnswerer(RunnableSerializable[dict[str, Any], Answer]):
             # similarity stands in for lexical coverage.
             columns[0] = columns[1]
         return np.column_stack(columns).astype(np.float32)
+
+    def _coverage(self, q_weight: dict[str, float], q_shapes: dict[str, str], sentence_terms: set[str]) -> float:
+        """Weight of the question's terms found in a sentence; a term found only as another form of
+        the same action (تأسس asked, تأسيسه written) earns `soft_match_credit` of its weight."""
+        exact = sum(w for t, w in q_weight.items() if t in sentence_terms)
+        credit = self.scoring.soft_match_credit
+        if not credit:
+            return exact
+        shapes = {skeleton(t) for t in sentence_terms} - {""}
+        soft = sum(w for t, w in q_weight.items() if t not in sentence_terms and q_shapes[t] in shapes)
+        return exact + credit * soft
 
     def short_answer(
         self,

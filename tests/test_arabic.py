@@ -19,6 +19,7 @@ from index.arabic import (
     question_type,
     referring_words,
     sentence_spans,
+    skeleton,
     stem,
     terms,
     tokenize,
@@ -318,10 +319,38 @@ def test_locate_does_not_match_inside_a_word() -> None:
         ("What did Putin call the regime?", "what"),
         ("Why did the war last so long?", "why"),
         ("عاصمة مصر", "other"),
+        # Follow-ups start with the conjunction و or ف joined to the question word.
+        ("ومتى تأسس؟", "when"),
+        ("وكم دولة شاركت فيه؟", "how_many"),
+        ("ومن ألقى الكلمة الافتتاحية فيه؟", "who"),
+        ("وأين عقد؟", "where"),
+        ("ولماذا؟", "why"),
+        ("فكيف رد الغرب؟", "how"),
+        ("وأي دولة زار أيضاً؟", "which"),
+        ("وماذا قال عن الناتو؟", "what"),
+        ("وهل حضرته الصين؟", "yes_no"),
+        # ...but a word that only starts with those letters is not a question word.
+        ("وفد إيران في المؤتمر", "other"),
     ],
 )
 def test_question_type(question: str, kind: str) -> None:
     assert question_type(question) == kind
+
+
+@pytest.mark.parametrize(
+    ("verb", "noun"),
+    [("تأسس", "تأسيسه"), ("انعقد", "انعقاد"), ("شارك", "المشاركة"), ("حضر", "حضور"), ("أعلن", "اعلانه")],
+)
+def test_skeleton_joins_a_verb_and_its_verbal_noun(verb: str, noun: str) -> None:
+    (a,), (b,) = terms(verb), terms(noun)
+    assert a != b  # light stemming keeps them apart...
+    assert skeleton(a) == skeleton(b) != ""  # ...the skeleton brings them together
+
+
+def test_skeleton_is_empty_where_consonants_say_too_little() -> None:
+    assert skeleton(terms("زار")[0]) == ""  # two consonants
+    assert skeleton("conference") == ""
+    assert skeleton(terms("دولة")[0]) == ""
 
 
 # --- property tests ---------------------------------------------------------------------------------

@@ -108,7 +108,17 @@ def _no_client_telemetry(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def new_client(url: str, **kwargs: Any) -> Any:
-    return gradio_client.Client(url, verbose=False, analytics_enabled=False, download_files=False, **kwargs)
+    """A gradio_client Client that waits as long as a call may take: its own 5 s default for fetching
+    the app's config timed out (httpx.ReadTimeout) when 50 clients connected at once on 2 busy
+    cores."""
+    return gradio_client.Client(
+        url,
+        verbose=False,
+        analytics_enabled=False,
+        download_files=False,
+        httpx_kwargs={"timeout": CALL_TIMEOUT},
+        **kwargs,
+    )
 
 
 def rest_answer(http: httpx.Client, question: str) -> tuple[str, Any]:

@@ -135,3 +135,50 @@ def test_evidence_adds_a_second_sentence_only_when_close_and_in_budget() -> None
     assert scoring.evidence(0, [30, 30, 10], scores, np.array([0.5, 0.45, 0.1]), 45) == [0]
     # The short answer came from sentence 2: the best other one is sentence 0.
     assert scoring.evidence(2, [10, 10, 10], scores, np.array([0.5, 0.45, 0.5]), 45) == [2, 0]
+
+
+@pytest.mark.parametrize(
+    ("question", "typed"),
+    [
+        ("متى تأسس المؤتمر؟", 0),  # the sentence with a date
+        ("ومتى تأسس؟", 0),  # a follow-up: the same question word behind the conjunction
+        ("وكم دولة شاركت؟", 0),  # the sentence with numbers
+        ("ومن ألقى الكلمة؟", None),  # "who" asks for neither a date nor a number
+    ],
+)
+def test_answer_type_column_follows_the_question_word(question: str, typed: int | None) -> None:
+    from rag.answer import ExtractiveAnswerer
+    from tests.helpers import HashEmbedder
+
+    answerer = ExtractiveAnswerer.from_config(Config(), HashEmbedder(), lambda t: 1.0)
+    sentences = sentence_candidates([PASSAGE], max_words=45)
+    type_match = answerer.features(question, [PASSAGE], sentences)[:, 3]
+    assert list(type_match) == [float(i == typed) for i in range(len(sentences))]
+
+
+def test_lexical_coverage_credits_another_form_of_the_questions_verb() -> None:
+    from rag.answer import ExtractiveAnswerer
+    from tests.helpers import HashEmbedder
+
+    founded = Document(
+        page_content="ويعقد المؤتمر كل سنة في موسكو. ومُنذ تأسيسه عام 2012 تغير الكثير في العالم.",
+        metadata={"title": "t", "source": "b.txt", "start": 0, "end": 0},
+    )
+    sentences = sentence_candidates([founded], max_words=45)
+    scoring = AnswerScoring.from_config(Config())
+    answerer = ExtractiveAnswerer(embedder=HashEmbedder(), term_weight=lambda t: 1.0, scoring=scoring, max_words=45)
+    lexical = answerer.features("متى تأسس؟", [founded], sentences)[:, 0]
+    assert lexical[1] == pytest.approx(scoring.soft_match_credit) and lexical[0] == 0.0
+    scoring.soft_match_credit = 0.0
+    assert answerer.features("متى تأسس؟", [founded], sentences)[1, 0] == 0.0
+
+
+def test_train_span_varies_only_numeric_scoring_fields() -> None:
+    import argparse
+
+    from eval.train_span import scoring_change
+
+    assert scoring_change("soft_match_credit=0") == ("soft_match_credit", 0.0)
+    for bad in ("span_weights=x", "no_such_field=1", "soft_match_credit=high"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            scoring_change(bad)
