@@ -68,6 +68,9 @@ class Config(BaseSettings):
     cross_language_abstain_threshold: float = Field(0.24, ge=-1.0, le=1.0)
     # Answer sentences embedded per question (the answerer's main cost, ~30 ms each; see rag/answer.py).
     answer_dense_sentences: int = Field(2, ge=0, le=50)
+    # The fine-tuned reader picks the short answer (rag/reader.py): better spans, slower answers
+    # (eval/RESULTS.md and eval/BENCHMARKS.md have both numbers).
+    answer_reader: bool = False
     max_question_chars: int = Field(2000, ge=10, le=1_000_000)
     # Optional LLM answerer (OpenAI-compatible endpoint); unset means the extractive answerer.
     llm_base_url: str = ""

@@ -194,6 +194,11 @@ def cross_validate(base: BaseModel, data: list[Example], args: argparse.Namespac
         net = train(
             base, train_set, args.layer, args.mode, args.rank, args.epochs, args.lr, args.head_lr, args.batch, args.seed
         )
+        if args.save_folds:
+            args.save_folds.mkdir(parents=True, exist_ok=True)
+            net.save(
+                args.save_folds / f"fold{fold}.npz", {"command": "python -m eval.train_reader", "fold": float(fold)}
+            )
         held = [ex for ex in data if fold_of[article(ex.question)] == fold]
         for ex in held:
             text = predict(net, ex, args.max_tokens)
@@ -228,6 +233,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, help="train on everything and write the reader here")
+    parser.add_argument(
+        "--save-folds", type=Path, help="write each fold's reader here (foldK.npz), for cross-fitted pipeline scores"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     encoder = token_encoder()

@@ -30,6 +30,7 @@ from eval.runner import Corpus, for_corpus, prepare_index, short_answer_scores
 from rag.answer import ExtractiveAnswerer
 from rag.chain import Pipeline, clean_question
 from rag.extract import FEATURES, Sentence, SpanModel, sentence_candidates, span_candidates
+from rag.reader import AnswerReader
 from rag.scoring import SPAN_WEIGHTS, AnswerScoring
 
 # L2 strength: held-out short F1 on ARCD 0.301 / 0.300 at 0.001 / 0.01 (python -m eval.train_span --l2 ...).
@@ -130,15 +131,26 @@ def article(question: Question) -> str:
     return next(iter(question.gold_sources)).split("-")[0]
 
 
-def cross_validate(pipeline: Pipeline, cases: list[Case], folds: int, l2: float) -> dict[str, float]:
-    """Held-out metrics: each article's questions are answered with a model trained without it."""
+def cross_validate(
+    pipeline: Pipeline,
+    cases: list[Case],
+    folds: int,
+    l2: float,
+    reader_folds: Path | None = None,
+    only_fold: int | None = None,
+) -> dict[str, float]:
+    """Held-out metrics: each article's questions are answered with a model trained without it
+    (and, with `reader_folds`, by the reader `python -m eval.train_reader --save-folds` trained
+    without it: the same folds)."""
     fold_of = article_folds({c.article for c in cases}, folds)
     scoring = pipeline.answerer.scoring
     shipped = scoring.span_model
     rows: list[dict[str, float]] = []
     try:
-        for fold in range(folds):
+        for fold in range(folds) if only_fold is None else [only_fold]:
             scoring.span_model = fit([c for c in cases if fold_of[c.article] != fold], l2)
+            if reader_folds is not None:
+                pipeline.answerer.reader = AnswerReader.load(reader_folds / f"fold{fold}.npz")
             for c in (c for c in cases if fold_of[c.article] == fold):
                 answer = pipeline.answerer.invoke({"question": c.text, "documents": c.passages})
                 gold = [] if answer.abstained else c.question.answers
@@ -149,6 +161,7 @@ def cross_validate(pipeline: Pipeline, cases: list[Case], folds: int, l2: float)
                 rows.append(row)
     finally:
         scoring.span_model = shipped
+        pipeline.answerer.reader = pipeline.reader
     return {
         "questions": float(len(rows)),
         "short_f1": mean([r["short_f1"] for r in rows]),
@@ -178,6 +191,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m eval.train_span", description=__doc__)
     parser.add_argument("--squad", type=Path, default=ARCD)
     parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--only-fold", type=int, help="report one fold's held-out questions only (a quick signal)")
     parser.add_argument("--l2", type=float, action="append", help=f"L2 strength(s) to compare (default {L2})")
     parser.add_argument("--out", type=Path, default=SPAN_WEIGHTS, help="where to write the weights")
     parser.add_argument("--no-write", action="store_true", help="only report the cross-validation")
@@ -189,7 +203,15 @@ def main() -> None:
         metavar="NAME=VALUE",
         help="change a numeric AnswerScoring field for this run (e.g. soft_match_credit=0), to compare",
     )
+    parser.add_argument(
+        "--reader-folds",
+        type=Path,
+        metavar="DIR",
+        help="answer with the fine-tuned reader of each fold (DIR/foldK.npz from eval.train_reader --save-folds)",
+    )
     args = parser.parse_args()
+    if (args.reader_folds or args.only_fold is not None) and not args.no_write:
+        parser.error("--reader-folds and --only-fold are for comparisons: add --no-write")
     if args.scoring and not args.no_write:
         parser.error("--scoring is for comparisons: add --no-write (the shipped weights go with the shipped scoring)")
     documents, questions = load_squad(args.squad)
@@ -199,10 +221,13 @@ def main() -> None:
     for name, value in args.scoring:
         kind = type(getattr(pipeline.answerer.scoring, name))
         setattr(pipeline.answerer.scoring, name, kind(value))
-    cases = retrieve(pipeline, [q for q in questions if q.answerable])
+    answerable = [q for q in questions if q.answerable]
+    cases = retrieve(pipeline, answerable)
+    if args.reader_folds and {c.article for c in cases} != {article(q) for q in answerable}:
+        parser.error("some article has no retrieved sentences, so folds would differ from eval.train_reader's")
     label(pipeline.answerer, cases)
     for l2 in args.l2 or [L2]:
-        metrics = cross_validate(pipeline, cases, args.folds, l2)
+        metrics = cross_validate(pipeline, cases, args.folds, l2, args.reader_folds, args.only_fold)
         shown = "  ".join(f"{k}={v:.3f}" for k, v in metrics.items())
         print(f"{args.folds}-fold by article, held out, l2={l2}: {shown}", flush=True)
     if not args.no_write:

@@ -19,9 +19,9 @@ from langchain_core.runnables.config import RunnableConfig
 from pydantic import ConfigDict
 
 from core.config import Config
-from index.arabic import language, question_type, skeleton, terms
+from index.arabic import language, question_type, skeleton, terms, trim_span
 from index.embed import VectorEmbeddings
-from rag.extract import Sentence, Span, sentence_candidates, span_candidates
+from rag.extract import Sentence, Span, SpanReader, sentence_candidates, span_candidates
 from rag.scoring import AnswerScoring
 
 ABSTAIN_MESSAGE = {
@@ -124,15 +124,28 @@ class ExtractiveAnswerer(RunnableSerializable[dict[str, Any], Answer]):
     term_weight: Callable[[str], float]
     scoring: AnswerScoring
     max_words: int
+    # The fine-tuned reader (Config.answer_reader): when set, it picks the short answer in the
+    # best passages instead of the span ranker; None: the span ranker alone.
+    reader: SpanReader | None
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
     @classmethod
     def from_config(
-        cls, config: Config, embedder: VectorEmbeddings, term_weight: Callable[[str], float]
+        cls,
+        config: Config,
+        embedder: VectorEmbeddings,
+        term_weight: Callable[[str], float],
+        reader: SpanReader | None,
     ) -> ExtractiveAnswerer:
         scoring = AnswerScoring.from_config(config)
-        return cls(embedder=embedder, term_weight=term_weight, scoring=scoring, max_words=config.answer_max_words)
+        return cls(
+            embedder=embedder,
+            term_weight=term_weight,
+            scoring=scoring,
+            max_words=config.answer_max_words,
+            reader=reader,
+        )
 
     def invoke(self, input: dict[str, Any], config: RunnableConfig | None = None, **kwargs: Any) -> Answer:
         # Through `_call_with_config`, so callbacks and tracing see the answerer as a run of its own.
@@ -213,8 +226,13 @@ class ExtractiveAnswerer(RunnableSerializable[dict[str, Any], Answer]):
         features: np.ndarray,
         scores: np.ndarray,
     ) -> Span:
-        """The best span among the best `span_sentences` sentences (the best sentence itself if
-        none of them has a candidate span)."""
+        """The reader's best span (same-language questions, when a reader is loaded), else the
+        best span among the best `span_sentences` sentences (the best sentence itself if none of
+        them has a candidate span)."""
+        if self.reader is not None and not _cross_language(question, passages):
+            read = self._read(question, passages, sentences)
+            if read is not None:
+                return read
         chosen = self.scoring.ranked(scores)[: self.scoring.span_sentences]
         candidates = span_candidates(
             question, passages, sentences, chosen, features, scores, self.term_weight, self.scoring.span_max_words
@@ -223,6 +241,24 @@ class ExtractiveAnswerer(RunnableSerializable[dict[str, Any], Answer]):
             best = sentences[chosen[0]]
             return Span(chosen[0], best.passage, best.start, best.end, best.text, best.words)
         return candidates.span(self.scoring.best_span(candidates.features))
+
+    def _read(self, question: str, passages: list[Document], sentences: list[Sentence]) -> Span | None:
+        """The reader's best span over the best `reader_passages` passages, inside the evidence
+        sentence it overlaps most (None if it overlaps none: a title or a fragment)."""
+        assert self.reader is not None
+        found = self.reader.read(question, [p.page_content for p in passages[: self.scoring.reader_passages]])
+        if not found:
+            return None
+        best = max(found, key=lambda r: r.score - self.scoring.reader_rank_penalty * r.passage)
+        text = passages[best.passage].page_content
+        start, end = trim_span(text, best.start, best.end)
+        overlap = [
+            (min(end, c.end) - max(start, c.start), i) for i, c in enumerate(sentences) if c.passage == best.passage
+        ]
+        most, sentence = max(overlap, default=(0, -1))
+        if most <= 0:
+            return None
+        return Span(sentence, best.passage, start, end, text[start:end], len(text[start:end].split()))
 
     def _compose(
         self,

@@ -23,6 +23,7 @@ from index.arabic import normalize
 from index.build import build_folder, store_for
 from index.embed import VectorEmbeddings, load_embedder
 from rag.answer import Answer, ExtractiveAnswerer
+from rag.extract import SpanReader
 from rag.followup import FollowUpResolver
 from rag.llm import LLMAnswerer, QuestionRewriter, TokenFn, deadline_for
 from rag.retrieve import HybridRetriever
@@ -97,18 +98,28 @@ class Pipeline:
         self.embedder = load_embedder(config.embedder, config.embed_batch_size)
         self._lock = threading.RLock()
         self.follow_ups = FollowUpResolver()
+        self.reader = self._load_reader(config)
         self.reload(index if index is not None else open_index(config, self.embedder, log))
 
     def reload(self, index: store.StoredIndex) -> None:
         """Swap in a new index (after an upload or rebuild); in-flight questions finish on the old one."""
         retriever = HybridRetriever.from_config(self.config, index, self.embedder)
-        answerer = ExtractiveAnswerer.from_config(self.config, self.embedder, retriever.bm25.term_weight)
+        answerer = ExtractiveAnswerer.from_config(self.config, self.embedder, retriever.bm25.term_weight, self.reader)
         chains = {"extractive": self._compose(retriever, answerer)}
         if self.llm_enabled:
             chains["llm"] = self._compose(retriever, LLMAnswerer(config=self.config, fallback=answerer))
         with self._lock:
             self.index, self.retriever, self.answerer = index, retriever, answerer
             self.chains = chains
+
+    @staticmethod
+    def _load_reader(config: Config) -> SpanReader | None:
+        """The fine-tuned reader when switched on; imported only then, as it needs torch."""
+        if not config.answer_reader:
+            return None
+        from rag.reader import READER_WEIGHTS, AnswerReader
+
+        return AnswerReader.load(READER_WEIGHTS)
 
     @property
     def llm_enabled(self) -> bool:

@@ -17,7 +17,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 from langchain_core.documents import Document
@@ -127,6 +127,25 @@ class Span:
     end: int
     text: str
     words: int
+
+
+@dataclass(frozen=True)
+class ReadSpan:
+    """A reader's best answer span in one passage: characters [start, end) of passage `passage`
+    and its log-probability within that passage."""
+
+    passage: int
+    start: int
+    end: int
+    score: float
+
+
+@runtime_checkable
+class SpanReader(Protocol):
+    """What the answerer needs of a reader (rag/reader.py's fine-tuned one): the best span of each
+    passage for a question, so the answerer does not import torch unless a reader is switched on."""
+
+    def read(self, question: str, passages: list[str]) -> list[ReadSpan]: ...
 
 
 def sentence_candidates(passages: list[Document], max_words: int) -> list[Sentence]:

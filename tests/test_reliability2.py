@@ -334,6 +334,7 @@ def test_footnote_markers_copied_from_documents_are_not_citation_badges() -> Non
         term_weight=lambda _t: 1.0,
         scoring=AnswerScoring.from_config(Config(), abstain_threshold=0.0),
         max_words=Config().answer_max_words,
+        reader=None,
     )
     answer = answerer.invoke({"question": "متى انعقد المؤتمر؟", "documents": [passage]})
     assert not answer.abstained

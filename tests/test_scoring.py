@@ -150,7 +150,7 @@ def test_answer_type_column_follows_the_question_word(question: str, typed: int 
     from rag.answer import ExtractiveAnswerer
     from tests.helpers import HashEmbedder
 
-    answerer = ExtractiveAnswerer.from_config(Config(), HashEmbedder(), lambda t: 1.0)
+    answerer = ExtractiveAnswerer.from_config(Config(), HashEmbedder(), lambda t: 1.0, None)
     sentences = sentence_candidates([PASSAGE], max_words=45)
     type_match = answerer.features(question, [PASSAGE], sentences)[:, 3]
     assert list(type_match) == [float(i == typed) for i in range(len(sentences))]
@@ -166,7 +166,9 @@ def test_lexical_coverage_credits_another_form_of_the_questions_verb() -> None:
     )
     sentences = sentence_candidates([founded], max_words=45)
     scoring = AnswerScoring.from_config(Config())
-    answerer = ExtractiveAnswerer(embedder=HashEmbedder(), term_weight=lambda t: 1.0, scoring=scoring, max_words=45)
+    answerer = ExtractiveAnswerer(
+        embedder=HashEmbedder(), term_weight=lambda t: 1.0, scoring=scoring, max_words=45, reader=None
+    )
     lexical = answerer.features("متى تأسس؟", [founded], sentences)[:, 0]
     assert lexical[1] == pytest.approx(scoring.soft_match_credit) and lexical[0] == 0.0
     scoring.soft_match_credit = 0.0
