@@ -497,6 +497,35 @@ def bench_scale(
     return rows
 
 
+# --- the fine-tuned reader: what it adds to an answer -----------------------------------------------
+
+
+def bench_reader(
+    corpus: SyntheticCorpus | None, config: Config, index_dir: Path, n: int, questions: int
+) -> dict[str, Any]:
+    """The whole extractive answer without and with the fine-tuned reader (Config.answer_reader),
+    the same questions in the same minute: on the seeds index, and at `n` chunks (HNSW)."""
+    seeds = [q.question for q in load_jsonl(SEEDS_QUESTIONS)]
+    out: dict[str, Any] = {"chunks": n}
+    for reader in (False, True):
+        pipeline = Pipeline(config.replace(index_dir=index_dir, answer_reader=reader))
+        out[f"seeds_reader_{reader}"] = latency(
+            cold(pipeline.embedder, partial(pipeline.ask, mode="extractive")), seeds
+        )
+    if corpus is None:
+        return out
+    vectors = store.build_vectors(corpus.vectors(n), corpus.dim, "hnsw", config.hnsw_ef_search)
+    texts = [corpus.chunks[i % len(corpus.chunks)] for i in range(n)]
+    fake = store.StoredIndex(manifest={"files": {}}, chunks=texts, vectors=vectors, lexical=corpus.lexical(n))
+    asked = corpus.questions[:questions]
+    for reader in (False, True):
+        pipeline = Pipeline(config.replace(answer_reader=reader), index=fake)
+        out[f"scale_reader_{reader}"] = latency(
+            cold(pipeline.embedder, partial(pipeline.ask, mode="extractive")), asked
+        )
+    return out
+
+
 # --- BM25 start-up: counting terms against reading the saved counts --------------------------------
 
 
@@ -703,6 +732,30 @@ def _milvus_server_lines(result: dict[str, Any] | None, measured: dict[str, str]
     ]
 
 
+def _reader_lines(result: dict[str, Any] | None, measured: str) -> list[str]:
+    if not result:
+        return []
+    rows = [("seeds", "seeds")] + (
+        [(f"{result['chunks']:,} chunks (HNSW)", "scale")] if "scale_reader_True" in result else []
+    )
+    return [
+        "## Fine-tuned reader (RAG_ANSWER_READER)",
+        "",
+        f"{measured} The whole extractive answer (question embedding with an empty cache, retrieval, answer) without "
+        "and with the reader picking the short answer, the same questions in the same minute.".lstrip(),
+        "",
+        "| index | questions | without p50 ms | without p95 ms | with p50 ms | with p95 ms |",
+        "|---|---|---|---|---|---|",
+        *[
+            f"| {label} | {result[key + '_reader_False']['n']} | {result[key + '_reader_False']['p50_ms']:.1f} | "
+            f"{result[key + '_reader_False']['p95_ms']:.1f} | {result[key + '_reader_True']['p50_ms']:.1f} | "
+            f"{result[key + '_reader_True']['p95_ms']:.1f} |"
+            for label, key in rows
+        ],
+        "",
+    ]
+
+
 # --- report --------------------------------------------------------------------------------------
 
 
@@ -800,6 +853,7 @@ def report(results: dict[str, Any], path: Path, plot: Path) -> None:
         ],
         "",
         *_milvus_server_lines(results.get("milvus_server"), results.get("measured", {}).get("milvus_server")),
+        *_reader_lines(results.get("reader"), _measured(results, "reader")),
         f"Peak RSS of the run: {results['peak_rss_mb']:.0f} MB.",
         "",
     ]
@@ -938,7 +992,7 @@ def _plot(rows: list[dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
-SECTIONS = ("documents", "lexical", "milvus_server")  # the sections `--only` can run alone
+SECTIONS = ("documents", "lexical", "milvus_server", "reader")  # the sections `--only` can run alone
 REPORT_FILES = ("BENCHMARKS.md", "bench-latency.png", "benchmarks.json")
 
 
@@ -964,14 +1018,10 @@ def add_sections(saved: Path, results: dict[str, Any], names: list[str]) -> dict
     return base
 
 
-def _milvus_server_only(config: Config, workdir: Path, arcd: Path) -> dict[str, Any]:
-    """The Milvus server section alone, with what it needs (the seeds index, the ARCD model corpus)."""
-    try:
-        _, real = bench_ingestion(config, workdir, arcd, sample=2)
-        corpus = SyntheticCorpus(config, *real) if real else None
-        return bench_milvus_server(corpus, [100_000], config, workdir, 60)
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+def _seeds_and_corpus(config: Config, workdir: Path, arcd: Path) -> SyntheticCorpus | None:
+    """What a section run alone needs: the seeds index (in workdir) and the ARCD model corpus."""
+    _, real = bench_ingestion(config, workdir, arcd, sample=2)
+    return SyntheticCorpus(config, *real) if real else None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -1038,8 +1088,12 @@ def main(argv: list[str] | None = None) -> int:
                     section("documents", bench_documents(workdir))
                 elif name == "lexical":
                     section("lexical", bench_lexical(config, args.arcd, args.lexical_chunks, workdir))
+                elif name == "reader":
+                    corpus = _seeds_and_corpus(config, workdir, args.arcd)
+                    section("reader", bench_reader(corpus, config, workdir / "seeds-index", 100_000, 200))
                 else:
-                    section("milvus_server", _milvus_server_only(config, workdir, args.arcd))
+                    corpus = _seeds_and_corpus(config, workdir, args.arcd)
+                    section("milvus_server", bench_milvus_server(corpus, [100_000], config, workdir, 60))
         else:
             run_all(args, config, workdir, section)
     finally:
@@ -1073,6 +1127,8 @@ def run_all(args: argparse.Namespace, config: Config, workdir: Path, section: Ca
         print(f"scaling skipped: {args.arcd} not found (its chunks are the model for the synthetic corpora)")
         print("milvus server…", flush=True)
         section("milvus_server", bench_milvus_server(None, [100_000], config, workdir, 60))
+        print("answer reader…", flush=True)
+        section("reader", bench_reader(None, config, workdir / "seeds-index", 100_000, 0))
         return
     print("scaling…", flush=True)
     corpus = SyntheticCorpus(config, *real)
@@ -1087,6 +1143,8 @@ def run_all(args: argparse.Namespace, config: Config, workdir: Path, section: Ca
     section("milvus", bench_milvus(corpus, milvus_sizes, config, workdir, milvus_questions))
     print("milvus server…", flush=True)
     section("milvus_server", bench_milvus_server(corpus, [100_000], config, workdir, 60))
+    print("answer reader…", flush=True)
+    section("reader", bench_reader(corpus, config, workdir / "seeds-index", 100_000, 60 if args.quick else 200))
 
 
 if __name__ == "__main__":

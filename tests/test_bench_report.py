@@ -84,3 +84,26 @@ def test_the_report_takes_its_facts_from_the_run(tmp_path: Path) -> None:
     assert "on 7 cores" in text and "2 cores batching" not in text
     assert "seeds index (13 questions)" in text
     assert "exact top-33 + BM25 top-33" in text
+
+
+def test_the_reader_section_reports_both_latencies_of_its_own_run(tmp_path: Path) -> None:
+    results = saved_run()
+
+    def timing(p50: float, n: int) -> dict[str, float]:
+        return {"p50_ms": p50, "p95_ms": p50 * 2, "n": n}
+
+    results["reader"] = {
+        "chunks": 100_000,
+        "seeds_reader_False": timing(31.5, 66),
+        "seeds_reader_True": timing(212.5, 66),
+        "scale_reader_False": timing(91.0, 200),
+        "scale_reader_True": timing(301.0, 200),
+    }
+    results["measured"] = {
+        "reader": {"command": "python -m eval.bench --only reader", "date": "2026-11-26", "machine": "m"}
+    }
+    bench.report(results, tmp_path / "BENCHMARKS.md", tmp_path / "plot.png")
+    text = (tmp_path / "BENCHMARKS.md").read_text(encoding="utf-8")
+    assert "Measured by `python -m eval.bench --only reader` on 2026-11-26" in text
+    assert "| seeds | 66 | 31.5 | 63.0 | 212.5 | 425.0 |" in text
+    assert "| 100,000 chunks (HNSW) | 200 | 91.0 | 182.0 | 301.0 | 602.0 |" in text
