@@ -131,6 +131,14 @@ class Linear(nn.Module):
             self.lora_a = nn.Parameter(torch.randn(rank, weight.shape[1]) / math.sqrt(weight.shape[1]))
             self.lora_b = nn.Parameter(torch.zeros(weight.shape[0], rank))
 
+    @torch.no_grad()
+    def merge(self) -> None:
+        """Fold the low-rank delta into the weight (answering, not training): one matmul, not three."""
+        if self.rank:
+            self.weight.add_(self.lora_b @ self.lora_a)
+            self.rank = 0
+            del self.lora_a, self.lora_b
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = nn.functional.linear(x, self.weight, self.bias)
         if self.rank:
@@ -340,6 +348,9 @@ def load_reader(path: Path, model: Path) -> ReaderNet:
     with torch.no_grad():
         for name, p in wanted.items():
             p.copy_(torch.from_numpy(got[name].astype(np.float32)))
+    for module in net.modules():
+        if isinstance(module, Linear):
+            module.merge()
     net.eval()
     return net
 

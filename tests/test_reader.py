@@ -17,6 +17,7 @@ from rag.reader import (
     MAX_ANSWER_TOKENS,
     AnswerReader,
     BaseModel,
+    Linear,
     ReaderNet,
     ReaderWeightsError,
     Reading,
@@ -122,15 +123,23 @@ def test_saved_reader_loads_back_with_the_same_outputs(base: BaseModel, tmp_path
     net = ReaderNet(base, FIRST, "lora", 4)
     with torch.no_grad():
         for p in net.trained().values():
-            p.add_(torch.randn_like(p) * 0.01)
+            p.add_(torch.randn_like(p) * 0.05)
     path = tmp_path / "reader.npz"
     net.save(path, {"command": "test"})
     loaded = load_reader(path, default_model())
     states, _, _ = _tiny_case()
     x, mask = torch.from_numpy(states)[None], torch.ones(1, len(states), dtype=torch.bool)
     with torch.no_grad():
-        for got, want in zip(loaded(x, mask), net(x, mask)):
-            assert torch.allclose(got, want, atol=1e-2)  # shipped as float16
+        want = net(x, mask)
+        for got, expected in zip(loaded(x, mask), want):
+            assert torch.allclose(got, expected, atol=2e-3)  # shipped as float16
+        # Loading folds the low-rank deltas into the weights, and they matter: without them the
+        # outputs differ by far more than float16's rounding (~1e-4 here).
+        assert all(m.rank == 0 for m in loaded.modules() if isinstance(m, Linear))
+        for m in net.modules():
+            if isinstance(m, Linear):
+                m.lora_b.zero_()
+        assert any(not torch.allclose(a, b, atol=1e-2) for a, b in zip(net(x, mask), want))
 
 
 def _rewrite(path: Path, out: Path, **meta_changes: object) -> None:
