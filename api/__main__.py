@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     add_arguments(
         parser,
         *("api_host", "api_port", "index_dir", "docs_dir", "embedder", "k", "store", "milvus_uri"),
-        *("llm_base_url", "llm_model", "llm_timeout_s"),
+        *("llm_base_url", "llm_model", "llm_timeout_s", "answer_reader"),
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")

@@ -168,6 +168,7 @@ _FLAGS: dict[str, tuple[str, str]] = {
     "llm_base_url": ("--llm-base-url", "OpenAI-compatible endpoint; enables LLM answers"),
     "llm_model": ("--llm-model", "model name at the LLM endpoint"),
     "llm_timeout_s": ("--llm-timeout", "LLM request timeout in seconds"),
+    "answer_reader": ("--reader", "the fine-tuned reader picks the short answer: better spans, slower answers"),
     "ui_host": ("--host", "address to bind (others than loopback need RAG_UI_USERNAME/PASSWORD)"),
     "ui_port": ("--port", "port"),
     "api_host": ("--host", "address to bind (others than loopback need RAG_API_KEY)"),
@@ -184,7 +185,9 @@ def add_arguments(parser: argparse.ArgumentParser, *names: str) -> None:
         if isinstance(default, Path) and default.is_relative_to(PROJECT_ROOT):
             default = default.relative_to(PROJECT_ROOT)
         kwargs: dict[str, Any] = {"dest": name, "default": None, "help": f"{help_text} (default: {default or 'unset'})"}
-        if values := choices(name):
+        if field.annotation is bool:
+            kwargs.update(action="store_const", const=True)
+        elif values := choices(name):
             kwargs["choices"] = values
         elif field.annotation in (int, float, Path):
             kwargs["type"] = field.annotation

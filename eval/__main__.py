@@ -43,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
         "llm_base_url",
         "llm_model",
         "llm_timeout_s",
+        "answer_reader",
     )
     args = parser.parse_args(argv)
     if not args.questions and not args.squad:

@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     add_arguments(
         ask,
         *("k", "index_dir", "docs_dir", "embedder", "retriever", "store", "milvus_uri"),
-        *("llm_base_url", "llm_model", "llm_timeout_s"),
+        *("llm_base_url", "llm_model", "llm_timeout_s", "answer_reader"),
     )
     args = parser.parse_args(argv)
     if args.conversation and args.question != "-":

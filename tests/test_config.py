@@ -74,6 +74,18 @@ def test_cli_choices_come_from_the_settings_types() -> None:
     assert choices("index_type") == ("auto", "flat", "hnsw")
 
 
+def test_a_switch_flag_turns_a_setting_on_and_leaves_the_env_alone_when_absent(monkeypatch: pytest.MonkeyPatch) -> None:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser, "answer_reader")
+    assert Config.from_args(parser.parse_args(["--reader"])).answer_reader is True
+    monkeypatch.setenv("RAG_ANSWER_READER", "1")
+    assert Config.from_args(parser.parse_args([])).answer_reader is True
+    monkeypatch.setenv("RAG_ANSWER_READER", "0")
+    assert Config.from_args(parser.parse_args([])).answer_reader is False
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--reader", "yes"])
+
+
 def test_components_keep_no_defaults_of_their_own() -> None:
     """A default written twice drifts (the retriever once fused with 0.5 while the product ran 0.6)."""
     for name in ("mode", "k", "candidates", "dense_weight"):

@@ -26,7 +26,9 @@ QUEUE_SIZE = 256
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ui", description="Start the chat UI.")
-    add_arguments(parser, "ui_host", "ui_port", "index_dir", "docs_dir", "embedder", "k", "store", "milvus_uri")
+    add_arguments(
+        parser, "ui_host", "ui_port", "index_dir", "docs_dir", "embedder", "k", "store", "milvus_uri", "answer_reader"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
