@@ -27,11 +27,21 @@ from eval.metrics import exact_match, mean, token_f1
 from eval.questions import Question, load_squad
 from eval.results import ARCD
 from eval.train_span import article, article_folds
-from rag.reader import BaseModel, ReaderNet, Window, load_base, read, windows
+from rag.reader import (
+    MAX_ANSWER_TOKENS,
+    QUESTION_TOKENS,
+    WINDOW_POSITIONS,
+    WINDOW_STRIDE,
+    BaseModel,
+    ReaderNet,
+    Window,
+    load_base,
+    read,
+    windows,
+)
 from rag.tokens import PASSAGE_PREFIX, QUERY_PREFIX, TokenEncoder, token_encoder
 
 CACHE = Path("/tmp/rag-reader-cache")
-QUESTION_TOKENS = 64
 
 
 @dataclass
@@ -218,18 +228,20 @@ def main() -> None:
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--only-fold", type=int, help="run one fold only (a quick signal)")
     # Fold 0 of ARCD (144 held-out questions, gold paragraph, eval/RESULTS.md): the number of tuned
-    # layers matters most: F1 0.206 / 0.346 / 0.423 tuning the top 2 / 4 / 6 (layer 10 / 8 / 6), all
-    # full, 5-6 epochs at 3e-4; LoRA (rank 16) matched full tuning at layer 10 (0.203).
+    # layers matters most: F1 0.206 / 0.346 / 0.423 tuning the top 2 / 4 / 6 (layer 10 / 8 / 6) in
+    # full, 5-6 epochs at 3e-4; LoRA rank 16 at 1e-3 on the top 6 reached 0.439 (1.2 MB shipped
+    # instead of 21 MB), 0.459 / EM 0.146 over all 5 folds: the shipped reader's settings.
     parser.add_argument("--layer", type=int, default=6, help="layers run frozen in the C engine")
-    parser.add_argument("--mode", choices=("full", "lora", "bitfit"), default="full")
+    parser.add_argument("--mode", choices=("full", "lora", "bitfit"), default="lora")
     parser.add_argument("--rank", type=int, default=16, help="LoRA rank")
     parser.add_argument("--epochs", type=int, default=6)
-    parser.add_argument("--lr", type=float, default=3e-4, help="learning rate of the tuned layers")
+    parser.add_argument("--lr", type=float, default=1e-3, help="learning rate of the tuned layers")
     parser.add_argument("--head-lr", type=float, default=1e-3, help="learning rate of the start/end head")
     parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--length", type=int, default=384, help="positions per window")
-    parser.add_argument("--stride", type=int, default=64, help="tokens shared by consecutive windows")
-    parser.add_argument("--max-tokens", type=int, default=30, help="longest answer in tokens")
+    # The shipped reader answers with rag/reader.py's geometry: change these for experiments only.
+    parser.add_argument("--length", type=int, default=WINDOW_POSITIONS, help="positions per window")
+    parser.add_argument("--stride", type=int, default=WINDOW_STRIDE, help="tokens shared by consecutive windows")
+    parser.add_argument("--max-tokens", type=int, default=MAX_ANSWER_TOKENS, help="longest answer in tokens")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, help="train on everything and write the reader here")
