@@ -13,7 +13,7 @@ from eval.questions import Question, load_jsonl
 from index.arabic import language
 from rag.answer import ABSTAIN_MESSAGE, Answer
 from rag.chain import Pipeline, QuestionError, clean_question
-from tests.helpers import QUESTIONS_DIR
+from tests.helpers import QUESTIONS_DIR, SeedsIndex
 
 QUESTIONS = {q.id: q for q in load_jsonl(QUESTIONS_DIR / "seeds.jsonl")}
 OFF_TOPIC = {q.id: q for q in load_jsonl(QUESTIONS_DIR / "arcd-unanswerable.jsonl")}
@@ -204,3 +204,28 @@ def test_short_answer_is_verbatim_at_its_offsets_and_highlighted(seeds_pipeline:
     assert answer.short_answer in answer.answer
     # One evidence sentence, two at most: the answer stays short.
     assert len(re.findall(r"\[\d+\]", answer.answer)) <= 2
+
+
+@pytest.fixture(scope="module")
+def reader_pipeline(seeds_index: SeedsIndex) -> Pipeline:
+    """The seeds with the shipped fine-tuned reader switched on (RAG_ANSWER_READER=1)."""
+    return Pipeline(seeds_index.config.replace(answer_reader=True), index=seeds_index.index)
+
+
+@pytest.mark.parametrize(
+    ("question", "expected"),
+    [
+        ("كم دولة جاء منها المندوبون إلى مؤتمر موسكو 2023؟", "76 دولة"),
+        ("متى انعقد مؤتمر موسكو للأمن الدولي؟", "15 أغسطس 2023"),
+        ("من ألقى الكلمة الافتتاحية في المؤتمر؟", "فلاديمير بوتين"),
+    ],
+)
+def test_the_shipped_reader_answers_with_a_verbatim_span(
+    reader_pipeline: Pipeline, question: str, expected: str
+) -> None:
+    answer = reader_pipeline.ask(question)
+    assert expected in answer.short_answer and len(answer.short_answer.split()) <= 8, answer.answer
+    where = answer.short_answer_citation
+    (citation,) = [c for c in answer.citations if c.n == where["n"]]
+    assert citation.text[where["start"] : where["end"]] == answer.short_answer
+    assert answer.answer.startswith(f"{answer.short_answer} — ")
