@@ -230,7 +230,7 @@ class ExtractiveAnswerer(RunnableSerializable[dict[str, Any], Answer]):
         best span among the best `span_sentences` sentences (the best sentence itself if none of
         them has a candidate span)."""
         if self.reader is not None and not _cross_language(question, passages):
-            read = self._read(question, passages, sentences)
+            read = self._read(self.reader, question, passages, sentences)
             if read is not None:
                 return read
         chosen = self.scoring.ranked(scores)[: self.scoring.span_sentences]
@@ -242,11 +242,12 @@ class ExtractiveAnswerer(RunnableSerializable[dict[str, Any], Answer]):
             return Span(chosen[0], best.passage, best.start, best.end, best.text, best.words)
         return candidates.span(self.scoring.best_span(candidates.features))
 
-    def _read(self, question: str, passages: list[Document], sentences: list[Sentence]) -> Span | None:
+    def _read(
+        self, reader: SpanReader, question: str, passages: list[Document], sentences: list[Sentence]
+    ) -> Span | None:
         """The reader's best span over the best `reader_passages` passages, inside the evidence
         sentence it overlaps most (None if it overlaps none: a title or a fragment)."""
-        assert self.reader is not None
-        found = self.reader.read(question, [p.page_content for p in passages[: self.scoring.reader_passages]])
+        found = reader.read(question, [p.page_content for p in passages[: self.scoring.reader_passages]])
         if not found:
             return None
         best = max(found, key=lambda r: r.score - self.scoring.reader_rank_penalty * r.passage)
