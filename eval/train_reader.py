@@ -36,6 +36,7 @@ from rag.reader import (
     ReaderNet,
     Window,
     load_base,
+    pad_states,
     read,
     windows,
 )
@@ -111,16 +112,6 @@ def examples(encoder: TokenEncoder, path: Path, layer: int, length: int, stride:
     return out
 
 
-def _batch(items: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
-    n = max(len(s) for s in items)
-    states = torch.zeros(len(items), n, items[0].shape[1])
-    mask = torch.zeros(len(items), n, dtype=torch.bool)
-    for i, s in enumerate(items):
-        states[i, : len(s)] = torch.from_numpy(s.astype(np.float32))
-        mask[i, : len(s)] = True
-    return states, mask
-
-
 def train(
     base: BaseModel,
     data: list[Example],
@@ -154,7 +145,7 @@ def train(
     for epoch in range(epochs):
         losses = []
         for chosen in _batches(items, batch, rng):
-            states, mask = _batch([s for s, _ in chosen])
+            states, mask = pad_states([s for s, _ in chosen])
             start, end = net(states, mask)
             start = start.masked_fill(~mask, -1e4)
             end = end.masked_fill(~mask, -1e4)

@@ -296,17 +296,23 @@ class Reading:
         return float(scores.flat[flat]), int(self.starts[flat // n]), int(self.ends[flat % n])
 
 
-@torch.no_grad()
-def read(net: ReaderNet, passage_windows: list[Window], states: list[np.ndarray]) -> Reading:
-    """The reader's start/end log-probabilities over a passage read in windows (a token seen by
-    two windows keeps its better value)."""
+def pad_states(states: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Windows of different lengths as one zero-padded batch and its mask, the layers' input
+    both in training and at answer time."""
     n = max(len(s) for s in states)
     batch = torch.zeros(len(states), n, states[0].shape[1])
     mask = torch.zeros(len(states), n, dtype=torch.bool)
     for i, s in enumerate(states):
         batch[i, : len(s)] = torch.from_numpy(s.astype(np.float32))
         mask[i, : len(s)] = True
-    start, end = net(batch, mask)
+    return batch, mask
+
+
+@torch.no_grad()
+def read(net: ReaderNet, passage_windows: list[Window], states: list[np.ndarray]) -> Reading:
+    """The reader's start/end log-probabilities over a passage read in windows (a token seen by
+    two windows keeps its better value)."""
+    start, end = net(*pad_states(states))
     by_char: dict[tuple[int, int], list[float]] = {}
     for i, w in enumerate(passage_windows):
         rows = slice(w.offset, w.offset + len(w.starts))

@@ -24,6 +24,7 @@ from rag.reader import (
     Window,
     load_base,
     load_reader,
+    pad_states,
     read,
     windows,
 )
@@ -101,6 +102,14 @@ def test_reading_picks_the_best_allowed_span() -> None:
     # At most 2 tokens: token 1 to 3 is too long, and token 0 alone (0.1 * 0.7) beats 1 to 2 (0.6 * 0.05).
     assert reading.best(max_tokens=2)[1:] == (0, 4)
     assert reading.span_score(5, 19) == pytest.approx(score)
+
+
+def test_pad_states_pads_with_zeros_and_masks_only_real_tokens() -> None:
+    short, long = np.ones((2, 3), np.float16), np.full((4, 3), 2.0, np.float16)
+    batch, mask = pad_states([short, long])
+    assert batch.shape == (2, 4, 3) and batch.dtype == torch.float32
+    assert mask.tolist() == [[True, True, False, False], [True, True, True, True]]
+    assert batch[0, :2].eq(1).all() and batch[0, 2:].eq(0).all() and batch[1].eq(2).all()
 
 
 def test_read_merges_overlapping_windows(base: BaseModel) -> None:
