@@ -30,7 +30,6 @@ from eval.runner import Corpus, for_corpus, prepare_index, short_answer_scores
 from rag.answer import ExtractiveAnswerer
 from rag.chain import Pipeline, clean_question
 from rag.extract import FEATURES, Sentence, SpanModel, sentence_candidates, span_candidates
-from rag.reader import AnswerReader
 from rag.scoring import SPAN_WEIGHTS, AnswerScoring
 
 # L2 strength: held-out short F1 on ARCD 0.301 / 0.300 at 0.001 / 0.01 (python -m eval.train_span --l2 ...).
@@ -150,6 +149,8 @@ def cross_validate(
         for fold in range(folds) if only_fold is None else [only_fold]:
             scoring.span_model = fit([c for c in cases if fold_of[c.article] != fold], l2)
             if reader_folds is not None:
+                from rag.reader import AnswerReader  # torch: only for this comparison (~2 s to import)
+
                 pipeline.answerer.reader = AnswerReader.load(reader_folds / f"fold{fold}.npz")
             for c in (c for c in cases if fold_of[c.article] == fold):
                 answer = pipeline.answerer.invoke({"question": c.text, "documents": c.passages})

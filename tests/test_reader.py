@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +12,7 @@ import pytest
 import torch
 from langchain_core.documents import Document
 
-from core.config import Config
+from core.config import PROJECT_ROOT, Config
 from rag.answer import ExtractiveAnswerer
 from rag.extract import ReadSpan, SpanReader
 from rag.reader import (
@@ -285,3 +287,16 @@ def test_switching_the_reader_on_without_its_weights_names_the_command(tmp_path:
     with pytest.raises(ReaderWeightsError) as caught:
         AnswerReader.load(tmp_path / "reader.npz")
     assert "python -m eval.train_reader --out" in caught.value.hint
+
+
+def test_entry_points_import_torch_only_when_the_reader_is_switched_on() -> None:
+    # torch costs about 2 s of start-up; only the reader needs it, and it is off by default.
+    # One interpreter imports them in turn and names the first after which torch is loaded.
+    code = (
+        "import importlib, sys\n"
+        "for m in ['rag.chain', 'rag.__main__', 'ui.app', 'api.app', 'eval.__main__', 'eval.train_span']:\n"
+        "    importlib.import_module(m)\n"
+        "    if 'torch' in sys.modules: print(m); break\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=PROJECT_ROOT)
+    assert out.stdout.strip() == ""
