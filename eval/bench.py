@@ -427,6 +427,12 @@ class SyntheticCorpus:
     def bm25(self, n: int) -> BM25:
         return BM25.from_lexical(self.lexical(n))
 
+    def index(self, vectors: faiss.Index, lexical: LexicalIndex) -> store.StoredIndex:
+        """An index the product's pipeline can answer from: the real ARCD chunk texts, repeated
+        to the size of `vectors`, beside the synthetic vectors and term counts."""
+        texts = [self.chunks[i % len(self.chunks)] for i in range(vectors.ntotal)]
+        return store.StoredIndex(manifest={"files": {}}, chunks=texts, vectors=vectors, lexical=lexical)
+
 
 def _neighbour_cosine(vectors: np.ndarray) -> float:
     """Mean cosine similarity of each vector to its nearest other vector."""
@@ -462,11 +468,9 @@ def bench_scale(
         bm25_bytes = bm25.matrix.data.nbytes + bm25.matrix.indices.nbytes + bm25.matrix.indptr.nbytes
         del bm25  # the pipeline makes its own from the same counts
         row: dict[str, Any] = {"chunks": n, "hnsw_recall@10": recall, "rss_mb": rss_mb(), "peak_rss_mb": peak_mb()}
-        # Chunk texts for the answerer: the real ARCD chunks, repeated to the corpus size.
-        texts = [corpus.chunks[i % len(corpus.chunks)] for i in range(n)]
         pipeline: Pipeline | None = None
         for name, index, build in (("exact", exact, exact_build), ("hnsw", approx, approx_build)):
-            fake = store.StoredIndex(manifest={"files": {}}, chunks=texts, vectors=index, lexical=lexical)
+            fake = corpus.index(index, lexical)
             # The product's own pipeline over the synthetic index (reload: the app's swap after an upload).
             if pipeline is None:
                 pipeline = Pipeline(config, index=fake)
@@ -505,24 +509,19 @@ def bench_reader(
 ) -> dict[str, Any]:
     """The whole extractive answer without and with the fine-tuned reader (Config.answer_reader),
     the same questions in the same minute: on the seeds index, and at `n` chunks (HNSW)."""
-    seeds = [q.question for q in load_jsonl(SEEDS_QUESTIONS)]
+    runs: list[tuple[str, Config, store.StoredIndex | None, list[str]]] = [
+        ("seeds", config.replace(index_dir=index_dir), None, [q.question for q in load_jsonl(SEEDS_QUESTIONS)])
+    ]
+    if corpus is not None:
+        vectors = store.build_vectors(corpus.vectors(n), corpus.dim, "hnsw", config.hnsw_ef_search)
+        runs.append(("scale", config, corpus.index(vectors, corpus.lexical(n)), corpus.questions[:questions]))
     out: dict[str, Any] = {"chunks": n}
-    for reader in (False, True):
-        pipeline = Pipeline(config.replace(index_dir=index_dir, answer_reader=reader))
-        out[f"seeds_reader_{reader}"] = latency(
-            cold(pipeline.embedder, partial(pipeline.ask, mode="extractive")), seeds
-        )
-    if corpus is None:
-        return out
-    vectors = store.build_vectors(corpus.vectors(n), corpus.dim, "hnsw", config.hnsw_ef_search)
-    texts = [corpus.chunks[i % len(corpus.chunks)] for i in range(n)]
-    fake = store.StoredIndex(manifest={"files": {}}, chunks=texts, vectors=vectors, lexical=corpus.lexical(n))
-    asked = corpus.questions[:questions]
-    for reader in (False, True):
-        pipeline = Pipeline(config.replace(answer_reader=reader), index=fake)
-        out[f"scale_reader_{reader}"] = latency(
-            cold(pipeline.embedder, partial(pipeline.ask, mode="extractive")), asked
-        )
+    for name, run_config, index, asked in runs:
+        for reader in (False, True):
+            pipeline = Pipeline(run_config.replace(answer_reader=reader), index=index)
+            out[f"{name}_reader_{reader}"] = latency(
+                cold(pipeline.embedder, partial(pipeline.ask, mode="extractive")), asked
+            )
     return out
 
 
