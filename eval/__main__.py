@@ -18,7 +18,7 @@ from pathlib import Path
 
 from core.config import Config, add_arguments
 from eval.questions import Question, QuestionFileError, load_jsonl, load_squad
-from eval.runner import Corpus, for_corpus, format_table, run
+from eval.runner import Corpus, for_corpus, format_kinds, format_table, run
 from index import store
 from index.embed import EmbedderUnavailable
 
@@ -72,6 +72,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{names} | retriever={config.retriever} answers={result['answer_mode']} k={config.k} chunks={result['chunks']}"
     )
     print(format_table(result["metrics"], title))
+    if set(result["by_kind"]) - {"(none)"}:
+        print("\nanswerable questions by kind\n" + format_kinds(result["by_kind"]))
     if args.json_out:
         args.json_out.parent.mkdir(parents=True, exist_ok=True)
         args.json_out.write_text(json.dumps(result, ensure_ascii=False, indent=1), encoding="utf-8")

@@ -196,6 +196,34 @@ def summarise(records: list[dict[str, Any]]) -> dict[str, float]:
     }
 
 
+def by_kind(records: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Answer metrics of the answerable questions of each kind (a question file's "kind" field),
+    so a change that helps one kind of question and hurts another shows as such."""
+    kinds: dict[str, list[dict[str, Any]]] = {}
+    for r in records:
+        if r["answerable"]:
+            kinds.setdefault(r["kind"] or "(none)", []).append(r)
+    return {
+        kind: {
+            "questions": len(rs),
+            "answer_contains": mean([float(r["contains"]) for r in rs]),
+            "short_f1": mean([r["short_f1"] for r in rs]),
+            "short_contains": mean([r["short_contains"] for r in rs]),
+        }
+        for kind, rs in sorted(kinds.items())
+    }
+
+
+def format_kinds(kinds: dict[str, dict[str, float]]) -> str:
+    width = max(len("kind"), *(len(k) for k in kinds))
+    columns = ["questions", "answer_contains", "short_f1", "short_contains"]
+    lines = [f"{'kind':<{width}}  " + "  ".join(f"{c:>15}" for c in columns)]
+    for kind, row in kinds.items():
+        shown = [f"{row[c]:.0f}" if c == "questions" else f"{row[c]:.3f}" for c in columns]
+        lines.append(f"{kind:<{width}}  " + "  ".join(f"{v:>15}" for v in shown))
+    return "\n".join(lines)
+
+
 def format_table(metrics: dict[str, float], title: str) -> str:
     width = max(len(k) for k in metrics)
     lines = [title, "-" * (width + 12)]
@@ -225,5 +253,6 @@ def run(
         "embedder": config.embedder,
         "k": k,
         "metrics": summarise(records),
+        "by_kind": by_kind(records),
         "records": records,
     }

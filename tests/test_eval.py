@@ -21,6 +21,7 @@ from eval.metrics import (
     token_f1,
 )
 from eval.questions import QuestionFileError, load_jsonl, load_squad
+from eval.runner import by_kind, format_kinds
 from tests.helpers import QUESTIONS_DIR, SEEDS_DIR
 
 # --- metrics ---------------------------------------------------------------------------------------
@@ -84,6 +85,26 @@ def test_ranking_metrics() -> None:
     assert reciprocal_rank(3, cutoff=2) == 0.0
     assert reciprocal_rank(None) == 0.0
     assert mean([]) == 0.0 and mean([1.0, 0.0, 0.5]) == pytest.approx(0.5)
+
+
+def test_by_kind_scores_each_kind_of_answerable_question_apart() -> None:
+    def record(kind: str, answerable: bool, contains: bool, f1: float, short: float) -> dict[str, Any]:
+        return {"kind": kind, "answerable": answerable, "contains": contains, "short_f1": f1, "short_contains": short}
+
+    records = [
+        record("english", True, True, 1.0, 1.0),
+        record("english", True, False, 0.5, 0.0),
+        record("date", True, True, 0.25, 0.0),
+        record("english", False, False, 0.0, 0.0),  # unanswerable: not scored here
+        record("", True, True, 1.0, 1.0),  # no kind given
+    ]
+    kinds = by_kind(records)
+    assert list(kinds) == ["(none)", "date", "english"]
+    assert kinds["english"] == {"questions": 2, "answer_contains": 0.5, "short_f1": 0.75, "short_contains": 0.5}
+    assert kinds["date"]["questions"] == 1 and kinds["date"]["short_f1"] == 0.25
+    table = format_kinds(kinds).splitlines()
+    assert table[0].split() == ["kind", "questions", "answer_contains", "short_f1", "short_contains"]
+    assert table[-1].split() == ["english", "2", "0.500", "0.750", "0.500"]
 
 
 def test_percentile_nearest_rank() -> None:
