@@ -218,6 +218,10 @@ def reader_pipeline(seeds_index: SeedsIndex) -> Pipeline:
         ("كم دولة جاء منها المندوبون إلى مؤتمر موسكو 2023؟", "76 دولة"),
         ("متى انعقد مؤتمر موسكو للأمن الدولي؟", "15 أغسطس 2023"),
         ("من ألقى الكلمة الافتتاحية في المؤتمر؟", "فلاديمير بوتين"),
+        # English questions about the Arabic text: read too (the span ranker answers these two
+        # with "اللعب بالنار" and a clause about NATO's offensive capabilities).
+        ('Which Chinese defense minister warned against "playing with fire"?', "لي شانغفو"),
+        ("According to Putin, what will NATO's actions ultimately destroy?", "نظام الحد من التسلح"),
     ],
 )
 def test_the_shipped_reader_answers_with_a_verbatim_span(
