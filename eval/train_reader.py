@@ -218,7 +218,7 @@ def main() -> None:
     parser.add_argument("--squad", type=Path, default=ARCD)
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--only-fold", type=int, help="run one fold only (a quick signal)")
-    # Fold 0 of ARCD (144 held-out questions, gold paragraph, eval/RESULTS.md): the number of tuned
+    # Fold 0 of ARCD (144 held-out questions, gold paragraph, eval/ANSWERS.md): the number of tuned
     # layers matters most: F1 0.206 / 0.346 / 0.423 tuning the top 2 / 4 / 6 (layer 10 / 8 / 6) in
     # full, 5-6 epochs at 3e-4; LoRA rank 16 at 1e-3 on the top 6 reached 0.439 (1.2 MB shipped
     # instead of 21 MB), 0.459 / EM 0.146 over all 5 folds: the shipped reader's settings.

@@ -231,7 +231,7 @@ class ExtractiveAnswerer(RunnableSerializable[dict[str, Any], Answer]):
 
         English questions about Arabic text are read too: the reader saw only Arabic questions in
         training, but its encoder is multilingual, and on the 16 English questions of the seeds
-        and follow-ups its short F1 is 0.44 against the span ranker's 0.26 (eval/RESULTS.md)."""
+        and follow-ups its short F1 is 0.44 against the span ranker's 0.26 (eval/ANSWERS.md)."""
         if self.reader is not None:
             read = self._read(self.reader, question, passages, sentences)
             if read is not None:

@@ -24,7 +24,7 @@ class AnswerScoring:
 
     Sentence features (columns of `ExtractiveAnswerer.features`): lexical coverage of the
     question's content words, dense similarity to the question, passage rank prior, answer-type
-    match, passage fused score. Tuned on ARCD with `python -m eval.tune` (eval/RESULTS.md).
+    match, passage fused score. Tuned on ARCD with `python -m eval.tune`, which prints the grid it chose from.
     """
 
     # lexical coverage, dense similarity, passage rank prior, answer-type match, passage fused score
@@ -66,7 +66,7 @@ class AnswerScoring:
     span_max_words: int = 10
     # With the fine-tuned reader (Config.answer_reader): passages it reads (each costs a 12-layer
     # pass, ~300 ms on 2 cores), and the log-probability a passage's span gives up per rank below
-    # the first when choosing among them. ARCD fold 0 held out (eval/RESULTS.md): short F1 0.393
+    # the first when choosing among them. ARCD fold 0 held out (eval/ANSWERS.md): short F1 0.393
     # reading 1; 0.397 reading 2 with 1.5 per rank, 0.304 with none (every passage offers a
     # confident span): not worth twice the time.
     reader_passages: int = 1
