@@ -110,6 +110,7 @@ class Service:
         mode: str | None = None,
         on_token: TokenFn | None = None,
         llm_options: dict[str, Any] | None = None,
+        reader: bool | None = None,
     ) -> Answer:
         """Pipeline.ask in the pool, its failures turned into API errors (400, 503, 500).
 
@@ -129,7 +130,7 @@ class Service:
         def work() -> Answer:
             # Each pooled call runs in a copy of the context, so the options stay this request's own.
             REQUEST_OPTIONS.set(llm_options)
-            return pipeline.ask(question, k=k, history=list(history), on_token=on_token, mode=mode)
+            return pipeline.ask(question, k=k, history=list(history), on_token=on_token, mode=mode, reader=reader)
 
         try:
             return await self.run(work)

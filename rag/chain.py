@@ -27,6 +27,7 @@ from rag.extract import SpanReader
 from rag.followup import FollowUpResolver
 from rag.llm import LLMAnswerer, QuestionRewriter, TokenFn, deadline_for
 from rag.retrieve import HybridRetriever
+from rag.tokens import LIBRARY
 
 _CONTROL_RE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 
@@ -91,6 +92,8 @@ def open_index(
 class Pipeline:
     """Everything a question needs, loaded once: embedder, index, retriever, answerer, chain."""
 
+    _switched: Runnable[dict[str, Any], str | Answer] | None  # see _extractive_chain
+
     def __init__(
         self, config: Config, index: store.StoredIndex | None = None, log: Callable[[str], None] | None = None
     ) -> None:
@@ -98,28 +101,58 @@ class Pipeline:
         self.embedder = load_embedder(config.embedder, config.embed_batch_size)
         self._lock = threading.RLock()
         self.follow_ups = FollowUpResolver()
-        self.reader = self._load_reader(config)
+        self._reader_lock = threading.Lock()
+        # Loaded at start when it is the configured default (a missing library or weights file
+        # fails then, not at the first question), else on the first question that asks for it.
+        self.reader: SpanReader | None = self._load_reader() if config.answer_reader else None
         self.reload(index if index is not None else open_index(config, self.embedder, log))
 
     def reload(self, index: store.StoredIndex) -> None:
         """Swap in a new index (after an upload or rebuild); in-flight questions finish on the old one."""
         retriever = HybridRetriever.from_config(self.config, index, self.embedder)
-        answerer = ExtractiveAnswerer.from_config(self.config, self.embedder, retriever.bm25.term_weight, self.reader)
+        default_reader = self.reader if self.config.answer_reader else None
+        answerer = ExtractiveAnswerer.from_config(
+            self.config, self.embedder, retriever.bm25.term_weight, default_reader
+        )
         chains = {"extractive": self._compose(retriever, answerer)}
         if self.llm_enabled:
             chains["llm"] = self._compose(retriever, LLMAnswerer(config=self.config, fallback=answerer))
         with self._lock:
             self.index, self.retriever, self.answerer = index, retriever, answerer
             self.chains = chains
+            self._switched = None
 
     @staticmethod
-    def _load_reader(config: Config) -> SpanReader | None:
-        """The fine-tuned reader when switched on; imported only then, as it needs torch."""
-        if not config.answer_reader:
-            return None
+    def _load_reader() -> SpanReader:
+        """The fine-tuned reader, imported only when wanted: it needs torch (~2 s to import)."""
         from rag.reader import READER_WEIGHTS, AnswerReader
 
         return AnswerReader.load(READER_WEIGHTS)
+
+    @property
+    def reader_available(self) -> bool:
+        """Can a question ask for the reader? (Its C library is built by `make`; its weights ship.)"""
+        return self.reader is not None or LIBRARY.exists()
+
+    def _extractive_chain(self, read: bool) -> Runnable[dict[str, Any], str | Answer]:
+        """The extractive chain with the reader on or off. The one the config did not choose is
+        built on the first question that asks for it (loading the reader if that is what it
+        needs), and again after each reload."""
+        with self._lock:
+            if read == self.config.answer_reader:
+                return self.chains["extractive"]
+            chain, retriever = self._switched, self.retriever
+        if chain is None:
+            reader = None
+            if read:
+                with self._reader_lock:
+                    self.reader = reader = self.reader or self._load_reader()
+            answerer = ExtractiveAnswerer.from_config(self.config, self.embedder, retriever.bm25.term_weight, reader)
+            chain = self._compose(retriever, answerer)
+            with self._lock:
+                if self.retriever is retriever:  # not replaced meanwhile by a reload
+                    self._switched = chain
+        return chain
 
     @property
     def llm_enabled(self) -> bool:
@@ -173,16 +206,19 @@ class Pipeline:
         on_token: TokenFn | None = None,
         mode: str | None = None,
         config: RunnableConfig | None = None,
+        reader: bool | None = None,
     ) -> Answer:
         """Answer one question; raises QuestionError for questions that cannot be asked.
 
         `history` ((question, answer) pairs, oldest first) lets a follow-up question be made
         stand-alone before retrieval: by the model in LLM mode, by `FollowUpResolver` (which reads
         only the earlier questions) in extractive mode. `on_token`, when given, receives an LLM
-        answer as it streams (see `stream`); `config` brings callbacks.
+        answer as it streams (see `stream`); `config` brings callbacks. `reader` switches the
+        fine-tuned reader on or off for this question in extractive mode (None: the config's
+        RAG_ANSWER_READER; the LLM mode's own answer does not use it).
         """
         answer = None
-        for event in self._run(question, k, history, mode, config, streaming=on_token is not None):
+        for event in self._run(question, k, history, mode, config, reader, streaming=on_token is not None):
             if isinstance(event, Answer):
                 answer = event
             elif on_token is not None:
@@ -197,10 +233,11 @@ class Pipeline:
         history: Sequence[tuple[str, str]] = (),
         mode: str | None = None,
         config: RunnableConfig | None = None,
+        reader: bool | None = None,
     ) -> Generator[str | Answer, None, None]:
         """Like `ask`, as the answer comes: an LLM's reply text in pieces, then the Answer (only the
         Answer in extractive mode). Closing the iterator early closes the LLM request."""
-        yield from self._run(question, k, history, mode, config, streaming=True)
+        yield from self._run(question, k, history, mode, config, reader, streaming=True)
 
     def _run(
         self,
@@ -209,13 +246,17 @@ class Pipeline:
         history: Sequence[tuple[str, str]],
         mode: str | None,
         config: RunnableConfig | None,
+        reader: bool | None,
         streaming: bool,
     ) -> Iterator[str | Answer]:
         question = clean_question(question, self.config.max_question_chars)
         mode = mode or self.default_mode
         started = time.perf_counter()
-        with self._lock:
-            chain = self.chains.get(mode)
+        if mode == "extractive" and reader is not None:
+            chain: Runnable[dict[str, Any], str | Answer] | None = self._extractive_chain(reader)
+        else:
+            with self._lock:
+                chain = self.chains.get(mode)
         if chain is None:
             raise QuestionError(
                 f"Answer mode {mode!r} is not available; set RAG_LLM_BASE_URL and RAG_LLM_MODEL.", "mode_unavailable"

@@ -448,6 +448,20 @@ def pipeline(seeds_index: SeedsIndex) -> Pipeline:
     return Pipeline(seeds_index.config, index=seeds_index.index)
 
 
+def test_rest_ask_switches_the_reader_per_question(pipeline: Pipeline) -> None:
+    question = 'Which Chinese defense minister warned against "playing with fire"?'
+    with live(create_app(pipeline)) as url:
+        assert httpx.get(url + "/healthz", timeout=30).json()["reader"] is True
+        short = {}
+        for read in (False, True):
+            response = httpx.post(url + "/api/ask", json={"question": question, "reader": read}, timeout=CALL_TIMEOUT)
+            assert response.status_code == 200, response.text
+            short[read] = response.json()["short_answer"]
+        assert short[True] == "لي شانغفو" and short[False] != short[True]
+        odd = httpx.post(url + "/api/ask", json={"question": question, "reader": "sometimes"}, timeout=30)
+        assert "reader" in check_error(odd, 400, "invalid_request")
+
+
 def test_rate_limit_is_429_with_retry_after(pipeline: Pipeline) -> None:
     with live(create_app(pipeline, pipeline.config.replace(api_rate="3/min"))) as url:
         codes = [httpx.get(url + "/v1/models", timeout=30).status_code for _ in range(3)]

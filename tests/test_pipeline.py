@@ -233,3 +233,19 @@ def test_the_shipped_reader_answers_with_a_verbatim_span(
     (citation,) = [c for c in answer.citations if c.n == where["n"]]
     assert citation.text[where["start"] : where["end"]] == answer.short_answer
     assert answer.answer.startswith(f"{answer.short_answer} — ")
+
+
+def test_a_question_switches_the_reader_on_or_off(seeds_index: SeedsIndex, reader_pipeline: Pipeline) -> None:
+    plain = Pipeline(seeds_index.config, index=seeds_index.index)
+    question = 'Which Chinese defense minister warned against "playing with fire"?'
+    ranked = plain.ask(question).short_answer
+    assert plain.reader is None and "لي شانغفو" not in ranked  # the span ranker misses it
+    assert "لي شانغفو" in plain.ask(question, reader=True).short_answer  # loaded on first use
+    assert plain.ask(question, reader=False).short_answer == ranked  # the config's default stays
+    assert plain.ask(question).short_answer == ranked
+    # After a reload (an upload), the switched chain is rebuilt over the new index.
+    plain.reload(seeds_index.index)
+    assert "لي شانغفو" in plain.ask(question, reader=True).short_answer
+    # And the other way: a reader-on pipeline answers one question without it.
+    assert reader_pipeline.ask(question, reader=False).short_answer == ranked
+    assert "لي شانغفو" in reader_pipeline.ask(question).short_answer

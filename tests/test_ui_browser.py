@@ -125,6 +125,14 @@ def test_english_question_finds_arabic_passage(page: Page) -> None:
     shot(page, "ui-english-answer.png")
 
 
+def test_the_reader_switch_in_settings_gives_the_precise_short_answer(page: Page) -> None:
+    question = 'Which Chinese defense minister warned against "playing with fire"?'
+    assert "لي شانغفو" not in ask(page, question).locator(".short-answer").inner_text()
+    page.get_by_text("Settings").click()
+    page.get_by_label("Precise short answer").check()
+    assert ask(page, question).locator(".short-answer").inner_text() == "لي شانغفو"
+
+
 def test_empty_question_gets_friendly_message(page: Page) -> None:
     reply = ask(page, "   ")
     assert "Please type a question" in reply.inner_text()

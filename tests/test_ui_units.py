@@ -574,3 +574,16 @@ def test_two_files_rejected_alike_get_a_line_each(library: DocumentLibrary, tmp_
     report = add(library, tmp_path, (SMALL_DOC, "slides.pdf"), (SMALL_DOC, "slides.pdf"))
     assert [f.outcome for f in report.files] == ["rejected", "rejected"]
     assert len(report.rejected) == 2
+
+
+def test_the_reader_checkbox_reaches_the_answer(seeds_pipeline: Pipeline) -> None:
+    from ui.app import _ask
+
+    question = 'Which Chinese defense minister warned against "playing with fire"?'
+    assert seeds_pipeline.reader_available  # `make` built the library; the weights ship
+    answers = {}
+    for read in (False, True):
+        *_, (chat, _, _) = _ask(seeds_pipeline, question, [], 5, False, "extractive", [], "en", read)
+        answers[read] = chat[-1]["content"]
+    assert '<b class="short-answer">لي شانغفو</b>' in answers[True]
+    assert "لي شانغفو</b>" not in answers[False]

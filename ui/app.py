@@ -163,14 +163,21 @@ Y = TypeVar("Y")
 
 
 def _replies(
-    pipeline: Pipeline, question: str, k: int, mode: str, turns: Turns, show_scores: bool, page_lang: str
+    pipeline: Pipeline,
+    question: str,
+    k: int,
+    mode: str,
+    turns: Turns,
+    show_scores: bool,
+    page_lang: str,
+    read: bool | None = None,
 ) -> Iterator[str | tuple[str, str]]:
     """The answer as it comes (an LLM's text, piece by piece), then (HTML reply, plain answer for
     the history); every failure becomes a friendly message in the question's language (the page's,
     for an empty question). Closing it early (the Stop button) closes the LLM request."""
     lang = for_question(question or "", page_lang)
     try:
-        for event in pipeline.stream(question, k=int(k), history=turns, mode=mode):
+        for event in pipeline.stream(question, k=int(k), history=turns, mode=mode, reader=read):
             yield (answer_message(event, show_scores), event.answer) if isinstance(event, Answer) else event
     except QuestionError as exc:
         yield notice_message(t(lang, f"question_{exc.key}", **exc.params)), ""
@@ -192,12 +199,13 @@ def _ask(
     mode: str,
     turns: Turns,
     page_lang: str,
+    read: bool | None = None,
 ) -> Iterator[tuple[list[dict[str, Any]], str, Turns]]:
     """Chat handler: yields the conversation as the answer streams in (LLM mode) or once."""
     history = [*list(history or []), {"role": "user", "content": user_message(question if question.strip() else " ")}]
     turns = list(turns or [])
     streamed, reply, plain = "", "", ""
-    for event in _replies(pipeline, question, k, mode, turns, show_scores, page_lang):
+    for event in _replies(pipeline, question, k, mode, turns, show_scores, page_lang, read):
         if isinstance(event, tuple):
             reply, plain = event
         else:
@@ -272,14 +280,27 @@ def build_app(pipeline: Pipeline, i18n: gr.I18n) -> gr.Blocks:
                     elem_id="mode",
                 )
                 show_scores = gr.Checkbox(value=False, label=i18n("show_scores"))
+                use_reader = gr.Checkbox(
+                    value=config.answer_reader,
+                    label=i18n("use_reader"),
+                    visible=pipeline.reader_available,
+                    elem_id="use-reader",
+                )
                 gr.Markdown(i18n("question_limit"))
             clear = gr.Button(i18n("new_conversation"), size="sm")
             turns = gr.State([])
 
             def ask(
-                q: str, history: list[dict[str, Any]], k_: int, scores: bool, mode_: str, turns_: Turns, lang: str
+                q: str,
+                history: list[dict[str, Any]],
+                k_: int,
+                scores: bool,
+                mode_: str,
+                turns_: Turns,
+                lang: str,
+                read: bool,
             ) -> Iterator[tuple[list[dict[str, Any]], str, Turns]]:
-                yield from _ask(pipeline, q, history, k_, scores, mode_, turns_, lang)
+                yield from _ask(pipeline, q, history, k_, scores, mode_, turns_, lang, read)
 
             answering = []
             for trigger in (send.click, question.submit):
@@ -287,7 +308,7 @@ def build_app(pipeline: Pipeline, i18n: gr.I18n) -> gr.Blocks:
                 answering.append(
                     started.then(
                         ask,
-                        [question, chat, k, show_scores, mode, turns, page_lang],
+                        [question, chat, k, show_scores, mode, turns, page_lang, use_reader],
                         [chat, question, turns],
                         api_visibility="private",
                     )
