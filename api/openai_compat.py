@@ -24,12 +24,20 @@ from pydantic import BaseModel, ConfigDict, Field
 from api.app import Service, service_of
 from api.errors import APIError
 from rag.answer import Answer, Citation
+from rag.chain import reader_available
 
 router = APIRouter(tags=["OpenAI-compatible"])
 
 EXTRACTIVE_MODEL = "arabic-rag"
+READER_MODEL = "arabic-rag-reader"
 LLM_MODEL = "arabic-rag-llm"
-MODES = {EXTRACTIVE_MODEL: "extractive", LLM_MODEL: "llm"}
+# Model name -> (answer mode, reader switch): a chat client picks the fine-tuned reader by model,
+# the only choice such clients offer (None: the server's RAG_ANSWER_READER).
+MODES: dict[str, tuple[str, bool | None]] = {
+    EXTRACTIVE_MODEL: ("extractive", None),
+    READER_MODEL: ("extractive", True),
+    LLM_MODEL: ("llm", None),
+}
 _CREATED = int(time.time())
 
 
@@ -116,7 +124,7 @@ def conversation(messages: list[ChatMessage]) -> tuple[str, list[tuple[str, str]
     return _text(last), history
 
 
-def _mode(request: ChatRequest, service: Service) -> str:
+def _mode(request: ChatRequest, service: Service) -> tuple[str, bool | None]:
     models = available_models(service)
     if request.model not in models:
         raise APIError(
@@ -131,7 +139,12 @@ def _mode(request: ChatRequest, service: Service) -> str:
 
 def available_models(service: Service) -> list[str]:
     llm = bool(service.config.llm_base_url and service.config.llm_model)
-    return [EXTRACTIVE_MODEL, LLM_MODEL] if llm else [EXTRACTIVE_MODEL]
+    models = [EXTRACTIVE_MODEL]
+    if reader_available():
+        models.append(READER_MODEL)
+    if llm:
+        models.append(LLM_MODEL)
+    return models
 
 
 @router.get("/v1/models", summary="The models (answer modes) this server offers")
@@ -167,14 +180,16 @@ def _extras(answer: Answer) -> dict[str, Any]:
 @router.post("/v1/chat/completions", summary="Answer the last user message, grounded and cited", response_model=None)
 async def chat_completions(body: ChatRequest, request: Request) -> Any:
     service = service_of(request.app)
-    mode = _mode(body, service)
+    mode, reader = _mode(body, service)
     question, history = conversation(body.messages)
     completion_id = f"chatcmpl-{uuid.uuid4().hex}"
     options = {"max_tokens": body.max_completion_tokens or body.max_tokens, "temperature": body.temperature}
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        return await _stream(service, body.model, mode, question, history, completion_id, include_usage, options)
-    answer = await service.ask(question, history=history, mode=mode, llm_options=options)
+        return await _stream(
+            service, body.model, (mode, reader), question, history, completion_id, include_usage, options
+        )
+    answer = await service.ask(question, history=history, mode=mode, llm_options=options, reader=reader)
     return JSONResponse(
         {
             "id": completion_id,
@@ -204,7 +219,7 @@ def _sse(data: dict[str, Any] | str) -> bytes:
 async def _stream(
     service: Service,
     model: str,
-    mode: str,
+    answering: tuple[str, bool | None],
     question: str,
     history: list[tuple[str, str]],
     completion_id: str,
@@ -216,6 +231,7 @@ async def _stream(
     The response starts only once the first token (LLM mode) or the whole answer (extractive mode)
     exists, so a question that cannot be answered still gets a proper status code and error body.
     """
+    mode, reader = answering
     loop = asyncio.get_running_loop()
     tokens: asyncio.Queue[str] = asyncio.Queue()
 
@@ -224,7 +240,12 @@ async def _stream(
 
     task = asyncio.ensure_future(
         service.ask(
-            question, history=history, mode=mode, on_token=on_token if mode == "llm" else None, llm_options=options
+            question,
+            history=history,
+            mode=mode,
+            on_token=on_token if mode == "llm" else None,
+            llm_options=options,
+            reader=reader,
         )
     )
     task.add_done_callback(lambda t: t.cancelled() or t.exception())  # never "exception was never retrieved"

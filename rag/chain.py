@@ -89,6 +89,12 @@ def open_index(
         return index
 
 
+def reader_available() -> bool:
+    """Can a question ask for the fine-tuned reader? Its C library is built by `make` (it needs
+    gcc); its weights ship in the repository. Checked without loading torch."""
+    return LIBRARY.exists()
+
+
 class Pipeline:
     """Everything a question needs, loaded once: embedder, index, retriever, answerer, chain."""
 
@@ -131,8 +137,7 @@ class Pipeline:
 
     @property
     def reader_available(self) -> bool:
-        """Can a question ask for the reader? (Its C library is built by `make`; its weights ship.)"""
-        return self.reader is not None or LIBRARY.exists()
+        return self.reader is not None or reader_available()
 
     def _extractive_chain(self, read: bool) -> Runnable[dict[str, Any], str | Answer]:
         """The extractive chain with the reader on or off. The one the config did not choose is

@@ -120,7 +120,7 @@ def check_error(response: httpx.Response, status: int, code: str) -> str:
 
 
 def test_models(server: UIServer) -> None:
-    assert [m.id for m in client(server).models.list().data] == ["arabic-rag"]  # no LLM configured
+    assert [m.id for m in client(server).models.list().data] == ["arabic-rag", "arabic-rag-reader"]  # no LLM configured
 
 
 def test_openai_client_gets_a_grounded_cited_answer(server: UIServer) -> None:
@@ -462,6 +462,19 @@ def test_rest_ask_switches_the_reader_per_question(pipeline: Pipeline) -> None:
         assert "reader" in check_error(odd, 400, "invalid_request")
 
 
+def test_the_reader_is_offered_as_a_model_to_openai_clients(pipeline: Pipeline) -> None:
+    question = 'Which Chinese defense minister warned against "playing with fire"?'
+    with live(create_app(pipeline)) as url:
+        chat = openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0, timeout=CALL_TIMEOUT)
+        assert [m.id for m in chat.models.list()] == ["arabic-rag", "arabic-rag-reader"]
+        replies = {}
+        for model in ("arabic-rag", "arabic-rag-reader"):
+            reply = chat.chat.completions.create(model=model, messages=[{"role": "user", "content": question}])
+            replies[model] = reply.choices[0].message.content or ""
+        assert replies["arabic-rag-reader"].startswith("لي شانغفو — ")
+        assert not replies["arabic-rag"].startswith("لي شانغفو")
+
+
 def test_rate_limit_is_429_with_retry_after(pipeline: Pipeline) -> None:
     with live(create_app(pipeline, pipeline.config.replace(api_rate="3/min"))) as url:
         codes = [httpx.get(url + "/v1/models", timeout=30).status_code for _ in range(3)]
@@ -511,7 +524,7 @@ def test_llm_mode_follow_up_and_options_reach_the_llm(pipeline: Pipeline) -> Non
         fake.script(Reply("كم عدد المندوبين الذين حضروا مؤتمر موسكو؟"), Reply("حضر أكثر من 800 مندوب [1]."))
         with live(create_app(llm_pipeline)) as url:
             llm = openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0, timeout=CALL_TIMEOUT)
-            assert [m.id for m in llm.models.list().data] == ["arabic-rag", "arabic-rag-llm"]
+            assert [m.id for m in llm.models.list().data] == ["arabic-rag", "arabic-rag-reader", "arabic-rag-llm"]
             messages = [
                 {"role": "user", "content": BY_ID["s01"].question},
                 {"role": "assistant", "content": "في 15 أغسطس 2023 [1]"},
