@@ -188,6 +188,30 @@ def trim_span(text: str, start: int, end: int) -> tuple[int, int]:
     return start, end
 
 
+# Punctuation that ends or separates clauses: never the first or last character of a quoted answer.
+_CLAUSE_PUNCTUATION = frozenset("،,.;:!?؟؛…")
+# Quotes and brackets: kept at an answer's edge only together with their partner inside it.
+_OPENERS = {"“": "”", "«": "»", "(": ")", "[": "]", '"': '"', "‘": "’"}
+_CLOSERS = {close: open_ for open_, close in _OPENERS.items()}
+
+
+def trim_answer(text: str, start: int, end: int) -> tuple[int, int]:
+    """Shrink an answer span to what one would quote: no whitespace or clause punctuation at its
+    edges (a reader's token may take the comma after "2023،"), and no quote or bracket whose
+    partner lies outside it ("“عزيز نصير زاده" without its closing quote)."""
+    while True:
+        start, end = trim_span(text, start, end)
+        if start == end:
+            return start, end
+        first, last = text[start], text[end - 1]
+        if first in _CLAUSE_PUNCTUATION or (first in _OPENERS and _OPENERS[first] not in text[start + 1 : end]):
+            start += 1
+        elif last in _CLAUSE_PUNCTUATION or (last in _CLOSERS and _CLOSERS[last] not in text[start : end - 1]):
+            end -= 1
+        else:
+            return start, end
+
+
 # --- conversation: words that point back to an earlier turn -----------------------------------------
 
 # Attached object/possessive pronouns (ـه ـها ـهم ـهما ـهن), longest first.

@@ -19,7 +19,7 @@ from langchain_core.runnables.config import RunnableConfig
 from pydantic import ConfigDict
 
 from core.config import Config
-from index.arabic import language, question_type, skeleton, terms, trim_span
+from index.arabic import language, question_type, skeleton, terms, trim_answer
 from index.embed import VectorEmbeddings
 from rag.extract import Sentence, Span, SpanReader, sentence_candidates, span_candidates
 from rag.scoring import AnswerScoring
@@ -255,7 +255,7 @@ class ExtractiveAnswerer(RunnableSerializable[dict[str, Any], Answer]):
             return None
         best = max(found, key=lambda r: r.score - self.scoring.reader_rank_penalty * r.passage)
         text = passages[best.passage].page_content
-        start, end = trim_span(text, best.start, best.end)
+        start, end = trim_answer(text, best.start, best.end)
         overlap = [
             (min(end, c.end) - max(start, c.start), i) for i, c in enumerate(sentences) if c.passage == best.passage
         ]

@@ -23,6 +23,7 @@ from index.arabic import (
     stem,
     terms,
     tokenize,
+    trim_answer,
     trim_span,
     word_spans,
 )
@@ -252,6 +253,28 @@ def test_trim_span() -> None:
     text = "  نص مهم \n"
     assert text[slice(*trim_span(text, 0, len(text)))] == "نص مهم"
     assert trim_span("   ", 0, 3) == (3, 3)
+
+
+@pytest.mark.parametrize(
+    ("marked", "answer"),
+    [
+        ("في 15 أغسطس 2023، ", "في 15 أغسطس 2023"),  # the clause's comma stays in the text
+        ("منظمة شانغهاي للتعاون،", "منظمة شانغهاي للتعاون"),
+        ("“عزيز نصير زاده", "عزيز نصير زاده"),  # its closing quote lies outside the span
+        ("زاده”،", "زاده"),
+        ("“الناتو”", "“الناتو”"),  # balanced quotes are part of the answer
+        ("(وزير الدفاع)", "(وزير الدفاع)"),
+        ("3.5%", "3.5%"),
+        ("ما السبب؟", "ما السبب"),
+        ("، ثم", "ثم"),
+        ("،.", ""),
+    ],
+)
+def test_trim_answer_drops_edge_punctuation_and_unpaired_quotes(marked: str, answer: str) -> None:
+    text = f"قال: {marked} انتهى"
+    start = text.index(marked)
+    s, e = trim_answer(text, start, start + len(marked))
+    assert text[s:e] == answer and start <= s <= e <= start + len(marked)
 
 
 def test_word_spans_drop_punctuation_and_keep_numbers_whole() -> None:

@@ -241,6 +241,16 @@ def test_the_readers_span_becomes_the_short_answer_inside_its_sentence() -> None
     assert reader.calls == [("كم عدد الدول المشاركة في المؤتمر؟", PASSAGES)]
 
 
+def test_the_readers_span_loses_the_punctuation_at_its_edges() -> None:
+    # Token offsets may take the full stop after a word: the short answer is quoted without it.
+    answer = _answerer(FixedReader(0, "76 دولة حول العالم.")).invoke(
+        {"question": "كم عدد الدول المشاركة في المؤتمر؟", "documents": _documents()}
+    )
+    assert answer.short_answer == "76 دولة حول العالم"
+    where = answer.short_answer_citation
+    assert PASSAGES[0][where["start"] : where["end"]] == "76 دولة حول العالم"
+
+
 def test_the_reader_reads_only_the_best_passages_and_ranks_them() -> None:
     reader = FixedReader(1, "أغسطس من عام 2023")
     question = "متى انعقد المؤتمر؟"
