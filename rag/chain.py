@@ -139,6 +139,11 @@ class Pipeline:
     def reader_available(self) -> bool:
         return self.reader is not None or reader_available()
 
+    def preload_reader(self) -> None:
+        """Load the reader and its chain now (the UI calls this when its box is ticked), so the
+        first question that asks for it does not also wait ~3 s for torch and the weights."""
+        self._extractive_chain(True)
+
     def _extractive_chain(self, read: bool) -> Runnable[dict[str, Any], str | Answer]:
         """The extractive chain with the reader on or off. The one the config did not choose is
         built on the first question that asks for it (loading the reader if that is what it

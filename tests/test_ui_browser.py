@@ -353,6 +353,11 @@ def test_arabic_browser_gets_an_arabic_right_to_left_interface(browser: Browser,
         ask(page, "كم عدد الدول التي جاء منها المندوبون إلى المؤتمر؟")
         page.wait_for_timeout(800)  # the scroll to the new answer
         page.screenshot(path=str(DOCS_SHOTS / "screenshot-chat-ar.png"))
+        # Settings read right to left too (Gradio marks its blocks ltr), the reader's box included.
+        page.get_by_text("الإعدادات").click()
+        reader_box = page.get_by_label("إجابة قصيرة أدق")
+        assert reader_box.evaluate("e => getComputedStyle(e.closest('label')).direction") == "rtl"
+        page.get_by_text("الإعدادات").click()
         # The switch in the header changes the whole interface, and the choice sticks.
         page.locator("#lang").get_by_text("English").click()
         page.wait_for_function("() => document.documentElement.dir === 'ltr'", timeout=30_000)

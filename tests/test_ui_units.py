@@ -21,7 +21,7 @@ from index.build import build_folder
 from index.embed import VectorEmbeddings
 from rag.answer import Answer, Citation
 from rag.chain import Pipeline
-from tests.helpers import REPO_ROOT, SEEDS_DIR, free_port
+from tests.helpers import REPO_ROOT, SEEDS_DIR, SeedsIndex, free_port
 from ui.documents import DocumentLibrary, UploadReport, safe_name
 from ui.render import answer_message, escape_text
 
@@ -587,3 +587,13 @@ def test_the_reader_checkbox_reaches_the_answer(seeds_pipeline: Pipeline) -> Non
         answers[read] = chat[-1]["content"]
     assert '<b class="short-answer">لي شانغفو</b>' in answers[True]
     assert "لي شانغفو</b>" not in answers[False]
+
+
+def test_ticking_the_reader_box_loads_the_reader_before_the_question(seeds_index: SeedsIndex) -> None:
+    from ui.app import _preload_reader
+
+    pipeline = Pipeline(seeds_index.config, index=seeds_index.index)
+    _preload_reader(pipeline, False)
+    assert pipeline.reader is None  # unticking loads nothing
+    _preload_reader(pipeline, True)
+    assert pipeline.reader is not None

@@ -10,6 +10,7 @@ import logging
 import queue
 import threading
 from collections.abc import Callable, Generator, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -67,6 +68,10 @@ details.source.flash { animation: flash 1.6s ease-out; }
 [data-testid="upload-text"] { color: #4338ca !important; }
 [data-testid="upload-text"] .or { color: #4b5563 !important; }
 #heading { overflow: visible !important; }
+/* Gradio marks the settings' blocks dir="ltr"; in the Arabic page they read right-to-left too,
+   except the slider, whose filled track Gradio draws left to right. */
+html[dir="rtl"] #settings [dir="ltr"]:not(:has(input[type="range"])):not(input),
+html[dir="rtl"] #settings > .label-wrap { direction: rtl; text-align: right; }
 input[role="combobox"], input[role="combobox"]::placeholder, textarea::placeholder { color: #4b5563 !important; opacity: 1; }
 *:focus-visible { outline: 2px solid #2563eb !important; outline-offset: 2px; }
 @media (max-width: 700px) {
@@ -190,6 +195,16 @@ def _replies(
         yield notice_message(t(lang, "answer_failed")), ""
 
 
+def _preload_reader(pipeline: Pipeline, ticked: bool) -> None:
+    """Load the reader while the user types, not after they ask; a failure to load is shown when
+    a question asks for it (its message names the fix)."""
+    if ticked:
+        try:
+            pipeline.preload_reader()
+        except UserError as exc:
+            log.warning("the answer reader could not be loaded: %s", exc)
+
+
 def _ask(
     pipeline: Pipeline,
     question: str,
@@ -271,7 +286,7 @@ def build_app(pipeline: Pipeline, i18n: gr.I18n) -> gr.Blocks:
                 # Shown while an LLM answer streams in; cancels it (the extractive answer is instant).
                 stop = gr.Button(i18n("stop"), variant="stop", scale=1, visible=False, elem_id="stop")
             gr.Examples(EXAMPLES, inputs=question, label=i18n("examples"))
-            with gr.Accordion(i18n("settings"), open=False):
+            with gr.Accordion(i18n("settings"), open=False, elem_id="settings"):
                 k = gr.Slider(1, 10, value=config.k, step=1, label=i18n("passages"))
                 mode = gr.Radio(
                     ["llm", "extractive"] if llm_ready else ["extractive"],
@@ -286,6 +301,7 @@ def build_app(pipeline: Pipeline, i18n: gr.I18n) -> gr.Blocks:
                     visible=pipeline.reader_available,
                     elem_id="use-reader",
                 )
+                use_reader.change(partial(_preload_reader, pipeline), use_reader, None, api_visibility="private")
                 gr.Markdown(i18n("question_limit"))
             clear = gr.Button(i18n("new_conversation"), size="sm")
             turns = gr.State([])
