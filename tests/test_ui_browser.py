@@ -125,12 +125,21 @@ def test_english_question_finds_arabic_passage(page: Page) -> None:
     shot(page, "ui-english-answer.png")
 
 
-def test_the_reader_switch_in_settings_gives_the_precise_short_answer(page: Page) -> None:
+def test_the_reader_switch_in_settings_gives_the_precise_short_answer(
+    browser: Browser, tmp_path_factory: pytest.TempPathFactory, docs: Path
+) -> None:
+    # A server of its own: loading the reader brings torch (and its threads) into the process,
+    # which the shared server's other tests should not run beside.
     question = 'Which Chinese defense minister warned against "playing with fire"?'
-    assert "لي شانغفو" not in ask(page, question).locator(".short-answer").inner_text()
-    page.get_by_text("Settings").click()
-    page.get_by_label("Precise short answer").check()
-    assert ask(page, question).locator(".short-answer").inner_text() == "لي شانغفو"
+    with serving(tmp_path_factory, docs) as url:
+        page = _page(browser, url, "en-US")
+        try:
+            assert "لي شانغفو" not in ask(page, question).locator(".short-answer").inner_text()
+            page.get_by_text("Settings").click()
+            page.get_by_label("Precise short answer").check()
+            assert ask(page, question).locator(".short-answer").inner_text() == "لي شانغفو"
+        finally:
+            page.context.close()
 
 
 def test_empty_question_gets_friendly_message(page: Page) -> None:
