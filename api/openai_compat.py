@@ -187,7 +187,7 @@ async def chat_completions(body: ChatRequest, request: Request) -> Any:
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         return await _stream(
-            service, body.model, (mode, reader), question, history, completion_id, include_usage, options
+            service, body.model, mode, reader, question, history, completion_id, include_usage, options
         )
     answer = await service.ask(question, history=history, mode=mode, llm_options=options, reader=reader)
     return JSONResponse(
@@ -219,7 +219,8 @@ def _sse(data: dict[str, Any] | str) -> bytes:
 async def _stream(
     service: Service,
     model: str,
-    answering: tuple[str, bool | None],
+    mode: str,
+    reader: bool | None,
     question: str,
     history: list[tuple[str, str]],
     completion_id: str,
@@ -231,7 +232,6 @@ async def _stream(
     The response starts only once the first token (LLM mode) or the whole answer (extractive mode)
     exists, so a question that cannot be answered still gets a proper status code and error body.
     """
-    mode, reader = answering
     loop = asyncio.get_running_loop()
     tokens: asyncio.Queue[str] = asyncio.Queue()
 
