@@ -20,6 +20,7 @@ from pydantic import BaseModel, Field
 from api.app import MAX_UPLOAD_FILES, Service, service_of
 from api.errors import APIError
 from index.trash import TrashError
+from rag.chain import reader_available
 from ui.documents import DocumentLibrary
 
 router = APIRouter()
@@ -70,7 +71,7 @@ async def healthz(request: Request) -> Any:
         "embedder": pipeline.embedder.name,
         "store": pipeline.config.store,
         "modes": list(pipeline.chains),
-        "reader": pipeline.reader_available,
+        "reader": reader_available(),
     }
 
 

@@ -135,10 +135,6 @@ class Pipeline:
 
         return AnswerReader.load(READER_WEIGHTS)
 
-    @property
-    def reader_available(self) -> bool:
-        return self.reader is not None or reader_available()
-
     def preload_reader(self) -> None:
         """Load the reader and its chain now (the UI calls this when its box is ticked), so the
         first question that asks for it does not also wait ~3 s for torch and the weights."""

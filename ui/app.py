@@ -21,7 +21,7 @@ from core.errors import UserError
 from index.load import SUPPORTED_SUFFIXES
 from index.store import IndexProblem
 from rag.answer import Answer
-from rag.chain import Pipeline, QuestionError
+from rag.chain import Pipeline, QuestionError, reader_available
 from rag.llm import MAX_HISTORY_TURNS
 from ui.documents import DocumentLibrary, FileResult, UploadStep
 from ui.i18n import MESSAGES, for_question, normalise_language, t
@@ -298,7 +298,7 @@ def build_app(pipeline: Pipeline, i18n: gr.I18n) -> gr.Blocks:
                 use_reader = gr.Checkbox(
                     value=config.answer_reader,
                     label=i18n("use_reader"),
-                    visible=pipeline.reader_available,
+                    visible=reader_available(),
                     elem_id="use-reader",
                 )
                 use_reader.change(partial(_preload_reader, pipeline), use_reader, None, api_visibility="private")
