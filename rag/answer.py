@@ -81,6 +81,9 @@ class Answer:
     # abstaining or (LLM mode) when the model's answer cannot be found in a cited passage.
     short_answer: str = ""
     short_answer_citation: dict[str, int] = field(default_factory=dict)
+    # What chose the short answer: "reader" (the fine-tuned reader), "span_ranker", "sentence"
+    # (no shorter span: the evidence sentence itself) or "llm"; empty when there is none.
+    short_answer_by: str = ""
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -242,7 +245,7 @@ class ExtractiveAnswerer(RunnableSerializable[dict[str, Any], Answer]):
         )
         if not len(candidates):
             best = sentences[chosen[0]]
-            return Span(chosen[0], best.passage, best.start, best.end, best.text, best.words)
+            return Span(chosen[0], best.passage, best.start, best.end, best.text, best.words, "sentence")
         return candidates.span(self.scoring.best_span(candidates.features))
 
     def _read(
@@ -262,7 +265,7 @@ class ExtractiveAnswerer(RunnableSerializable[dict[str, Any], Answer]):
         most, sentence = max(overlap, default=(0, -1))
         if most <= 0:
             return None
-        return Span(sentence, best.passage, start, end, text[start:end], len(text[start:end].split()))
+        return Span(sentence, best.passage, start, end, text[start:end], len(text[start:end].split()), "reader")
 
     def _compose(
         self,
@@ -303,6 +306,7 @@ class ExtractiveAnswerer(RunnableSerializable[dict[str, Any], Answer]):
             confidence=round(confidence, 4),
             short_answer=short.text,
             short_answer_citation={"n": numbers[short.passage], "start": short.start, "end": short.end},
+            short_answer_by=short.by,
         )
 
 

@@ -127,6 +127,7 @@ class Span:
     end: int
     text: str
     words: int
+    by: str  # what chose it: "span_ranker", "reader", or "sentence" (no candidate span: the whole sentence)
 
 
 @dataclass(frozen=True)
@@ -235,7 +236,7 @@ class SpanCandidates:
     def span(self, k: int) -> Span:
         s, start, end, words = (int(v) for v in self.located[k])
         passage = self.sentences[s].passage
-        return Span(s, passage, start, end, self.passages[passage].page_content[start:end], words)
+        return Span(s, passage, start, end, self.passages[passage].page_content[start:end], words, "span_ranker")
 
     def texts(self) -> list[str]:
         return [self.span(k).text for k in range(len(self))]

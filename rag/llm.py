@@ -289,6 +289,7 @@ class LLMAnswerer(RunnableSerializable[dict[str, Any], str | Answer]):
             grounded=bool(cited),
             short_answer=short,
             short_answer_citation=where,
+            short_answer_by="llm" if short else "",
         )
 
     def _reply_text(self, messages: list[BaseMessage], deadline: float, config: RunnableConfig) -> str:

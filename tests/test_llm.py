@@ -139,7 +139,7 @@ def test_cited_answer(pipeline: Pipeline, fake: FakeOpenAI, stream: bool) -> Non
     data = answer.to_json()
     assert data["mode"] == "llm" and data["grounded"] is True and data["citations"][0]["n"] == 1
     # "عقد المؤتمر في ..." is the model's wording, not the passage's: no short answer is claimed.
-    assert data["short_answer"] == "" and data["short_answer_citation"] == {}
+    assert data["short_answer"] == "" and data["short_answer_citation"] == {} and data["short_answer_by"] == ""
 
     (request,) = fake.requests
     assert request["model"] == "fake" and bool(request.get("stream")) is stream
@@ -596,7 +596,7 @@ def test_ui_shows_the_fallback_on_401(pipeline: Pipeline, fake: FakeOpenAI, extr
     final = chat[-1]["content"]
     assert "LLM unavailable" in final and "401" in final
     # The extractive answer: its short answer in bold, then its evidence sentence.
-    assert f'<b class="short-answer">{escape_text(extractive.short_answer)}</b>' in final
+    assert f'<b class="short-answer" title="اختارها مرتِّب المقاطع">{escape_text(extractive.short_answer)}</b>' in final
     assert escape_text(extractive.answer.split(" [")[0].removeprefix(extractive.short_answer)) in final
     assert SECRET_KEY not in final
     assert turns == [(QUESTION, extractive.answer)]
@@ -636,6 +636,18 @@ def test_short_answer_is_the_first_sentence_found_verbatim_in_a_cited_passage() 
     assert short == "بحضور 76 دولة"  # the passage's own spelling, without the model's diacritic
     assert where == {"n": 2, "start": passage.text.index("بحضور"), "end": passage.text.index(".")}
     assert passage.highlights == [(where["start"], where["end"])] and other.highlights == []
+
+
+def test_a_verbatim_first_sentence_is_the_short_answer_and_says_the_llm_chose_it(
+    pipeline: Pipeline, fake: FakeOpenAI
+) -> None:
+    first = pipeline.retriever.invoke(QUESTION, k=pipeline.config.k)[0].page_content
+    run = re.search(r"(?:[\u0621-\u064A]+ ){5}[\u0621-\u064A]+", first)  # six words, no punctuation
+    assert run is not None
+    quoted = run.group()
+    fake.script(Reply(f"{quoted} [1]."))
+    answer = pipeline.ask(QUESTION)
+    assert answer.mode == "llm" and answer.short_answer == quoted and answer.short_answer_by == "llm"
 
 
 def test_short_answer_is_empty_when_the_first_sentence_is_not_in_a_cited_passage() -> None:

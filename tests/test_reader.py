@@ -211,7 +211,7 @@ def _answerer(reader: SpanReader | None, **scoring: object) -> ExtractiveAnswere
     return ExtractiveAnswerer(
         embedder=HashEmbedder(),
         term_weight=lambda _t: 1.0,
-        scoring=AnswerScoring.from_config(Config(), abstain_threshold=0.0, **scoring),
+        scoring=AnswerScoring.from_config(Config(), **{"abstain_threshold": 0.0, **scoring}),
         max_words=Config().answer_max_words,
         reader=reader,
     )
@@ -273,6 +273,16 @@ def test_a_span_outside_every_evidence_sentence_falls_back_to_the_span_ranker() 
     with_reader = _answerer(reader).invoke({"question": question, "documents": _documents()})
     without = _answerer(None).invoke({"question": question, "documents": _documents()})
     assert reader.calls and with_reader.short_answer == without.short_answer != "مؤتمر موسكو"
+    assert with_reader.short_answer_by == without.short_answer_by == "span_ranker"
+
+
+def test_the_answer_says_which_method_chose_its_short_answer() -> None:
+    # A user comparing the two modes (or a reader that fell back) can see who chose the span.
+    question = {"question": "كم عدد الدول المشاركة في المؤتمر؟", "documents": _documents()}
+    assert _answerer(FixedReader(0, "76 دولة")).invoke(question).short_answer_by == "reader"
+    assert _answerer(None).invoke(question).to_json()["short_answer_by"] == "span_ranker"
+    abstained = _answerer(None, abstain_threshold=2.0).invoke(question)
+    assert abstained.abstained and abstained.short_answer_by == ""
 
 
 def test_an_english_question_about_arabic_text_is_read_too() -> None:

@@ -490,11 +490,15 @@ def test_answer_message_shows_the_short_answer_first_in_bold_and_marks_it_in_its
         citations=[citation],
         short_answer=short,
         short_answer_citation={"n": 1, "start": start, "end": end},
+        short_answer_by="reader",
     )
     page = answer_message(answer)
     assert "<i>" not in page  # escaped like any document text
     body = page[page.index('class="answer">') :]
-    assert body.startswith(f'class="answer"><b class="short-answer">{escape_text(short)}</b>')
+    # Its tooltip says what chose it, in the question's language.
+    assert body.startswith(
+        f'class="answer"><b class="short-answer" title="اختارها القارئ المدرَّب">{escape_text(short)}</b>'
+    )
     assert f'<mark class="short-answer"><b>{escape_text(short)}</b></mark>' in page
     assert page.count("<mark>") == 2  # the rest of the evidence sentence, in plain highlight
 
@@ -585,7 +589,7 @@ def test_the_reader_checkbox_reaches_the_answer(seeds_pipeline: Pipeline) -> Non
     for read in (False, True):
         *_, (chat, _, _) = _ask(seeds_pipeline, question, [], 5, False, "extractive", [], "en", read)
         answers[read] = chat[-1]["content"]
-    assert '<b class="short-answer">لي شانغفو</b>' in answers[True]
+    assert '<b class="short-answer" title="Chosen by the fine-tuned reader">لي شانغفو</b>' in answers[True]
     assert "لي شانغفو</b>" not in answers[False]
 
 

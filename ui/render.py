@@ -43,13 +43,29 @@ def stream_message(question: str, partial: str) -> str:
     return f'<div dir="{direction(question)}" class="answer streaming">{escape_text(partial)}▌</div>'
 
 
+# The short answer's tooltip: what chose it (Answer.short_answer_by), so a user comparing the
+# reader with the default can tell which made the answer in front of them.
+_CHOSEN_BY = {
+    "reader": ("اختارها القارئ المدرَّب", "Chosen by the fine-tuned reader"),
+    "span_ranker": ("اختارها مرتِّب المقاطع", "Chosen by the span ranker"),
+    "sentence": ("الجملة الداعمة كاملة: لم يوجد مقطع أقصر", "The whole evidence sentence: no shorter span was found"),
+    "llm": (
+        "أول جملة في جواب النموذج اللغوي، وُجدت حرفيًّا في مصدرها",
+        "The language model's first sentence, found verbatim in its source",
+    ),
+}
+
+
 def _answer_text(answer: Answer) -> str:
     """The short answer in bold, then the answer with its [n] markers turned into small badges
     (after escaping the text). When the answer text does not begin with the short answer (an LLM
     answer whose first sentence was found in a passage in other spelling), both are shown."""
     text, lead = answer.answer, ""
     if answer.short_answer:
-        lead = f'<b class="short-answer">{escape_text(answer.short_answer)}</b>'
+        ar, en = _CHOSEN_BY.get(answer.short_answer_by, ("", ""))
+        chosen = ar if direction(answer.question) == "rtl" else en
+        title = f' title="{chosen}"' if chosen else ""  # our own labels: nothing to escape
+        lead = f'<b class="short-answer"{title}>{escape_text(answer.short_answer)}</b>'
         if text.startswith(answer.short_answer):
             text = text[len(answer.short_answer) :]
         else:
