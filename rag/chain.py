@@ -57,8 +57,13 @@ def clean_question(question: str, max_chars: int) -> str:
             length=f"{len(question):,}",
             limit=f"{max_chars:,}",
         )
-    if not normalize(question):
-        raise QuestionError("The question has no words to search for (only punctuation or marks).", "no_words")
+    if not any(ch.isalpha() for ch in normalize(question)):
+        # Numbers alone are no question: every passage with a digit matches them, and the
+        # answerers returned a confident span about something else.
+        raise QuestionError(
+            "The question has no words to search for (only numbers, punctuation or marks); ask it in words.",
+            "no_words",
+        )
     return question
 
 

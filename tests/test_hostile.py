@@ -40,7 +40,7 @@ from rag.chain import Pipeline, QuestionError, clean_question
 from rag.retrieve import HybridRetriever
 from tests.helpers import REPO_ROOT, HashEmbedder, SeedsIndex, child_env, run_cli, write_docs
 from ui.app import _ask
-from ui.render import answer_message
+from ui.render import CHOSEN_BY, answer_message
 
 
 def assert_consistent(index: store.StoredIndex) -> None:
@@ -376,6 +376,7 @@ QUESTIONS: dict[str, tuple[str, str]] = {
     "punctuation": ("؟!.,;:،؛…«»()[]{}<>\"'-_/\\|@#$%^&*+=~`", "refuse"),
     "diacritics": ("\u064b\u064c\u064d\u064e\u064f\u0650\u0651\u0652\u0670" * 5, "refuse"),
     "tatweel": ("ــــــ", "refuse"),
+    "digits-only": ("١٢٣٤٥٦", "refuse"),
     "zero-width-only": ("\u200b\u200c\u200d\u2060\ufeff", "refuse"),
     "bidi-only": ("\u202e\u202d\u2066\u2067\u2069\u200e\u200f", "refuse"),
     "emoji-only": ("😀🚀🌍", "refuse"),
@@ -512,8 +513,9 @@ def audit_html(markup: str) -> str:
                 assert value in ("rtl", "ltr", "auto"), markup[:300]
             elif name == "class":
                 assert value and CLASS_RE.fullmatch(value), markup[:300]
-            elif name == "title":  # a badge's number, the copy button's label: never document text
-                assert value and (value.isdigit() or value in ("Copy", "نسخ")), (name, value)
+            elif name == "title":  # a badge's number, our own labels: never document text
+                labels = {"Copy", "نسخ", *(label for pair in CHOSEN_BY.values() for label in pair)}
+                assert value and (value.isdigit() or value in labels), (name, value)
             elif name == "type":
                 assert tag == "button" and value == "button", (tag, name, value)
             else:

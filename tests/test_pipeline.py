@@ -99,12 +99,19 @@ def test_off_topic_question_abstains_in_its_language(seeds_pipeline: Pipeline, q
 
 @pytest.mark.parametrize(
     "question",
-    ["", "   ", "\n\t", "\x00\x01", "؟؟؟ ، ؛", "ـــ"],
-    ids=["empty", "spaces", "whitespace", "controls", "punctuation", "tatweel"],
+    ["", "   ", "\n\t", "\x00\x01", "؟؟؟ ، ؛", "ـــ", "١٢٣٤٥٦", "2023؟", "15/8/2023 - 76"],
+    ids=["empty", "spaces", "whitespace", "controls", "punctuation", "tatweel", "arabic-digits", "year", "numbers"],
 )
 def test_question_without_words_is_refused(seeds_pipeline: Pipeline, question: str) -> None:
+    # Numbers alone are no question: every passage with a digit matches, and both answerers
+    # returned a confident span about something else ("١٢٣٤٥٦" -> a 14-word reader span).
     with pytest.raises(QuestionError):
         seeds_pipeline.ask(question)
+
+
+def test_a_question_with_a_number_and_one_word_is_asked() -> None:
+    assert clean_question("2023 موسكو", 2000) == "2023 موسكو"
+    assert clean_question("G20?", 2000) == "G20?"
 
 
 def test_question_over_2000_chars_is_refused(seeds_pipeline: Pipeline) -> None:

@@ -45,7 +45,7 @@ def stream_message(question: str, partial: str) -> str:
 
 # The short answer's tooltip: what chose it (Answer.short_answer_by), so a user comparing the
 # reader with the default can tell which made the answer in front of them.
-_CHOSEN_BY = {
+CHOSEN_BY = {
     "reader": ("اختارها القارئ المدرَّب", "Chosen by the fine-tuned reader"),
     "span_ranker": ("اختارها مرتِّب المقاطع", "Chosen by the span ranker"),
     "sentence": ("الجملة الداعمة كاملة: لم يوجد مقطع أقصر", "The whole evidence sentence: no shorter span was found"),
@@ -62,7 +62,7 @@ def _answer_text(answer: Answer) -> str:
     answer whose first sentence was found in a passage in other spelling), both are shown."""
     text, lead = answer.answer, ""
     if answer.short_answer:
-        ar, en = _CHOSEN_BY.get(answer.short_answer_by, ("", ""))
+        ar, en = CHOSEN_BY.get(answer.short_answer_by, ("", ""))
         chosen = ar if direction(answer.question) == "rtl" else en
         title = f' title="{chosen}"' if chosen else ""  # our own labels: nothing to escape
         lead = f'<b class="short-answer"{title}>{escape_text(answer.short_answer)}</b>'
