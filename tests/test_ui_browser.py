@@ -568,6 +568,38 @@ def test_switching_the_language_relabels_every_tab(
         page.context.close()
 
 
+def test_switching_the_language_keeps_the_conversation_and_the_settings(browser: Browser, server: str) -> None:
+    """The switch reloads the page (Gradio translates a page as it loads): that reload cleared the
+    chat and every setting, the reader box too (a new-user test)."""
+    page = _page(browser, server, "en-US")
+    try:
+        first = ask(page, "ما الجهة التي تنظم مؤتمر موسكو للأمن الدولي كل سنة؟").inner_text()
+        page.get_by_text("Settings").click()
+        page.get_by_label("Show retrieval scores").check()
+        passages = page.locator("#settings input[type=number]")
+        passages.fill("3")
+        passages.press("Enter")
+        page.wait_for_timeout(500)
+        page.locator("#lang").get_by_text("العربية").click()
+        page.wait_for_function("() => document.documentElement.lang === 'ar'", timeout=30_000)
+        page.wait_for_function(
+            "first => document.querySelector('#chat .answer')?.innerText === first", arg=first, timeout=30_000
+        )
+        page.get_by_text("الإعدادات").click()
+        assert page.get_by_label("إظهار درجات الاسترجاع").is_checked()
+        assert page.locator("#settings input[type=number]").input_value() == "3"
+        # The conversation goes on: the follow-up is read against the question asked before the
+        # switch (alone, "and when was it founded?" finds no answer).
+        assert "2012" in ask(page, "ومتى تأسس؟").locator(".short-answer").inner_text()
+        # A reload that is no switch starts afresh, as before.
+        page.reload()
+        page.wait_for_selector("#question textarea")
+        page.wait_for_timeout(1_500)
+        assert page.locator("#chat .answer").count() == 0
+    finally:
+        page.context.close()
+
+
 # --- keyboard only -------------------------------------------------------------------------------
 
 FOCUSED = """() => { const e = document.activeElement; const s = getComputedStyle(e);

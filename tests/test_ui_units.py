@@ -601,3 +601,29 @@ def test_ticking_the_reader_box_loads_the_reader_before_the_question(seeds_index
     assert pipeline.reader is None  # unticking loads nothing
     _preload_reader(pipeline, True)
     assert pipeline.reader is not None
+
+
+# --- the conversation carried across a language switch ---------------------------------------------
+
+
+def test_handover_gives_values_back_once_and_only_for_their_token() -> None:
+    from ui.handover import Handover
+
+    kept = Handover(seconds=60, limit=8)
+    chat = [{"role": "user", "content": "<div>متى؟</div>"}]
+    token = kept.put((chat, 3, True))
+    assert len(token) >= 32 and kept.put((chat,)) != token  # unguessable, one per switch
+    assert kept.take("not-" + token) is None and kept.take("") is None
+    assert kept.take(token) == (chat, 3, True)
+    assert kept.take(token) is None  # one use: a second page cannot replay it
+
+
+def test_handover_forgets_late_and_oldest_values() -> None:
+    from ui.handover import Handover
+
+    late = Handover(seconds=-1, limit=8)
+    assert late.take(late.put(("chat",))) is None  # a page that never came back
+    small = Handover(seconds=60, limit=2)
+    first, second, third = (small.put((n,)) for n in range(3))
+    assert small.take(first) is None  # dropped to keep at most `limit`
+    assert small.take(second) == (1,) and small.take(third) == (2,)

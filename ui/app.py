@@ -24,6 +24,7 @@ from rag.answer import Answer
 from rag.chain import Pipeline, QuestionError, reader_available
 from rag.llm import MAX_HISTORY_TURNS
 from ui.documents import DocumentLibrary, FileResult, UploadStep
+from ui.handover import HANDOVER_LIMIT, HANDOVER_SECONDS, Handover
 from ui.i18n import MESSAGES, for_question, normalise_language, t
 from ui.render import answer_message, escape_text, notice_message, stream_message, upload_results, user_message
 
@@ -141,13 +142,20 @@ HEAD = r"""<script>
 # The page's language worked out again rather than read from <html lang>: Gradio injects HEAD
 # itself, and under load the page's first event ran before HEAD had set the attribute, so an Arabic
 # page was served English column headers and messages now and then (seen in a full browser run).
+# With it, the token of a conversation carried across a language switch (ui/handover.py), once.
 CURRENT_LANGUAGE = """() => {
   const chosen = localStorage.getItem('rag-lang') || navigator.language || 'en';
-  return chosen.toLowerCase().startsWith('ar') ? 'ar' : 'en';
+  const carried = sessionStorage.getItem('rag-carry') || '';
+  sessionStorage.removeItem('rag-carry');
+  return [chosen.toLowerCase().startsWith('ar') ? 'ar' : 'en', carried];
 }"""
-SWITCH_LANGUAGE = """(lang) => {
-  if (lang && lang !== document.documentElement.lang) { localStorage.setItem('rag-lang', lang); location.reload(); }
-  return lang;
+SWITCH_LANGUAGE = """(lang, carried) => {
+  if (lang && lang !== document.documentElement.lang) {
+    localStorage.setItem('rag-lang', lang);
+    if (carried) sessionStorage.setItem('rag-carry', carried);
+    location.reload();
+  }
+  return [lang, carried];
 }"""
 # After an answer: bring its start into view (not the end of its last source), and on a narrow
 # screen keep the sources folded so the answer is what the reader sees.
@@ -251,6 +259,7 @@ def build_app(pipeline: Pipeline, i18n: gr.I18n) -> gr.Blocks:
     config = pipeline.config
     library = DocumentLibrary(pipeline, config.upload_max_mb * 2**20)
     llm_ready = bool(config.llm_base_url and config.llm_model)
+    handover = Handover(HANDOVER_SECONDS, HANDOVER_LIMIT)
 
     with gr.Blocks(title="اسأل مستنداتك · Ask your documents") as app:
         with gr.Row(elem_id="header"):
@@ -485,19 +494,28 @@ def build_app(pipeline: Pipeline, i18n: gr.I18n) -> gr.Blocks:
         # The tab labels are set from the server in the page's language: Gradio translates a tab's
         # label once, when the tab first renders, so a tab not yet opened kept the language the page
         # started in after a stored choice was applied.
-        def on_load(lang: str) -> tuple[Any, ...]:
+        # The conversation and settings survive the switch's reload (ui/handover.py).
+        carried = [chat, turns, k, show_scores, mode, use_reader]
+        token = gr.Textbox(visible=False)
+
+        def on_load(lang: str, handed: str) -> tuple[Any, ...]:
             lang = normalise_language(lang)
             tabs = (gr.update(label=t(lang, "tab_chat")), gr.update(label=t(lang, "tab_documents")))
-            return lang, *tabs, *refreshed(lang)
+            values = handover.take(handed)
+            kept = [gr.update() for _ in carried] if values is None else [gr.update(value=v) for v in values]
+            return lang, *tabs, *refreshed(lang), *kept
 
         app.load(
             on_load,
-            page_lang,
-            [page_lang, chat_tab, documents_tab, *lists],
+            [page_lang, token],
+            [page_lang, chat_tab, documents_tab, *lists, *carried],
             js=CURRENT_LANGUAGE,
             api_visibility="private",
         )
-        page_lang.change(None, page_lang, None, js=SWITCH_LANGUAGE)
+        # `input`, not `change`: on_load setting the switch to the page's language is no switch.
+        page_lang.input(lambda *values: handover.put(values), carried, token, api_visibility="private").then(
+            None, [page_lang, token], None, js=SWITCH_LANGUAGE
+        )
     return app
 
 
