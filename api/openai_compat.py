@@ -70,6 +70,10 @@ class ChatRequest(BaseModel):
     stop: str | list[str] | None = None
     tools: list[dict[str, Any]] | None = None
     response_format: dict[str, Any] | None = None
+    # Not OpenAI's: for clients that can send extra fields (extra_body), as /api/ask takes it.
+    reader: bool | None = Field(
+        default=None, description="switch the fine-tuned reader on or off, whatever the model (default: the model's)"
+    )
 
 
 def citation_json(citation: Citation) -> dict[str, Any]:
@@ -134,7 +138,8 @@ def _mode(request: ChatRequest, service: Service) -> tuple[str, bool | None]:
         raise APIError(400, "Tool calling is not supported by this answering service.", "tools_unsupported")
     if request.response_format and request.response_format.get("type") not in (None, "text"):
         raise APIError(400, "Only text replies are supported (response_format type 'text').", "unsupported_format")
-    return MODES[request.model]
+    mode, reader = MODES[request.model]
+    return mode, reader if request.reader is None else request.reader
 
 
 def available_models(service: Service) -> list[str]:
@@ -164,10 +169,14 @@ def _usage(question: str, history: list[tuple[str, str]], answer: str) -> dict[s
 
 
 def _extras(answer: Answer) -> dict[str, Any]:
-    """The fields OpenAI's format has no place for: the cited passages, whether the service
-    abstained, and the question it answered (after follow-up rewriting: what it searched for)."""
+    """The fields OpenAI's format has no place for: the cited passages, the short answer (where
+    it is, what chose it), whether the service abstained, and the question it answered (after
+    follow-up rewriting: what it searched for)."""
     extras: dict[str, Any] = {
         "citations": [citation_json(c) for c in answer.citations],
+        "short_answer": answer.short_answer,
+        "short_answer_citation": answer.short_answer_citation,
+        "short_answer_by": answer.short_answer_by,
         "abstained": answer.abstained,
         "question": answer.question,
         "standalone_question": answer.standalone_question or answer.question,

@@ -473,6 +473,22 @@ def test_the_reader_is_offered_as_a_model_to_openai_clients(pipeline: Pipeline) 
             replies[model] = reply.choices[0].message.content or ""
         assert replies["arabic-rag-reader"].startswith("لي شانغفو — ")
         assert not replies["arabic-rag"].startswith("لي شانغفو")
+        # A client that can send extra fields may switch the reader as /api/ask does; the field
+        # was accepted and ignored before (a new-user test).
+        for model, read in (("arabic-rag", True), ("arabic-rag-reader", False)):
+            reply = chat.chat.completions.create(
+                model=model, messages=[{"role": "user", "content": question}], extra_body={"reader": read}
+            )
+            assert (reply.choices[0].message.content or "").startswith("لي شانغفو") is read, model
+            extra = reply.model_extra or {}
+            assert (extra["short_answer"] == "لي شانغفو") is read
+            assert extra["short_answer_by"] == ("reader" if read else "span_ranker")
+        odd = httpx.post(
+            url + "/v1/chat/completions",
+            json={"model": "arabic-rag", "messages": [{"role": "user", "content": question}], "reader": "sometimes"},
+            timeout=30,
+        )
+        assert odd.status_code == 400 and "reader" in odd.text
 
 
 def test_rate_limit_is_429_with_retry_after(pipeline: Pipeline) -> None:
