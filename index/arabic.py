@@ -198,15 +198,25 @@ _CLOSERS = {close: open_ for open_, close in _OPENERS.items()}
 def trim_answer(text: str, start: int, end: int) -> tuple[int, int]:
     """Shrink an answer span to what one would quote: no whitespace or clause punctuation at its
     edges (a reader's token may take the comma after "2023،"), and no quote or bracket whose
-    partner lies outside it ("“عزيز نصير زاده" without its closing quote)."""
+    partner lies outside it ("“عزيز نصير زاده" without its closing quote). A closing mark first or
+    an opening one last pairs with nothing inside, unless writers use it on both sides: the seeds
+    quote a title as ”…”, so a span "”…”" loses both marks, one at a time."""
     while True:
         start, end = trim_span(text, start, end)
         if start == end:
             return start, end
         first, last = text[start], text[end - 1]
-        if first in _CLAUSE_PUNCTUATION or (first in _OPENERS and _OPENERS[first] not in text[start + 1 : end]):
+        if (
+            first in _CLAUSE_PUNCTUATION
+            or (first in _OPENERS and _OPENERS[first] not in text[start + 1 : end])
+            or (first in _CLOSERS and first not in _OPENERS and last != first)
+        ):
             start += 1
-        elif last in _CLAUSE_PUNCTUATION or (last in _CLOSERS and _CLOSERS[last] not in text[start : end - 1]):
+        elif (
+            last in _CLAUSE_PUNCTUATION
+            or (last in _CLOSERS and _CLOSERS[last] not in text[start : end - 1])
+            or (last in _OPENERS and last not in _CLOSERS)
+        ):
             end -= 1
         else:
             return start, end

@@ -268,6 +268,10 @@ def test_trim_span() -> None:
         ("ما السبب؟", "ما السبب"),
         ("، ثم", "ثم"),
         ("،.", ""),
+        # The seeds write ” on both sides of a title (a new-user test got "” أنظمة الدفاع…").
+        ("” أنظمة الدفاع المضادة للصواريخ", "أنظمة الدفاع المضادة للصواريخ"),
+        ("” أنظمة الدفاع”", "أنظمة الدفاع"),
+        ("الدفاع «", "الدفاع"),  # an opening mark at the end opens nothing inside the span
     ],
 )
 def test_trim_answer_drops_edge_punctuation_and_unpaired_quotes(marked: str, answer: str) -> None:
