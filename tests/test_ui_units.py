@@ -627,3 +627,25 @@ def test_handover_forgets_late_and_oldest_values() -> None:
     first, second, third = (small.put((n,)) for n in range(3))
     assert small.take(first) is None  # dropped to keep at most `limit`
     assert small.take(second) == (1,) and small.take(third) == (2,)
+
+
+@pytest.mark.parametrize("question", ["١٢٣٤٥٦", "2023", "٢٠٢٣؟!", "؟؟"])
+def test_a_refused_question_without_letters_speaks_the_pages_language(
+    seeds_pipeline: Pipeline, question: str
+) -> None:
+    """With no letters a question has no language of its own: the refusal came in English on the
+    Arabic page (a new-user test)."""
+    from ui.app import _ask
+    from ui.i18n import MESSAGES
+
+    for page in ("ar", "en"):
+        *_, (chat, _, _) = _ask(seeds_pipeline, question, [], 5, False, "extractive", [], page)
+        assert escape_text(MESSAGES[page]["question_no_words"]) in chat[-1]["content"], page
+
+
+def test_a_question_with_letters_is_answered_in_its_own_language() -> None:
+    from ui.i18n import for_question
+
+    assert for_question("When was it held? 2023", "ar") == "en"
+    assert for_question("متى عقد؟ 2023", "en") == "ar"
+    assert for_question("   ", "ar") == "ar"

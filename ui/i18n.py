@@ -195,5 +195,6 @@ def t(lang: str | None, key: str, **params: object) -> str:
 
 
 def for_question(question: str, page_lang: str | None) -> str:
-    """Messages about a question speak its language; an empty question gets the page's."""
-    return language(question) if question.strip() else normalise_language(page_lang)
+    """Messages about a question speak its language; a question without letters (empty, or only
+    numbers and marks) has none of its own, so it gets the page's."""
+    return language(question) if any(ch.isalpha() for ch in question) else normalise_language(page_lang)
