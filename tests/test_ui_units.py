@@ -630,9 +630,7 @@ def test_handover_forgets_late_and_oldest_values() -> None:
 
 
 @pytest.mark.parametrize("question", ["١٢٣٤٥٦", "2023", "٢٠٢٣؟!", "؟؟"])
-def test_a_refused_question_without_letters_speaks_the_pages_language(
-    seeds_pipeline: Pipeline, question: str
-) -> None:
+def test_a_refused_question_without_letters_speaks_the_pages_language(seeds_pipeline: Pipeline, question: str) -> None:
     """With no letters a question has no language of its own: the refusal came in English on the
     Arabic page (a new-user test)."""
     from ui.app import _ask
@@ -649,3 +647,15 @@ def test_a_question_with_letters_is_answered_in_its_own_language() -> None:
     assert for_question("When was it held? 2023", "ar") == "en"
     assert for_question("متى عقد؟ 2023", "en") == "ar"
     assert for_question("   ", "ar") == "ar"
+
+
+def test_carried_values_that_do_not_fit_the_controls_are_not_restored() -> None:
+    """A crafted switch request (passages 99, a chat of the wrong shape) left the page half in the
+    old language: the load that restores them failed (a new-user test)."""
+    from ui.handover import carried_values_fit
+
+    good = ([{"role": "user", "content": "متى؟"}], [("متى؟", "2012 [1]")], 3, True, "extractive", False)
+    assert carried_values_fit(good, ["extractive"], 10)
+    for i, bad in [(2, 99), (2, 0), (2, "3"), (3, "yes"), (4, "llm"), (5, None), (0, "<b>x</b>"), (1, [("q",)])]:
+        assert not carried_values_fit((*good[:i], bad, *good[i + 1 :]), ["extractive"], 10), (i, bad)
+    assert not carried_values_fit(good[:5], ["extractive"], 10)

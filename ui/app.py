@@ -24,7 +24,7 @@ from rag.answer import Answer
 from rag.chain import Pipeline, QuestionError, reader_available
 from rag.llm import MAX_HISTORY_TURNS
 from ui.documents import DocumentLibrary, FileResult, UploadStep
-from ui.handover import HANDOVER_LIMIT, HANDOVER_SECONDS, Handover
+from ui.handover import HANDOVER_LIMIT, HANDOVER_SECONDS, Handover, carried_values_fit
 from ui.i18n import MESSAGES, for_question, normalise_language, t
 from ui.render import answer_message, escape_text, notice_message, stream_message, upload_results, user_message
 
@@ -170,6 +170,7 @@ SHOW_NEW_ANSWER = """() => {
 
 
 Turns = list[tuple[str, str]]
+MAX_PASSAGES = 10  # the Settings slider's top: more passages only lengthen the list of sources
 E = TypeVar("E")
 R = TypeVar("R")
 Y = TypeVar("Y")
@@ -259,6 +260,7 @@ def build_app(pipeline: Pipeline, i18n: gr.I18n) -> gr.Blocks:
     config = pipeline.config
     library = DocumentLibrary(pipeline, config.upload_max_mb * 2**20)
     llm_ready = bool(config.llm_base_url and config.llm_model)
+    modes = ["llm", "extractive"] if llm_ready else ["extractive"]
     handover = Handover(HANDOVER_SECONDS, HANDOVER_LIMIT)
 
     with gr.Blocks(title="اسأل مستنداتك · Ask your documents") as app:
@@ -296,9 +298,9 @@ def build_app(pipeline: Pipeline, i18n: gr.I18n) -> gr.Blocks:
                 stop = gr.Button(i18n("stop"), variant="stop", scale=1, visible=False, elem_id="stop")
             gr.Examples(EXAMPLES, inputs=question, label=i18n("examples"))
             with gr.Accordion(i18n("settings"), open=False, elem_id="settings"):
-                k = gr.Slider(1, 10, value=config.k, step=1, label=i18n("passages"))
+                k = gr.Slider(1, MAX_PASSAGES, value=config.k, step=1, label=i18n("passages"))
                 mode = gr.Radio(
-                    ["llm", "extractive"] if llm_ready else ["extractive"],
+                    modes,
                     value=pipeline.default_mode,
                     label=i18n("answer_mode" if llm_ready else "answer_mode_no_llm"),
                     elem_id="mode",
@@ -502,7 +504,10 @@ def build_app(pipeline: Pipeline, i18n: gr.I18n) -> gr.Blocks:
             lang = normalise_language(lang)
             tabs = (gr.update(label=t(lang, "tab_chat")), gr.update(label=t(lang, "tab_documents")))
             values = handover.take(handed)
-            kept = [gr.update() for _ in carried] if values is None else [gr.update(value=v) for v in values]
+            if values is None or not carried_values_fit(values, modes, MAX_PASSAGES):
+                kept = [gr.update() for _ in carried]
+            else:
+                kept = [gr.update(value=v) for v in values]
             return lang, *tabs, *refreshed(lang), *kept
 
         app.load(

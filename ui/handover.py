@@ -3,8 +3,11 @@
 Gradio translates a page once, as it loads, so switching the interface language reloads the
 page; before this, the reload cleared the chat and every setting (the reader box too). The
 server keeps them under a random one-use token that the page holds in sessionStorage for the
-reload. The chat is HTML, so it is the server's own copy that comes back, never markup the page
-sends: a page can only hand back a token.
+reload: only that page finds them again, and nothing but the token passes through the browser's
+storage. The values are the page's own, as Gradio sends them with every event (the chat goes to
+the server with each question too), so a page can hand itself nothing it could not send anyway;
+they are checked before they are shown again (`carried_values_fit`), and the chat goes through
+Gradio's sanitiser as always.
 """
 
 from __future__ import annotations
@@ -20,6 +23,25 @@ from typing import Any
 HANDOVER_SECONDS = 120.0
 # Bounds the memory a script switching languages in a loop can hold (the oldest go first).
 HANDOVER_LIMIT = 256
+
+
+def carried_values_fit(values: tuple[Any, ...], modes: list[str], max_passages: int) -> bool:
+    """Do the values of (chat, turns, passages, show scores, mode, reader) fit the page's controls?
+    A page that sent others (a crafted request) gets a fresh page in the new language rather than
+    a load that fails half way, leaving the old language's labels."""
+    if len(values) != 6:
+        return False
+    chat, turns, passages, scores, mode, read = values
+    return (
+        isinstance(chat, list)
+        and isinstance(turns, list)
+        and all(isinstance(t, (list, tuple)) and len(t) == 2 and all(isinstance(x, str) for x in t) for t in turns)
+        and isinstance(passages, (int, float))
+        and 1 <= passages <= max_passages
+        and isinstance(scores, bool)
+        and mode in modes
+        and isinstance(read, bool)
+    )
 
 
 class Handover:
