@@ -366,6 +366,9 @@ def test_arabic_browser_gets_an_arabic_right_to_left_interface(browser: Browser,
         page.get_by_text("الإعدادات").click()
         reader_box = page.get_by_label("إجابة قصيرة أدق")
         assert reader_box.evaluate("e => getComputedStyle(e.closest('label')).direction") == "rtl"
+        # The answer modes by name in the page's language, not as their values ("extractive").
+        assert "extractive" not in page.locator("#mode").inner_text()
+        assert page.get_by_label("استخراجية").is_checked()
         page.get_by_text("الإعدادات").click()
         # The switch in the header changes the whole interface, and the choice sticks.
         page.locator("#lang").get_by_text("English").click()

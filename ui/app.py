@@ -300,7 +300,7 @@ def build_app(pipeline: Pipeline, i18n: gr.I18n) -> gr.Blocks:
             with gr.Accordion(i18n("settings"), open=False, elem_id="settings"):
                 k = gr.Slider(1, MAX_PASSAGES, value=config.k, step=1, label=i18n("passages"))
                 mode = gr.Radio(
-                    modes,
+                    [(i18n(f"mode_{m}"), m) for m in modes],
                     value=pipeline.default_mode,
                     label=i18n("answer_mode" if llm_ready else "answer_mode_no_llm"),
                     elem_id="mode",
