@@ -143,6 +143,12 @@ def skeleton(term: str) -> str:
     return bare if len(bare) >= 3 else ""
 
 
+def has_letters(text: str) -> bool:
+    """Is there a letter of any script once diacritics and tatweel are gone? Numbers and marks
+    alone are no question, and have no language of their own."""
+    return any(ch.isalpha() for ch in normalize(text))
+
+
 def language(text: str) -> str:
     """'ar' when Arabic letters dominate, else 'en'; decides the language of replies."""
     arabic = len(_ARABIC_LETTER_RE.findall(text))

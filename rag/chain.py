@@ -19,7 +19,7 @@ from langchain_core.runnables.config import patch_config
 from core.config import PROJECT_ROOT, Config
 from core.errors import UserError
 from index import store
-from index.arabic import normalize
+from index.arabic import has_letters
 from index.build import build_folder, store_for
 from index.embed import VectorEmbeddings, load_embedder
 from rag.answer import Answer, ExtractiveAnswerer
@@ -57,7 +57,7 @@ def clean_question(question: str, max_chars: int) -> str:
             length=f"{len(question):,}",
             limit=f"{max_chars:,}",
         )
-    if not any(ch.isalpha() for ch in normalize(question)):
+    if not has_letters(question):
         # Numbers alone are no question: every passage with a digit matches them, and the
         # answerers returned a confident span about something else.
         raise QuestionError(

@@ -12,6 +12,7 @@ from index.arabic import (
     clause_spans,
     content_words,
     continues_conversation,
+    has_letters,
     language,
     locate,
     normalize,
@@ -502,3 +503,11 @@ def test_content_words_keep_the_topic_as_written() -> None:
     ]
     assert content_words("بماذا اتهم بوتين الناتو؟") == ["اتهم", "بوتين", "الناتو"]  # ب + ماذا is a question word
     assert content_words("Who represented Iran at the conference?") == ["represented", "Iran", "conference"]
+
+
+def test_has_letters_sees_words_of_any_script_not_numbers_or_marks() -> None:
+    for text in ("2023 موسكو", "G20?", "ما هو 北京", "مُؤْتَمَر"):
+        assert has_letters(text), text
+    # Arabic-Indic digits, punctuation, diacritics and tatweel alone hold no letter.
+    for text in ("١٢٣٤٥٦", "٢٠٢٣؟!", "15/8/2023 - 76", "ـــ", "\u064b\u064e\u0651", ""):
+        assert not has_letters(text), text

@@ -8,7 +8,7 @@ page's language, or the language of the question they are about.
 
 from __future__ import annotations
 
-from index.arabic import language
+from index.arabic import has_letters, language
 
 LANGUAGES = ("ar", "en")
 
@@ -201,4 +201,4 @@ def t(lang: str | None, key: str, **params: object) -> str:
 def for_question(question: str, page_lang: str | None) -> str:
     """Messages about a question speak its language; a question without letters (empty, or only
     numbers and marks) has none of its own, so it gets the page's."""
-    return language(question) if any(ch.isalpha() for ch in question) else normalise_language(page_lang)
+    return language(question) if has_letters(question) else normalise_language(page_lang)
