@@ -38,11 +38,21 @@ def configure(args: argparse.Namespace) -> Config:
     return resolve_docs_dir(config, chosen(args, "docs_dir"))
 
 
-def serve(app: Any, host: str, port: int) -> None:
-    """Run an ASGI app with uvicorn until interrupted."""
+def serve(app: Any, host: str, port: int, trusted_proxies: str = "") -> None:
+    """Run an ASGI app with uvicorn until interrupted. The client's address (rate limits) is the
+    connection's own unless it comes from a trusted proxy: uvicorn otherwise believes any
+    X-Forwarded-For from 127.0.0.1, and a forged one gave each request a fresh bucket."""
     import uvicorn
 
-    uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=5)
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        timeout_graceful_shutdown=5,
+        proxy_headers=bool(trusted_proxies),
+        forwarded_allow_ips=trusted_proxies or None,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -74,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2 if isinstance(exc, ConfigError) else 1
     log(f"Serving the API on http://{config.api_host}:{config.api_port} (docs at /docs)")
-    serve(create_app(service), config.api_host, config.api_port)
+    serve(create_app(service), config.api_host, config.api_port, config.trusted_proxies)
     return 0
 
 

@@ -16,13 +16,14 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, MutableMapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from core.errors import ConfigError
 
+FAILED_KEYS = (10, 60.0)  # wrong keys allowed per client per minute, on every port
 LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 _RATE_RE = re.compile(r"^\s*(\d+)\s*/\s*(\d*)\s*(s|sec|second|m|min|minute|h|hr|hour)s?\s*$", re.I)
 _PERIOD_S = {"s": 1, "sec": 1, "second": 1, "m": 60, "min": 60, "minute": 60, "h": 3600, "hr": 3600, "hour": 3600}
@@ -96,6 +97,9 @@ class Limits:
     max_upload_bytes: int  # a whole multipart request (several files)
     guarded: Callable[[str], bool]  # which paths are the API's
     disabled: str = ""  # why the API refuses every request (exposed without a key beside the UI)
+    # Wrong keys per client before 429, always on when a key is set (issue 27: 40 wrong keys in a
+    # row were all answered 401, so the key could be guessed at full speed).
+    failures: RateLimiter = field(default_factory=lambda: RateLimiter(*FAILED_KEYS))
 
 
 def error_body(status: int, message: str, kind: str, code: str) -> bytes:
@@ -126,30 +130,24 @@ class SecurityMiddleware:
             await self.app(scope, receive, send)  # a CORS preflight carries no credentials by design
             return
         if limits.disabled:
-            await _refuse(send, 403, limits.disabled, "permission_error", "api_disabled")
+            await refuse(send, 403, limits.disabled, "permission_error", "api_disabled")
             return
         if limits.key and not key_matches(headers.get("authorization"), limits.key):
+            # A wrong key counts against the caller whatever RAG_API_RATE says: guessing costs time.
+            if "authorization" in headers and (wait := limits.failures.take(client_of(scope))) > 0:
+                await refuse(send, 429, too_many(wait), "rate_limit_error", "rate_limit_exceeded", retry_after(wait))
+                return
             message = (
                 "Missing API key: send the header 'Authorization: Bearer <RAG_API_KEY>'."
                 if "authorization" not in headers
                 else "Incorrect API key: send the server's RAG_API_KEY as 'Authorization: Bearer <key>'."
             )
-            await _refuse(
-                send, 401, message, "invalid_request_error", "invalid_api_key", {"www-authenticate": "Bearer"}
-            )
+            await refuse(send, 401, message, "invalid_request_error", "invalid_api_key", {"www-authenticate": "Bearer"})
             return
         if limits.limiter is not None:
             wait = limits.limiter.take(client_of(scope))
             if wait > 0:
-                retry = max(1, math.ceil(wait))
-                await _refuse(
-                    send,
-                    429,
-                    f"Rate limit reached for this client; retry in {retry} s (the server's RAG_API_RATE).",
-                    "rate_limit_error",
-                    "rate_limit_exceeded",
-                    {"retry-after": str(retry)},
-                )
+                await refuse(send, 429, too_many(wait), "rate_limit_error", "rate_limit_exceeded", retry_after(wait))
                 return
         multipart = headers.get("content-type", "").startswith("multipart/")
         limit = limits.max_upload_bytes if multipart else limits.max_json_bytes
@@ -158,7 +156,7 @@ class SecurityMiddleware:
             " for an upload (RAG_UPLOAD_MAX_MB per file)." if multipart else " (RAG_API_MAX_BODY_KB)."
         )
         if declared and declared.isdigit() and int(declared) > limit:
-            await _refuse(send, 413, too_large, "invalid_request_error", "request_too_large")
+            await refuse(send, 413, too_large, "invalid_request_error", "request_too_large")
             return
         received = 0
         overflow = replaced = False
@@ -179,7 +177,7 @@ class SecurityMiddleware:
             if overflow:
                 if message["type"] == "http.response.start" and not replaced:
                     replaced = True
-                    await _refuse(send, 413, too_large, "invalid_request_error", "request_too_large")
+                    await refuse(send, 413, too_large, "invalid_request_error", "request_too_large")
                 return
             await send(message)
 
@@ -187,14 +185,14 @@ class SecurityMiddleware:
             await self.app(scope, counted_receive, guarded_send)
         except _TooLarge:
             if not replaced:
-                await _refuse(send, 413, too_large, "invalid_request_error", "request_too_large")
+                await refuse(send, 413, too_large, "invalid_request_error", "request_too_large")
 
 
 def _size(n: int) -> str:
     return f"{n / 2**20:.0f} MB" if n >= 2**20 else f"{n / 1024:.0f} KB"
 
 
-async def _refuse(
+async def refuse(
     send: Send, status: int, message: str, kind: str, code: str, extra: dict[str, str] | None = None
 ) -> None:
     body = error_body(status, message, kind, code)
@@ -205,6 +203,17 @@ async def _refuse(
     headers += [(k.encode(), v.encode()) for k, v in (extra or {}).items()]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+
+
+def too_many(wait: float) -> str:
+    return (
+        f"Rate limit reached for this client (RAG_API_RATE, or too many wrong keys); "
+        f"retry in {max(1, math.ceil(wait))} s."
+    )
+
+
+def retry_after(wait: float) -> dict[str, str]:
+    return {"retry-after": str(max(1, math.ceil(wait)))}
 
 
 def client_of(scope: MutableMapping[str, Any]) -> str:

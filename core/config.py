@@ -93,6 +93,9 @@ class Config(BaseSettings):
     api_cors_origins: str = ""
     api_max_body_kb: int = Field(256, ge=1, le=1_000_000)  # JSON bodies; uploads are bounded by upload_max_mb
     api_workers: int = Field(8, ge=1, le=256)  # questions answered at once; more wait (the embedder serialises)
+    # Proxies whose X-Forwarded-For is believed (comma-separated addresses, "*" for any); empty: none,
+    # so a client cannot pick its own rate-limit bucket by forging the header (issue 27).
+    trusted_proxies: str = ""
 
     @field_validator("docs_dir", "index_dir")
     @classmethod

@@ -24,6 +24,7 @@ from tests.helpers import SEEDS_DIR, SeedsIndex
 TIERS = {
     "unit": {"test_arabic", "test_load_chunk", "test_retrieve", "test_index_type", "test_lexical", "test_bench_report"},
     "slow": {"test_crash", "test_load", "test_hostile", "test_formats", "test_stores", "test_bench", "test_ui_server"}
+    | {"test_reliability3"}
     | {"test_milvus_server"},
     "browser": {"test_ui_browser"},
 }

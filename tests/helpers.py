@@ -146,11 +146,12 @@ def start_ui(
     args: Sequence[str] = (),
     host: str | None = None,
     timeout: float = 120,
+    headers: Mapping[str, str] | None = None,
 ) -> UIServer:
     """Start `python -m ui` from the repository root on a free port of host (loopback, and no --host
     argument, when None) with exactly env, and wait until GET / answers 200.
 
-    Output goes to log_dir/ui-PORT.stdout and .stderr. If the server exits or does not answer within
+    `headers` go with that GET (the key, when the server has one). Output goes to log_dir/ui-PORT.stdout and .stderr. If the server exits or does not answer within
     timeout seconds, it is stopped and the test fails with the tail of its stderr.
     """
     bind = host or "127.0.0.1"
@@ -166,7 +167,9 @@ def start_ui(
     last_error = ""
     while (code := process.poll()) is None and time.monotonic() < deadline:
         try:
-            with urllib.request.urlopen(server.url, timeout=5) as response:
+            with urllib.request.urlopen(
+                urllib.request.Request(server.url, headers=dict(headers or {})), timeout=5
+            ) as response:
                 if response.status == 200:
                     return server
                 last_error = f"HTTP {response.status}"

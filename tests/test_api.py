@@ -639,7 +639,7 @@ def ui_copy(root: Path, seeds_index: SeedsIndex, **env: str) -> dict[str, str]:
 def test_ui_serves_the_api_on_its_port_off_loopback_with_a_key(tmp_path: Path, seeds_index: SeedsIndex) -> None:
     """127.0.0.2 stands in for a network address: the UI wants its login, the API its key."""
     env = ui_copy(tmp_path, seeds_index, RAG_UI_USERNAME="reader", RAG_UI_PASSWORD="pw-" + KEY, RAG_API_KEY=KEY)
-    ui = start_ui(env, tmp_path, host="127.0.0.2", timeout=STARTUP_TIMEOUT)
+    ui = start_ui(env, tmp_path, host="127.0.0.2", timeout=STARTUP_TIMEOUT, headers=auth())
     try:
         base = ui.url.rstrip("/")
         assert httpx.get(base + "/config", timeout=30).status_code == 401  # the UI keeps its own login

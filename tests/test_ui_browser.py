@@ -61,7 +61,10 @@ def serving(tmp_path_factory: pytest.TempPathFactory, docs: Path, **settings: st
     subprocess.run(
         [sys.executable, "-m", "index", "build", "--quiet"], cwd=REPO_ROOT, env=env, check=True, capture_output=True
     )
-    running = start_ui(env, tmp_path_factory.mktemp("ui-log"))
+    key = settings.get("RAG_API_KEY")
+    running = start_ui(
+        env, tmp_path_factory.mktemp("ui-log"), headers={"Authorization": f"Bearer {key}"} if key else None
+    )
     try:
         yield running.url
     finally:
@@ -138,6 +141,29 @@ def test_the_reader_switch_in_settings_gives_the_precise_short_answer(
             page.get_by_text("Settings").click()
             page.get_by_label("Precise short answer").check()
             assert ask(page, question).locator(".short-answer").inner_text() == "لي شانغفو"
+        finally:
+            page.context.close()
+
+
+def test_with_a_key_the_browser_signs_in_once_then_asks(
+    browser: Browser, tmp_path_factory: pytest.TempPathFactory, docs: Path
+) -> None:
+    """Issue 27, point 1: with RAG_API_KEY set, the page asks for it first (in the browser's
+    language), and once it is typed every call the page makes carries the session."""
+    key = "browser-key-" + os.urandom(6).hex()
+    with serving(tmp_path_factory, docs, RAG_API_KEY=key) as url:
+        page = browser.new_context(viewport={"width": 1200, "height": 1100}, locale="ar").new_page()
+        try:
+            page.goto(url)
+            assert page.url.endswith("/login")
+            assert page.locator("html").get_attribute("dir") == "rtl"
+            page.locator("#key").fill("not-" + key)
+            page.locator("button[type=submit]").click()
+            assert "المفتاح غير صحيح" in page.locator(".error").inner_text()
+            page.locator("#key").fill(key)
+            page.locator("button[type=submit]").click()
+            page.locator("#question textarea").wait_for(state="visible", timeout=60_000)
+            assert "800" in ask(page, "كم عدد المندوبين الذين حضروا المؤتمر؟").inner_text()
         finally:
             page.context.close()
 

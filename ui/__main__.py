@@ -10,13 +10,14 @@ import sys
 import gradio as gr
 
 from api.__main__ import configure, key_problem, serve
-from api.app import create_app
-from api.security import LOOPBACK
+from api.app import create_app, is_api_path
+from api.security import LOOPBACK, RateLimiter, parse_rate
 from core.config import add_arguments
 from core.errors import ConfigError, UserError
 from index.formats import MAX_BYTES
 from rag.chain import Pipeline
 from ui.app import CSS, HEAD, build_app, make_i18n, theme
+from ui.gate import KeyGate
 
 # Enough workers that 20 people asking at once are all served; the embedding engine
 # serialises its own calls, so more would only queue inside it.
@@ -76,7 +77,9 @@ def main(argv: list[str] | None = None) -> int:
     # itself (processing_utils._check_allowed); mounted, a crafted request could make it read any
     # path on the server. Mark the app launched so the check runs (tests/test_load.py).
     app.has_launched = True
-    serve(server, config.ui_host, config.ui_port)
+    rate = parse_rate(config.api_rate)
+    gated = KeyGate(server, config.api_key, RateLimiter(*rate) if rate else None, is_api_path)
+    serve(gated, config.ui_host, config.ui_port, config.trusted_proxies)
     return 0
 
 

@@ -443,24 +443,36 @@ def build_app(pipeline: Pipeline, i18n: gr.I18n) -> gr.Blocks:
                 results = [(f.outcome, f.name, f.text(lang)) for f in report.files]
                 yield *refreshed(lang), report.message(lang), upload_results(results), None
 
+            # What the open confirmation is about, kept on the server: Gradio's routes run any
+            # handler by its index, so a confirming handler called on its own (no confirmation
+            # shown in this session, or one about another document) removes nothing (issue 27).
+            asked_remove = gr.State(None)
+            asked_empty = gr.State(False)
+
             def on_remove(name: str | None, lang: str) -> tuple[Any, ...]:
                 if not name:
-                    return gr.update(visible=False), gr.update(), t(lang, "choose_document")
+                    return gr.update(visible=False), gr.update(), t(lang, "choose_document"), None
                 question = t(lang, "remove_confirm", title=escape_text(library.title(name)), name=escape_text(name))
-                return gr.update(visible=True), question, gr.update()
+                return gr.update(visible=True), question, gr.update(), name
 
-            def on_confirm_remove(name: str | None, lang: str) -> tuple[Any, ...]:
-                message = library.remove(name, lang) if name else t(lang, "choose_document")
-                return *refreshed(lang), message, gr.update(visible=False)
+            def on_confirm_remove(name: str | None, asked: str | None, lang: str) -> tuple[Any, ...]:
+                if not name:
+                    message = t(lang, "choose_document")
+                elif name != asked:
+                    message = t(lang, "confirm_first")
+                else:
+                    message = library.remove(name, lang)
+                return *refreshed(lang), message, gr.update(visible=False), None
 
             def on_restore(item_id: str | None, lang: str) -> tuple[Any, ...]:
                 message = library.restore(item_id, lang) if item_id else t(lang, "choose_trashed")
                 return *refreshed(lang), message
 
-            def on_empty(lang: str) -> tuple[Any, ...]:
-                return *refreshed(lang), library.empty_trash(lang), gr.update(visible=False)
+            def on_empty(asked: bool, lang: str) -> tuple[Any, ...]:
+                message = library.empty_trash(lang) if asked is True else t(lang, "confirm_first")
+                return *refreshed(lang), message, gr.update(visible=False), False
 
-            hidden = (lambda: gr.update(visible=False), None)
+            hidden = (lambda: (gr.update(visible=False), None), None)
             # When a confirmation closes, the keyboard user is back on the button that opened it
             # (the focus would otherwise fall to the page, and Tab start again from the top).
             back_to_remove, back_to_empty = (
@@ -474,22 +486,35 @@ def build_app(pipeline: Pipeline, i18n: gr.I18n) -> gr.Blocks:
                 show_progress_on=[upload],  # the bar over the drop area; the per-file list stays readable
             )
             remove.click(
-                on_remove, [to_remove, page_lang], [confirm_remove, confirm_text, status], api_visibility="private"
+                on_remove,
+                [to_remove, page_lang],
+                [confirm_remove, confirm_text, status, asked_remove],
+                api_visibility="private",
             )
             really_remove.click(
-                on_confirm_remove, [to_remove, page_lang], [*lists, status, confirm_remove], api_visibility="private"
+                on_confirm_remove,
+                [to_remove, asked_remove, page_lang],
+                [*lists, status, confirm_remove, asked_remove],
+                api_visibility="private",
             ).then(None, js=back_to_remove)
-            keep.click(*hidden, confirm_remove, api_visibility="private").then(None, js=back_to_remove)
+            keep.click(*hidden, [confirm_remove, asked_remove], api_visibility="private").then(None, js=back_to_remove)
             # Gradio's dropdown drops the focus when an option is chosen with Enter: it moves on to
             # the button that acts on the choice.
             to_remove.input(None, js=back_to_remove)
             trashed.input(None, js="() => document.querySelector('#restore').focus()")
             restore.click(on_restore, [trashed, page_lang], [*lists, status], api_visibility="private")
-            empty.click(lambda: gr.update(visible=True), None, confirm_empty, api_visibility="private")
-            really_empty.click(on_empty, page_lang, [*lists, status, confirm_empty], api_visibility="private").then(
+            empty.click(
+                lambda: (gr.update(visible=True), True), None, [confirm_empty, asked_empty], api_visibility="private"
+            )
+            really_empty.click(
+                on_empty,
+                [asked_empty, page_lang],
+                [*lists, status, confirm_empty, asked_empty],
+                api_visibility="private",
+            ).then(None, js=back_to_empty)
+            keep_trash.click(*hidden, [confirm_empty, asked_empty], api_visibility="private").then(
                 None, js=back_to_empty
             )
-            keep_trash.click(*hidden, confirm_empty, api_visibility="private").then(None, js=back_to_empty)
 
         # The switch shows the page's language (chosen by HEAD from the browser or a stored choice);
         # changing it stores the choice and reloads the page in the other language.
