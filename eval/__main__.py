@@ -17,7 +17,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from core.config import Config, add_arguments
-from eval.questions import Question, QuestionFileError, load_jsonl, load_squad
+from eval.questions import Question, QuestionFileError, load_jsonl, squad_set
 from eval.runner import Corpus, for_corpus, format_kinds, format_table, run
 from index import store
 from index.embed import EmbedderUnavailable
@@ -26,11 +26,20 @@ from index.embed import EmbedderUnavailable
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m eval", description="Evaluate the QA pipeline on question sets.")
     parser.add_argument("--questions", type=Path, action="append", default=[], help="JSONL question file (repeatable)")
-    parser.add_argument("--squad", type=Path, help="SQuAD-format JSON: its paragraphs are the corpus")
+    parser.add_argument(
+        "--squad",
+        help="SQuAD-format JSON, or a set of ../shared/data by name (arcd, xquad-ar, xquad-en: English questions "
+        "over the Arabic paragraphs, tydi-ar): its paragraphs are the corpus",
+    )
     parser.add_argument("--json", type=Path, dest="json_out", help="write metrics and per-question records here")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.add_argument(
         "--no-history", action="store_true", help="ask every question alone, ignoring its 'history' (the baseline)"
+    )
+    parser.add_argument(
+        "--answer-history",
+        action="store_true",
+        help="answer the earlier questions first, so a follow-up also sees the answers (what a chat does)",
     )
     add_arguments(
         parser,
@@ -51,8 +60,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         questions: list[Question] = []
         if args.squad:
-            documents, questions = load_squad(args.squad)
-            corpus = Corpus(f"squad-{args.squad.stem}", documents=tuple(documents))
+            source = squad_set(args.squad)
+            documents, questions = source.load()
+            corpus = Corpus(f"squad-{source.path.stem}", documents=tuple(documents))
         else:
             base = Config.from_args(args)
             corpus = Corpus(f"docs-{base.docs_dir.name}", folder=base.docs_dir)
@@ -62,12 +72,14 @@ def main(argv: list[str] | None = None) -> int:
             questions = [replace(q, history=()) for q in questions]
         config = Config.from_args(args)
         config = for_corpus(config, corpus)
-        result = run(config, corpus, questions, config.k, show_progress=not args.quiet)
+        result = run(
+            config, corpus, questions, config.k, show_progress=not args.quiet, answer_history=args.answer_history
+        )
     except (QuestionFileError, store.IndexProblem, EmbedderUnavailable, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     names = ", ".join(str(p) for p in ([args.squad] if args.squad else []) + args.questions)
-    names += " (history ignored)" if args.no_history else ""
+    names += " (history ignored)" if args.no_history else " (earlier questions answered)" if args.answer_history else ""
     title = (
         f"{names} | retriever={config.retriever} answers={result['answer_mode']} k={config.k} chunks={result['chunks']}"
     )

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from langchain_core.documents import Document
 
+from core.config import PROJECT_ROOT
 from core.errors import UserError
+
+SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"
 
 
 class QuestionFileError(UserError):
@@ -107,3 +110,41 @@ def load_squad(path: Path) -> tuple[list[Document], list[Question]]:
                     Question(str(qa["id"]), qa["question"].strip(), answers, source, "squad", frozenset({source}))
                 )
     return documents, questions
+
+
+@dataclass(frozen=True)
+class SquadSet:
+    """A SQuAD file of Arabic paragraphs; `questions_from` replaces each question's text by the one
+    with the same id in another file (XQuAD's English twin), answers and offsets staying Arabic."""
+
+    name: str
+    path: Path
+    questions_from: Path | None = None
+
+    def load(self) -> tuple[list[Document], list[Question]]:
+        documents, questions = load_squad(self.path)
+        if self.questions_from is not None:
+            texts = question_texts(self.questions_from)
+            questions = [replace(q, question=texts[q.id]) for q in questions if q.id in texts]
+        return documents, questions
+
+
+# The held-out question sets of ../shared/data (its README): ARCD, XQuAD Arabic, XQuAD's English
+# questions over the same Arabic paragraphs (English questions about Arabic text), TyDi QA GoldP Arabic.
+SQUAD_SETS = {
+    "arcd": SquadSet("arcd", SHARED_DATA / "arcd-train.json"),
+    "xquad-ar": SquadSet("xquad-ar", SHARED_DATA / "xquad-ar.json"),
+    "xquad-en": SquadSet("xquad-en", SHARED_DATA / "xquad-ar.json", SHARED_DATA / "xquad-en.json"),
+    "tydi-ar": SquadSet("tydi-ar", SHARED_DATA / "tydiqa-goldp-dev-ar.json"),
+}
+
+
+def squad_set(name: str) -> SquadSet:
+    """A registered set by name, or any SQuAD-format file by path (named after the file)."""
+    return SQUAD_SETS[name] if name in SQUAD_SETS else SquadSet(Path(name).stem, Path(name))
+
+
+def question_texts(path: Path) -> dict[str, str]:
+    """qa id -> question text of a SQuAD file."""
+    data = json.loads(path.read_text(encoding="utf-8"))
+    return {str(qa["id"]): qa["question"].strip() for a in data["data"] for p in a["paragraphs"] for qa in p["qas"]}

@@ -98,7 +98,7 @@ def prepare_index(config: Config, corpus: Corpus, show_progress: bool) -> store.
         return index
 
 
-def evaluate_question(pipeline: Pipeline, question: Question, k: int) -> dict[str, Any]:
+def evaluate_question(pipeline: Pipeline, question: Question, k: int, answer_history: bool = False) -> dict[str, Any]:
     """Run one question through retrieval (top 10, for ranking metrics) and the full chain.
 
     A question's `history` (earlier questions) reaches the chain as turns with empty answers: the
@@ -107,7 +107,13 @@ def evaluate_question(pipeline: Pipeline, question: Question, k: int) -> dict[st
     """
     # The answer goes first, cold, so its timings are what a user would see; the ranking pass for
     # the retrieval metrics (top 10) comes after and is not timed.
-    answer = pipeline.ask(question.question, k=k, history=[(earlier, "") for earlier in question.history])
+    # With `answer_history`, the earlier questions are answered first in the same conversation, as a
+    # chat would, so a follow-up can lean on what the answer named ("وما هو منصبه؟").
+    turns: list[tuple[str, str]] = []
+    for earlier in question.history:
+        said = pipeline.ask(earlier, k=k, history=list(turns)).answer if answer_history else ""
+        turns.append((earlier, said))
+    answer = pipeline.ask(question.question, k=k, history=turns)
     searched = answer.standalone_question or question.question
     ranked = pipeline.retriever.invoke(searched, k=max(RANK_CUTOFF, k))
 
@@ -143,6 +149,14 @@ def evaluate_question(pipeline: Pipeline, question: Question, k: int) -> dict[st
         "answer_words": len(MARKER_RE.sub(" ", answer.answer).split()) if not answer.abstained else 0,
         "short_answer": answer.short_answer,
         **short_answer_scores(answer.short_answer, question.answers if scored else []),
+        # The gate (rag/short_gate.py): the candidate short answer whether shown or withheld, its
+        # probability, and why it was withheld ("" when shown).
+        "short_candidate": answer.short_answer_check.get("candidate", ""),
+        "short_candidate_f1": token_f1(answer.short_answer_check.get("candidate", ""), question.answers)
+        if scored
+        else 0.0,
+        "short_probability": answer.short_answer_check.get("probability", 0.0),
+        "short_withheld": answer.short_answer_check.get("withheld", ""),
         "citations": [
             {"source": c.source, "start": c.start, "end": c.end, "page": c.page, "section": c.section, "correct": ok}
             for c, ok in zip(answer.citations, cited_ok)
@@ -183,6 +197,12 @@ def summarise(records: list[dict[str, Any]]) -> dict[str, float]:
         "short_exact_match": mean([r["short_exact_match"] for r in answerable]),
         "short_contains": mean([r["short_contains"] for r in answerable]),
         "short_words_median": percentile([r["short_words"] for r in records if not r["abstained"]], 50),
+        # Of the short answers shown in bold, the share that is right (F1 >= 0.5); and the share of
+        # answerable questions that get one. A withheld short answer scores 0 in short_f1 above;
+        # short_candidate_f1 is what the bold answer would score if it were always shown.
+        "short_precision": mean([float(r["short_f1"] >= 0.5) for r in answerable if r["short_answer"]]),
+        "short_coverage": mean([float(bool(r["short_answer"])) for r in answerable]),
+        "short_candidate_f1": mean([r["short_candidate_f1"] for r in answerable]),
         "citation_precision": mean([float(c) for c in citations]),
         "answered_with_correct_citation": mean([float(any(c["correct"] for c in r["citations"])) for r in answered]),
         "abstain_on_unanswerable": mean([float(r["abstained"]) for r in unanswerable]),
@@ -235,14 +255,19 @@ def format_table(metrics: dict[str, float], title: str) -> str:
 
 
 def run(
-    config: Config, corpus: Corpus, questions: list[Question], k: int, show_progress: bool = True
+    config: Config,
+    corpus: Corpus,
+    questions: list[Question],
+    k: int,
+    show_progress: bool = True,
+    answer_history: bool = False,
 ) -> dict[str, Any]:
     """Index the corpus, answer every question, and return metrics plus per-question records."""
     index = prepare_index(config, corpus, show_progress)
     pipeline = Pipeline(config, index=index)
     pipeline.embedder.clear_cache()  # runs in one process must not inherit each other's warm cache
     records = [
-        evaluate_question(pipeline, q, k)
+        evaluate_question(pipeline, q, k, answer_history)
         for q in tqdm(questions, desc="questions", unit="q", disable=not show_progress, file=sys.stderr)
     ]
     return {

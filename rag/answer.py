@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -23,6 +23,7 @@ from index.arabic import language, question_type, skeleton, terms, trim_answer
 from index.embed import VectorEmbeddings
 from rag.extract import Sentence, Span, SpanReader, sentence_candidates, span_candidates
 from rag.scoring import AnswerScoring
+from rag.short_gate import gate_features
 
 ABSTAIN_MESSAGE = {
     "ar": "لا أجد إجابة لهذا السؤال في المستندات المتاحة.",
@@ -84,6 +85,10 @@ class Answer:
     # What chose the short answer: "reader" (the fine-tuned reader), "span_ranker", "sentence"
     # (no shorter span: the evidence sentence itself) or "llm"; empty when there is none.
     short_answer_by: str = ""
+    # Whether the short answer is shown (rag/short_gate.py): its calibrated probability of being
+    # right, the threshold, "withheld" ("" when shown, "low_probability" or "wrong_type": the
+    # evidence is then shown without a short answer), and the features behind the probability.
+    short_answer_check: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -171,7 +176,12 @@ class ExtractiveAnswerer(RunnableSerializable[dict[str, Any], Answer]):
         if confidence < self.scoring.threshold(_cross_language(question, considered)):
             return Answer(question, ABSTAIN_MESSAGE[lang], True, [], related, confidence=round(confidence, 4))
         short = self.short_answer(question, considered, sentences, features, scores)
-        return self._compose(considered, sentences, short, scores, own, related, confidence, question)
+        check = self.scoring.short_gate.check(
+            gate_features(
+                question, short.text, short.by, short.probability, confidence, _cross_language(question, considered)
+            )
+        )
+        return self._compose(considered, sentences, short, scores, own, related, confidence, question, check)
 
     def features(self, question: str, passages: list[Document], sentences: list[Sentence]) -> np.ndarray:
         """Per-sentence features (columns as in `AnswerScoring.sentence_weights`)."""
@@ -246,7 +256,10 @@ class ExtractiveAnswerer(RunnableSerializable[dict[str, Any], Answer]):
         if not len(candidates):
             best = sentences[chosen[0]]
             return Span(chosen[0], best.passage, best.start, best.end, best.text, best.words, "sentence")
-        return candidates.span(self.scoring.best_span(candidates.features))
+        logits = self.scoring.span_model.score(candidates.features)
+        k = int(np.argmax(logits))
+        probability = float(1.0 / np.exp(logits - logits[k]).sum())  # softmax over the question's spans
+        return replace(candidates.span(k), probability=probability)
 
     def _read(
         self, reader: SpanReader, question: str, passages: list[Document], sentences: list[Sentence]
@@ -265,7 +278,8 @@ class ExtractiveAnswerer(RunnableSerializable[dict[str, Any], Answer]):
         most, sentence = max(overlap, default=(0, -1))
         if most <= 0:
             return None
-        return Span(sentence, best.passage, start, end, text[start:end], len(text[start:end].split()), "reader")
+        words = len(text[start:end].split())
+        return Span(sentence, best.passage, start, end, text[start:end], words, "reader", float(np.exp(best.score)))
 
     def _compose(
         self,
@@ -277,8 +291,12 @@ class ExtractiveAnswerer(RunnableSerializable[dict[str, Any], Answer]):
         related: list[Citation],
         confidence: float,
         question: str,
+        check: dict[str, Any],
     ) -> Answer:
-        budget = max(1, self.max_words - short.words)
+        """The evidence, with the short answer before it and marked inside it unless the gate
+        withheld it (then the evidence alone, whole sentences highlighted)."""
+        shown = not check["withheld"]
+        budget = max(1, self.max_words - (short.words if shown else 0))
         chosen = self.scoring.evidence(short.sentence, [c.words for c in sentences], scores, own, budget)
         numbers: dict[int, int] = {}
         highlights: dict[int, list[tuple[int, int]]] = {}
@@ -291,10 +309,10 @@ class ExtractiveAnswerer(RunnableSerializable[dict[str, Any], Answer]):
             # answer itself, so the UI can mark the span inside its evidence.
             pieces = [(c.start, short.start), (short.start, short.end), (short.end, c.end)]
             highlights.setdefault(c.passage, []).extend(
-                (a, b) for a, b in (pieces if i == short.sentence else [(c.start, c.end)]) if b > a
+                (a, b) for a, b in (pieces if shown and i == short.sentence else [(c.start, c.end)]) if b > a
             )
         text = " ".join(evidence)
-        if short.text != sentences[short.sentence].text:
+        if shown and short.text != sentences[short.sentence].text:
             text = f"{quote_markers(short.text)} — {text}"
         citations = [to_citation(n, passages[p], highlights[p]) for p, n in numbers.items()]
         return Answer(
@@ -304,9 +322,12 @@ class ExtractiveAnswerer(RunnableSerializable[dict[str, Any], Answer]):
             citations,
             related,
             confidence=round(confidence, 4),
-            short_answer=short.text,
-            short_answer_citation={"n": numbers[short.passage], "start": short.start, "end": short.end},
-            short_answer_by=short.by,
+            short_answer=short.text if shown else "",
+            short_answer_citation={"n": numbers[short.passage], "start": short.start, "end": short.end}
+            if shown
+            else {},
+            short_answer_by=short.by if shown else "",
+            short_answer_check={**check, "candidate": short.text, "by": short.by},
         )
 
 

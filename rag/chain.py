@@ -279,7 +279,9 @@ class Pipeline:
         if mode == "llm" and history:
             standalone = clean_question(QuestionRewriter(self.config).rewrite(history, question, deadline), 10**6)
         elif history:
-            standalone = self.follow_ups.resolve([asked for asked, _ in history], question)
+            standalone = self.follow_ups.resolve(
+                [asked for asked, _ in history], question, [said for _, said in history]
+            )
         run = patch_config(config, configurable={"deadline": deadline, "stream": streaming})
         inputs = {"question": question, "standalone_question": standalone, "k": k or self.config.k}
         for event in chain.stream(inputs, run) if streaming else [chain.invoke(inputs, run)]:

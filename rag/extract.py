@@ -128,6 +128,7 @@ class Span:
     text: str
     words: int
     by: str  # what chose it: "span_ranker", "reader", or "sentence" (no candidate span: the whole sentence)
+    probability: float = 0.0  # the span model's own probability of it among its candidates (0: none)
 
 
 @dataclass(frozen=True)

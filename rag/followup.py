@@ -53,24 +53,47 @@ class FollowUpResolver:
         own_terms = [t for t in terms(question) if t not in ENGLISH_PRONOUNS]
         return bool(referring_words(question)) and len(own_terms) <= self.max_follow_up_terms
 
-    def resolve(self, history: Sequence[str], question: str) -> str:
-        """The stand-alone form of `question` given the earlier questions (oldest first).
+    def resolve(self, history: Sequence[str], question: str, answers: Sequence[str] = ()) -> str:
+        """The stand-alone form of `question` given the earlier questions (oldest first) and,
+        where known, their answers (the same order; "" for one not known).
 
         Earlier follow-ups are resolved first, so the topic carries through a chain of them
-        ("Who represented Iran?" → "What did he call for?" → "And where?").
+        ("Who represented Iran?" → "What did he call for?" → "And where?"). A follow-up that points
+        back with a pronoun also gets the entity the previous answer named ("وما هو منصبه؟" after
+        "من ترأس الوفد الإيراني؟" answered «محمد باقري» is searched with «محمد باقري»): the
+        pronoun is about the person or body just answered more often than about the question's words.
         """
-        context = ""
-        for earlier in list(history)[-self.max_turns :]:
-            context = self._resolve_one(earlier, context)
-        return self._resolve_one(question, context)
+        turns = list(zip(history, [*answers, *[""] * len(history)]))[-self.max_turns :]
+        context, entity = "", ""
+        for earlier, said in turns:
+            context = self._resolve_one(earlier, context, entity)
+            entity = answered_entity(said)
+        return self._resolve_one(question, context, entity)
 
-    def _resolve_one(self, question: str, context: str) -> str:
+    def _resolve_one(self, question: str, context: str, entity: str = "") -> str:
         if not context or not self.is_follow_up(question):
             return question
         own = set(terms(question))
         inherited: list[str] = []
+        if entity and referring_words(question) and not set(terms(entity)) <= own:
+            inherited.append(entity)
         for word in content_words(context):
             key = terms(word)
             if key and key[0] not in own and word not in inherited:
                 inherited.append(word)
         return f"{question} ({' '.join(inherited)})" if inherited else question
+
+
+# An answer's short answer comes before " — " (rag/answer.py); a name or body is a few words.
+MAX_ENTITY_WORDS = 6
+
+
+def answered_entity(answer: str) -> str:
+    """The person, body or thing an earlier answer named in bold ("" when it named none): the
+    short answer before " — " in an extractive answer, if it is a few words with no digits (a
+    date or count is not what a pronoun points to)."""
+    short, dash, _ = answer.partition(" — ")
+    short = short.strip()
+    if not dash or not short or "[" in short or len(short.split()) > MAX_ENTITY_WORDS:
+        return ""
+    return "" if any(ch.isdigit() for ch in short) else short

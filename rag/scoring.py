@@ -14,6 +14,7 @@ import numpy as np
 
 from core.config import Config
 from rag.extract import SpanModel
+from rag.short_gate import GATE_WEIGHTS, ShortAnswerGate
 
 SPAN_WEIGHTS = Path(__file__).resolve().with_name("span_weights.json")
 
@@ -75,6 +76,9 @@ class AnswerScoring:
     # exist for the current features.
     span_weights: Path = SPAN_WEIGHTS
     _span_model: SpanModel | None = field(default=None, repr=False)
+    # Whether a short answer is shown in bold (rag/short_gate.py), loaded on first use like the span model.
+    gate_weights: Path = GATE_WEIGHTS
+    _short_gate: ShortAnswerGate | None = field(default=None, repr=False)
 
     @classmethod
     def from_config(cls, config: Config, **changes: object) -> AnswerScoring:
@@ -95,6 +99,16 @@ class AnswerScoring:
     @span_model.setter
     def span_model(self, model: SpanModel) -> None:
         self._span_model = model
+
+    @property
+    def short_gate(self) -> ShortAnswerGate:
+        if self._short_gate is None:
+            self._short_gate = ShortAnswerGate.load(self.gate_weights)
+        return self._short_gate
+
+    @short_gate.setter
+    def short_gate(self, gate: ShortAnswerGate) -> None:
+        self._short_gate = gate
 
     def dense_part(self, similarity: np.ndarray, cross_language: bool) -> np.ndarray:
         floor = self.cross_language_dense_floor if cross_language else self.dense_floor

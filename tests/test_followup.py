@@ -14,7 +14,7 @@ from eval.metrics import contains
 from eval.questions import load_jsonl
 from rag import __main__ as cli
 from rag.chain import Pipeline
-from rag.followup import FollowUpResolver
+from rag.followup import FollowUpResolver, answered_entity
 from tests.helpers import QUESTIONS_DIR
 
 RESOLVER = FollowUpResolver()
@@ -131,3 +131,31 @@ def test_ui_chat_resolves_follow_ups_in_extractive_mode(seeds_pipeline: Pipeline
         *_, (chat, _, turns) = _ask(seeds_pipeline, asked, chat, 5, False, "extractive", turns, "ar")
     assert [asked for asked, _ in turns] == [*question.history, question.question]
     assert "عزيز نصير زاده" in chat[-1]["content"]
+
+
+# --- the entity the previous answer named (issue 26, point 5) --------------------------------
+
+
+def test_answered_entity_is_the_bold_short_answer_when_it_names_something() -> None:
+    assert answered_entity("عزيز نصير زاده — ترأس الوفد عزيز نصير زاده رئيس الأركان [1]") == "عزيز نصير زاده"
+    assert answered_entity("15 أغسطس 2023 — عقد المؤتمر في 15 أغسطس 2023 [1]") == ""  # a date is no referent
+    assert answered_entity("عقد المؤتمر في موسكو [1]") == ""  # no short answer: evidence only
+    assert answered_entity("") == "" and answered_entity(" — نص") == ""
+    assert answered_entity("كلام طويل جدا من سبع كلمات أو أكثر هنا — نص [1]") == ""
+
+
+def test_a_pronoun_follow_up_carries_the_person_the_previous_answer_named() -> None:
+    """"وما هو منصبه؟" after the Iranian-delegation question answered about China's minister: the
+    pronoun is about the man just answered, whom the question's words alone do not name."""
+    earlier = "من ترأس الوفد الإيراني في المؤتمر؟"
+    answer = "عزيز نصير زاده — وترأس الوفد الإيراني “عزيز نصير زاده” [1]"
+    resolved = RESOLVER.resolve([earlier], "وما هو منصبه؟", [answer])
+    assert resolved.startswith("وما هو منصبه؟") and "عزيز نصير زاده" in resolved and "الإيراني" in resolved
+    english = RESOLVER.resolve(["Who represented Iran at the conference?"], "And what did he call for?", [answer])
+    assert "عزيز نصير زاده" in english
+    # Without a pronoun the answer is not carried; without answers the resolver works as before.
+    assert "عزيز نصير زاده" not in RESOLVER.resolve([earlier], "وكم دولة شاركت؟", [answer])
+    assert RESOLVER.resolve([earlier], "وما هو منصبه؟") == RESOLVER.resolve([earlier], "وما هو منصبه؟", [""])
+    # A self-contained question stays exactly as typed, answers or not.
+    alone = "كم عدد المندوبين الذين حضروا مؤتمر موسكو للأمن الدولي؟"
+    assert RESOLVER.resolve([earlier], alone, [answer]) == alone
