@@ -71,6 +71,10 @@ class Config(BaseSettings):
     # The fine-tuned reader picks the short answer (rag/reader.py): better spans, slower answers
     # (eval/RESULTS.md and eval/BENCHMARKS.md have both numbers).
     answer_reader: bool = False
+    # A short answer is shown in bold only when its calibrated probability of being right reaches
+    # this (rag/short_gate.py); -1: the threshold fitted held out for 0.80 precision
+    # (rag/short_gate.json, eval/ANSWERS.md); 0: every short answer shown, as before the gate.
+    short_answer_threshold: float = Field(-1.0, ge=-1.0, le=1.0)
     max_question_chars: int = Field(2000, ge=10, le=1_000_000)
     # Optional LLM answerer (OpenAI-compatible endpoint); unset means the extractive answerer.
     llm_base_url: str = ""

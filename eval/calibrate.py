@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -91,7 +92,8 @@ def held_out_probabilities(records: list[dict[str, Any]], folds: int, l2: float)
     article over all the sets, so this works on the questions of one reader's held-out fold too)."""
     x = np.array([[r["features"][f] for f in FEATURES] for r in records], dtype=np.float64)
     y = np.array([r["f1"] >= RIGHT_F1 for r in records], dtype=np.float64)
-    groups = [f"{r['set'].split('-')[0]}:{r['article']}" for r in records]  # XQuAD's two languages share articles
+    # XQuAD's two languages share articles, and a pooled run ("set@folder") asks the same questions.
+    groups = [f"{r['set'].split('@')[0].split('-')[0]}:{r['article']}" for r in records]
     fold_of = article_folds(set(groups), folds)
     fold = np.array([fold_of[g] for g in groups])
     out = np.zeros(len(records))
@@ -167,11 +169,25 @@ def main() -> None:
     parser.add_argument("--precision", type=float, default=0.80, help="held-out precision the threshold aims at")
     parser.add_argument("--l2", type=float, default=1.0)
     parser.add_argument("--records", type=Path, help="folder: reuse each set's records found there, save new ones")
+    parser.add_argument(
+        "--pool",
+        type=Path,
+        action="append",
+        default=[],
+        help="also fit on the records of another run (its --records folder; repeatable): one gate for both modes",
+    )
     parser.add_argument("--write", action="store_true", help=f"write the model fitted on everything to {GATE_WEIGHTS}")
     args = parser.parse_args()
     names = args.data or list(SQUAD_SETS)
     config = Config(answer_reader=args.reader)
     records = collect(config, names, args.folds, args.only_fold, args.reader_weights, args.records)
+    for folder in args.pool:
+        records += [
+            {**r, "set": f"{r['set']}@{folder.name}"}
+            for path in sorted(folder.glob("*.json"))
+            if path.stem in names
+            for r in json.loads(path.read_text(encoding="utf-8"))
+        ]
     checks = collect(config, args.report or [], args.folds, None, args.reader_weights, args.records)
     answered = [r for r in records if not r["abstained"]]
     right = np.array([r["f1"] >= RIGHT_F1 for r in answered], dtype=np.float64)
@@ -198,9 +214,9 @@ def main() -> None:
         print(f"  {t:.3f}  {coverage:.3f}  {precision:.3f}")
     if args.write:
         info = {
-            "command": "python -m eval.calibrate "
-            + " ".join(f"--data {n}" for n in names)
-            + (" --reader" if args.reader else ""),
+            # As run: --reader-weights and --pool name the fold reader and the default run's records
+            # (eval/ANSWERS.md gives the commands that make them).
+            "command": "python -m eval.calibrate " + " ".join(sys.argv[1:]),
             "precision_target": args.precision,
             "held_out": rows,
         }

@@ -178,7 +178,13 @@ class ExtractiveAnswerer(RunnableSerializable[dict[str, Any], Answer]):
         short = self.short_answer(question, considered, sentences, features, scores)
         check = self.scoring.short_gate.check(
             gate_features(
-                question, short.text, short.by, short.probability, confidence, _cross_language(question, considered)
+                question,
+                short.text,
+                short.by,
+                short.probability,
+                confidence,
+                _cross_language(question, considered),
+                self.scoring.ranked(scores).index(short.sentence),
             )
         )
         return self._compose(considered, sentences, short, scores, own, related, confidence, question, check)

@@ -7,7 +7,7 @@ whether to abstain, pick the short answer span and compose the answer; `Extracti
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -78,12 +78,14 @@ class AnswerScoring:
     _span_model: SpanModel | None = field(default=None, repr=False)
     # Whether a short answer is shown in bold (rag/short_gate.py), loaded on first use like the span model.
     gate_weights: Path = GATE_WEIGHTS
+    short_answer_threshold: float = -1.0  # Config.short_answer_threshold: -1 keeps the fitted one
     _short_gate: ShortAnswerGate | None = field(default=None, repr=False)
 
     @classmethod
     def from_config(cls, config: Config, **changes: object) -> AnswerScoring:
         """The scoring the product runs: the settings' thresholds, everything else as measured here."""
         settings: dict[str, object] = {
+            "short_answer_threshold": config.short_answer_threshold,
             "abstain_threshold": config.abstain_threshold,
             "cross_language_abstain_threshold": config.cross_language_abstain_threshold,
             "dense_candidates": config.answer_dense_sentences,
@@ -103,7 +105,10 @@ class AnswerScoring:
     @property
     def short_gate(self) -> ShortAnswerGate:
         if self._short_gate is None:
-            self._short_gate = ShortAnswerGate.load(self.gate_weights)
+            gate = ShortAnswerGate.load(self.gate_weights)
+            if self.short_answer_threshold >= 0:
+                gate = replace(gate, threshold=self.short_answer_threshold)
+            self._short_gate = gate
         return self._short_gate
 
     @short_gate.setter

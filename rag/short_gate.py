@@ -38,6 +38,7 @@ FEATURES = (
     "echo",
     "log_words",
     "cross_language",
+    "top_sentence",
 )
 _DIGIT_RE = re.compile(r"[0-9٠-٩]")
 # Counts written as words: Arabic stems (the masculine and feminine forms share them) and English.
@@ -79,10 +80,18 @@ def echo(question: str, span: str) -> float:
 
 
 def gate_features(
-    question: str, span: str, by: str, probability: float, confidence: float, cross_language: bool
+    question: str,
+    span: str,
+    by: str,
+    probability: float,
+    confidence: float,
+    cross_language: bool,
+    sentence_rank: int = 0,
 ) -> dict[str, float]:
     """The model's inputs for one short answer (`by`: "reader", "span_ranker" or "sentence";
-    `probability`: the span model's own probability of the span among its candidates)."""
+    `probability`: the span model's own probability of the span among its candidates;
+    `sentence_rank`: where the sentence holding it stands in the evidence ranking, 0 the best:
+    a span the reader and the sentence ranker agree on is more often right)."""
     reader = float(by == "reader")
     return {
         "reader": reader,
@@ -94,6 +103,7 @@ def gate_features(
         "echo": echo(question, span),
         "log_words": math.log1p(len(span.split())),
         "cross_language": float(cross_language),
+        "top_sentence": float(sentence_rank == 0),
     }
 
 

@@ -444,8 +444,9 @@ def test_50_concurrent_streaming_clients(server: UIServer) -> None:
 
 @pytest.fixture
 def pipeline(seeds_index: SeedsIndex) -> Pipeline:
-    """A pipeline of its own (cheap: the embedder is shared) over the read-only session index."""
-    return Pipeline(seeds_index.config, index=seeds_index.index)
+    """A pipeline of its own (cheap: the embedder is shared) over the read-only session index, every
+    short answer shown (these tests switch the reader; the gate is test_short_gate's)."""
+    return Pipeline(seeds_index.config.replace(short_answer_threshold=0.0), index=seeds_index.index)
 
 
 def test_rest_ask_switches_the_reader_per_question(pipeline: Pipeline) -> None:

@@ -37,6 +37,8 @@ def cli_env(seeds_index: SeedsIndex) -> dict[str, str]:
             "RAG_INDEX_DIR": str(seeds_index.config.index_dir),
             "RAG_DOCS_DIR": str(seeds_index.config.docs_dir),
             "PYTHONIOENCODING": "utf-8",
+            # Every short answer shown: these tests are about the CLI; the gate is test_short_gate's.
+            "RAG_SHORT_ANSWER_THRESHOLD": "0",
         }
     )
     return env

@@ -145,7 +145,7 @@ def test_answered_entity_is_the_bold_short_answer_when_it_names_something() -> N
 
 
 def test_a_pronoun_follow_up_carries_the_person_the_previous_answer_named() -> None:
-    """"وما هو منصبه؟" after the Iranian-delegation question answered about China's minister: the
+    """ "وما هو منصبه؟" after the Iranian-delegation question answered about China's minister: the
     pronoun is about the man just answered, whom the question's words alone do not name."""
     earlier = "من ترأس الوفد الإيراني في المؤتمر؟"
     answer = "عزيز نصير زاده — وترأس الوفد الإيراني “عزيز نصير زاده” [1]"

@@ -66,7 +66,8 @@ def llm_pipeline(
 
 @pytest.fixture(scope="module")
 def pipeline(server: FakeOpenAI, seeds_index: SeedsIndex) -> Pipeline:
-    return llm_pipeline(seeds_index.config, seeds_index.index, server.base_url)
+    # Every extractive short answer shown, so the fallback's bold answer can be checked.
+    return llm_pipeline(seeds_index.config.replace(short_answer_threshold=0.0), seeds_index.index, server.base_url)
 
 
 @pytest.fixture(scope="module")

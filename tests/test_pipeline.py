@@ -184,6 +184,13 @@ def test_k_limits_related_passages(seeds_pipeline: Pipeline) -> None:
 
 
 # --- the short answer -------------------------------------------------------------------------------
+# How spans are chosen and placed is tested with every short answer shown (the gate off,
+# RAG_SHORT_ANSWER_THRESHOLD=0); whether one is shown is tests/test_short_gate.py's and test_examples.py's.
+
+
+@pytest.fixture(scope="module")
+def all_shown(seeds_index: SeedsIndex) -> Pipeline:
+    return Pipeline(seeds_index.config.replace(short_answer_threshold=0.0), index=seeds_index.index)
 
 
 @pytest.mark.parametrize(
@@ -194,16 +201,16 @@ def test_k_limits_related_passages(seeds_pipeline: Pipeline) -> None:
         ("قديش مندوب حضر مؤتمر موسكو 2023؟", "800"),
     ],
 )
-def test_short_answer_to_factoid_questions(seeds_pipeline: Pipeline, question: str, expected: str) -> None:
-    answer = seeds_pipeline.ask(question)
+def test_short_answer_to_factoid_questions(all_shown: Pipeline, question: str, expected: str) -> None:
+    answer = all_shown.ask(question)
     assert expected in answer.short_answer, answer.answer
     assert len(answer.short_answer.split()) <= 8
     assert answer.answer.startswith(answer.short_answer)
 
 
 @pytest.mark.parametrize("qid", ANSWERABLE)
-def test_short_answer_is_verbatim_at_its_offsets_and_highlighted(seeds_pipeline: Pipeline, qid: str) -> None:
-    answer = ask(seeds_pipeline, QUESTIONS[qid])
+def test_short_answer_is_verbatim_at_its_offsets_and_highlighted(all_shown: Pipeline, qid: str) -> None:
+    answer = all_shown.ask(QUESTIONS[qid].question)
     where = answer.short_answer_citation
     (citation,) = [c for c in answer.citations if c.n == where["n"]]
     assert citation.text[where["start"] : where["end"]] == answer.short_answer
@@ -216,13 +223,13 @@ def test_short_answer_is_verbatim_at_its_offsets_and_highlighted(seeds_pipeline:
 @pytest.fixture(scope="module")
 def reader_pipeline(seeds_index: SeedsIndex) -> Pipeline:
     """The seeds with the shipped fine-tuned reader switched on (RAG_ANSWER_READER=1)."""
-    return Pipeline(seeds_index.config.replace(answer_reader=True), index=seeds_index.index)
+    return Pipeline(seeds_index.config.replace(answer_reader=True, short_answer_threshold=0.0), index=seeds_index.index)
 
 
 @pytest.mark.parametrize(
     ("question", "expected"),
     [
-        ("كم دولة جاء منها المندوبون إلى مؤتمر موسكو 2023؟", "76 دولة"),
+        ("كم دولة جاء منها المندوبون إلى مؤتمر موسكو 2023؟", "76"),
         ("متى انعقد مؤتمر موسكو للأمن الدولي؟", "15 أغسطس 2023"),
         ("من ألقى الكلمة الافتتاحية في المؤتمر؟", "فلاديمير بوتين"),
         # English questions about the Arabic text: read too (the span ranker answers these two
@@ -243,7 +250,7 @@ def test_the_shipped_reader_answers_with_a_verbatim_span(
 
 
 def test_a_question_switches_the_reader_on_or_off(seeds_index: SeedsIndex, reader_pipeline: Pipeline) -> None:
-    plain = Pipeline(seeds_index.config, index=seeds_index.index)
+    plain = Pipeline(seeds_index.config.replace(short_answer_threshold=0.0), index=seeds_index.index)
     question = 'Which Chinese defense minister warned against "playing with fire"?'
     ranked = plain.ask(question).short_answer
     assert plain.reader is None and "لي شانغفو" not in ranked  # the span ranker misses it

@@ -211,7 +211,10 @@ def _answerer(reader: SpanReader | None, **scoring: object) -> ExtractiveAnswere
     return ExtractiveAnswerer(
         embedder=HashEmbedder(),
         term_weight=lambda _t: 1.0,
-        scoring=AnswerScoring.from_config(Config(), **{"abstain_threshold": 0.0, **scoring}),
+        # Every short answer shown: these tests are about which span is chosen, not whether it is shown.
+        scoring=AnswerScoring.from_config(
+            Config(), **{"abstain_threshold": 0.0, "short_answer_threshold": 0.0, **scoring}
+        ),
         max_words=Config().answer_max_words,
         reader=reader,
     )

@@ -69,7 +69,7 @@ def test_saved_gate_round_trips_and_refuses_other_features(tmp_path: Path) -> No
     data = json.loads(path.read_text(encoding="utf-8"))
     data["features"] = data["features"][:-1]
     path.write_text(json.dumps(data), encoding="utf-8")
-    with pytest.raises(ValueError, match="eval.calibrate"):
+    with pytest.raises(ValueError, match=r"eval\.calibrate"):
         ShortAnswerGate.load(path)
 
 

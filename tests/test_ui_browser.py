@@ -57,7 +57,15 @@ def docs(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def serving(tmp_path_factory: pytest.TempPathFactory, docs: Path, **settings: str) -> Iterator[str]:
     """`python -m ui` over `docs` with an index of its own and these RAG_* settings; yields its URL."""
     index = tmp_path_factory.mktemp("ui-index")
-    env = {**os.environ, "RAG_INDEX_DIR": str(index), "RAG_DOCS_DIR": str(docs), **settings}
+    # Every short answer shown unless a test says otherwise: these tests are about the page (the
+    # gate that withholds unsure ones is tests/test_short_gate.py's and tests/test_examples.py's).
+    env = {
+        **os.environ,
+        "RAG_INDEX_DIR": str(index),
+        "RAG_DOCS_DIR": str(docs),
+        "RAG_SHORT_ANSWER_THRESHOLD": "0",
+        **settings,
+    }
     subprocess.run(
         [sys.executable, "-m", "index", "build", "--quiet"], cwd=REPO_ROOT, env=env, check=True, capture_output=True
     )

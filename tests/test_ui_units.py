@@ -580,14 +580,16 @@ def test_two_files_rejected_alike_get_a_line_each(library: DocumentLibrary, tmp_
     assert len(report.rejected) == 2
 
 
-def test_the_reader_checkbox_reaches_the_answer(seeds_pipeline: Pipeline) -> None:
+def test_the_reader_checkbox_reaches_the_answer(seeds_index: SeedsIndex) -> None:
     from ui.app import _ask
 
     question = 'Which Chinese defense minister warned against "playing with fire"?'
     assert reader_available()  # `make` built the library; the weights ship
+    # Every short answer shown: this is about the box reaching the answerer, not the gate.
+    pipeline = Pipeline(seeds_index.config.replace(short_answer_threshold=0.0), index=seeds_index.index)
     answers = {}
     for read in (False, True):
-        *_, (chat, _, _) = _ask(seeds_pipeline, question, [], 5, False, "extractive", [], "en", read)
+        *_, (chat, _, _) = _ask(pipeline, question, [], 5, False, "extractive", [], "en", read)
         answers[read] = chat[-1]["content"]
     assert '<b class="short-answer" title="Chosen by the fine-tuned reader">لي شانغفو</b>' in answers[True]
     assert "لي شانغفو</b>" not in answers[False]
