@@ -162,12 +162,7 @@ def train(
     )
     first_epoch = 0
     if checkpoint is not None and checkpoint.exists():
-        saved = torch.load(checkpoint, weights_only=True)  # tensors and numbers only: nothing is unpickled
-        for name, value in saved["trained"].items():
-            trained[name].data.copy_(value)
-        optimiser.load_state_dict(saved["optimiser"])
-        schedule.load_state_dict(saved["schedule"])
-        first_epoch = int(saved["epoch"])
+        first_epoch = _resume(checkpoint, trained, optimiser, schedule)
         print(f"  resumed from {checkpoint} after epoch {first_epoch}", flush=True)
     net.train()
     for epoch in range(first_epoch, epochs):
@@ -190,16 +185,43 @@ def train(
             losses.append(loss.item())
         print(f"  epoch {epoch + 1}: training loss {mean(losses):.3f}", flush=True)
         if checkpoint is not None:
-            state = {
-                "trained": {k: v.detach().clone() for k, v in trained.items()},
-                "optimiser": optimiser.state_dict(),
-                "schedule": schedule.state_dict(),
-                "epoch": epoch + 1,
-            }
-            torch.save(state, checkpoint.with_suffix(".tmp"))
-            checkpoint.with_suffix(".tmp").replace(checkpoint)
+            _save_checkpoint(checkpoint, trained, optimiser, epoch + 1, schedule.last_epoch)
     net.eval()
     return net
+
+
+def _save_checkpoint(
+    path: Path, trained: dict[str, torch.Tensor], optimiser: torch.optim.Optimizer, epoch: int, steps: int
+) -> None:
+    """Parameters and AdamW's moments as plain arrays (NPZ, no pickle), written atomically."""
+    arrays = {f"p.{name}": p.detach().numpy() for name, p in trained.items()}
+    for i, p in enumerate(trained.values()):
+        for key, value in optimiser.state.get(p, {}).items():
+            arrays[f"o.{i}.{key}"] = value.detach().numpy() if torch.is_tensor(value) else np.array(value)
+    arrays["epoch"], arrays["steps"] = np.array(epoch), np.array(steps)
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez(tmp, **arrays)  # type: ignore[arg-type]
+    tmp.replace(path)
+
+
+def _resume(
+    path: Path,
+    trained: dict[str, torch.Tensor],
+    optimiser: torch.optim.Optimizer,
+    schedule: torch.optim.lr_scheduler.LRScheduler,
+) -> int:
+    """Load what `_save_checkpoint` wrote; returns the epochs already done."""
+    with np.load(path, allow_pickle=False) as saved:
+        arrays = {k: saved[k] for k in saved.files}
+    with torch.no_grad():
+        for i, (name, p) in enumerate(trained.items()):
+            p.copy_(torch.from_numpy(arrays[f"p.{name}"]))
+            state = {k.split(".", 2)[2]: torch.from_numpy(v) for k, v in arrays.items() if k.startswith(f"o.{i}.")}
+            if state:
+                optimiser.state[p] = state
+    for _ in range(int(arrays["steps"])):
+        schedule.step()  # the learning rate where the run stopped
+    return int(arrays["epoch"])
 
 
 def _batches(
@@ -230,7 +252,7 @@ def cross_validate(base: BaseModel, data: list[Example], args: argparse.Namespac
             continue
         started = time.monotonic()
         train_set = [ex for ex in data if ex.fold != fold]
-        checkpoint = args.checkpoint / f"fold{fold}.pt" if args.checkpoint else None
+        checkpoint = args.checkpoint / f"fold{fold}.npz" if args.checkpoint else None
         net = train(
             base,
             train_set,
@@ -329,7 +351,7 @@ def main() -> None:
             f"reader alone on the gold paragraph, {name}, {args.folds}-fold by article, held out: {shown}", flush=True
         )
     if args.out:
-        checkpoint = args.checkpoint / "all.pt" if args.checkpoint else None
+        checkpoint = args.checkpoint / "all.npz" if args.checkpoint else None
         net = train(
             base,
             data,

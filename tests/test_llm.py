@@ -73,7 +73,9 @@ def pipeline(server: FakeOpenAI, seeds_index: SeedsIndex) -> Pipeline:
 @pytest.fixture(scope="module")
 def quick_pipeline(server: FakeOpenAI, seeds_index: SeedsIndex) -> Pipeline:
     """The same pipeline with a one-second LLM timeout."""
-    return llm_pipeline(seeds_index.config, seeds_index.index, server.base_url, timeout=1.0)
+    return llm_pipeline(
+        seeds_index.config.replace(short_answer_threshold=0.0), seeds_index.index, server.base_url, timeout=1.0
+    )
 
 
 @pytest.fixture(scope="module")
@@ -292,7 +294,8 @@ def test_http_error_falls_back_with_the_status(
 
 @pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
 def test_unreachable_endpoint_falls_back(seeds_index: SeedsIndex, extractive: Answer, stream: bool) -> None:
-    pipeline = llm_pipeline(seeds_index.config, seeds_index.index, f"http://127.0.0.1:{free_port()}/v1")
+    config = seeds_index.config.replace(short_answer_threshold=0.0)  # as the `extractive` fixture
+    pipeline = llm_pipeline(config, seeds_index.index, f"http://127.0.0.1:{free_port()}/v1")
     started = time.monotonic()
     answer, _ = ask_collecting(pipeline, QUESTION, stream)
     assert_fallback(answer, extractive, "cannot be reached")
@@ -511,6 +514,7 @@ def cli_env(seeds_index: SeedsIndex, server: FakeOpenAI) -> dict[str, str]:
             "RAG_LLM_BASE_URL": server.base_url,
             "RAG_LLM_MODEL": "fake",
             "RAG_LLM_TIMEOUT_S": "10",
+            "RAG_SHORT_ANSWER_THRESHOLD": "0",  # as the `extractive` fixture: every short answer shown
             "PYTHONIOENCODING": "utf-8",
         }
     )
