@@ -91,7 +91,15 @@ def _text(message: ChatMessage) -> str:
     for part in message.content:
         kind = part.get("type")
         if kind == "text":
-            parts.append(str(part.get("text", "")))
+            text = part.get("text")
+            if not isinstance(text, str):
+                # str() would ask null as the question "None" and an object as its repr (issue 27).
+                raise APIError(
+                    400,
+                    f"A text content part needs its 'text' as a string; got {type(text).__name__}.",
+                    "invalid_content",
+                )
+            parts.append(text)
         else:
             raise APIError(
                 400,

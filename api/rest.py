@@ -99,7 +99,7 @@ async def list_documents(request: Request) -> dict[str, Any]:
 @router.post(
     "/api/documents",
     tags=["documents"],
-    summary="Upload .txt/.md files (multipart field `files`, several allowed); indexed at once",
+    summary="Upload documents (.txt, .md, .pdf, .docx, .html, page images; multipart field `files`, several allowed); indexed at once",
 )
 async def upload_documents(files: list[UploadFile], request: Request) -> Any:
     service = service_of(request.app)

@@ -257,3 +257,17 @@ def test_forged_forwarding_headers_share_one_bucket(keyed_ui: tuple[UIServer, Pa
         assert 429 in codes, codes
         joins = [http.post("/gradio_api/queue/join", json={}).status_code for _ in range(30)]
         assert 429 in joins, joins  # Gradio's calls draw on the rate too
+
+
+def test_a_text_part_that_is_not_a_string_is_refused(seeds_pipeline: Pipeline) -> None:
+    """Issue 27, point 8: `"text": null` was asked as the question "None", and {"x": 1} as "{'x': 1}"."""
+    with live(create_app(seeds_pipeline)) as url:
+        for text in (None, {"x": 1}, 123, ["سؤال"]):
+            body = {"model": "arabic-rag", "messages": [{"role": "user", "content": [{"type": "text", "text": text}]}]}
+            response = httpx.post(url + "/v1/chat/completions", json=body, timeout=60)
+            assert response.status_code == 400, (text, response.text)
+            assert response.json()["error"]["code"] == "invalid_content"
+            assert "string" in response.json()["error"]["message"]
+        fine = [{"role": "user", "content": [{"type": "text", "text": DELEGATES}]}]
+        reply = httpx.post(url + "/v1/chat/completions", json={"model": "arabic-rag", "messages": fine}, timeout=120)
+        assert reply.status_code == 200 and "800" in reply.json()["choices"][0]["message"]["content"]
