@@ -136,15 +136,24 @@ def _save(upload: UploadFile, path: Path) -> None:
 async def remove_document(name: str, request: Request) -> dict[str, Any]:
     service = service_of(request.app)
     library = await _library(service)
-    if "/" in name or "\\" in name or name in {"", ".", ".."} or "\x00" in name:
+    # A name is as GET /api/documents lists it: a path relative to the documents folder, with "/"
+    # for a document in a subfolder (issue 27: "sub/inner.txt" could not be removed). Only names
+    # the index holds are removed, so nothing outside the folder can be named.
+    parts = name.split("/")
+    if "\\" in name or "\x00" in name or name.startswith("/") or any(p in {"", ".", ".."} for p in parts):
         raise APIError(
-            400, "A document name is a file name in the documents folder, without path separators.", "invalid_name"
+            400,
+            "A document name is a path inside the documents folder as GET /api/documents lists it.",
+            "invalid_name",
         )
-    if name not in library.pipeline.index.files:
+    removal = await service.run(library.take_out, name)
+    if removal is None:  # not in the index, or a concurrent call removed it first
         raise APIError(404, f"{name!r} is not in the index; GET /api/documents lists the names.", "document_not_found")
-    message = await service.run(library.remove, name)
-    trashed = next((item for item in library.trash.items() if item.name == name and item.reason == "removed"), None)
-    return {"removed": name, "message": message, "trash_id": trashed.id if trashed else None}
+    return {
+        "removed": name,
+        "message": removal.message(),
+        "trash_id": removal.item.id if removal.item else None,
+    }
 
 
 @router.get("/api/trash", tags=["documents"], summary="Removed and replaced documents, newest first")

@@ -371,7 +371,7 @@ def test_upload_answer_remove_restore(server: UIServer, tmp_path: Path) -> None:
     )
     assert "x.exe" in check_error(rejected, 400, "upload_rejected")
 
-    # Names with path separators never reach the library; unknown names are 404.
+    # Names that try to leave the folder never reach the library; unknown names are 404.
     for bad in ("..%2F..%2Fetc%2Fpasswd", "sub%5Cfile.txt"):
         check_error(httpx.delete(f"{server.url}/api/documents/{bad}", headers=auth(), timeout=30), 400, "invalid_name")
     check_error(

@@ -12,6 +12,7 @@ import secrets
 import shutil
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,9 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from api.app import Service, create_app, is_api_path
 from api.app import running as live
 from api.security import FAILED_KEYS, RateLimiter
+from core.config import Config
+from index.build import build_folder
+from index.embed import VectorEmbeddings
 from rag.chain import Pipeline
 from tests.helpers import SeedsIndex, UIServer, child_env, start_ui
 from ui.gate import COOKIE, SESSION_SECONDS, KeyGate, session_token, session_valid
@@ -271,3 +275,45 @@ def test_a_text_part_that_is_not_a_string_is_refused(seeds_pipeline: Pipeline) -
         fine = [{"role": "user", "content": [{"type": "text", "text": DELEGATES}]}]
         reply = httpx.post(url + "/v1/chat/completions", json={"model": "arabic-rag", "messages": fine}, timeout=120)
         assert reply.status_code == 200 and "800" in reply.json()["choices"][0]["message"]["content"]
+
+
+@pytest.fixture
+def small_library(tmp_path: Path, embedder: VectorEmbeddings) -> Service:
+    """A documents folder with one document at the top and one in a subfolder, indexed."""
+    docs = tmp_path / "docs"
+    (docs / "sub").mkdir(parents=True)
+    (docs / "top.txt").write_text("مهرجان الزيتون\nأقيم مهرجان الزيتون في الجوف.\n", encoding="utf-8")
+    (docs / "sub" / "inner.txt").write_text("مهرجان التمور\nأقيم مهرجان التمور في بريدة.\n", encoding="utf-8")
+    config = Config(docs_dir=docs, index_dir=tmp_path / "index")
+    index, _ = build_folder(config, embedder)
+    return Service(config, pipeline=Pipeline(config, index=index))
+
+
+def test_a_document_in_a_subfolder_is_removed_through_the_api(small_library: Service) -> None:
+    """Issue 27, point 7: GET /api/documents listed sub/inner.txt, and DELETE of it was a 400."""
+    docs = small_library.config.docs_dir
+    with live(create_app(small_library)) as url:
+        names = [d["name"] for d in httpx.get(url + "/api/documents", timeout=30).json()["documents"]]
+        assert "sub/inner.txt" in names
+        # Encoded, so that the client does not resolve them itself before sending.
+        for bad in ("sub%2F..%2Ftop.txt", "sub%2F%2Finner.txt", "%2Fetc%2Fpasswd", "sub%5Cinner.txt"):
+            assert httpx.delete(f"{url}/api/documents/{bad}", timeout=30).status_code == 400, bad
+        assert (docs / "top.txt").exists()
+        removed = httpx.delete(url + "/api/documents/sub/inner.txt", timeout=60)
+        assert removed.status_code == 200, removed.text
+        assert not (docs / "sub" / "inner.txt").exists() and (docs / "top.txt").exists()
+        trash = httpx.get(url + "/api/trash", timeout=30).json()["items"]
+        assert [i["id"] for i in trash if i["name"] == "sub/inner.txt"] == [removed.json()["trash_id"]]
+        restored = httpx.post(f"{url}/api/trash/{removed.json()['trash_id']}/restore", timeout=60)
+        assert restored.status_code == 200 and (docs / "sub" / "inner.txt").exists()
+
+
+def test_concurrent_removals_of_one_name_remove_it_once(small_library: Service) -> None:
+    """Issue 27, point 6: six concurrent DELETEs of one name all returned 200 with the same trash_id."""
+    with live(create_app(small_library)) as url, ThreadPoolExecutor(max_workers=6) as pool:
+        replies = list(pool.map(lambda _: httpx.delete(url + "/api/documents/top.txt", timeout=60), range(6)))
+        codes = sorted(r.status_code for r in replies)
+        assert codes == [200, 404, 404, 404, 404, 404], codes
+        (winner,) = [r.json() for r in replies if r.status_code == 200]
+        trash = httpx.get(url + "/api/trash", timeout=30).json()["items"]
+        assert [i["id"] for i in trash if i["name"] == "top.txt"] == [winner["trash_id"]]

@@ -144,6 +144,18 @@ class UploadReport:
         return "\n".join(lines) or t(lang, "nothing_to_do")
 
 
+@dataclass(frozen=True)
+class Removal:
+    """What one removal did: the document, its title and the trash item it made."""
+
+    name: str
+    title: str
+    item: TrashItem | None
+
+    def message(self, lang: str = "en") -> str:
+        return t(lang, "removed", title=self.title, name=self.name)
+
+
 class DocumentLibrary:
     """Adds, removes and restores documents of a running pipeline; one writer at a time.
 
@@ -279,9 +291,18 @@ class DocumentLibrary:
 
     def remove(self, name: str, lang: str = "en") -> str:
         """Drop a document from the index; its file goes to the trash, from where it can be restored."""
+        removal = self.take_out(name)
+        if removal is None:
+            return t(lang, "not_in_index", name=name)
+        return removal.message(lang)
+
+    def take_out(self, name: str) -> Removal | None:
+        """`remove` as a result: None when this call removed nothing (not in the index, or another
+        call removed it first), else the title and the trash item this call made (None when the
+        file was already gone from the folder and the document was only dropped from the index)."""
         with self._lock:
             if name not in self.pipeline.index.files:
-                return t(lang, "not_in_index", name=name)
+                return None
             title = self.title(name)
             item = None
             with contextlib.suppress(TrashError):  # a file already gone from the folder: just unindex
@@ -293,7 +314,7 @@ class DocumentLibrary:
                     self.trash.restore(item)
                 raise
             self.pipeline.reload(index)
-        return t(lang, "removed", title=title, name=name)
+        return Removal(name, title, item)
 
     def trash_choices(self) -> list[tuple[str, str]]:
         return [(displayed(item.label()), item.id) for item in self.trash.items()]
