@@ -243,6 +243,25 @@ def predict(net: ReaderNet, ex: Example, max_tokens: int) -> str:
     return ex.passage[start:end]
 
 
+def train_as_asked(
+    base: BaseModel, data: list[Example], args: argparse.Namespace, checkpoint: Path | None
+) -> ReaderNet:
+    """`train` with the command line's settings (each fold's reader and the final one alike)."""
+    return train(
+        base,
+        data,
+        args.layer,
+        args.mode,
+        args.rank,
+        args.epochs,
+        args.lr,
+        args.head_lr,
+        args.batch,
+        args.seed,
+        checkpoint,
+    )
+
+
 def cross_validate(base: BaseModel, data: list[Example], args: argparse.Namespace) -> dict[str, dict[str, float]]:
     """Per set: F1 and EM of each fold's reader on that fold's questions (trained on the other
     folds of every set)."""
@@ -253,19 +272,7 @@ def cross_validate(base: BaseModel, data: list[Example], args: argparse.Namespac
         started = time.monotonic()
         train_set = [ex for ex in data if ex.fold != fold]
         checkpoint = args.checkpoint / f"fold{fold}.npz" if args.checkpoint else None
-        net = train(
-            base,
-            train_set,
-            args.layer,
-            args.mode,
-            args.rank,
-            args.epochs,
-            args.lr,
-            args.head_lr,
-            args.batch,
-            args.seed,
-            checkpoint,
-        )
+        net = train_as_asked(base, train_set, args, checkpoint)
         if args.save_folds:
             args.save_folds.mkdir(parents=True, exist_ok=True)
             net.save(
@@ -352,19 +359,7 @@ def main() -> None:
         )
     if args.out:
         checkpoint = args.checkpoint / "all.npz" if args.checkpoint else None
-        net = train(
-            base,
-            data,
-            args.layer,
-            args.mode,
-            args.rank,
-            args.epochs,
-            args.lr,
-            args.head_lr,
-            args.batch,
-            args.seed,
-            checkpoint,
-        )
+        net = train_as_asked(base, data, args, checkpoint)
         info: dict[str, str | float] = {
             "command": "python -m eval.train_reader",
             "data": " ".join(source.name for source in sets),
