@@ -173,7 +173,8 @@ class ExtractiveAnswerer(RunnableSerializable[dict[str, Any], Answer]):
         features = self.features(question, considered, sentences)
         scores, own = self.scoring.sentence_scores(features)
         confidence = self.scoring.confidence(scores, own, float(considered[0].metadata.get("dense_score", 0.0)))
-        if confidence < self.scoring.threshold(_cross_language(question, considered)):
+        cross_language = _cross_language(question, considered)
+        if confidence < self.scoring.threshold(cross_language):
             return Answer(question, ABSTAIN_MESSAGE[lang], True, [], related, confidence=round(confidence, 4))
         short = self.short_answer(question, considered, sentences, features, scores)
         check = self.scoring.short_gate.check(
@@ -183,7 +184,7 @@ class ExtractiveAnswerer(RunnableSerializable[dict[str, Any], Answer]):
                 short.by,
                 short.probability,
                 confidence,
-                _cross_language(question, considered),
+                cross_language,
                 self.scoring.ranked(scores).index(short.sentence),
             )
         )
@@ -262,9 +263,7 @@ class ExtractiveAnswerer(RunnableSerializable[dict[str, Any], Answer]):
         if not len(candidates):
             best = sentences[chosen[0]]
             return Span(chosen[0], best.passage, best.start, best.end, best.text, best.words, "sentence")
-        logits = self.scoring.span_model.score(candidates.features)
-        k = int(np.argmax(logits))
-        probability = float(1.0 / np.exp(logits - logits[k]).sum())  # softmax over the question's spans
+        k, probability = self.scoring.best_span(candidates.features)
         return replace(candidates.span(k), probability=probability)
 
     def _read(

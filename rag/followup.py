@@ -60,7 +60,7 @@ class FollowUpResolver:
         Earlier follow-ups are resolved first, so the topic carries through a chain of them
         ("Who represented Iran?" → "What did he call for?" → "And where?"). A follow-up that points
         back with a pronoun also gets the entity the previous answer named ("وما هو منصبه؟" after
-        "من ترأس الوفد الإيراني؟" answered «محمد باقري» is searched with «محمد باقري»): the
+        "من ترأس الوفد الإيراني؟" answered «عزيز نصير زاده» is searched with that name): the
         pronoun is about the person or body just answered more often than about the question's words.
         """
         turns = list(zip(history, [*answers, *[""] * len(history)]))[-self.max_turns :]

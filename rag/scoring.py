@@ -165,6 +165,9 @@ class AnswerScoring:
             return [first, other]
         return [first]
 
-    def best_span(self, span_features: np.ndarray) -> int:
-        """Index of the best short answer candidate (the first on ties)."""
-        return int(np.argmax(self.span_model.score(span_features)))
+    def best_span(self, span_features: np.ndarray) -> tuple[int, float]:
+        """Index of the best short answer candidate (the first on ties), and its probability under
+        the span model's softmax over the question's candidates (what the short-answer gate reads)."""
+        logits = self.span_model.score(span_features)
+        k = int(np.argmax(logits))
+        return k, float(1.0 / np.exp(logits - logits[k]).sum())

@@ -87,7 +87,7 @@ def test_span_model_round_trips_and_scores_linearly(tmp_path: Path) -> None:
     assert np.allclose(loaded.score(features), model.score(features))
     scoring = AnswerScoring.from_config(Config(), span_weights=tmp_path / "w.json")
     assert scoring.span_model.info == {"note": "test"}
-    assert any(c.isdigit() for c in texts[scoring.best_span(features)])
+    assert any(c.isdigit() for c in texts[scoring.best_span(features)[0]])
 
 
 def test_span_model_refuses_weights_for_other_features(tmp_path: Path) -> None:
@@ -101,9 +101,9 @@ def test_shipped_span_weights_load_and_prefer_the_number_for_how_many() -> None:
     scoring = AnswerScoring.from_config(Config())
     assert scoring.span_model.info.get("command") == "python -m eval.train_span"
     texts, features = spans_for("كم دولة شاركت في المؤتمر؟")
-    assert "76" in texts[scoring.best_span(features)]
+    assert "76" in texts[scoring.best_span(features)[0]]
     texts, features = spans_for("متى انعقد مؤتمر موسكو للأمن الدولي؟")
-    assert "2023" in texts[scoring.best_span(features)]
+    assert "2023" in texts[scoring.best_span(features)[0]]
     assert SPAN_WEIGHTS.stat().st_size < 50_000
 
 
