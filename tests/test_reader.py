@@ -15,9 +15,9 @@ from langchain_core.documents import Document
 from core.config import PROJECT_ROOT, Config
 from rag.answer import ExtractiveAnswerer
 from rag.extract import ReadSpan, SpanReader
-from rag.reader import (
+from rag.reader import AnswerReader
+from rag.readernet import (
     MAX_ANSWER_TOKENS,
-    AnswerReader,
     BaseModel,
     Linear,
     ReaderNet,

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from rag.reader import ReaderNet, load_base
+from rag.readernet import ReaderNet, load_base
 from rag.tokens import PASSAGE_PREFIX, QUERY_PREFIX, ReaderUnavailable, TokenEncoder, token_encoder
 
 TEXTS = [

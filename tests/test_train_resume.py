@@ -12,7 +12,7 @@ import torch
 
 from eval import train_reader
 from eval.train_reader import Example, train
-from rag.reader import load_base
+from rag.readernet import load_base
 from rag.tokens import token_encoder
 
 
