@@ -328,23 +328,34 @@ def save(
         owner["docs_dir"] = manifest["docs_dir"]
     _write_owner(folder, owner)
     vectors_name, chunks_name, lexical_name = (name.format(generation) for name in _GENERATION_FILES)
-    serialized = faiss.serialize_index(vectors)
-    atomic_write(folder / vectors_name, lambda h: h.write(serialized.tobytes()), folder / TMP_DIR)
-
-    def write_chunks(handle: Any) -> None:
-        for chunk in chunks:
-            handle.write(json.dumps(_chunk_record(chunk), ensure_ascii=False).encode() + b"\n")
-
-    atomic_write(folder / chunks_name, write_chunks, folder / TMP_DIR)
-    atomic_write(folder / lexical_name, lexical.write, folder / TMP_DIR)
     live = {
         **manifest,
         "generation": generation,
+        # The generation this commit replaces: the one kept for readers mid-load (remove_stale),
+        # not merely the newest older number, which may belong to a commit that failed.
+        "previous_generation": live_generation,
         "count": len(chunks),
         "vectors_file": vectors_name,
         "chunks_file": chunks_name,
         "lexical_file": lexical_name,
     }
+    try:
+        serialized = faiss.serialize_index(vectors)
+        atomic_write(folder / vectors_name, lambda h: h.write(serialized.tobytes()), folder / TMP_DIR)
+
+        def write_chunks(handle: Any) -> None:
+            for chunk in chunks:
+                handle.write(json.dumps(_chunk_record(chunk), ensure_ascii=False).encode() + b"\n")
+
+        atomic_write(folder / chunks_name, write_chunks, folder / TMP_DIR)
+        atomic_write(folder / lexical_name, lexical.write, folder / TMP_DIR)
+    except Exception:
+        # A full disk mid-write: this generation's files go now (they are ours and never were
+        # live). A kill leaves them to remove_stale, which keeps only the live and previous ones.
+        for name in (vectors_name, chunks_name, lexical_name):
+            with contextlib.suppress(OSError):
+                (folder / name).unlink()
+        raise
     _fsync_dir(folder)
     atomic_write(
         folder / MANIFEST, lambda h: h.write(json.dumps(live, ensure_ascii=False, indent=1).encode()), folder / TMP_DIR
@@ -362,11 +373,15 @@ def remove_stale(folder: Path) -> None:
     if owner is None:
         return
     try:
-        live = int(read_manifest(folder)["generation"])
+        manifest = read_manifest(folder)
+        live = int(manifest["generation"])
     except (IndexProblem, KeyError, TypeError, ValueError):
         return  # without a readable live generation nothing can be called stale
     older = sorted(g for g in owner["generations"] if g < live)
-    keep = {live, *older[len(older) - _KEEP_PREVIOUS :]}  # not newer ones: those are of killed builds
+    if "previous_generation" in manifest:  # 0: the first commit, nothing before it to keep
+        keep = {live} | ({manifest["previous_generation"]} & set(older))
+    else:  # a manifest written before previous_generation was recorded
+        keep = {live, *older[len(older) - _KEEP_PREVIOUS :]}  # not newer ones: those are of killed builds
     for generation in sorted(set(owner["generations"]) - keep):
         for name in _GENERATION_FILES:
             with contextlib.suppress(FileNotFoundError):

@@ -128,7 +128,7 @@ def live_files_only(index_dir: Path) -> None:
         manifest["chunks_file"],
         manifest["lexical_file"],
     }
-    g = manifest["generation"] - 1
+    g = manifest["previous_generation"]  # the generation this one replaced, not a killed build's
     previous = {f"vectors.{g}.faiss", f"chunks.{g}.jsonl", f"lexical.{g}.npz"}
     assert live <= names <= live | previous | {store.TMP_DIR}, names
     assert not (index_dir / store.TMP_DIR).is_dir() or not any((index_dir / store.TMP_DIR).iterdir())

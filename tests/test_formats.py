@@ -226,6 +226,68 @@ def test_docx_paragraphs_tables_and_headings(tmp_path: Path) -> None:
     assert doc.page_content[sections["موسم القطاف"] :].startswith("موسم القطاف\nيبدأ موسم قطف")
 
 
+def test_docx_without_core_properties_is_not_titled_word_document(tmp_path: Path) -> None:
+    """Issue 27 point 11: python-docx makes up a title "Word Document" when docProps/core.xml is
+    missing; the document's first heading is its title then."""
+    source = zipfile.ZipFile(io.BytesIO(_olive_docx()))
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as archive:
+        for info in source.infolist():
+            if info.filename != "docProps/core.xml":
+                data = source.read(info)
+                if info.filename == "_rels/.rels":
+                    data = re.sub(rb"<Relationship [^>]*core-properties[^>]*/>", b"", data)
+                archive.writestr(info, data)
+    (tmp_path / "olive.docx").write_bytes(out.getvalue())
+    assert load_file(tmp_path / "olive.docx").metadata["title"] == "زراعة الزيتون"
+
+
+def test_docx_headings_by_style_id_or_outline_level(tmp_path: Path) -> None:
+    """Issue 27 point 11: a heading whose style styles.xml does not define (python-docx reports it
+    as Normal) or that carries only an outline level was not seen as a section."""
+    import docx
+    from docx.oxml import OxmlElement
+    from docx.oxml.ns import qn
+
+    document = docx.Document()
+    document.add_paragraph("مقدمة عن زراعة الزيتون في فلسطين منذ قرون طويلة.")
+    by_id = document.add_paragraph("موسم القطاف")
+    by_id._p.get_or_add_pPr().style = "Heading2Arabic"  # an id the template's styles.xml lacks
+    document.add_paragraph("يبدأ موسم القطف في تشرين الأول من كل عام.")
+    by_outline = document.add_paragraph("عصر الزيت")
+    level = OxmlElement("w:outlineLvl")
+    level.set(qn("w:val"), "1")
+    by_outline._p.get_or_add_pPr().append(level)
+    document.add_paragraph("تنقل الثمار إلى المعصرة في اليوم نفسه.")
+    body = document.add_paragraph("نص عادي")
+    body_level = OxmlElement("w:outlineLvl")
+    body_level.set(qn("w:val"), "9")  # level 9 is body text
+    body._p.get_or_add_pPr().append(body_level)
+    document.save(str(tmp_path / "olive.docx"))
+    sections = [h for _, h in load_file(tmp_path / "olive.docx").metadata["sections"]]
+    assert sections == ["موسم القطاف", "عصر الزيت"]
+
+
+@pytest.mark.parametrize("name", ["long.txt", "long.md", "olive.docx", "page.html"])
+def test_text_over_the_per_document_cap_is_refused_with_the_fix(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    """Issue 27 point 10: a 7.8 MB DOCX within every byte cap expanded to 24.6 M characters
+    (83 s to read, ~55 minutes of embedding). Every format is capped in characters."""
+    monkeypatch.setattr(formats, "MAX_TEXT_CHARS", 150)
+    content = {
+        "long.txt": ("سطر من نص طويل جدا. " * 20).encode(),
+        "long.md": ("# عنوان\n" + "فقرة من نص طويل. " * 20).encode(),
+        "olive.docx": _olive_docx(),
+        "page.html": HTML_PAGE.encode(),
+    }[name]
+    (tmp_path / name).write_bytes(content)
+    with pytest.raises(UnreadableFile, match=r"over 150 characters of text .*split it into smaller files"):
+        load_file(tmp_path / name)
+    monkeypatch.setattr(formats, "MAX_TEXT_CHARS", 10_000)
+    assert load_file(tmp_path / name).page_content  # under the cap: read as before
+
+
 def test_html_keeps_main_content_only(tmp_path: Path) -> None:
     (tmp_path / "page.html").write_text(HTML_PAGE, encoding="utf-8")
     doc = load_file(tmp_path / "page.html")

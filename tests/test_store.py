@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import re
 import shutil
@@ -84,6 +85,35 @@ def live_file(config: Config, key: str) -> Path:
 
 
 # --- round trip ------------------------------------------------------------------------------------
+
+
+def test_a_commit_failing_on_a_full_disk_leaves_nothing_that_passes_for_the_previous_generation(
+    config: Config, counting: CountingEmbedder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 27 point 11: a commit that failed after writing vectors.N.faiss left it behind; the
+    next good commit kept it as "the previous generation" and deleted the real one, which readers
+    still loading the old manifest need."""
+    live = store.read_manifest(config.index_dir)["generation"]
+    written = store.atomic_write
+
+    def full_disk(path: Path, write: object, tmp_dir: Path | None = None) -> None:
+        if path.name.startswith("lexical."):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        written(path, write, tmp_dir)
+
+    (config.docs_dir / "moscow.txt").write_text(MOSCOW + "وانتهى المؤتمر في اليوم الثالث.\n", encoding="utf-8")
+    monkeypatch.setattr(store, "atomic_write", full_disk)
+    with pytest.raises(OSError, match="No space"):
+        build_folder(config, counting)
+    assert store.read_manifest(config.index_dir)["generation"] == live  # the old index still serves
+    assert {p.name for p in config.index_dir.glob("vectors.*.faiss")} == {f"vectors.{live}.faiss"} | {
+        p.name for p in config.index_dir.glob("vectors.*.faiss") if int(p.name.split(".")[1]) < live
+    }  # nothing of the failed generation
+    monkeypatch.setattr(store, "atomic_write", written)
+    build_folder(config, counting)
+    now = store.read_manifest(config.index_dir)["generation"]
+    assert now > live and (config.index_dir / f"vectors.{live}.faiss").exists()  # the real previous one
+    assert {int(p.name.split(".")[1]) for p in config.index_dir.glob("vectors.*.faiss")} == {live, now}
 
 
 def test_round_trip(config: Config, built: store.StoredIndex) -> None:

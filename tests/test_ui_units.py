@@ -631,6 +631,26 @@ def test_handover_forgets_late_and_oldest_values() -> None:
     assert small.take(second) == (1,) and small.take(third) == (2,)
 
 
+def test_handover_holds_bounded_memory(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 27 point 9: 25 switches carrying a 10 M-character chat grew the UI by 550 MB, still
+    held after their time; eviction was by count only and expiry happened only on `take`."""
+    from ui import handover as module
+
+    kept = module.Handover(seconds=60, limit=256)
+    assert kept.put(("x" * 3_000_000,)) == "" and kept.held_bytes == 0  # too large to carry: a fresh page
+    bounded = module.Handover(seconds=60, limit=256, item_bytes=1000, total_bytes=5000)
+    tokens = [bounded.put(("y" * 900,)) for _ in range(20)]
+    assert bounded.held_bytes <= 5000  # the oldest go first
+    assert bounded.take(tokens[-1]) == ("y" * 900,) and bounded.take(tokens[0]) is None
+    clock = [0.0]
+    monkeypatch.setattr(module.time, "monotonic", lambda: clock[0])
+    timed = module.Handover(seconds=10, limit=256)
+    timed.put(("z" * 100_000,))
+    clock[0] = 11.0  # its page never came back
+    timed.put(("small",))
+    assert timed.held_bytes < 100  # gone at the next put, not only at a take
+
+
 @pytest.mark.parametrize("question", ["١٢٣٤٥٦", "2023", "٢٠٢٣؟!", "؟؟"])
 def test_a_refused_question_without_letters_speaks_the_pages_language(seeds_pipeline: Pipeline, question: str) -> None:
     """With no letters a question has no language of its own: the refusal came in English on the

@@ -12,6 +12,7 @@ Gradio's sanitiser as always.
 
 from __future__ import annotations
 
+import json
 import secrets
 import threading
 import time
@@ -21,8 +22,14 @@ from typing import Any
 # A reload takes a second or two, ten on a loaded phone; a token not taken back by then belongs
 # to a page that was closed instead.
 HANDOVER_SECONDS = 120.0
-# Bounds the memory a script switching languages in a loop can hold (the oldest go first).
+# Bounds the memory a script switching languages in a loop can hold (the oldest go first): at
+# most this many pages' values, each at most HANDOVER_ITEM_BYTES (a chat of ~500 long answers;
+# a longer one is not carried, the switch then shows a fresh page), all together at most
+# HANDOVER_TOTAL_BYTES. Before these, 25 switches carrying a 10 M-character chat grew the UI
+# process by 550 MB, kept after their time was up (issue 27 point 9).
 HANDOVER_LIMIT = 256
+HANDOVER_ITEM_BYTES = 2_000_000
+HANDOVER_TOTAL_BYTES = 32_000_000
 
 
 def carried_values_fit(values: tuple[Any, ...], modes: list[str], max_passages: int) -> bool:
@@ -44,21 +51,45 @@ def carried_values_fit(values: tuple[Any, ...], modes: list[str], max_passages: 
     )
 
 
+def carried_bytes(values: tuple[Any, ...]) -> int:
+    """The size of values as the page sent them (JSON, UTF-8): what keeping them costs, roughly."""
+    return len(json.dumps(values, ensure_ascii=False, default=str).encode())
+
+
 class Handover:
     """Thread-safe store of values kept for one reload: `put` gives a token, `take` gives the
-    values back once, within `seconds`."""
+    values back once, within `seconds`. What it holds is bounded in count, per item and in total
+    bytes, and items past their time go at every `put` and `take`."""
 
-    def __init__(self, seconds: float, limit: int) -> None:
+    def __init__(
+        self,
+        seconds: float,
+        limit: int,
+        item_bytes: int = HANDOVER_ITEM_BYTES,
+        total_bytes: int = HANDOVER_TOTAL_BYTES,
+    ) -> None:
         self.seconds, self.limit = seconds, limit
-        self._kept: OrderedDict[str, tuple[float, tuple[Any, ...]]] = OrderedDict()
+        self.item_bytes, self.total_bytes = item_bytes, total_bytes
+        self._kept: OrderedDict[str, tuple[float, int, tuple[Any, ...]]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def put(self, values: tuple[Any, ...]) -> str:
-        token = secrets.token_urlsafe(24)
+    @property
+    def held_bytes(self) -> int:
         with self._lock:
-            self._kept[token] = (time.monotonic() + self.seconds, values)
-            while len(self._kept) > self.limit:
-                self._kept.popitem(last=False)
+            return sum(size for _, size, _ in self._kept.values())
+
+    def put(self, values: tuple[Any, ...]) -> str:
+        """A token for `values`, or "" when they are too large to keep (the page reloads fresh)."""
+        size = carried_bytes(values)
+        with self._lock:
+            self._expire(time.monotonic())
+            if size > self.item_bytes:
+                return ""
+            token = secrets.token_urlsafe(24)
+            self._kept[token] = (time.monotonic() + self.seconds, size, values)
+            total = sum(kept for _, kept, _ in self._kept.values())
+            while len(self._kept) > self.limit or total > self.total_bytes:
+                total -= self._kept.popitem(last=False)[1][1]
         return token
 
     def take(self, token: str) -> tuple[Any, ...] | None:
@@ -66,8 +97,11 @@ class Handover:
         with self._lock:
             kept = self._kept.pop(token, None) if token else None
             now = time.monotonic()
-            for stale in [t for t, (deadline, _) in self._kept.items() if deadline < now]:
-                del self._kept[stale]
+            self._expire(now)
         if kept is None or kept[0] < now:
             return None
-        return kept[1]
+        return kept[2]
+
+    def _expire(self, now: float) -> None:
+        for stale in [t for t, (deadline, _, _) in self._kept.items() if deadline < now]:
+            del self._kept[stale]

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import io
 import zipfile
+from collections.abc import Iterator
+from typing import Any
 
 from index.formats import Extracted, FormatError, from_blocks
 
@@ -52,17 +54,39 @@ def extract_docx(data: bytes) -> Extracted:
         document = docx.Document(io.BytesIO(data))
     except Exception as exc:  # python-docx raises KeyError, ValueError, lxml errors… on bad parts
         raise FormatError(f"damaged DOCX ({type(exc).__name__}: {exc})") from exc
-    blocks: list[tuple[bool, str]] = []
-    for item in document.iter_inner_content():
-        if isinstance(item, Paragraph):
-            style = (item.style.name if item.style is not None else "").lower()
-            blocks.append((style.startswith(_HEADING_STYLES), item.text))
-        elif isinstance(item, Table):
-            for row in item.rows:
-                cells: list[str] = []
-                for cell in row.cells:
-                    text = " ".join(cell.text.split())
-                    if text and (not cells or cells[-1] != text):  # merged cells repeat their text
-                        cells.append(text)
-                blocks.append((False, " | ".join(cells)))
-    return from_blocks(blocks, "docx", document.core_properties.title or "")
+    # Without docProps/core.xml python-docx makes up properties titled "Word Document": no title.
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        has_properties = "docProps/core.xml" in archive.namelist()
+    title = document.core_properties.title if has_properties else ""
+
+    def blocks() -> Iterator[tuple[bool, str]]:
+        for item in document.iter_inner_content():
+            if isinstance(item, Paragraph):
+                yield _is_heading(item), item.text
+            elif isinstance(item, Table):
+                for row in item.rows:
+                    cells: list[str] = []
+                    for cell in row.cells:
+                        text = " ".join(cell.text.split())
+                        if text and (not cells or cells[-1] != text):  # merged cells repeat their text
+                            cells.append(text)
+                    yield False, " | ".join(cells)
+
+    return from_blocks(blocks(), "docx", title or "")
+
+
+def _is_heading(paragraph: Any) -> bool:
+    """A Heading/Title style by name, by its id when styles.xml does not define it (python-docx
+    then reports "Normal"), or an outline level 0-8 set on the paragraph itself."""
+    from docx.oxml.ns import qn
+
+    name = (paragraph.style.name if paragraph.style is not None else "").lower()
+    properties = paragraph._p.pPr
+    style_id = properties.style if properties is not None else None
+    outline = properties.find(qn("w:outlineLvl")) if properties is not None else None
+    level = outline.get(qn("w:val")) if outline is not None else None
+    return (
+        name.startswith(_HEADING_STYLES)
+        or (style_id or "").lower().startswith(_HEADING_STYLES)
+        or (level is not None and level.isdigit() and int(level) < 9)
+    )

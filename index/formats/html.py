@@ -8,6 +8,7 @@ become sections. Title: the page's <title> (site suffix after | or – removed),
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 
 from index.formats import Extracted, FormatError, from_blocks
 
@@ -24,18 +25,20 @@ def extract_html(data: bytes) -> Extracted:
     if not xml:
         raise FormatError("no main text found in the HTML page")
     root = etree.fromstring(xml.encode("utf-8"))
-    blocks: list[tuple[bool, str]] = []
-    for element in root.find("main") if root.find("main") is not None else root:
-        if element.tag == "head":
-            blocks.append((True, "".join(element.itertext())))
-        elif element.tag == "list":
-            blocks.extend((False, "".join(item.itertext())) for item in element.iter("item"))
-        elif element.tag == "table":
-            for row in element.iter("row"):
-                blocks.append((False, " | ".join(" ".join(c.itertext()).strip() for c in row.iter("cell"))))
-        else:
-            blocks.append((False, " ".join(element.itertext())))
-    return from_blocks(blocks, "html", _title(data))
+
+    def blocks() -> Iterator[tuple[bool, str]]:
+        for element in root.find("main") if root.find("main") is not None else root:
+            if element.tag == "head":
+                yield True, "".join(element.itertext())
+            elif element.tag == "list":
+                yield from ((False, "".join(item.itertext())) for item in element.iter("item"))
+            elif element.tag == "table":
+                for row in element.iter("row"):
+                    yield False, " | ".join(" ".join(c.itertext()).strip() for c in row.iter("cell"))
+            else:
+                yield False, " ".join(element.itertext())
+
+    return from_blocks(blocks(), "html", _title(data))
 
 
 def _title(data: bytes) -> str:
