@@ -19,7 +19,7 @@ from pydantic import BaseModel, Field
 
 from api.app import MAX_UPLOAD_FILES, Service, service_of
 from api.errors import APIError
-from index.trash import TrashError
+from index.trash import NotMoved, TrashError
 from rag.chain import reader_available
 from ui.documents import DocumentLibrary
 
@@ -146,7 +146,10 @@ async def remove_document(name: str, request: Request) -> dict[str, Any]:
             "A document name is a path inside the documents folder as GET /api/documents lists it.",
             "invalid_name",
         )
-    removal = await service.run(library.take_out, name)
+    try:
+        removal = await service.run(library.take_out, name)
+    except NotMoved as exc:
+        raise APIError(409, f"{exc}; nothing was removed.", "remove_failed") from exc
     if removal is None:  # not in the index, or a concurrent call removed it first
         raise APIError(404, f"{name!r} is not in the index; GET /api/documents lists the names.", "document_not_found")
     return {

@@ -270,9 +270,9 @@ def write_lock(folder: Path) -> Iterator[None]:
         yield
 
 
-def atomic_write(path: Path, write: Any, tmp_dir: Path | None = None) -> None:
+def atomic_write(path: Path, write: Any, tmp_dir: Path | None = None, mode: int | None = None) -> None:
     """Write via a temp file (in `tmp_dir`, default the target's folder; same file system), fsync,
-    then rename over the target."""
+    then rename over the target. The file is private (0600, mkstemp's) unless `mode` is given."""
     tmp_dir = tmp_dir or path.parent
     tmp_dir.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=tmp_dir, prefix=f".{path.name}.", suffix=".tmp")
@@ -280,6 +280,8 @@ def atomic_write(path: Path, write: Any, tmp_dir: Path | None = None) -> None:
         with os.fdopen(fd, "wb") as handle:
             write(handle)
             handle.flush()
+            if mode is not None:
+                os.fchmod(handle.fileno(), mode)
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:

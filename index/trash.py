@@ -17,6 +17,7 @@ import datetime as dt
 import json
 import os
 import shutil
+import stat
 import uuid
 from collections.abc import Collection
 from dataclasses import asdict, dataclass
@@ -31,6 +32,17 @@ _ENTRY = "entry.json"
 
 class TrashError(UserError):
     """A trash operation that cannot be done; the message says why, for the user."""
+
+
+class NotMoved(TrashError):
+    """The file could not be moved out of the documents folder (a read-only folder, say): nothing
+    was removed and the trash holds no entry for it. `reason` is the system's word for why."""
+
+    def __init__(self, name: str, reason: str) -> None:
+        super().__init__(
+            f"could not move {name} to the trash ({reason})", "the documents folder must be writable by the app"
+        )
+        self.name, self.reason = name, reason
 
 
 @dataclass(frozen=True)
@@ -58,8 +70,13 @@ def move_file(source: Path, target: Path) -> None:
     except OSError as exc:
         if exc.errno != 18:  # EXDEV: another file system
             raise
-        atomic_write(target, lambda handle: handle.write(source.read_bytes()))
-        source.unlink()
+        mode = stat.S_IMODE(source.stat().st_mode)  # a document keeps its mode through the trash
+        atomic_write(target, lambda handle: handle.write(source.read_bytes()), mode=mode)
+        try:
+            source.unlink()
+        except OSError:
+            target.unlink()  # the source stays: one copy, not two that both claim the file
+            raise
 
 
 def free_name(folder: Path, name: str, taken: Collection[str] = ()) -> str:
@@ -98,7 +115,13 @@ class Trash:
         slot = self.folder / item.id
         slot.mkdir(parents=True)
         atomic_write(slot / _ENTRY, lambda handle: handle.write(json.dumps(asdict(item), ensure_ascii=False).encode()))
-        move_file(source, slot / Path(name).name)
+        try:
+            move_file(source, slot / Path(name).name)
+        except OSError as exc:
+            # Before, the entry stayed and the trash listed a file still in the folder (issue 27
+            # point 4): restoring it then indexed a duplicate "b (2).txt".
+            shutil.rmtree(slot, ignore_errors=True)
+            raise NotMoved(name, exc.strerror or str(exc)) from exc
         return item
 
     def items(self) -> list[TrashItem]:

@@ -7,7 +7,9 @@ Each test reproduces a failure of the code before the fix; docs/RELIABILITY.md l
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import secrets
 import shutil
 import uuid
@@ -30,8 +32,10 @@ from api.security import FAILED_KEYS, RateLimiter
 from core.config import Config
 from index.build import build_folder
 from index.embed import VectorEmbeddings
+from index.trash import Trash
 from rag.chain import Pipeline
 from tests.helpers import SeedsIndex, UIServer, child_env, start_ui
+from ui.documents import DocumentLibrary
 from ui.gate import COOKIE, SESSION_SECONDS, KeyGate, session_token, session_valid
 
 KEY = "k3-" + secrets.token_hex(12)
@@ -317,3 +321,40 @@ def test_concurrent_removals_of_one_name_remove_it_once(small_library: Service) 
         (winner,) = [r.json() for r in replies if r.status_code == 200]
         trash = httpx.get(url + "/api/trash", timeout=30).json()["items"]
         assert [i["id"] for i in trash if i["name"] == "top.txt"] == [winner["trash_id"]]
+
+
+@pytest.mark.parametrize("how", ["rename refused", "copied across devices, source not removable"])
+def test_removing_from_a_read_only_folder_removes_nothing_and_says_so(
+    small_library: Service, monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    """Issue 27, point 4: DELETE from a read-only folder was a 500; the file stayed in the folder
+    and the index while the trash listed it, and restoring it later indexed a duplicate."""
+    docs = small_library.config.docs_dir
+    unlink = Path.unlink
+
+    def rename(source: Any, target: Any) -> None:
+        if how == "rename refused":
+            raise PermissionError(errno.EACCES, "Permission denied")
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+    def guarded_unlink(path: Path, missing_ok: bool = False) -> None:
+        if path.parent == docs:
+            raise PermissionError(errno.EACCES, "Permission denied")
+        unlink(path, missing_ok)
+
+    monkeypatch.setattr(os, "rename", rename)  # root ignores a folder's mode: refuse as the OS would
+    monkeypatch.setattr(Path, "unlink", guarded_unlink)
+    with live(create_app(small_library)) as url:
+        reply = httpx.delete(url + "/api/documents/top.txt", timeout=60)
+        assert reply.status_code == 409, reply.text
+        error = reply.json()["error"]
+        assert error["code"] == "remove_failed" and "Permission denied" in error["message"]
+        assert (docs / "top.txt").exists()
+        assert httpx.get(url + "/api/trash", timeout=30).json()["items"] == []
+        names = [d["name"] for d in httpx.get(url + "/api/documents", timeout=30).json()["documents"]]
+        assert "top.txt" in names
+    assert not list(Trash(small_library.config.index_dir, docs).folder.glob("*/*.txt"))  # no copy left
+    assert small_library.pipeline is not None
+    library = DocumentLibrary(small_library.pipeline, max_bytes=2**20)
+    said = library.remove("top.txt", "ar")
+    assert said.startswith("لم يُحذف شيء") and "top.txt" in library.names() and not library.trash.items()

@@ -260,6 +260,54 @@ def test_add_indexes_a_new_document(library: DocumentLibrary, tmp_path: Path) ->
     assert "مهرجان الزيتون.txt" in store.load(library.pipeline.config.index_dir).files
 
 
+def test_a_batch_naming_a_link_or_folder_indexes_the_rest_and_says_which(
+    library: DocumentLibrary, tmp_path: Path
+) -> None:
+    """Issue 27 point 5: an upload whose name was a symlink or a folder in the documents folder
+    was a 500, with the batch's earlier files written but not indexed."""
+    outside = tmp_path / "outside.txt"
+    outside.write_text("ملف خارج المجلد", encoding="utf-8")
+    (library.folder / "link.txt").symlink_to(outside)
+    (library.folder / "folder.txt").mkdir()
+    report = add(
+        library,
+        tmp_path,
+        (OLIVE_DOC, "olive.txt"),
+        ("مهرجان التمور\nأقيم مهرجان التمور في بريدة.\n", "link.txt"),
+        ("مهرجان العسل\nأقيم مهرجان العسل في الباحة.\n", "folder.txt"),
+        ("مهرجان الورد\nأقيم مهرجان الورد في الطائف.\n", "rose.txt"),
+    )
+    assert sorted(report.added) == ["olive.txt", "rose.txt"], report.message()
+    assert {"olive.txt", "rose.txt"} <= set(library.pipeline.index.files)
+    said = report.message("ar")
+    for name in ("link.txt", "folder.txt"):
+        assert name not in library.pipeline.index.files and f"الاسم {name}" in said
+    assert (library.folder / "link.txt").is_symlink() and outside.read_text(encoding="utf-8") == "ملف خارج المجلد"
+    assert not library.trash.items()  # nothing was moved aside for them
+
+
+def test_documents_keep_a_readable_mode_through_upload_and_the_trash(
+    library: DocumentLibrary, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 27 point 5: uploads were always 0600, and a file copied through the trash across
+    file systems came back 0600 whatever its mode was."""
+    from index import trash as trash_module
+    from ui.documents import UPLOAD_MODE
+
+    add(library, tmp_path, (OLIVE_DOC, "olive.txt"))
+    assert (library.folder / "olive.txt").stat().st_mode & 0o777 == UPLOAD_MODE != 0o600
+    os.chmod(library.folder / SEED, 0o640)
+
+    def across_devices(source: object, target: object) -> None:
+        raise OSError(18, "Invalid cross-device link")
+
+    monkeypatch.setattr(trash_module.os, "rename", across_devices)
+    library.remove(SEED)
+    restored = library.restore(library.trash.items()[0].id)
+    assert SEED in library.names(), restored
+    assert (library.folder / SEED).stat().st_mode & 0o777 == 0o640
+
+
 def test_same_content_under_another_name_is_a_duplicate(library: DocumentLibrary, tmp_path: Path) -> None:
     add(library, tmp_path, (OLIVE_DOC, "olive.txt"))
     before_gen, before_files, before_index = (

@@ -8,6 +8,7 @@ indexed in one atomic index write.
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import threading
 import unicodedata
@@ -22,7 +23,7 @@ from index.formats import MAX_BYTES
 from index.load import SUPPORTED_SUFFIXES, UnreadableFile, load_file
 from index.load import safe_name as displayed
 from index.store import atomic_write
-from index.trash import Trash, TrashError, TrashItem, free_name
+from index.trash import NotMoved, Trash, TrashError, TrashItem, free_name
 from rag.chain import Pipeline
 from ui.i18n import t
 
@@ -139,8 +140,9 @@ class UploadReport:
             )
             if names
         ]
-        if self.rejected:
-            lines.append(t(lang, "rejected", reasons="; ".join(self.rejected)))
+        if self.rejected:  # each reason in the page's language where it has a catalogue key
+            reasons = [f"{f.name}: {f.why(lang)}" for f in self.files if f.outcome == "rejected"]
+            lines.append(t(lang, "rejected", reasons="; ".join(reasons)))
         return "\n".join(lines) or t(lang, "nothing_to_do")
 
 
@@ -243,6 +245,12 @@ class DocumentLibrary:
                     document.metadata["source"] = stored  # not read again: a PDF may take minutes of OCR
                     report.renamed.append(f"{original} → {stored}")
                     result.outcome = "renamed"
+                target = self.folder / document.metadata["source"]
+                if target.is_symlink() or (target.exists() and not target.is_file()):
+                    # Replacing it would move a link or a folder to the trash; before, that failed
+                    # mid-batch with files written and not indexed (issue 27 point 5).
+                    report.reject(result.reject("reason_occupied", name=document.metadata["source"]))
+                    continue
                 result.stored = document.metadata["source"]
                 report.files.append(result)
                 accepted.append((document, path))
@@ -269,7 +277,7 @@ class DocumentLibrary:
                 [d for d, _ in accepted],
                 progress=lambda done, total: step(UploadStep("embedding", done, total)),
             )
-        except OSError as exc:
+        except (OSError, TrashError) as exc:
             # Nothing half-done: the index is untouched (atomic write), so undo the copies too.
             for target in written:
                 with contextlib.suppress(OSError):
@@ -278,7 +286,7 @@ class DocumentLibrary:
                 with contextlib.suppress(OSError):
                     self.trash.restore(item)
             for result in [f for f in report.files if f.stored]:
-                report.reject(result.reject("reason_store", error=str(exc.strerror or exc)))
+                report.reject(result.reject("reason_store", error=str(getattr(exc, "strerror", None) or exc)))
             return
         self.pipeline.reload(index)
         report.added, report.updated = build.added, build.updated
@@ -291,7 +299,10 @@ class DocumentLibrary:
 
     def remove(self, name: str, lang: str = "en") -> str:
         """Drop a document from the index; its file goes to the trash, from where it can be restored."""
-        removal = self.take_out(name)
+        try:
+            removal = self.take_out(name)
+        except NotMoved as exc:
+            return t(lang, "remove_failed", name=name, reason=exc.reason)
         if removal is None:
             return t(lang, "not_in_index", name=name)
         return removal.message(lang)
@@ -305,8 +316,12 @@ class DocumentLibrary:
                 return None
             title = self.title(name)
             item = None
-            with contextlib.suppress(TrashError):  # a file already gone from the folder: just unindex
+            try:
                 item = self.trash.put(name, "removed", title)
+            except NotMoved:
+                raise  # nothing removed: the file stays, indexed
+            except TrashError:
+                pass  # a file already gone from the folder: just unindex
             try:
                 index, _ = apply_changes(self.pipeline.config, self.pipeline.embedder, [], removals=[name])
             except BaseException:
@@ -340,6 +355,17 @@ class DocumentLibrary:
         return t(lang, "emptied", count=count)
 
 
+def _umask() -> int:
+    umask = os.umask(0o022)  # the only way to read it is to set it: done once, at import
+    os.umask(umask)
+    return umask
+
+
+# An upload lands as a document the user's other tools can read: 0666 less the umask, as a file
+# they saved there themselves would be (mkstemp's 0600 kept them out; issue 27 point 5).
+UPLOAD_MODE = 0o666 & ~_umask()
+
+
 def _copy_atomic(source: Path, target: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(target, lambda handle: handle.write(source.read_bytes()))
+    atomic_write(target, lambda handle: handle.write(source.read_bytes()), mode=UPLOAD_MODE)

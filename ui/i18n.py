@@ -82,6 +82,8 @@ MESSAGES: dict[str, dict[str, str]] = {
         "rejected": "Rejected: {reasons}",
         "nothing_to_do": "Nothing to do.",
         "not_in_index": "{name} is not in the index.",
+        "remove_failed": "Nothing was removed: {name} could not be moved to the trash ({reason}); "
+        "the documents folder must be writable by the app.",
         "removed": "Removed {title} ({name}); it is in the trash and can be restored.",
         "restored": "Restored {title}.",
         "restored_as": "Restored {title} as {name} (the name was taken).",
@@ -105,6 +107,8 @@ MESSAGES: dict[str, dict[str, str]] = {
         "reason_size": "{size} MB is over the {limit} MB limit for {suffix} files",
         "reason_store": "could not be stored ({error})",
         "reason_foreign": "not a file uploaded to this server",
+        "reason_occupied": "{name} in the documents folder is a link or a folder, not a document; "
+        "upload the file under another name",
     },
     "ar": {
         "title": "اسأل مستنداتك",
@@ -175,6 +179,7 @@ MESSAGES: dict[str, dict[str, str]] = {
         "rejected": "مرفوض: {reasons}",
         "nothing_to_do": "لا شيء لفعله.",
         "not_in_index": "{name} ليس في الفهرس.",
+        "remove_failed": "لم يُحذف شيء: تعذّر نقل {name} إلى سلة المحذوفات؛ يجب أن يكون مجلد المستندات قابلًا للكتابة ({reason}).",
         "removed": "حذف {title} ({name})؛ وهو في سلة المحذوفات ويمكن استعادته.",
         "restored": "استعيد {title}.",
         "restored_as": "استعيد {title} باسم {name} (الاسم مستخدم).",
@@ -198,6 +203,7 @@ MESSAGES: dict[str, dict[str, str]] = {
         "reason_size": "حجمه {size} ميغابايت، والحد لملفات {suffix} هو {limit} ميغابايت",
         "reason_store": "تعذر حفظه ({error})",
         "reason_foreign": "ليس ملفا رفع إلى هذا الخادم",
+        "reason_occupied": "الاسم {name} في مجلد المستندات لرابط أو مجلد وليس لمستند؛ ارفع الملف باسم آخر",
     },
 }
 
