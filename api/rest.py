@@ -64,7 +64,8 @@ async def healthz(request: Request) -> Any:
     except APIError as exc:
         return _with_status(exc, {"status": "unavailable", "index_loaded": False, "problem": service.problem})
     return {
-        "status": "ok",
+        # "stale": the folder changed since the index was written and updating it failed at start.
+        "status": "stale" if pipeline.drift.stale else "ok",
         "index_loaded": True,
         "chunks": len(pipeline.index.chunks),
         "documents": len(pipeline.index.files),
@@ -72,6 +73,12 @@ async def healthz(request: Request) -> Any:
         "store": pipeline.config.store,
         "modes": list(pipeline.chains),
         "reader": reader_available(),
+        # Files of the documents folder the index does not hold as they are (checked at start).
+        "folder": {
+            "changed": pipeline.drift.changed,
+            "gone": pipeline.drift.gone,
+            "not_indexed": pipeline.drift.new[:50],
+        },
     }
 
 

@@ -6,6 +6,7 @@ carried over from the live index, and removed files simply drop out of the new g
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -13,11 +14,12 @@ from typing import Any
 from langchain_core.documents import Document
 
 from core.config import Config
+from core.errors import UserError
 from index import store
 from index.arabic import NORMALIZATION_VERSION
 from index.chunk import CHUNKER_VERSION, ChunkSettings, embedding_text, split_document
 from index.embed import ProgressFn, VectorEmbeddings
-from index.load import Skipped, load_folder
+from index.load import Skipped, candidates, load_folder
 
 LogFn = Callable[[str], None]
 
@@ -189,3 +191,66 @@ def build_folder(
     index, report = apply_changes(config, embedder, documents, sorted(known - present), rebuild, progress)
     report.skipped = skipped
     return index, report
+
+
+@dataclass(frozen=True)
+class Drift:
+    """How the documents folder differs from what the index was built from: files whose content
+    changed, files gone, and supported files the index does not hold (new, or skipped as unreadable)."""
+
+    changed: list[str]
+    gone: list[str]
+    new: list[str]
+
+    @property
+    def stale(self) -> bool:
+        """Does the index answer from content the folder no longer has?"""
+        return bool(self.changed or self.gone)
+
+    def summary(self) -> str:
+        parts = [(self.changed, "changed"), (self.gone, "gone"), (self.new, "not indexed")]
+        return ", ".join(
+            f"{len(names)} {what} ({', '.join(names[:3])}{', …' if len(names) > 3 else ''})"
+            for names, what in parts
+            if names
+        )
+
+
+def folder_drift(config: Config, files: dict[str, Any]) -> Drift:
+    """Compare the folder with the index's per-file hashes (reads every file once: a start-up
+    check, ~1 s per GB). A crash between writing an upload and committing the index left the
+    new version in the folder and the old one served, with nothing saying so (issue 27 point 3)."""
+    present = dict(candidates(config.docs_dir)) if config.docs_dir.is_dir() else {}
+    changed = []
+    for name, info in files.items():
+        path = present.get(name)
+        if path is not None:
+            try:
+                digest = hashlib.sha256(path.read_bytes()).hexdigest()
+            except OSError:
+                continue  # unreadable now: the build that follows reports it
+            if digest != info.get("sha256"):
+                changed.append(name)
+    return Drift(changed, sorted(set(files) - set(present)), sorted(set(present) - set(files)))
+
+
+def reconcile(
+    config: Config, embedder: VectorEmbeddings, index: store.StoredIndex, log: LogFn | None = None
+) -> tuple[store.StoredIndex, Drift]:
+    """The index brought in line with the folder when it is stale (an incremental build: only
+    changed files are embedded), and what still differs. A build that cannot run (a read-only
+    index, say) leaves the index as it was, and the drift says what it lacks."""
+    drift = folder_drift(config, index.files)
+    if not drift.stale:
+        return index, drift
+    if log:
+        log(f"The documents folder differs from the index ({drift.summary()}); updating the index…")
+    try:
+        index, report = build_folder(config, embedder, log=log)
+    except (OSError, UserError) as exc:
+        if log:
+            log(f"Could not update the index ({exc}); answering from it as it is.")
+        return index, drift
+    if log:
+        log(report.summary())
+    return index, folder_drift(config, index.files)

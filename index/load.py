@@ -280,6 +280,17 @@ def load_file(
     )
 
 
+def candidates(folder: Path) -> list[tuple[str, Path]]:
+    """(name, path) of every file under `folder` a build would read: supported suffixes, no
+    hidden parts; named by the path relative to the folder."""
+    return [
+        (path.relative_to(folder).as_posix(), path)
+        for path in sorted(p for p in folder.rglob("*") if p.is_file())
+        if path.suffix.lower() in SUPPORTED_SUFFIXES
+        and not any(part.startswith(".") for part in path.parts[len(folder.parts) :])
+    ]
+
+
 def load_folder(folder: Path, follow_external_symlinks: bool = False) -> tuple[list[Document], list[Skipped]]:
     """Every supported file under `folder` (sorted, recursive), plus the ones that were skipped.
 
@@ -291,12 +302,7 @@ def load_folder(folder: Path, follow_external_symlinks: bool = False) -> tuple[l
         raise FileNotFoundError(f"documents folder not found: {folder}")
     documents: list[Document] = []
     skipped: list[Skipped] = []
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        if path.suffix.lower() not in SUPPORTED_SUFFIXES or any(
-            part.startswith(".") for part in path.parts[len(folder.parts) :]
-        ):
-            continue
-        name = path.relative_to(folder).as_posix()
+    for name, path in candidates(folder):
         try:
             name.encode("utf-8")
         except UnicodeEncodeError:

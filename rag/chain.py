@@ -20,7 +20,7 @@ from core.config import PROJECT_ROOT, Config
 from core.errors import UserError
 from index import store
 from index.arabic import has_letters
-from index.build import build_folder, store_for
+from index.build import Drift, build_folder, folder_drift, reconcile, store_for
 from index.embed import VectorEmbeddings, load_embedder
 from rag.answer import Answer, ExtractiveAnswerer
 from rag.extract import SpanReader
@@ -69,10 +69,11 @@ def clean_question(question: str, max_chars: int) -> str:
 
 def open_index(
     config: Config, embedder: VectorEmbeddings, log: Callable[[str], None] | None = None
-) -> store.StoredIndex:
-    """Load the configured index; the default index over seeds/ is built on first use."""
+) -> tuple[store.StoredIndex, Drift]:
+    """Load the configured index, updated when the folder changed since it was written (and what
+    still differs); the default index over seeds/ is built on first use."""
     try:
-        return store_for(config).load(embedder.name)
+        return reconcile(config, embedder, store_for(config).load(embedder.name), log)
     except store.IndexMissing:
         default_location = (
             not config.milvus_uri
@@ -91,7 +92,7 @@ def open_index(
         index, report = build_folder(config, embedder, log=log)
         if log:
             log(report.summary())
-        return index
+        return index, folder_drift(config, index.files)
 
 
 def reader_available() -> bool:
@@ -116,7 +117,11 @@ class Pipeline:
         # Loaded at start when it is the configured default (a missing library or weights file
         # fails then, not at the first question), else on the first question that asks for it.
         self.reader: SpanReader | None = self._load_reader() if config.answer_reader else None
-        self.reload(index if index is not None else open_index(config, self.embedder, log))
+        # What the folder holds that the index does not (shown by /healthz); none for an index given.
+        self.drift = Drift([], [], [])
+        if index is None:
+            index, self.drift = open_index(config, self.embedder, log)
+        self.reload(index)
 
     def reload(self, index: store.StoredIndex) -> None:
         """Swap in a new index (after an upload or rebuild); in-flight questions finish on the old one."""

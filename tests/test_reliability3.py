@@ -358,3 +358,37 @@ def test_removing_from_a_read_only_folder_removes_nothing_and_says_so(
     library = DocumentLibrary(small_library.pipeline, max_bytes=2**20)
     said = library.remove("top.txt", "ar")
     assert said.startswith("لم يُحذف شيء") and "top.txt" in library.names() and not library.trash.items()
+
+
+def test_a_folder_changed_behind_the_index_is_reindexed_at_start(
+    tmp_path: Path, embedder: VectorEmbeddings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 27, point 3: the API killed while embedding a same-name upload restarted serving v1
+    while the folder held v2 (a question about v2 abstained, /healthz said ok)."""
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "victim.txt").write_text("مهرجان الزيتون\nأقيم مهرجان الزيتون في الجوف.\n", encoding="utf-8")
+    config = Config(docs_dir=docs, index_dir=tmp_path / "index")
+    build_folder(config, embedder)
+    # What the crash left: the new version in the folder, the index still of the old one.
+    (docs / "victim.txt").write_text("مهرجان التمور\nأقيم مهرجان التمور في بريدة بحضور ألف زائر.\n", encoding="utf-8")
+    (docs / "broken.pdf").write_bytes(b"not a pdf")  # unreadable: reported, not indexed
+    pipeline = Pipeline(config)
+    assert pipeline.drift.changed == [] and pipeline.drift.new == ["broken.pdf"]
+    assert "بريدة" in pipeline.ask("أين أقيم مهرجان التمور؟").answer
+    with live(create_app(Service(config, pipeline=pipeline))) as url:
+        health = httpx.get(url + "/healthz", timeout=30).json()
+        assert health["status"] == "ok" and health["folder"]["not_indexed"] == ["broken.pdf"]
+
+    # An index that cannot be updated (read-only, say) still serves, and says it is stale.
+    (docs / "victim.txt").write_text("مهرجان العسل\nأقيم مهرجان العسل في الباحة.\n", encoding="utf-8")
+
+    def read_only(*args: Any, **kwargs: Any) -> Any:
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr("index.build.build_folder", read_only)
+    stale = Pipeline(config)
+    assert stale.drift.changed == ["victim.txt"]
+    with live(create_app(Service(config, pipeline=stale))) as url:
+        health = httpx.get(url + "/healthz", timeout=30).json()
+        assert health["status"] == "stale" and health["folder"]["changed"] == ["victim.txt"]
