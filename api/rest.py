@@ -21,7 +21,7 @@ from api.app import MAX_UPLOAD_FILES, Service, service_of
 from api.errors import APIError
 from index.trash import NotMoved, TrashError
 from rag.chain import reader_available
-from ui.documents import DocumentLibrary
+from ui.documents import DocumentLibrary, RestoreFailed
 
 router = APIRouter()
 _COPY_CHUNK = 2**20
@@ -180,9 +180,8 @@ async def restore(item_id: str, request: Request) -> dict[str, Any]:
         library.trash.get(item_id)
     except TrashError as exc:
         raise APIError(404, f"{exc}; GET /api/trash lists what can be restored.", "trash_item_not_found") from exc
-    before = set(library.pipeline.index.files)
-    message = await service.run(library.restore, item_id)
-    if message.startswith("Could not restore"):
-        raise APIError(409, message, "restore_failed")
-    restored = sorted(set(library.pipeline.index.files) - before)
-    return {"restored": restored[0] if restored else None, "message": message}
+    try:
+        restoration = await service.run(library.bring_back, item_id)
+    except RestoreFailed as exc:
+        raise APIError(409, exc.message, "restore_failed") from exc
+    return {"restored": restoration.name, "message": restoration.message()}

@@ -12,6 +12,7 @@ import json
 import os
 import secrets
 import shutil
+import threading
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -392,3 +393,79 @@ def test_a_folder_changed_behind_the_index_is_reindexed_at_start(
     with live(create_app(Service(config, pipeline=stale))) as url:
         health = httpx.get(url + "/healthz", timeout=30).json()
         assert health["status"] == "stale" and health["folder"]["changed"] == ["victim.txt"]
+
+
+def test_soak_with_a_key_no_route_on_the_ui_port_answers_without_it(tmp_path: Path, seeds_index: SeedsIndex) -> None:
+    """Issue 27, done when: the soak (asks against uploads and removals by concurrent clients)
+    with a key set, while another client tries every kind of route without it, or with a wrong
+    one: not one of those tries is answered, and the folder ends as it began."""
+    docs, index = tmp_path / "docs", tmp_path / "index"
+    shutil.copytree(seeds_index.config.docs_dir, docs)
+    shutil.copytree(seeds_index.config.index_dir, index)
+    env = child_env(RAG_INDEX_DIR=str(index), RAG_DOCS_DIR=str(docs), RAG_API_KEY=KEY, RAG_API_RATE="10000/min")
+    server = start_ui(env, tmp_path, timeout=CALL_TIMEOUT, headers=auth())
+    before = sorted(p.name for p in docs.iterdir())
+    url = server.url.rstrip("/")
+    errors: list[str] = []
+    done = threading.Event()
+    tries: list[tuple[str, str, dict[str, Any]]] = [
+        ("GET", "/config", {}),
+        ("GET", "/gradio_api/info", {}),
+        ("POST", "/gradio_api/call/answer", {"json": {"data": [DELEGATES]}}),
+        ("POST", "/gradio_api/queue/join", {"json": {"data": [], "fn_index": 0, "session_hash": "x"}}),
+        ("POST", "/gradio_api/upload", {"files": {"files": ("a.txt", b"x")}}),
+        ("GET", "/api/documents", {}),
+        ("POST", "/api/ask", {"json": {"question": DELEGATES}}),
+        ("POST", "/api/documents", {"files": [("files", ("evil.txt", "نص".encode(), "text/plain"))]}),
+        ("DELETE", f"/api/documents/{before[0]}", {}),
+        ("GET", "/api/trash", {}),
+        ("POST", "/api/trash/x/restore", {}),
+        ("GET", "/v1/models", {}),
+        ("POST", "/v1/chat/completions", {"json": {"model": "arabic-rag", "messages": []}}),
+        ("GET", "/openapi.json", {}),
+        ("GET", "/docs", {}),
+    ]
+
+    def probe() -> None:
+        tried = 0
+        with httpx.Client(base_url=url, timeout=CALL_TIMEOUT) as anonymous:
+            while not done.is_set() or tried < len(tries) * 2:
+                method, path, extra = tries[tried % len(tries)]
+                headers = {} if tried % 2 else auth("wrong-" + KEY)
+                reply = anonymous.request(method, path, headers=headers, **extra)
+                if reply.status_code not in (401, 429):
+                    errors.append(f"{method} {path} without the key: {reply.status_code} {reply.text[:120]}")
+                tried += 1
+
+    def churn() -> None:
+        for round_ in range(4):
+            body = f"مهرجان الجولة {round_}\nأقيم مهرجان الجولة {round_} في مدينة الاختبار.\n".encode()
+            added = httpx.post(
+                url + "/api/documents",
+                files=[("files", (f"soak-{round_}.txt", body, "text/plain"))],
+                headers=auth(),
+                timeout=CALL_TIMEOUT,
+            )
+            removed = httpx.delete(f"{url}/api/documents/soak-{round_}.txt", headers=auth(), timeout=CALL_TIMEOUT)
+            if added.status_code != 200 or removed.status_code != 200:
+                errors.append(f"round {round_}: {added.status_code} {removed.status_code}")
+
+    def ask(_: int) -> None:
+        reply = httpx.post(url + "/api/ask", json={"question": DELEGATES}, headers=auth(), timeout=CALL_TIMEOUT)
+        if reply.status_code != 200 or "800" not in reply.json()["answer"]:
+            errors.append(f"ask: {reply.status_code} {reply.text[:120]}")
+
+    try:
+        with ThreadPoolExecutor(max_workers=22) as pool:
+            prober = pool.submit(probe)
+            writer = pool.submit(churn)
+            list(pool.map(ask, range(40), timeout=CALL_TIMEOUT * 2))
+            writer.result(timeout=CALL_TIMEOUT * 2)
+            done.set()
+            prober.result(timeout=CALL_TIMEOUT)
+        assert not errors, errors[:10]
+        assert sorted(p.name for p in docs.iterdir()) == before
+    finally:
+        done.set()
+        server.stop()
+    assert "Traceback" not in server.stderr(), server.stderr()[-3000:]

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from langchain_core.documents import Document
 
+from core.errors import UserError
 from index.build import apply_changes
 from index.formats import MAX_BYTES
 from index.load import SUPPORTED_SUFFIXES, UnreadableFile, load_file
@@ -144,6 +145,27 @@ class UploadReport:
             reasons = [f"{f.name}: {f.why(lang)}" for f in self.files if f.outcome == "rejected"]
             lines.append(t(lang, "rejected", reasons="; ".join(reasons)))
         return "\n".join(lines) or t(lang, "nothing_to_do")
+
+
+class RestoreFailed(UserError):
+    """A trash item that could not be put back; `reason` says why."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"Could not restore: {reason}")
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Restoration:
+    """What one restore did: the trash item, and the name it has in the folder again."""
+
+    item: TrashItem
+    name: str
+
+    def message(self, lang: str = "en") -> str:
+        if self.name != self.item.name:
+            return t(lang, "restored_as", title=self.item.title, name=self.name)
+        return t(lang, "restored", title=self.item.title)
 
 
 @dataclass(frozen=True)
@@ -335,19 +357,25 @@ class DocumentLibrary:
         return [(displayed(item.label()), item.id) for item in self.trash.items()]
 
     def restore(self, item_id: str, lang: str = "en") -> str:
-        """Put a trashed document back in the folder (under a free name) and index it again."""
+        """`bring_back` as a line in the page's language."""
+        try:
+            return self.bring_back(item_id).message(lang)
+        except RestoreFailed as exc:
+            return t(lang, "restore_failed", reason=exc.reason)
+
+    def bring_back(self, item_id: str) -> Restoration:
+        """Put a trashed document back in the folder (under a free name) and index it again;
+        raises RestoreFailed (the API's 409, not a message to match) when it cannot."""
         with self._lock:
             try:
                 item = self.trash.get(item_id)
                 name = self.trash.restore(item)
                 document = load_file(self.folder / name, name)
             except (TrashError, UnreadableFile, OSError) as exc:
-                return t(lang, "restore_failed", reason=exc)
+                raise RestoreFailed(str(exc)) from exc
             index, _ = apply_changes(self.pipeline.config, self.pipeline.embedder, [document])
             self.pipeline.reload(index)
-        if name != item.name:
-            return t(lang, "restored_as", title=item.title, name=name)
-        return t(lang, "restored", title=item.title)
+        return Restoration(item, name)
 
     def empty_trash(self, lang: str = "en") -> str:
         with self._lock:
