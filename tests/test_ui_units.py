@@ -286,6 +286,26 @@ def test_a_batch_naming_a_link_or_folder_indexes_the_rest_and_says_which(
     assert not library.trash.items()  # nothing was moved aside for them
 
 
+def test_an_upload_batch_is_capped_in_characters_and_says_which_file_to_send_alone(
+    library: DocumentLibrary, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 27 point 10: text is capped per document and per upload (one batch is embedded
+    under the index lock while every other upload waits)."""
+    from ui import documents
+
+    monkeypatch.setattr(documents, "MAX_UPLOAD_CHARS", 150)
+    report = add(
+        library,
+        tmp_path,
+        ("مهرجان التمور\nأقيم مهرجان التمور في بريدة.\n", "dates.txt"),
+        ("مهرجان العسل\nأقيم مهرجان العسل في الباحة.\n", "honey.txt"),
+        (OLIVE_DOC, "olive.txt"),
+    )
+    assert sorted(report.added) == ["dates.txt", "honey.txt"], report.message()
+    assert "olive.txt" not in library.pipeline.index.files
+    assert "ارفع هذا الملف وحده" in report.message("ar")
+
+
 def test_documents_keep_a_readable_mode_through_upload_and_the_trash(
     library: DocumentLibrary, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -20,7 +20,7 @@ from langchain_core.documents import Document
 
 from core.errors import UserError
 from index.build import apply_changes
-from index.formats import MAX_BYTES
+from index.formats import MAX_BYTES, MAX_TEXT_CHARS
 from index.load import SUPPORTED_SUFFIXES, UnreadableFile, load_file
 from index.load import safe_name as displayed
 from index.store import atomic_write
@@ -273,6 +273,11 @@ class DocumentLibrary:
                     # mid-batch with files written and not indexed (issue 27 point 5).
                     report.reject(result.reject("reason_occupied", name=document.metadata["source"]))
                     continue
+                held = sum(len(d.page_content) for d, _ in accepted)
+                if held + len(document.page_content) > MAX_UPLOAD_CHARS:
+                    # One batch is embedded under the index lock while every other upload waits.
+                    report.reject(result.reject("reason_batch", limit=f"{MAX_UPLOAD_CHARS:,}"))
+                    continue
                 result.stored = document.metadata["source"]
                 report.files.append(result)
                 accepted.append((document, path))
@@ -381,6 +386,11 @@ class DocumentLibrary:
         with self._lock:
             count = self.trash.empty()
         return t(lang, "emptied", count=count)
+
+
+# Text per upload batch, in characters: two documents at the per-document cap (~6,000 chunks, about
+# 12 minutes of embedding on 2 cores while other uploads wait for the index; issue 27 point 10).
+MAX_UPLOAD_CHARS = 2 * MAX_TEXT_CHARS
 
 
 def _umask() -> int:

@@ -109,6 +109,7 @@ MESSAGES: dict[str, dict[str, str]] = {
         "reason_foreign": "not a file uploaded to this server",
         "reason_occupied": "{name} in the documents folder is a link or a folder, not a document; "
         "upload the file under another name",
+        "reason_batch": "this upload already holds {limit} characters of text; upload this file on its own",
     },
     "ar": {
         "title": "اسأل مستنداتك",
@@ -204,6 +205,7 @@ MESSAGES: dict[str, dict[str, str]] = {
         "reason_store": "تعذر حفظه ({error})",
         "reason_foreign": "ليس ملفا رفع إلى هذا الخادم",
         "reason_occupied": "الاسم {name} في مجلد المستندات لرابط أو مجلد وليس لمستند؛ ارفع الملف باسم آخر",
+        "reason_batch": "بلغ نص هذه الدفعة {limit} حرف؛ ارفع هذا الملف وحده",
     },
 }
 
