@@ -240,6 +240,11 @@ def reconcile(
     """The index brought in line with the folder when it is stale (an incremental build: only
     changed files are embedded), and what still differs. A build that cannot run (a read-only
     index, say) leaves the index as it was, and the drift says what it lacks."""
+    recorded = store_for(config).recorded_docs_dir()
+    if recorded is None or recorded.resolve() != config.docs_dir.resolve():
+        # An index of another folder (`rag ask --index X` with the default folder configured):
+        # the configured folder says nothing about it, and must never be built into it.
+        return index, Drift([], [], [])
     drift = folder_drift(config, index.files)
     if not drift.stale:
         return index, drift

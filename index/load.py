@@ -258,13 +258,13 @@ def load_file(
             extra["sections"] = headings
     if not text.strip():
         raise UnreadableFile("empty file")
-    if len(text) > formats.MAX_TEXT_CHARS:  # plain text, Markdown, OCR and PDF (DOCX, HTML stop early)
-        raise UnreadableFile(formats.too_long(len(text)))
     if not _WORD_RE.search(text):
         raise UnreadableFile(
             f"no text: only runs of over {MAX_RUN_CHARS} characters without a space (base64 or other data), "
             "which are not indexed"
         )
+    if len(text) > formats.MAX_TEXT_CHARS:  # plain text, Markdown, OCR and PDF (DOCX, HTML stop early)
+        raise UnreadableFile(formats.too_long(len(text)))
     source = name or path.name
     return Document(
         page_content=text,
