@@ -93,10 +93,17 @@ def _target(window: Window, span: tuple[int, int]) -> tuple[int, int]:
 
 
 def examples(
-    encoder: TokenEncoder, source: SquadSet, layer: int, length: int, stride: int, digest: str, folds: int
+    encoder: TokenEncoder,
+    source: SquadSet,
+    layer: int,
+    length: int,
+    stride: int,
+    digest: str,
+    folds: int,
+    with_states: bool = True,
 ) -> list[Example]:
-    """Every answerable question with its windows and their layer-`layer` states (cached), and its
-    fold by article within the set."""
+    """Every answerable question with its windows and their layer-`layer` states (cached; not
+    computed without `with_states`: a pack carries windows only), and its fold by article."""
     # Imported here: building examples needs the C engine and the question sets (langchain);
     # training from a pack (`--pack`, a GPU box) needs neither.
     from eval.train_span import article, article_folds
@@ -116,6 +123,8 @@ def examples(
         ws = windows(q_ids, encoder.tokenize(passage, PASSAGE_PREFIX, 100_000), encoder.eos, length, stride)
         targets = [_target(w, spans[q.id]) for w in ws]
         out.append(Example(q.answers, passage, ws, [], targets, source.name, fold_of[article(q)]))
+    if not with_states:
+        return out
     extra = source.questions_from.read_bytes() if source.questions_from else b""
     key = hashlib.sha256(path.read_bytes() + extra + f"{layer} {length} {stride} {digest}".encode()).hexdigest()[:16]
     cache = CACHE / f"L{layer}-{key}.npy"
@@ -308,7 +317,7 @@ def cross_validate(base: BaseModel, data: list[Example], args: argparse.Namespac
     }
 
 
-def write_pack(path: Path, data: list[Example], model: Path, encoder: TokenEncoder) -> None:
+def write_pack(path: Path, data: list[Example], encoder: TokenEncoder) -> None:
     """The examples without their states, and the base model's weights for the tokens they use:
     everything `--pack` needs to train where neither the C engine nor the question sets are."""
     ids = [w.ids for ex in data for w in ex.windows]
@@ -318,7 +327,7 @@ def write_pack(path: Path, data: list[Example], model: Path, encoder: TokenEncod
         for ex in data
     ]
     arrays = {
-        **pack_base(model, vocab),
+        **pack_base(encoder.model_path, vocab),
         "examples": np.array(json.dumps(examples_meta, ensure_ascii=False)),
         "specials": np.array([encoder.bos, encoder.eos], dtype=np.int32),
         "windows": np.array([len(ex.windows) for ex in data], dtype=np.int32),
@@ -370,7 +379,8 @@ def read_pack(path: Path, layer: int, device: str) -> tuple[BaseModel, list[Exam
 
 
 def _from_sets(args: argparse.Namespace) -> tuple[BaseModel, list[Example], TokenEncoder]:
-    """The examples of the named sets with C-engine states (cached), and the base above `--layer`."""
+    """The examples of the named sets with C-engine states (cached; none for `--pack-out`), and the
+    base above `--layer`."""
     from eval.questions import squad_set
     from rag.tokens import token_encoder
 
@@ -379,7 +389,16 @@ def _from_sets(args: argparse.Namespace) -> tuple[BaseModel, list[Example], Toke
     data = [
         ex
         for name in args.data or ["arcd"]
-        for ex in examples(encoder, squad_set(name), args.layer, args.length, args.stride, base.digest, args.folds)
+        for ex in examples(
+            encoder,
+            squad_set(name),
+            args.layer,
+            args.length,
+            args.stride,
+            base.digest,
+            args.folds,
+            with_states=not args.pack_out,
+        )
     ]
     return base, data, encoder
 
@@ -441,7 +460,7 @@ def main() -> None:
         base, data, encoder = _from_sets(args)
         model = encoder.model_path
         if args.pack_out:
-            write_pack(args.pack_out, data, encoder.model_path, encoder)
+            write_pack(args.pack_out, data, encoder)
             print(f"wrote {args.pack_out} ({args.pack_out.stat().st_size / 1e6:.1f} MB)")
             return
     print(f"{len(data)} questions, {sum(len(ex.windows) for ex in data)} windows on {args.device}", flush=True)

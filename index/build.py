@@ -216,15 +216,16 @@ class Drift:
         )
 
 
-def folder_drift(config: Config, files: dict[str, Any]) -> Drift:
+def folder_drift(config: Config, files: dict[str, Any], contents: bool = True) -> Drift:
     """Compare the folder with the index's per-file hashes (reads every file once: a start-up
     check, ~1 s per GB). A crash between writing an upload and committing the index left the
-    new version in the folder and the old one served, with nothing saying so (issue 27 point 3)."""
+    new version in the folder and the old one served, with nothing saying so (issue 27 point 3).
+    Right after a build, which has just read every file, `contents=False` compares names only."""
     present = dict(candidates(config.docs_dir)) if config.docs_dir.is_dir() else {}
     changed = []
     for name, info in files.items():
         path = present.get(name)
-        if path is not None:
+        if contents and path is not None:
             try:
                 digest = hashlib.sha256(path.read_bytes()).hexdigest()
             except OSError:
@@ -258,4 +259,4 @@ def reconcile(
         return index, drift
     if log:
         log(report.summary())
-    return index, folder_drift(config, index.files)
+    return index, folder_drift(config, index.files, contents=False)

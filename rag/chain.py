@@ -92,7 +92,7 @@ def open_index(
         index, report = build_folder(config, embedder, log=log)
         if log:
             log(report.summary())
-        return index, folder_drift(config, index.files)
+        return index, folder_drift(config, index.files, contents=False)
 
 
 def reader_available() -> bool:

@@ -66,7 +66,7 @@ def test_a_pack_round_trips_examples_and_the_base(tmp_path: Path) -> None:
     ws = windows(question, encoder.tokenize(PASSAGE, PASSAGE_PREFIX, 10_000), encoder.eos, 96, 16)
     data = [Example(["وزير الدفاع الصيني"], PASSAGE, ws, [], [(5, 7)] + [(0, 0)] * (len(ws) - 1), "arcd", 3)]
     path = tmp_path / "pack.npz"
-    write_pack(path, data, encoder.model_path, encoder)
+    write_pack(path, data, encoder)
     base, got = read_pack(path, 4, "cpu")
     assert base.digest == load_base(encoder.model_path, 4).digest
     [ex] = got
@@ -93,7 +93,7 @@ def test_a_pack_trains_a_reader_where_neither_the_engine_nor_langchain_is(tmp_pa
     ws = windows(question, encoder.tokenize(PASSAGE, PASSAGE_PREFIX, 10_000), encoder.eos, 96, 16)
     data = [Example(["وزير"], PASSAGE, ws, [], [(3, 3)] * len(ws), "arcd", fold) for fold in (0, 1)]
     pack = tmp_path / "pack.npz"
-    write_pack(pack, data, encoder.model_path, encoder)
+    write_pack(pack, data, encoder)
     blocker = tmp_path / "sitecustomize.py"
     blocker.write_text(
         "import sys\n"

@@ -22,8 +22,9 @@ MAX_RATIO = 200
 _HEADING_STYLES = ("heading", "title", "عنوان")
 
 
-def check_archive(data: bytes) -> None:
-    """Reject renamed ZIPs and zip bombs from the central directory, before decompressing anything."""
+def check_archive(data: bytes) -> set[str]:
+    """Reject renamed ZIPs and zip bombs from the central directory, before decompressing anything;
+    returns the archive's member names."""
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
     except zipfile.BadZipFile as exc:
@@ -41,11 +42,12 @@ def check_archive(data: bytes) -> None:
                 raise FormatError(f"DOCX part {info.filename} is {info.file_size / 2**20:.0f} MB: too large")
             if info.file_size > 2**20 and info.file_size > MAX_RATIO * max(info.compress_size, 1):
                 raise FormatError("DOCX looks like a zip bomb (compression ratio too high)")
+    return names
 
 
 def extract_docx(data: bytes) -> Extracted:
     """Body paragraphs and table rows in document order; Heading/Title styles start sections."""
-    check_archive(data)
+    names = check_archive(data)
     import docx
     from docx.table import Table
     from docx.text.paragraph import Paragraph
@@ -55,9 +57,7 @@ def extract_docx(data: bytes) -> Extracted:
     except Exception as exc:  # python-docx raises KeyError, ValueError, lxml errors… on bad parts
         raise FormatError(f"damaged DOCX ({type(exc).__name__}: {exc})") from exc
     # Without docProps/core.xml python-docx makes up properties titled "Word Document": no title.
-    with zipfile.ZipFile(io.BytesIO(data)) as archive:
-        has_properties = "docProps/core.xml" in archive.namelist()
-    title = document.core_properties.title if has_properties else ""
+    title = document.core_properties.title if "docProps/core.xml" in names else ""
 
     def blocks() -> Iterator[tuple[bool, str]]:
         for item in document.iter_inner_content():
