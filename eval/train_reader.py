@@ -22,7 +22,7 @@ import hashlib
 import json
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -40,6 +40,7 @@ from rag.readernet import (
     BottomNet,
     ReaderNet,
     Window,
+    candidate_rows,
     load_base,
     load_reader,
     pack_base,
@@ -50,7 +51,7 @@ from rag.readernet import (
 )
 
 if TYPE_CHECKING:
-    from eval.questions import SquadSet
+    from eval.questions import Question, SquadSet
     from rag.tokens import TokenEncoder
 
 CACHE = Path("/tmp/rag-reader-cache")
@@ -58,7 +59,8 @@ CACHE = Path("/tmp/rag-reader-cache")
 
 @dataclass
 class Example:
-    """One question over its gold paragraph: windows, their frozen states, and target rows."""
+    """One question over its gold paragraph and retrieved distractors: windows (the gold
+    paragraph's first), their frozen states, and target rows."""
 
     answers: list[str]
     passage: str
@@ -67,6 +69,18 @@ class Example:
     targets: list[tuple[int, int]]  # per window: rows of the answer's first and last token (0, 0: not in it)
     dataset: str = ""
     fold: int = 0
+    distractors: list[str] = field(default_factory=list)
+    counts: list[int] = field(default_factory=list)  # windows per passage, the gold paragraph's first
+
+    @property
+    def gold(self) -> int:
+        """How many of the windows are the gold paragraph's."""
+        return self.counts[0] if self.counts else len(self.windows)
+
+    def by_passage(self, passages: int) -> list[list[Window]]:
+        """The first `passages` passages' windows, one list each."""
+        cuts = np.cumsum(self.counts or [len(self.windows)])[:passages].tolist()
+        return [self.windows[a:b] for a, b in zip([0, *cuts[:-1]], cuts, strict=True)]
 
 
 def _answer_offsets(path: Path) -> dict[str, tuple[int, int]]:
@@ -100,10 +114,12 @@ def examples(
     stride: int,
     digest: str,
     folds: int,
+    distractors: int = 0,
     with_states: bool = True,
 ) -> list[Example]:
-    """Every answerable question with its windows and their layer-`layer` states (cached; not
-    computed without `with_states`: a pack carries windows only), and its fold by article."""
+    """Every answerable question with its windows (the gold paragraph's, then those of up to
+    `distractors` retrieved passages that do not hold the answer) and their layer-`layer` states
+    (cached; not computed without `with_states`: a pack carries windows only), and its fold by article."""
     # Imported here: building examples needs the C engine and the question sets (langchain);
     # training from a pack (`--pack`, a GPU box) needs neither.
     from eval.train_span import article, article_folds
@@ -114,21 +130,38 @@ def examples(
     fold_of = article_folds({article(q) for q in questions}, folds)
     paragraphs = {d.metadata["source"]: d.page_content for d in documents}
     spans = _answer_offsets(path)
+    answerable = [q for q in questions if q.answerable and q.id in spans]
+    others = retrieved_distractors(source, answerable, distractors) if distractors else {}
     out = []
-    for q in questions:
-        if not q.answerable or q.id not in spans:
-            continue
+    for q in answerable:
         passage = paragraphs[next(iter(q.gold_sources))]
         q_ids = encoder.tokenize(q.question, QUERY_PREFIX, QUESTION_TOKENS)[0]
         ws = windows(q_ids, encoder.tokenize(passage, PASSAGE_PREFIX, 100_000), encoder.eos, length, stride)
         targets = [_target(w, spans[q.id]) for w in ws]
-        out.append(Example(q.answers, passage, ws, [], targets, source.name, fold_of[article(q)]))
+        extra = others.get(q.id, [])
+        more = [
+            windows(q_ids, encoder.tokenize(text, PASSAGE_PREFIX, 100_000), encoder.eos, length, stride)
+            for text in extra
+        ]
+        extra_windows = [w for ws_ in more for w in ws_]
+        out.append(
+            Example(
+                q.answers,
+                passage,
+                ws + extra_windows,
+                [],
+                targets + [(0, 0)] * len(extra_windows),
+                source.name,
+                fold_of[article(q)],
+                extra,
+                [len(ws)] + [len(m) for m in more],
+            )
+        )
     if not with_states:
         return out
-    extra = source.questions_from.read_bytes() if source.questions_from else b""
-    key = hashlib.sha256(path.read_bytes() + extra + f"{layer} {length} {stride} {digest}".encode()).hexdigest()[:16]
-    cache = CACHE / f"L{layer}-{key}.npy"
     all_windows = [w.ids for ex in out for w in ex.windows]
+    key = hashlib.sha256(np.concatenate(all_windows).tobytes() + f"{layer} {digest}".encode()).hexdigest()[:16]
+    cache = CACHE / f"L{layer}-{key}.npy"
     if cache.exists():
         flat = np.load(cache, allow_pickle=False)
     else:
@@ -146,6 +179,30 @@ def examples(
     return out
 
 
+def retrieved_distractors(source: SquadSet, questions: list[Question], n: int) -> dict[str, list[str]]:
+    """qa id -> the first `n` passages the product's retriever returns for the question that are
+    neither from its gold paragraph nor hold a gold answer: the near misses a reader of the top
+    passages must learn to pass over (the evaluation index of the set, built once and kept)."""
+    from core.config import Config
+    from eval.metrics import contains
+    from eval.runner import Corpus, for_corpus, prepare_index
+    from rag.chain import Pipeline, clean_question
+
+    documents, _ = source.load()
+    corpus = Corpus(f"squad-{source.path.stem}", documents=tuple(documents))
+    config = for_corpus(Config.from_env(), corpus)
+    pipeline = Pipeline(config, index=prepare_index(config, corpus, show_progress=True))
+    out = {}
+    for q in tqdm(questions, desc=f"distractors for {source.name}", leave=False):
+        found = pipeline.retriever.invoke(clean_question(q.question, 10_000), k=config.k)
+        out[q.id] = [
+            p.page_content
+            for p in found
+            if p.metadata["source"] not in q.gold_sources and not contains(p.page_content, q.answers)
+        ][:n]
+    return out
+
+
 def train(
     base: BaseModel,
     data: list[Example],
@@ -159,15 +216,20 @@ def train(
     seed: int,
     checkpoint: Path | None = None,
     device: str = "cpu",
+    no_answer: float = 0.0,
 ) -> ReaderNet:
-    """AdamW with linear warm-up (10%) and decay; loss: mean of start and end cross-entropy.
+    """AdamW with linear warm-up (10%) and decay. Each question is one group: its gold
+    paragraph's windows and its distractors', under one softmax over every window's candidate
+    rows (shared normalisation, as `read` answers); the loss is the negative log of the
+    probability the group gives the answer's first token, and its last, averaged. With
+    probability `no_answer` (drawn per question and epoch) the gold paragraph is left out and the
+    target is the windows' <s> rows: the no-answer score `read` reports.
 
     With `checkpoint` (a file), the trained parameters, optimiser and schedule are saved after
     every epoch and a run that finds the file goes on from there: each epoch's order comes from
     `seed + epoch`, so a resumed run trains exactly as an uninterrupted one would."""
     torch.manual_seed(seed)
     net = ReaderNet(base, layer, mode, rank).to(device)
-    items = [(s, t) for ex in data for s, t in zip(ex.states, ex.targets, strict=True)]
     trained = net.trained()
     params = list(trained.values())
     head = [p for name, p in trained.items() if name.startswith("head.")]
@@ -175,7 +237,7 @@ def train(
     optimiser = torch.optim.AdamW(
         [{"params": body, "lr": lr}, {"params": head, "lr": head_lr}], lr=lr, weight_decay=0.01
     )
-    steps = epochs * math.ceil(len(items) / batch)
+    steps = epochs * math.ceil(len(data) / batch)
     warm = max(1, steps // 10)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimiser, lambda k: min((k + 1) / warm, max(0.0, (steps - k) / max(1, steps - warm)))
@@ -184,19 +246,19 @@ def train(
     if checkpoint is not None and checkpoint.exists():
         first_epoch = _resume(checkpoint, trained, optimiser, schedule)
         print(f"  resumed from {checkpoint} after epoch {first_epoch}", flush=True)
+    # bfloat16 on a GPU: about twice as fast, and the loss is taken in float32.
+    autocast = torch.autocast("cuda", torch.bfloat16, enabled=device.startswith("cuda"))
     net.train()
     for epoch in range(first_epoch, epochs):
+        rng = np.random.default_rng(seed + epoch)
+        groups = [group(ex, bool(rng.random() < no_answer)) for ex in data]
         losses = []
-        for chosen in _batches(items, batch, np.random.default_rng(seed + epoch)):
-            states, mask = (t.to(device) for t in pad_states([s for s, _ in chosen]))
-            start, end = net(states, mask)
-            start = start.masked_fill(~mask, -1e4)
-            end = end.masked_fill(~mask, -1e4)
-            gold = torch.tensor([t for _, t in chosen], device=device)
-            loss = (
-                torch.nn.functional.cross_entropy(start, gold[:, 0])
-                + torch.nn.functional.cross_entropy(end, gold[:, 1])
-            ) / 2
+        for chosen in _batches([g for g in groups if g.windows], batch, rng):
+            windows_ = [w for g in chosen for w in g.windows]
+            states, mask = (t.to(device) for t in pad_states([s for g in chosen for s in g.states]))
+            with autocast:
+                start, end = net(states, mask)
+            loss = shared_loss(start.float(), end.float(), chosen, windows_, mask.shape[1])
             optimiser.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -208,6 +270,57 @@ def train(
             _save_checkpoint(checkpoint, trained, optimiser, epoch + 1, schedule.last_epoch)
     net.eval()
     return net
+
+
+@dataclass(frozen=True)
+class Group:
+    """One training item: the windows read together and, per window, the target rows (start,
+    end), or None where a window holds no answer; with no target at all, every window's <s>."""
+
+    windows: list[Window]
+    states: list[np.ndarray | torch.Tensor]
+    targets: list[tuple[int, int] | None]
+
+    @property
+    def length(self) -> int:
+        return max(len(w.ids) for w in self.windows)
+
+
+def group(ex: Example, without_gold: bool) -> Group:
+    """The example as read at answer time: its gold paragraph among its distractors, or (asked,
+    or when no window holds the gold answer) the distractors alone, answered with "no answer"."""
+    targets: list[tuple[int, int] | None] = [t if t != (0, 0) else None for t in ex.targets]
+    keep = slice(ex.gold, None) if without_gold or not any(targets[: ex.gold]) else slice(None)
+    return Group(ex.windows[keep], ex.states[keep], targets[keep])
+
+
+def shared_loss(
+    start: torch.Tensor, end: torch.Tensor, groups: list[Group], flat: list[Window], width: int
+) -> torch.Tensor:
+    """Mean over groups of -log P(answer's first row) and -log P(its last row), each P a softmax
+    over every candidate row (`candidate_rows`) of the group's windows (rows of `start`/`end`, in order)."""
+    candidates = torch.zeros(len(flat), width, dtype=torch.bool)
+    gold = torch.zeros(2, len(flat), width, dtype=torch.bool)
+    owner = torch.zeros(len(groups), max(len(g.windows) for g in groups), dtype=torch.long)
+    present = torch.zeros_like(owner, dtype=torch.bool)
+    at = 0
+    for i, g in enumerate(groups):
+        answered = any(t is not None for t in g.targets)
+        for j, (w, t) in enumerate(zip(g.windows, g.targets, strict=True)):
+            candidates[at, candidate_rows(w)] = True
+            if answered and t is not None:
+                gold[0, at, t[0]] = gold[1, at, t[1]] = True
+            elif not answered:
+                gold[:, at, 0] = True
+            owner[i, j], present[i, j] = at, True
+            at += 1
+    candidates, gold, owner, present = (t.to(start.device) for t in (candidates, gold, owner, present))
+    loss = torch.zeros((), device=start.device)
+    for k, logits in enumerate((start, end)):
+        per_window = [torch.logsumexp(logits.masked_fill(~m, -1e4), dim=1) for m in (candidates, gold[k])]
+        total, right = (torch.logsumexp(x[owner].masked_fill(~present, -1e4), dim=1) for x in per_window)
+        loss = loss + (total - right).mean() / 2
+    return loss
 
 
 def _save_checkpoint(
@@ -248,24 +361,60 @@ def _resume(
     return int(arrays["epoch"])
 
 
-Item = tuple[np.ndarray | torch.Tensor, tuple[int, int]]
-
-
-def _batches(items: list[Item], size: int, rng: np.random.Generator) -> list[list[Item]]:
+def _batches(groups: list[Group], size: int, rng: np.random.Generator) -> list[list[Group]]:
     """Shuffled batches of similar lengths (sorted within pools of 8 batches), so little is padding."""
-    order = rng.permutation(len(items))
+    order = rng.permutation(len(groups))
     pool = size * 8
     batches = []
     for i in range(0, len(order), pool):
-        ranked = sorted(order[i : i + pool], key=lambda j: len(items[j][0]))
-        batches += [[items[j] for j in ranked[k : k + size]] for k in range(0, len(ranked), size)]
+        ranked = sorted(order[i : i + pool], key=lambda j: groups[j].length)
+        batches += [[groups[j] for j in ranked[k : k + size]] for k in range(0, len(ranked), size)]
     return [batches[i] for i in rng.permutation(len(batches))]
 
 
-def predict(net: ReaderNet, ex: Example, max_tokens: int) -> str:
-    """The best span over the example's windows."""
-    _, start, end = read(net, ex.windows, ex.states).best(max_tokens)
-    return ex.passage[start:end]
+def predict(net: ReaderNet, ex: Example, max_tokens: int, passages: slice = slice(0, 1)) -> tuple[str, float, float]:
+    """The best span over the example's `passages` read together (the gold paragraph alone by
+    default; all of them as the product reads its top passages; the distractors alone), with its
+    log-probability and the no-answer log-probability ("", -inf for the span when none is read)."""
+    texts = [ex.passage, *ex.distractors]
+    groups = ex.by_passage(len(texts))
+    chosen = range(len(texts))[passages]
+    if not len(chosen):
+        return "", -math.inf, 0.0
+    first = sum(len(ws) for ws in groups[: chosen[0]])
+    states = ex.states[first : first + sum(len(groups[i]) for i in chosen)]
+    readings = read(net, [groups[i] for i in chosen], states)
+    (score, start, end), i = max(
+        ((r.best(max_tokens), i) for i, r in zip(chosen, readings.passages, strict=True) if len(r.starts)),
+        key=lambda x: x[0][0],
+    )
+    return texts[i][start:end], score, readings.no_answer
+
+
+def score(net: ReaderNet, held: list[Example], max_tokens: int) -> dict[str, dict[str, list[float]]]:
+    """Per set, per question: F1 and EM on the gold paragraph alone and among its distractors
+    (read together), and whether the no-answer score wins on the distractors alone (refused,
+    right) and among them with the gold paragraph (refused, wrong)."""
+    scores: dict[str, dict[str, list[float]]] = {}
+    for ex in held:
+        got = scores.setdefault(ex.dataset, {})
+        text, _, _ = predict(net, ex, max_tokens)
+        row = {"f1": token_f1(text, ex.answers), "exact_match": exact_match(text, ex.answers)}
+        if ex.distractors:
+            text, span, none = predict(net, ex, max_tokens, slice(None))
+            row |= {"f1_among": token_f1(text, ex.answers), "refused_with_gold": float(none > span)}
+            _, span, none = predict(net, ex, max_tokens, slice(1, None))
+            row["refused_distractors"] = float(none > span)
+        for key, value in row.items():
+            got.setdefault(key, []).append(value)
+    return scores
+
+
+def summary(scores: dict[str, dict[str, list[float]]]) -> dict[str, dict[str, float]]:
+    return {
+        name: {"questions": float(len(got["f1"])), **{k: mean(v) for k, v in got.items()}}
+        for name, got in scores.items()
+    }
 
 
 def train_as_asked(
@@ -285,6 +434,7 @@ def train_as_asked(
         args.seed,
         checkpoint,
         args.device,
+        args.no_answer,
     )
 
 
@@ -305,16 +455,11 @@ def cross_validate(base: BaseModel, data: list[Example], args: argparse.Namespac
                 args.save_folds / f"fold{fold}.npz", {"command": "python -m eval.train_reader", "fold": float(fold)}
             )
         held = [ex for ex in data if ex.fold == fold]
-        for ex in held:
-            text = predict(net, ex, args.max_tokens)
-            got = scores.setdefault(ex.dataset, {"f1": [], "exact_match": []})
-            got["f1"].append(token_f1(text, ex.answers))
-            got["exact_match"].append(exact_match(text, ex.answers))
+        for name, got in score(net, held, args.max_tokens).items():
+            for key, values in got.items():
+                scores.setdefault(name, {}).setdefault(key, []).extend(values)
         print(f"fold {fold}: {len(held)} held out ({time.monotonic() - started:.0f} s)", flush=True)
-    return {
-        name: {"questions": float(len(got["f1"])), "f1": mean(got["f1"]), "exact_match": mean(got["exact_match"])}
-        for name, got in scores.items()
-    }
+    return summary(scores)
 
 
 def write_pack(path: Path, data: list[Example], encoder: TokenEncoder) -> None:
@@ -323,7 +468,15 @@ def write_pack(path: Path, data: list[Example], encoder: TokenEncoder) -> None:
     ids = [w.ids for ex in data for w in ex.windows]
     vocab = np.union1d(np.concatenate(ids), [encoder.bos, encoder.eos]).astype(np.int32)
     examples_meta = [
-        {"answers": ex.answers, "passage": ex.passage, "dataset": ex.dataset, "fold": ex.fold, "targets": ex.targets}
+        {
+            "answers": ex.answers,
+            "passage": ex.passage,
+            "dataset": ex.dataset,
+            "fold": ex.fold,
+            "targets": ex.targets,
+            "distractors": ex.distractors,
+            "counts": ex.counts,
+        }
         for ex in data
     ]
     arrays = {
@@ -372,6 +525,8 @@ def read_pack(path: Path, layer: int, device: str) -> tuple[BaseModel, list[Exam
                 targets,
                 meta["dataset"],
                 int(meta["fold"]),
+                meta.get("distractors", []),
+                meta.get("counts", []),
             )
         )
         at += n
@@ -397,6 +552,7 @@ def _from_sets(args: argparse.Namespace) -> tuple[BaseModel, list[Example], Toke
             args.stride,
             base.digest,
             args.folds,
+            args.distractors,
             with_states=not args.pack_out,
         )
     ]
@@ -428,6 +584,18 @@ def main() -> None:
     parser.add_argument("--length", type=int, default=WINDOW_POSITIONS, help="positions per window")
     parser.add_argument("--stride", type=int, default=WINDOW_STRIDE, help="tokens shared by consecutive windows")
     parser.add_argument("--max-tokens", type=int, default=MAX_ANSWER_TOKENS, help="longest answer in tokens")
+    parser.add_argument(
+        "--distractors",
+        type=int,
+        default=2,
+        help="retrieved passages without the answer read with each question's gold paragraph (shared normalisation)",
+    )
+    parser.add_argument(
+        "--no-answer",
+        type=float,
+        default=0.25,
+        help="share of questions per epoch read over their distractors alone, trained to answer 'no answer'",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, help="train on everything and write the reader here")
@@ -469,13 +637,9 @@ def main() -> None:
     if args.evaluate:
         net = load_reader(args.evaluate, model).to(args.device)
         held = [ex for ex in data if args.only_fold is None or ex.fold == args.only_fold]
-        for name in dict.fromkeys(ex.dataset for ex in held):
-            texts = [(predict(net, ex, args.max_tokens), ex.answers) for ex in held if ex.dataset == name]
-            f1 = mean([token_f1(t, gold) for t, gold in texts])
-            em = mean([exact_match(t, gold) for t, gold in texts])
-            print(
-                f"{args.evaluate.name} alone on the gold paragraph, {name}: questions={len(texts)} f1={f1:.3f} em={em:.3f}"
-            )
+        for name, row in summary(score(net, held, args.max_tokens)).items():
+            shown = "  ".join(f"{k}={v:.3f}" for k, v in row.items())
+            print(f"{args.evaluate.name} held out, {name}: {shown}")
         return
     metrics = cross_validate(base, data, args) if args.folds > 1 else {}
     if args.report:

@@ -186,6 +186,7 @@ class ExtractiveAnswerer(RunnableSerializable[dict[str, Any], Answer]):
                 confidence,
                 cross_language,
                 self.scoring.ranked(scores).index(short.sentence),
+                short.margin,
             )
         )
         # A withheld reader span says little about where the answer is: the evidence then starts
@@ -303,7 +304,10 @@ class ExtractiveAnswerer(RunnableSerializable[dict[str, Any], Answer]):
         if most <= 0:
             return None
         words = len(text[start:end].split())
-        return Span(sentence, best.passage, start, end, text[start:end], words, "reader", float(np.exp(best.score)))
+        margin = best.score - best.no_answer
+        return Span(
+            sentence, best.passage, start, end, text[start:end], words, "reader", float(np.exp(best.score)), margin
+        )
 
     def _compose(
         self,

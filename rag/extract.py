@@ -129,23 +129,28 @@ class Span:
     words: int
     by: str  # what chose it: "span_ranker", "reader", or "sentence" (no candidate span: the whole sentence)
     probability: float = 0.0  # the span model's own probability of it among its candidates (0: none)
+    # The reader's log-odds of this span against "no answer in the passages read" (0: no reader).
+    margin: float = 0.0
 
 
 @dataclass(frozen=True)
 class ReadSpan:
-    """A reader's best answer span in one passage: characters [start, end) of passage `passage`
-    and its log-probability within that passage."""
+    """A reader's best answer span in one passage: characters [start, end) of passage `passage`,
+    its log-probability, and the log-probability that none of the passages read holds the
+    answer, both under one normalisation over every passage read together (so they compare)."""
 
     passage: int
     start: int
     end: int
     score: float
+    no_answer: float = float("-inf")
 
 
 @runtime_checkable
 class SpanReader(Protocol):
     """What the answerer needs of a reader (rag/reader.py's fine-tuned one): the best span of each
-    passage for a question, so the answerer does not import torch unless a reader is switched on."""
+    passage for a question, the passages read together, so the answerer does not import torch
+    unless a reader is switched on."""
 
     def read(self, question: str, passages: list[str]) -> list[ReadSpan]: ...
 

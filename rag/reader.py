@@ -45,15 +45,21 @@ class AnswerReader:
         return cls(encoder, load_reader(weights, encoder.model_path))
 
     def read(self, question: str, passages: list[str]) -> list[ReadSpan]:
+        """The best span of each passage with text, all passages in one batch under one softmax
+        (the reader was trained so: shared normalisation), and the no-answer log-probability."""
         q_ids = self.encoder.tokenize(question, QUERY_PREFIX, QUESTION_TOKENS)[0]
-        out = []
+        kept, groups = [], []
         for i, text in enumerate(passages):
             tokens = self.encoder.tokenize(text, PASSAGE_PREFIX, 100_000)
-            if not (tokens[1] >= 0).any():
-                continue
-            ws = windows(q_ids, tokens, self.encoder.eos, WINDOW_POSITIONS, WINDOW_STRIDE)
-            states = self.encoder.forward([w.ids for w in ws], self.net.first)
-            reading = read(self.net, ws, states)
+            if (tokens[1] >= 0).any():
+                kept.append(i)
+                groups.append(windows(q_ids, tokens, self.encoder.eos, WINDOW_POSITIONS, WINDOW_STRIDE))
+        if not groups:
+            return []
+        states = self.encoder.forward([w.ids for ws in groups for w in ws], self.net.first)
+        readings = read(self.net, groups, states)
+        out = []
+        for i, reading in zip(kept, readings.passages, strict=True):
             score, start, end = reading.best(MAX_ANSWER_TOKENS)
-            out.append(ReadSpan(i, start, end, score))
+            out.append(ReadSpan(i, start, end, score, readings.no_answer))
         return out

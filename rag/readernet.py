@@ -421,25 +421,53 @@ def pad_states(states: Sequence[np.ndarray | torch.Tensor]) -> tuple[torch.Tenso
     return batch, mask
 
 
+@dataclass(frozen=True)
+class Readings:
+    """What the reader thinks of passages read together: one `Reading` per passage, its
+    log-probabilities shared with the others' (so spans compare across passages), and the
+    log-probability that none of them holds the answer."""
+
+    passages: list[Reading]
+    no_answer: float
+
+
+def candidate_rows(window: Window) -> torch.Tensor:
+    """The rows a window's answer can start or end at: <s> (no answer here) and its passage tokens."""
+    return torch.cat(
+        [torch.zeros(1, dtype=torch.long), torch.arange(window.offset, window.offset + len(window.starts))]
+    )
+
+
 @torch.no_grad()
-def read(net: ReaderNet, passage_windows: list[Window], states: Sequence[np.ndarray | torch.Tensor]) -> Reading:
-    """The reader's start/end log-probabilities over a passage read in windows (a token seen by
-    two windows keeps its better value)."""
+def read(net: ReaderNet, passage_windows: list[list[Window]], states: Sequence[np.ndarray | torch.Tensor]) -> Readings:
+    """The reader's start/end log-probabilities over passages read in windows (`states` in the same
+    order, passage by passage), under one softmax over every window's candidate rows, as it was
+    trained (shared normalisation, Clark & Gardner 2018). A token seen by two windows keeps its
+    better value; the no-answer probability gathers every window's <s>."""
     device = net.head.weight.device
-    start, end = net(*(t.to(device) for t in pad_states(states)))
-    start, end = start.cpu(), end.cpu()
-    by_char: dict[tuple[int, int], list[float]] = {}
-    for i, w in enumerate(passage_windows):
-        rows = slice(w.offset, w.offset + len(w.starts))
-        s_logp = torch.log_softmax(start[i, rows], dim=0).numpy()
-        e_logp = torch.log_softmax(end[i, rows], dim=0).numpy()
-        for j, key in enumerate(zip(w.starts.tolist(), w.ends.tolist())):
-            old = by_char.get(key)
-            by_char[key] = [s_logp[j], e_logp[j]] if old is None else [max(old[0], s_logp[j]), max(old[1], e_logp[j])]
-    keys = sorted(by_char)
-    values = np.array([by_char[k] for k in keys], dtype=np.float32).reshape(-1, 2)
-    spans = np.array(keys, dtype=np.int32).reshape(-1, 2)
-    return Reading(spans[:, 0], spans[:, 1], values[:, 0], values[:, 1])
+    flat = [w for ws in passage_windows for w in ws]
+    start, end = (t.float().cpu() for t in net(*(t.to(device) for t in pad_states(states))))
+    rows = [candidate_rows(w) for w in flat]
+    logp = []
+    for logits in (start, end):
+        total = torch.logsumexp(torch.cat([logits[i, r] for i, r in enumerate(rows)]), 0)
+        logp.append((logits - total).numpy())
+    s_logp, e_logp = logp
+    no_answer = sum(float(np.logaddexp.reduce(lp[: len(flat), 0])) for lp in logp)
+    out, at = [], 0
+    for ws in passage_windows:
+        by_char: dict[tuple[int, int], list[float]] = {}
+        for i, w in enumerate(ws, start=at):
+            for j, key in enumerate(zip(w.starts.tolist(), w.ends.tolist()), start=w.offset):
+                old = by_char.get(key)
+                new = [float(s_logp[i, j]), float(e_logp[i, j])]
+                by_char[key] = new if old is None else [max(old[0], new[0]), max(old[1], new[1])]
+        at += len(ws)
+        keys = sorted(by_char)
+        values = np.array([by_char[k] for k in keys], dtype=np.float32).reshape(-1, 2)
+        spans = np.array(keys, dtype=np.int32).reshape(-1, 2)
+        out.append(Reading(spans[:, 0], spans[:, 1], values[:, 0], values[:, 1]))
+    return Readings(out, no_answer)
 
 
 def load_reader(path: Path, model: Path | BaseModel) -> ReaderNet:

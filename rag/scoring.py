@@ -65,12 +65,12 @@ class AnswerScoring:
     # `span_max_words` words (or a whole phrase), ranked by the trained `span_model`.
     span_sentences: int = 3
     span_max_words: int = 10
-    # With the fine-tuned reader (Config.answer_reader): passages it reads (each costs a 12-layer
-    # pass, ~300 ms on 2 cores), and the log-probability a passage's span gives up per rank below
-    # the first when choosing among them. ARCD fold 0 held out (eval/ANSWERS.md): short F1 0.393
-    # reading 1; 0.397 reading 2 with 1.5 per rank, 0.304 with none (every passage offers a
-    # confident span): not worth twice the time.
-    reader_passages: int = 1
+    # With the fine-tuned reader (Config.answer_reader): passages it reads together, and the
+    # log-probability a passage's span gives up per rank below the first when choosing among them.
+    # Reader v4 was trained to compare spans across passages (shared normalisation): ARCD 5-fold
+    # held out through the pipeline, short F1 0.467 reading the top 3 (eval/ANSWERS.md). Readers
+    # before it were not (v1, fold 0: 0.393 reading 1, 0.304 reading 2 with no penalty).
+    reader_passages: int = 3
     reader_rank_penalty: float = 0.0
     # Loaded on first use, so `python -m eval.train_span` can build a pipeline before any weights
     # exist for the current features.

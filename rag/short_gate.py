@@ -39,6 +39,7 @@ FEATURES = (
     "log_words",
     "cross_language",
     "top_sentence",
+    "reader_margin",
 )
 _DIGIT_RE = re.compile(r"[0-9٠-٩]")
 # Counts written as words: Arabic stems (the masculine and feminine forms share them) and English.
@@ -87,11 +88,13 @@ def gate_features(
     confidence: float,
     cross_language: bool,
     sentence_rank: int = 0,
+    margin: float = 0.0,
 ) -> dict[str, float]:
     """The model's inputs for one short answer (`by`: "reader", "span_ranker" or "sentence";
     `probability`: the span model's own probability of the span among its candidates;
     `sentence_rank`: where the sentence holding it stands in the evidence ranking, 0 the best:
-    a span the reader and the sentence ranker agree on is more often right)."""
+    a span the reader and the sentence ranker agree on is more often right; `margin`: the
+    reader's log-odds of the span against "no answer here", clipped to ±10)."""
     reader = float(by == "reader")
     return {
         "reader": reader,
@@ -104,6 +107,7 @@ def gate_features(
         "log_words": math.log1p(len(span.split())),
         "cross_language": float(cross_language),
         "top_sentence": float(sentence_rank == 0),
+        "reader_margin": reader * max(-10.0, min(10.0, float(margin))),
     }
 
 

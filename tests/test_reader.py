@@ -119,14 +119,36 @@ def test_read_merges_overlapping_windows(base: BaseModel) -> None:
     states, _, _ = _tiny_case()
     a = Window(np.zeros(20, np.int32), 3, np.array([0, 4, 8]), np.array([3, 7, 11]))
     b = Window(np.zeros(20, np.int32), 3, np.array([8, 12]), np.array([11, 15]))
-    merged = read(net, [a, b], [states[:22], states[:22]])
-    only_a, only_b = read(net, [a], [states[:22]]), read(net, [b], [states[:22]])
-    assert merged.starts.tolist() == [0, 4, 8, 12] and merged.ends.tolist() == [3, 7, 11, 15]
-    # Each window's probabilities sum to one over its own tokens; a shared token keeps the better.
-    assert np.allclose(np.exp(only_a.start_logp).sum(), 1.0, atol=1e-5)
-    assert np.allclose(merged.start_logp[:2], only_a.start_logp[:2])
-    assert merged.start_logp[2] == max(only_a.start_logp[2], only_b.start_logp[0])
-    assert merged.end_logp[3] == only_b.end_logp[1]
+    merged = read(net, [[a, b]], [states[:22], states[:22]])
+    # The same windows read as two passages: the same softmax, so the same numbers per token.
+    apart = read(net, [[a], [b]], [states[:22], states[:22]])
+    [one], (only_a, only_b) = merged.passages, apart.passages
+    assert one.starts.tolist() == [0, 4, 8, 12] and one.ends.tolist() == [3, 7, 11, 15]
+    # A token both windows saw keeps the better value.
+    assert np.allclose(one.start_logp[:2], only_a.start_logp[:2])
+    assert one.start_logp[2] == max(only_a.start_logp[2], only_b.start_logp[0])
+    assert one.end_logp[3] == only_b.end_logp[1]
+    assert merged.no_answer == pytest.approx(apart.no_answer)
+
+
+def test_passages_read_together_share_one_softmax_with_no_answer(base: BaseModel) -> None:
+    # One softmax over every passage token of every window and each window's <s>: what is not on
+    # the passages' tokens is the no-answer probability, for the start and for the end alike.
+    torch.manual_seed(3)
+    net = ReaderNet(base, FIRST, "lora", 4)
+    with torch.no_grad():
+        net.head.weight.normal_(0, 0.5)
+    states, _, _ = _tiny_case()
+    a = Window(np.zeros(20, np.int32), 3, np.array([0, 4, 8]), np.array([3, 7, 11]))
+    b = Window(np.zeros(20, np.int32), 5, np.array([0, 6]), np.array([5, 9]))
+    readings = read(net, [[a], [b]], [states[:22], states[:22]])
+    start = sum(np.exp(r.start_logp).sum() for r in readings.passages)
+    end = sum(np.exp(r.end_logp).sum() for r in readings.passages)
+    assert 0 < start < 1 and 0 < end < 1
+    assert readings.no_answer == pytest.approx(np.log(1 - start) + np.log(1 - end), abs=1e-4)
+    # Read alone, a passage's tokens hold more of the mass than beside another.
+    alone = read(net, [[a]], [states[:22]])
+    assert np.exp(alone.passages[0].start_logp).sum() > np.exp(readings.passages[0].start_logp).sum()
 
 
 def test_saved_reader_loads_back_with_the_same_outputs(base: BaseModel, tmp_path: Path) -> None:

@@ -18,6 +18,7 @@ from rag.readernet import BottomNet, load_base, pack_base, q8, unpack_base, wind
 from rag.tokens import PASSAGE_PREFIX, QUERY_PREFIX, token_encoder
 
 PASSAGE = "افتتح وزير الدفاع الصيني المؤتمر في بكين يوم الاثنين بحضور وفود من أكثر من ثلاثين دولة. " * 4
+OTHER = "استقبلت العاصمة الروسية وفودا عسكرية من دول آسيوية وأفريقية لمناقشة قضايا الأمن الإقليمي."
 
 
 def _sequences() -> list[np.ndarray]:
@@ -64,18 +65,25 @@ def test_a_pack_round_trips_examples_and_the_base(tmp_path: Path) -> None:
     encoder = token_encoder()
     question = encoder.tokenize("من افتتح المؤتمر؟", QUERY_PREFIX, 64)[0]
     ws = windows(question, encoder.tokenize(PASSAGE, PASSAGE_PREFIX, 10_000), encoder.eos, 96, 16)
-    data = [Example(["وزير الدفاع الصيني"], PASSAGE, ws, [], [(5, 7)] + [(0, 0)] * (len(ws) - 1), "arcd", 3)]
+    other = windows(question, encoder.tokenize(OTHER, PASSAGE_PREFIX, 10_000), encoder.eos, 96, 16)
+    targets = [(5, 7)] + [(0, 0)] * (len(ws) + len(other) - 1)
+    data = [
+        Example(["وزير الدفاع الصيني"], PASSAGE, ws + other, [], targets, "arcd", 3, [OTHER], [len(ws), len(other)])
+    ]
+    ws = ws + other
     path = tmp_path / "pack.npz"
     write_pack(path, data, encoder)
     base, got = read_pack(path, 4, "cpu")
     assert base.digest == load_base(encoder.model_path, 4).digest
     [ex] = got
-    assert (ex.answers, ex.passage, ex.targets, ex.dataset, ex.fold) == (
+    assert (ex.answers, ex.passage, ex.targets, ex.dataset, ex.fold, ex.distractors, ex.counts) == (
         data[0].answers,
         PASSAGE,
         data[0].targets,
         "arcd",
         3,
+        [OTHER],
+        data[0].counts,
     )
     for mine, theirs, states, engine in zip(
         ex.windows, ws, ex.states, encoder.forward([w.ids for w in ws], 4), strict=True
@@ -91,7 +99,10 @@ def test_a_pack_trains_a_reader_where_neither_the_engine_nor_langchain_is(tmp_pa
     encoder = token_encoder()
     question = encoder.tokenize("من افتتح المؤتمر؟", QUERY_PREFIX, 64)[0]
     ws = windows(question, encoder.tokenize(PASSAGE, PASSAGE_PREFIX, 10_000), encoder.eos, 96, 16)
-    data = [Example(["وزير"], PASSAGE, ws, [], [(3, 3)] * len(ws), "arcd", fold) for fold in (0, 1)]
+    other = windows(question, encoder.tokenize(OTHER, PASSAGE_PREFIX, 10_000), encoder.eos, 96, 16)
+    targets = [(3, 3)] * len(ws) + [(0, 0)] * len(other)
+    counts = [len(ws), len(other)]
+    data = [Example(["وزير"], PASSAGE, ws + other, [], targets, "arcd", fold, [OTHER], counts) for fold in (0, 1)]
     pack = tmp_path / "pack.npz"
     write_pack(pack, data, encoder)
     blocker = tmp_path / "sitecustomize.py"
@@ -115,5 +126,6 @@ def test_a_pack_trains_a_reader_where_neither_the_engine_nor_langchain_is(tmp_pa
         timeout=600,
     )
     assert run.returncode == 0, run.stderr[-3000:]
-    assert json.loads(report.read_text())["arcd"]["questions"] == 2.0
+    scores = json.loads(report.read_text())["arcd"]
+    assert scores["questions"] == 2.0 and {"f1_among", "refused_distractors", "refused_with_gold"} <= set(scores)
     assert (tmp_path / "reader.npz").stat().st_size > 0
