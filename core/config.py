@@ -68,9 +68,11 @@ class Config(BaseSettings):
     cross_language_abstain_threshold: float = Field(0.24, ge=-1.0, le=1.0)
     # Answer sentences embedded per question (the answerer's main cost, ~30 ms each; see rag/answer.py).
     answer_dense_sentences: int = Field(2, ge=0, le=50)
-    # The fine-tuned reader picks the short answer (rag/reader.py): better spans, slower answers
-    # (eval/RESULTS.md and eval/BENCHMARKS.md have both numbers).
-    answer_reader: bool = False
+    # The fine-tuned reader picks the short answer (rag/reader.py), reading the top passages
+    # together: on by default since reader v4 (held out it beats the span ranker on every set, and
+    # the whole answer stays within the latency targets: eval/ANSWERS.md, eval/BENCHMARKS.md).
+    # Off (RAG_ANSWER_READER=0, --no-reader): the span ranker, faster and without torch's memory.
+    answer_reader: bool = True
     # A short answer is shown in bold only when its calibrated probability of being right reaches
     # this (rag/short_gate.py); -1: the threshold fitted held out for 0.80 precision
     # (rag/short_gate.json, eval/ANSWERS.md); 0: every short answer shown, as before the gate.
@@ -175,7 +177,7 @@ _FLAGS: dict[str, tuple[str, str]] = {
     "llm_base_url": ("--llm-base-url", "OpenAI-compatible endpoint; enables LLM answers"),
     "llm_model": ("--llm-model", "model name at the LLM endpoint"),
     "llm_timeout_s": ("--llm-timeout", "LLM request timeout in seconds"),
-    "answer_reader": ("--reader", "the fine-tuned reader picks the short answer: better spans, slower answers"),
+    "answer_reader": ("--reader", "the fine-tuned reader picks the short answer (--no-reader: the span ranker)"),
     "ui_host": ("--host", "address to bind (others than loopback need RAG_UI_USERNAME/PASSWORD)"),
     "ui_port": ("--port", "port"),
     "api_host": ("--host", "address to bind (others than loopback need RAG_API_KEY)"),
@@ -193,7 +195,7 @@ def add_arguments(parser: argparse.ArgumentParser, *names: str) -> None:
             default = default.relative_to(PROJECT_ROOT)
         kwargs: dict[str, Any] = {"dest": name, "default": None, "help": f"{help_text} (default: {default or 'unset'})"}
         if field.annotation is bool:
-            kwargs.update(action="store_const", const=True)
+            kwargs.update(action=argparse.BooleanOptionalAction)
         elif values := choices(name):
             kwargs["choices"] = values
         elif field.annotation in (int, float, Path):

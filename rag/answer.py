@@ -23,7 +23,7 @@ from index.arabic import language, question_type, skeleton, terms, trim_answer
 from index.embed import VectorEmbeddings
 from rag.extract import Sentence, Span, SpanReader, sentence_candidates, span_candidates
 from rag.scoring import AnswerScoring
-from rag.short_gate import gate_features
+from rag.short_gate import gate_features, type_mismatch
 
 ABSTAIN_MESSAGE = {
     "ar": "لا أجد إجابة لهذا السؤال في المستندات المتاحة.",
@@ -289,12 +289,15 @@ class ExtractiveAnswerer(RunnableSerializable[dict[str, Any], Answer]):
     def _read(
         self, reader: SpanReader, question: str, passages: list[Document], sentences: list[Sentence]
     ) -> Span | None:
-        """The reader's best span over the best `reader_passages` passages, inside the evidence
-        sentence it overlaps most (None if it overlaps none: a title or a fragment)."""
+        """The reader's best span over the best `reader_passages` passages (the best of the kind
+        the question asks for, when it offers one: a count for "how many", a date for "when"),
+        inside the evidence sentence it overlaps most (None if it overlaps none: a title or a fragment)."""
         found = reader.read(question, [p.page_content for p in passages[: self.scoring.reader_passages]])
         if not found:
             return None
-        best = max(found, key=lambda r: r.score - self.scoring.reader_rank_penalty * r.passage)
+        ranked = sorted(found, key=lambda r: r.score - self.scoring.reader_rank_penalty * r.passage, reverse=True)
+        typed = [r for r in ranked if not type_mismatch(question, passages[r.passage].page_content[r.start : r.end])]
+        best = (typed or ranked)[0]
         text = passages[best.passage].page_content
         start, end = trim_answer(text, best.start, best.end)
         overlap = [

@@ -114,9 +114,14 @@ class Pipeline:
         self._lock = threading.RLock()
         self.follow_ups = FollowUpResolver()
         self._reader_lock = threading.Lock()
-        # Loaded at start when it is the configured default (a missing library or weights file
-        # fails then, not at the first question), else on the first question that asks for it.
-        self.reader: SpanReader | None = self._load_reader() if config.answer_reader else None
+        # Whether questions are read by default: as configured, where the reader's library is
+        # built (`make`); else the span ranker answers, said once in the log.
+        self.reads = config.answer_reader and reader_available()
+        if config.answer_reader and not self.reads and log:
+            log("The answer reader's library is not built (run `make`): short answers come from the span ranker.")
+        # Loaded at start when it is the default (a broken weights file fails then, not at the
+        # first question), else on the first question that asks for it.
+        self.reader: SpanReader | None = self._load_reader() if self.reads else None
         # What the folder holds that the index does not (shown by /healthz); none for an index given.
         self.drift = Drift([], [], [])
         if index is None:
@@ -126,7 +131,7 @@ class Pipeline:
     def reload(self, index: store.StoredIndex) -> None:
         """Swap in a new index (after an upload or rebuild); in-flight questions finish on the old one."""
         retriever = HybridRetriever.from_config(self.config, index, self.embedder)
-        default_reader = self.reader if self.config.answer_reader else None
+        default_reader = self.reader if self.reads else None
         answerer = ExtractiveAnswerer.from_config(
             self.config, self.embedder, retriever.bm25.term_weight, default_reader
         )
@@ -155,7 +160,7 @@ class Pipeline:
         built on the first question that asks for it (loading the reader if that is what it
         needs), and again after each reload."""
         with self._lock:
-            if read == self.config.answer_reader:
+            if read == self.reads:
                 return self.chains["extractive"]
             chain, retriever = self._switched, self.retriever
         if chain is None:

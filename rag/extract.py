@@ -148,7 +148,7 @@ class ReadSpan:
 
 @runtime_checkable
 class SpanReader(Protocol):
-    """What the answerer needs of a reader (rag/reader.py's fine-tuned one): the best span of each
+    """What the answerer needs of a reader (rag/reader.py's fine-tuned one): the best spans of each
     passage for a question, the passages read together, so the answerer does not import torch
     unless a reader is switched on."""
 

@@ -29,15 +29,20 @@ from rag.tokens import PASSAGE_PREFIX, QUERY_PREFIX, TokenEncoder, token_encoder
 
 # The shipped reader (python -m eval.train_reader --out rag/reader.npz).
 READER_WEIGHTS = Path(__file__).resolve().with_name("reader.npz")
+# Spans offered per passage, best first: the answerer takes the best one of the kind the question
+# asks for (a count for "كم"/"قديش"/"how many", a date for "متى"/"when"), which the reader alone
+# does not always rank first.
+SPANS_PER_PASSAGE = 5
 
 
 class AnswerReader:
     """Question + passages -> the reader's best span in each (a `SpanReader`): the C engine runs
     the frozen bottom layers, the tuned top layers and the head run here."""
 
-    def __init__(self, encoder: TokenEncoder, net: ReaderNet) -> None:
+    def __init__(self, encoder: TokenEncoder, net: ReaderNet, spans_per_passage: int = SPANS_PER_PASSAGE) -> None:
         self.encoder = encoder
         self.net = net
+        self.spans_per_passage = spans_per_passage
 
     @classmethod
     def load(cls, weights: Path) -> AnswerReader:
@@ -45,8 +50,9 @@ class AnswerReader:
         return cls(encoder, load_reader(weights, encoder.model_path))
 
     def read(self, question: str, passages: list[str]) -> list[ReadSpan]:
-        """The best span of each passage with text, all passages in one batch under one softmax
-        (the reader was trained so: shared normalisation), and the no-answer log-probability."""
+        """The best spans of each passage with text (`spans_per_passage`, best first), all passages
+        in one batch under one softmax (the reader was trained so: shared normalisation), and the
+        no-answer log-probability."""
         q_ids = self.encoder.tokenize(question, QUERY_PREFIX, QUESTION_TOKENS)[0]
         kept, groups = [], []
         for i, text in enumerate(passages):
@@ -58,8 +64,8 @@ class AnswerReader:
             return []
         states = self.encoder.forward([w.ids for ws in groups for w in ws], self.net.first)
         readings = read(self.net, groups, states)
-        out = []
-        for i, reading in zip(kept, readings.passages, strict=True):
-            score, start, end = reading.best(MAX_ANSWER_TOKENS)
-            out.append(ReadSpan(i, start, end, score, readings.no_answer))
-        return out
+        return [
+            ReadSpan(i, start, end, score, readings.no_answer)
+            for i, reading in zip(kept, readings.passages, strict=True)
+            for score, start, end in reading.top(MAX_ANSWER_TOKENS, self.spans_per_passage)
+        ]

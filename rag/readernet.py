@@ -401,11 +401,17 @@ class Reading:
 
     def best(self, max_tokens: int) -> tuple[float, int, int]:
         """(log-probability, start, end) of the best span of at most `max_tokens` tokens."""
-        n = len(self.starts)
+        return self.top(max_tokens, 1)[0]
+
+    def top(self, max_tokens: int, n: int) -> list[tuple[float, int, int]]:
+        """The `n` best spans of at most `max_tokens` tokens, best first, as `best` gives one."""
+        tokens = len(self.starts)
         scores = self.start_logp[:, None] + self.end_logp[None, :]
-        allowed = np.triu(np.ones((n, n), dtype=bool)) & ~np.triu(np.ones((n, n), dtype=bool), max_tokens)
-        flat = int(np.argmax(np.where(allowed, scores, -np.inf)))
-        return float(scores.flat[flat]), int(self.starts[flat // n]), int(self.ends[flat % n])
+        ones = np.ones((tokens, tokens), dtype=bool)
+        allowed = np.triu(ones) & ~np.triu(ones, max_tokens)
+        flat = np.where(allowed, scores, -np.inf).ravel()
+        order = np.argsort(-flat, kind="stable")[: min(n, int(allowed.sum()))]
+        return [(float(flat[k]), int(self.starts[k // tokens]), int(self.ends[k % tokens])) for k in order]
 
 
 def pad_states(states: Sequence[np.ndarray | torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -78,10 +78,13 @@ def test_a_switch_flag_turns_a_setting_on_and_leaves_the_env_alone_when_absent(m
     parser = argparse.ArgumentParser()
     add_arguments(parser, "answer_reader")
     assert Config.from_args(parser.parse_args(["--reader"])).answer_reader is True
+    assert Config.from_args(parser.parse_args(["--no-reader"])).answer_reader is False
     monkeypatch.setenv("RAG_ANSWER_READER", "1")
     assert Config.from_args(parser.parse_args([])).answer_reader is True
+    assert Config.from_args(parser.parse_args(["--no-reader"])).answer_reader is False
     monkeypatch.setenv("RAG_ANSWER_READER", "0")
     assert Config.from_args(parser.parse_args([])).answer_reader is False
+    assert Config.from_args(parser.parse_args(["--reader"])).answer_reader is True
     with pytest.raises(SystemExit):
         parser.parse_args(["--reader", "yes"])
 

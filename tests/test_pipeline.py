@@ -222,7 +222,7 @@ def test_short_answer_is_verbatim_at_its_offsets_and_highlighted(all_shown: Pipe
 
 @pytest.fixture(scope="module")
 def reader_pipeline(seeds_index: SeedsIndex) -> Pipeline:
-    """The seeds with the shipped fine-tuned reader switched on (RAG_ANSWER_READER=1)."""
+    """The seeds with the shipped fine-tuned reader (the default) and every short answer shown."""
     return Pipeline(seeds_index.config.replace(answer_reader=True, short_answer_threshold=0.0), index=seeds_index.index)
 
 
@@ -250,7 +250,9 @@ def test_the_shipped_reader_answers_with_a_verbatim_span(
 
 
 def test_a_question_switches_the_reader_on_or_off(seeds_index: SeedsIndex, reader_pipeline: Pipeline) -> None:
-    plain = Pipeline(seeds_index.config.replace(short_answer_threshold=0.0), index=seeds_index.index)
+    plain = Pipeline(
+        seeds_index.config.replace(answer_reader=False, short_answer_threshold=0.0), index=seeds_index.index
+    )
     question = 'Which Chinese defense minister warned against "playing with fire"?'
     ranked = plain.ask(question).short_answer
     assert plain.reader is None and "لي شانغفو" not in ranked  # the span ranker misses it

@@ -278,7 +278,8 @@ def test_the_readers_span_loses_the_punctuation_at_its_edges() -> None:
 
 def test_the_reader_reads_only_the_best_passages_and_ranks_them() -> None:
     reader = FixedReader(1, "أغسطس من عام 2023")
-    question = "متى انعقد المؤتمر؟"
+    # A question of no particular kind ("when" would pass over the first passage's dateless span).
+    question = "ماذا جرى في المؤتمر؟"
     one = _answerer(reader, reader_passages=1).invoke({"question": question, "documents": _documents()})
     assert reader.calls[-1][1] == PASSAGES[:1]
     assert one.short_answer != "أغسطس من عام 2023"  # passage 2 was not read
@@ -289,6 +290,47 @@ def test_the_reader_reads_only_the_best_passages_and_ranks_them() -> None:
         {"question": question, "documents": _documents()}
     )
     assert ranked.short_answer != "أغسطس من عام 2023"
+
+
+class RankedReader:
+    """A `SpanReader` offering several spans of the first passage, best first, with their scores."""
+
+    def __init__(self, *offered: tuple[str, float]) -> None:
+        self.offered = offered
+
+    def read(self, question: str, passages: list[str]) -> list[ReadSpan]:
+        return [
+            ReadSpan(0, passages[0].index(text), passages[0].index(text) + len(text), score, -3.0)
+            for text, score in self.offered
+        ]
+
+
+def test_the_readers_best_span_of_the_asked_kind_wins() -> None:
+    # "How many" takes the best span holding a count, though the reader ranks a name first (the
+    # shipped reader answered «الصين وإيران» to "قديش مندوب حضر مؤتمر موسكو 2023؟").
+    reader = RankedReader(("مؤتمر موسكو", -0.5), ("76 دولة", -1.5), ("المؤتمر", -2.0))
+    question = {"question": "كم عدد الدول المشاركة في المؤتمر؟", "documents": _documents()}
+    answer = _answerer(reader).invoke(question)
+    assert answer.short_answer == "76 دولة"
+    assert answer.short_answer_check["features"]["reader_margin"] == pytest.approx(-1.5 + 3.0)
+    # A question that asks for no particular kind takes the reader's first choice.
+    reader = RankedReader(("مندوبون من 76 دولة", -0.5), ("76 دولة", -1.5))
+    answer = _answerer(reader).invoke({"question": "من شارك في المؤتمر؟", "documents": _documents()})
+    assert answer.short_answer == "مندوبون من 76 دولة"
+    # When no offered span is of the asked kind, the best one stays (the gate then says wrong_type).
+    reader = RankedReader(("مندوبون", -0.5), ("المؤتمر", -1.0))
+    assert _answerer(reader).invoke(question).short_answer == "مندوبون"
+
+
+def test_reading_offers_the_n_best_spans_best_first() -> None:
+    starts, ends = np.array([0, 4, 8, 12]), np.array([3, 7, 11, 15])
+    reading = Reading(starts, ends, np.log([0.1, 0.6, 0.2, 0.1]), np.log([0.7, 0.05, 0.05, 0.2]))
+    top = reading.top(max_tokens=4, n=3)
+    assert top[0] == reading.best(max_tokens=4)
+    assert [s for s, _, _ in top] == sorted((s for s, _, _ in top), reverse=True)
+    assert len({(a, b) for _, a, b in top}) == 3 and all(a < b for _, a, b in top)
+    # Never more than the allowed spans: 4 tokens, at most 2 long -> 4 + 3 spans.
+    assert len(reading.top(max_tokens=2, n=50)) == 7
 
 
 def test_a_span_outside_every_evidence_sentence_falls_back_to_the_span_ranker() -> None:
@@ -320,10 +362,14 @@ def test_an_english_question_about_arabic_text_is_read_too() -> None:
 
 def test_answer_reader_reads_real_passages_with_the_engine(base: BaseModel) -> None:
     torch.manual_seed(0)
-    reader = AnswerReader(token_encoder(), ReaderNet(base, FIRST, "lora", 4))
+    reader = AnswerReader(token_encoder(), ReaderNet(base, FIRST, "lora", 4), spans_per_passage=3)
     spans = reader.read("كم عدد الدول المشاركة؟", [PASSAGES[0], "   ", PASSAGES[1] * 40])
-    # One span per passage with text (a blank one has none), inside it, at most MAX_ANSWER_TOKENS long.
-    assert [s.passage for s in spans] == [0, 2]
+    # Three spans per passage with text (a blank one has none), best first, inside it, at most
+    # MAX_ANSWER_TOKENS long, and one no-answer score for the passages read together.
+    assert [s.passage for s in spans] == [0, 0, 0, 2, 2, 2]
+    assert spans[0].score >= spans[1].score >= spans[2].score and len({s.no_answer for s in spans}) == 1
+    # Under one softmax: the spans and "no answer" are each less likely than all of them together.
+    assert np.logaddexp.reduce([spans[0].score, spans[3].score, spans[0].no_answer]) <= 1e-6
     for s in spans:
         text = [PASSAGES[0], "", PASSAGES[1] * 40][s.passage]
         assert 0 <= s.start < s.end <= len(text) and s.score <= 0.0

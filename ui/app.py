@@ -307,7 +307,7 @@ def build_app(pipeline: Pipeline, i18n: gr.I18n) -> gr.Blocks:
                 )
                 show_scores = gr.Checkbox(value=False, label=i18n("show_scores"))
                 use_reader = gr.Checkbox(
-                    value=config.answer_reader,
+                    value=pipeline.reads,
                     label=i18n("use_reader"),
                     visible=reader_available(),
                     elem_id="use-reader",
