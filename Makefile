@@ -42,9 +42,9 @@ ask: $(VENV)/.installed $(NATIVE)
 test: $(VENV)/.installed $(NATIVE)
 	$(PY) -m ruff check .
 	$(PY) -m mypy
-	$(PY) -m tests.milvus_server install
+	$(PY) -m eval.milvus_server install
 	$(PY) -m pytest -q -m "not milvus_server"
-	$(PY) -m tests.milvus_server loopback -- $(PY) -m pytest -q -m milvus_server
+	$(PY) -m eval.milvus_server loopback -- $(PY) -m pytest -q -m milvus_server
 
 test-fast: $(VENV)/.installed $(NATIVE)
 	$(PY) -m pytest -q -m unit

@@ -25,11 +25,11 @@ from api.errors import APIError, install_handlers
 from api.security import Limits, RateLimiter, SecurityMiddleware, parse_rate
 from core.config import Config
 from core.errors import UserError
+from index.library import DocumentLibrary
 from index.store import IndexProblem
 from rag.answer import Answer
 from rag.chain import Pipeline, QuestionError
 from rag.llm import REQUEST_OPTIONS, TokenFn
-from ui.documents import DocumentLibrary
 
 log = logging.getLogger("api")
 T = TypeVar("T")

@@ -19,9 +19,9 @@ from pydantic import BaseModel, Field
 
 from api.app import MAX_UPLOAD_FILES, Service, service_of
 from api.errors import APIError
+from index.library import DocumentLibrary, RestoreFailed
 from index.trash import NotMoved, TrashError
 from rag.chain import reader_available
-from ui.documents import DocumentLibrary, RestoreFailed
 
 router = APIRouter()
 _COPY_CHUNK = 2**20

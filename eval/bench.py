@@ -631,20 +631,20 @@ def _milvus_latency(corpus: SyntheticCorpus, retriever: HybridRetriever, questio
 def bench_milvus_server(
     corpus: SyntheticCorpus | None, sizes: list[int], config: Config, workdir: Path, questions: int
 ) -> dict[str, Any]:
-    """A real Milvus server (tests/milvus_server.py, HNSW, searches at "Bounded"): hybrid retrieval on
+    """A real Milvus server (eval/milvus_server.py, HNSW, searches at "Bounded"): hybrid retrieval on
     the seeds beside FAISS in the same minute, then per synthetic size the write rate, dense and
     hybrid latency, and what each app process pays at start-up for the BM25 side (reading every
     chunk back, building BM25: seconds and resident MB). Skipped, with the reason, where the server
     cannot run (not installed, or not inside a loopback-only network namespace)."""
+    from eval import milvus_server
     from index.milvus import MilvusStore
-    from tests import milvus_server
 
     if not milvus_server.installed():
-        return {"skipped": "no Milvus server installed (python -m tests.milvus_server install)"}
+        return {"skipped": "no Milvus server installed (python -m eval.milvus_server install)"}
     if not milvus_server.loopback_only():
         return {
             "skipped": "not in a loopback-only network namespace (run the bench through "
-            "`python -m tests.milvus_server loopback -- python -m eval.bench`)"
+            "`python -m eval.milvus_server loopback -- python -m eval.bench`)"
         }
     out: dict[str, Any] = {"version": milvus_server.VERSION, "load_average_before": os.getloadavg()[0], "rows": []}
     with milvus_server.running(workdir / "milvus-server") as server:
@@ -699,7 +699,7 @@ def _milvus_server_lines(result: dict[str, Any] | None, measured: dict[str, str]
         return ["## Milvus server", "", f"Skipped: {result['skipped']}.", ""]
     faiss_p50, server_p50 = result["seeds_faiss"]["p50_ms"], result["seeds_server"]["p50_ms"]
     run = (
-        f"Measured on {measured['date']} by `python -m tests.milvus_server loopback -- {measured['command']}`. "
+        f"Measured on {measured['date']} by `python -m eval.milvus_server loopback -- {measured['command']}`. "
         if measured
         else ""
     )

@@ -130,9 +130,9 @@ def _checked(data: bytes, encoding: str) -> tuple[str, str]:
     try:
         text = data.decode(encoding)
     except UnicodeDecodeError as exc:
-        raise UnreadableFile(f"not valid {encoding} text although it starts with a {encoding} mark") from exc
+        raise UnreadableFile(code="unreadable_bom", params={"encoding": encoding}) from exc
     if "\x00" in text or (encoding != "utf-8-sig" and _CONTROL_RE.search(text)):
-        raise UnreadableFile("binary content, not text")
+        raise UnreadableFile(code="unreadable_binary")
     return _lines(text), encoding
 
 
@@ -154,24 +154,19 @@ def _guess(data: bytes) -> tuple[str, str]:
         readings.append((_letter_fit(text) + (_CP1256_PRIOR if codec == "cp1256" else 0.0), label, codec, text))
     if not readings:
         if b"\x00" in sample[:4096]:
-            raise UnreadableFile("binary content, not text")
-        raise UnreadableFile(
-            "not valid UTF-8, UTF-16 or Arabic text in Windows-1256, ISO-8859-6 or Mac-Arabic; save it as UTF-8"
-        )
+            raise UnreadableFile(code="unreadable_binary")
+        raise UnreadableFile(code="unreadable_encoding")
     readings.sort(key=lambda r: -r[0])  # stable: ties keep the _LEGACY order
     best = readings[0]
     rival = next((r for r in readings[1:] if r[3] != best[3]), None)
     if rival is not None and best[0] - rival[0] < _MIN_MARGIN:
-        raise UnreadableFile(
-            f"cannot tell its encoding (it reads as Arabic both as {best[1]} and as {rival[1]}); "
-            "save it as UTF-8 and index it again"
-        )
+        raise UnreadableFile(code="unreadable_ambiguous", params={"first": best[1], "second": rival[1]})
     try:
         text = data.decode(best[2])
     except UnicodeDecodeError as exc:
-        raise UnreadableFile(f"not consistently {best[1]} text (bad byte at {exc.start}); save it as UTF-8") from exc
+        raise UnreadableFile(code="unreadable_inconsistent", params={"encoding": best[1], "offset": exc.start}) from exc
     if _CONTROL_RE.search(text):
-        raise UnreadableFile(f"control characters in what reads as {best[1]} text; save it as UTF-8")
+        raise UnreadableFile(code="unreadable_control", params={"encoding": best[1]})
     return _lines(text), best[1]
 
 
@@ -220,12 +215,11 @@ def check_inside(path: Path, root: Path, follow_external_symlinks: bool = False)
     try:
         target = path.resolve(strict=True)
     except (OSError, RuntimeError) as exc:  # a dangling link or a loop
-        raise UnreadableFile(f"broken symlink: {getattr(exc, 'strerror', None) or exc}") from exc
-    if not target.is_relative_to(real_root):
         raise UnreadableFile(
-            "symlink to a file outside the documents folder, not followed (move the file into the folder, "
-            "or allow such links with RAG_FOLLOW_EXTERNAL_SYMLINKS=1, Config.follow_external_symlinks)"
-        )
+            code="unreadable_broken_link", params={"error": getattr(exc, "strerror", None) or exc}
+        ) from exc
+    if not target.is_relative_to(real_root):
+        raise UnreadableFile(code="unreadable_outside")
 
 
 def load_file(
@@ -237,34 +231,33 @@ def load_file(
     """
     suffix = Path(name or path.name).suffix.lower()
     if suffix not in SUPPORTED_SUFFIXES:
-        raise UnreadableFile(f"unsupported type {suffix or '(none)'}; use .txt, .md, .pdf, .docx, .html or an image")
+        raise UnreadableFile(code="unreadable_type", params={"suffix": suffix or "(none)"})
     if root is not None:
         check_inside(path, root, follow_external_symlinks)
     size = path.stat().st_size
     limit = formats.MAX_BYTES.get(suffix, MAX_FILE_BYTES)
     if size > limit:
-        raise UnreadableFile(f"{size / 2**20:.0f} MB is over the {limit // 2**20} MB limit for {suffix} files")
+        raise UnreadableFile(
+            code="unreadable_size", params={"size": f"{size / 2**20:.0f}", "limit": limit // 2**20, "suffix": suffix}
+        )
     data = path.read_bytes()
     extra: dict[str, Any] = {}
     if suffix in formats.SUFFIXES:
         try:
             found = formats.extract(data, suffix)
         except formats.FormatError as exc:
-            raise UnreadableFile(str(exc)) from exc
+            raise UnreadableFile.like(exc) from exc
         text, encoding, extra = found.text, found.kind, found.metadata()
     else:
         text, encoding = decode(data)
         if suffix == ".md" and (headings := formats.markdown_sections(text)):
             extra["sections"] = headings
     if not text.strip():
-        raise UnreadableFile("empty file")
+        raise UnreadableFile(code="unreadable_empty")
     if not _WORD_RE.search(text):
-        raise UnreadableFile(
-            f"no text: only runs of over {MAX_RUN_CHARS} characters without a space (base64 or other data), "
-            "which are not indexed"
-        )
+        raise UnreadableFile(code="unreadable_no_words", params={"limit": MAX_RUN_CHARS})
     if len(text) > formats.MAX_TEXT_CHARS:  # plain text, Markdown, OCR and PDF (DOCX, HTML stop early)
-        raise UnreadableFile(formats.too_long(len(text)))
+        raise UnreadableFile.like(formats.too_long(len(text)))
     source = name or path.name
     return Document(
         page_content=text,

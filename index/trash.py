@@ -40,7 +40,9 @@ class NotMoved(TrashError):
 
     def __init__(self, name: str, reason: str) -> None:
         super().__init__(
-            f"could not move {name} to the trash ({reason})", "the documents folder must be writable by the app"
+            hint="the documents folder must be writable by the app",
+            code="trash_not_moved",
+            params={"name": name, "reason": reason},
         )
         self.name, self.reason = name, reason
 
@@ -102,7 +104,7 @@ class Trash:
         """Move docs_dir/name into the trash; raises TrashError when it is not a file of the folder."""
         source = self.docs_dir / name
         if source.is_symlink() or not source.is_file() or not source.resolve().is_relative_to(self.docs_dir.resolve()):
-            raise TrashError(f"{name} is not a file in {self.docs_dir}")
+            raise TrashError(code="trash_not_file", params={"name": name})
         claim(self.index_dir)
         item = TrashItem(
             id=f"{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}",
@@ -138,7 +140,7 @@ class Trash:
         for item in self.items():
             if item.id == item_id:
                 return item
-        raise TrashError("that document is no longer in the trash")
+        raise TrashError(code="trash_gone")
 
     def restore(self, item: TrashItem) -> str:
         """Move an item back into the documents folder under its own name, or a free variant of it

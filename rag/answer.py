@@ -292,7 +292,8 @@ class ExtractiveAnswerer(RunnableSerializable[dict[str, Any], Answer]):
         """The reader's best span over the best `reader_passages` passages (the best of the kind
         the question asks for, when it offers one: a count for "how many", a date for "when"),
         inside the evidence sentence it overlaps most (None if it overlaps none: a title or a fragment)."""
-        found = reader.read(question, [p.page_content for p in passages[: self.scoring.reader_passages]])
+        texts = [p.page_content for p in passages[: self.scoring.reader_passages]]
+        found = reader.read(question, texts, self.scoring.reader_enough)
         if not found:
             return None
         ranked = sorted(found, key=lambda r: r.score - self.scoring.reader_rank_penalty * r.passage, reverse=True)

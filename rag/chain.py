@@ -33,14 +33,8 @@ _CONTROL_RE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 
 
 class QuestionError(UserError):
-    """A question that cannot be asked (empty, too long, nothing to search for).
-
-    `key` and `params` let an interface say the same in the question's own language.
-    """
-
-    def __init__(self, message: str, key: str, **params: object) -> None:
-        super().__init__(message)
-        self.key, self.params = key, params
+    """A question that cannot be asked (empty, too long, nothing to search for); its code
+    (question_…, core/i18n.py) lets an interface say so in the question's own language."""
 
 
 def clean_question(question: str, max_chars: int) -> str:
@@ -49,21 +43,15 @@ def clean_question(question: str, max_chars: int) -> str:
     question = (question or "").encode("utf-8", "replace").decode("utf-8")
     question = _CONTROL_RE.sub(" ", question).strip()
     if not question:
-        raise QuestionError("Please type a question.", "empty")
+        raise QuestionError(code="question_empty")
     if len(question) > max_chars:
         raise QuestionError(
-            f"The question is {len(question):,} characters long; the limit is {max_chars:,}.",
-            "too_long",
-            length=f"{len(question):,}",
-            limit=f"{max_chars:,}",
+            code="question_too_long", params={"length": f"{len(question):,}", "limit": f"{max_chars:,}"}
         )
     if not has_letters(question):
         # Numbers alone are no question: every passage with a digit matches them, and the
         # answerers returned a confident span about something else.
-        raise QuestionError(
-            "The question has no words to search for (only numbers, punctuation or marks); ask it in words.",
-            "no_words",
-        )
+        raise QuestionError(code="question_no_words")
     return question
 
 
@@ -279,9 +267,7 @@ class Pipeline:
             with self._lock:
                 chain = self.chains.get(mode)
         if chain is None:
-            raise QuestionError(
-                f"Answer mode {mode!r} is not available; set RAG_LLM_BASE_URL and RAG_LLM_MODEL.", "mode_unavailable"
-            )
+            raise QuestionError(code="question_mode_unavailable")
         standalone = question
         # The LLM clock starts with the first LLM call: the rewrite, else the answer itself (which
         # then sets it), so a slow retrieval on a loaded machine does not eat the model's time.

@@ -152,7 +152,7 @@ class SpanReader(Protocol):
     passage for a question, the passages read together, so the answerer does not import torch
     unless a reader is switched on."""
 
-    def read(self, question: str, passages: list[str]) -> list[ReadSpan]: ...
+    def read(self, question: str, passages: list[str], enough: float = 1.0) -> list[ReadSpan]: ...
 
 
 def sentence_candidates(passages: list[Document], max_words: int) -> list[Sentence]:

@@ -49,10 +49,11 @@ class AnswerReader:
         encoder = token_encoder()
         return cls(encoder, load_reader(weights, encoder.model_path))
 
-    def read(self, question: str, passages: list[str]) -> list[ReadSpan]:
+    def read(self, question: str, passages: list[str], enough: float = 1.0) -> list[ReadSpan]:
         """The best spans of each passage with text (`spans_per_passage`, best first), all passages
         in one batch under one softmax (the reader was trained so: shared normalisation), and the
-        no-answer log-probability."""
+        no-answer log-probability; below `enough`, the first passage alone when its best span has
+        that probability (see readernet.read)."""
         q_ids = self.encoder.tokenize(question, QUERY_PREFIX, QUESTION_TOKENS)[0]
         kept, groups = [], []
         for i, text in enumerate(passages):
@@ -63,9 +64,9 @@ class AnswerReader:
         if not groups:
             return []
         states = self.encoder.forward([w.ids for ws in groups for w in ws], self.net.first)
-        readings = read(self.net, groups, states)
+        readings = read(self.net, groups, states, enough)
         return [
             ReadSpan(i, start, end, score, readings.no_answer)
-            for i, reading in zip(kept, readings.passages, strict=True)
+            for i, reading in zip(kept, readings.passages)  # the first alone when it was sure enough
             for score, start, end in reading.top(MAX_ANSWER_TOKENS, self.spans_per_passage)
         ]

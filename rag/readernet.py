@@ -445,28 +445,55 @@ def candidate_rows(window: Window) -> torch.Tensor:
 
 
 @torch.no_grad()
-def read(net: ReaderNet, passage_windows: list[list[Window]], states: Sequence[np.ndarray | torch.Tensor]) -> Readings:
+def read(
+    net: ReaderNet,
+    passage_windows: list[list[Window]],
+    states: Sequence[np.ndarray | torch.Tensor],
+    enough: float = 1.0,
+) -> Readings:
     """The reader's start/end log-probabilities over passages read in windows (`states` in the same
     order, passage by passage), under one softmax over every window's candidate rows, as it was
     trained (shared normalisation, Clark & Gardner 2018). A token seen by two windows keeps its
-    better value; the no-answer probability gathers every window's <s>."""
+    better value; the no-answer probability gathers every window's <s>.
+
+    With `enough` below 1 the first passage is read alone first, and when its best span has that
+    probability under its own softmax the others are not read (only the first passage's reading
+    is returned): a window's logits do not depend on the other windows, so reading on only moves
+    probability away from a span already that sure, at the cost of reading every passage."""
     device = net.head.weight.device
+
+    def logits(part: Sequence[np.ndarray | torch.Tensor]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        start, end = (t.float().cpu() for t in net(*(t.to(device) for t in pad_states(part))))
+        return list(zip(start, end, strict=True))
+
+    first = len(passage_windows[0])
+    rows = logits(states[:first])
+    if len(passage_windows) > 1:
+        if enough < 1:
+            alone = _readings(passage_windows[:1], rows)
+            if alone.passages[0].best(MAX_ANSWER_TOKENS)[0] >= math.log(enough):
+                return alone
+        rows += logits(states[first:])
+    return _readings(passage_windows, rows)
+
+
+def _readings(passage_windows: list[list[Window]], rows: list[tuple[torch.Tensor, torch.Tensor]]) -> Readings:
+    """`read`'s log-probabilities from each window's start and end logits, normalised together."""
     flat = [w for ws in passage_windows for w in ws]
-    start, end = (t.float().cpu() for t in net(*(t.to(device) for t in pad_states(states))))
-    rows = [candidate_rows(w) for w in flat]
+    candidates = [candidate_rows(w) for w in flat]
     logp = []
-    for logits in (start, end):
-        total = torch.logsumexp(torch.cat([logits[i, r] for i, r in enumerate(rows)]), 0)
-        logp.append((logits - total).numpy())
+    for k in (0, 1):
+        total = torch.logsumexp(torch.cat([rows[i][k][r] for i, r in enumerate(candidates)]), 0)
+        logp.append([(rows[i][k] - total).numpy() for i in range(len(flat))])
     s_logp, e_logp = logp
-    no_answer = sum(float(np.logaddexp.reduce(lp[: len(flat), 0])) for lp in logp)
+    no_answer = sum(float(np.logaddexp.reduce([lp[i][0] for i in range(len(flat))])) for lp in logp)
     out, at = [], 0
     for ws in passage_windows:
         by_char: dict[tuple[int, int], list[float]] = {}
         for i, w in enumerate(ws, start=at):
             for j, key in enumerate(zip(w.starts.tolist(), w.ends.tolist()), start=w.offset):
                 old = by_char.get(key)
-                new = [float(s_logp[i, j]), float(e_logp[i, j])]
+                new = [float(s_logp[i][j]), float(e_logp[i][j])]
                 by_char[key] = new if old is None else [max(old[0], new[0]), max(old[1], new[1])]
         at += len(ws)
         keys = sorted(by_char)

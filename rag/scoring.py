@@ -71,6 +71,9 @@ class AnswerScoring:
     # held out through the pipeline, short F1 0.467 reading the top 3 (eval/ANSWERS.md). Readers
     # before it were not (v1, fold 0: 0.393 reading 1, 0.304 reading 2 with no penalty).
     reader_passages: int = 3
+    # Below 1: the top passage is read alone first, and the others only when its best span's
+    # probability under its own softmax is below this (rag/readernet.py's `read`).
+    reader_enough: float = 1.0
     reader_rank_penalty: float = 0.0
     # Loaded on first use, so `python -m eval.train_span` can build a pipeline before any weights
     # exist for the current features.

@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 
 from core.config import Config
+from eval import milvus_server as server_tools
 from index.build import build_folder
 from index.embed import DEFAULT_EMBEDDER, VectorEmbeddings, load_embedder
 from rag.chain import Pipeline
-from tests import milvus_server as server_tools
 from tests.helpers import SEEDS_DIR, SeedsIndex
 
 TIERS = {
@@ -70,12 +70,12 @@ def milvus_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[server_t
     if not server_tools.installed():
         pytest.skip(
             f"Milvus server tests skipped: no server at {server_tools.VENV}; "
-            "`make test` installs it (python -m tests.milvus_server install)"
+            "`make test` installs it (python -m eval.milvus_server install)"
         )
     if not server_tools.loopback_only():
         pytest.skip(
             "Milvus server tests skipped: not in a loopback-only network namespace (the server listens on all "
-            "interfaces); `make test` runs pytest in one (python -m tests.milvus_server loopback -- pytest), "
+            "interfaces); `make test` runs pytest in one (python -m eval.milvus_server loopback -- pytest), "
             "which needs root or unprivileged user namespaces"
         )
     with server_tools.running(tmp_path_factory.mktemp("milvus-server")) as server:

@@ -25,13 +25,13 @@ import httpx
 import pytest
 
 from core.config import Config
+from eval.milvus_server import Server
 from eval.questions import load_jsonl
 from index import store
 from index.build import build_folder, store_for
 from index.embed import VectorEmbeddings
 from rag.chain import Pipeline
 from tests.helpers import QUESTIONS_DIR, REPO_ROOT, SEEDS_DIR, write_docs
-from tests.milvus_server import Server
 
 QUESTIONS = [q.question for q in load_jsonl(QUESTIONS_DIR / "seeds.jsonl")]
 NILE = (

@@ -151,6 +151,26 @@ def test_passages_read_together_share_one_softmax_with_no_answer(base: BaseModel
     assert np.exp(alone.passages[0].start_logp).sum() > np.exp(readings.passages[0].start_logp).sum()
 
 
+def test_a_sure_first_passage_is_read_alone(base: BaseModel) -> None:
+    torch.manual_seed(3)
+    net = ReaderNet(base, FIRST, "lora", 4)
+    with torch.no_grad():
+        net.head.weight.normal_(0, 0.5)
+    states, _, _ = _tiny_case()
+    a = Window(np.zeros(20, np.int32), 3, np.array([0, 4, 8]), np.array([3, 7, 11]))
+    b = Window(np.zeros(20, np.int32), 5, np.array([0, 6]), np.array([5, 9]))
+    both = read(net, [[a], [b]], [states[:22], states[:22]])
+    alone = read(net, [[a]], [states[:22]])
+    sure = float(np.exp(alone.passages[0].best(4)[0]))
+    # Sure enough: the second passage is not read, and the first reads as it does alone.
+    quick = read(net, [[a], [b]], [states[:22], states[:22]], enough=sure * 0.99)
+    assert len(quick.passages) == 1 and quick.no_answer == pytest.approx(alone.no_answer)
+    assert np.allclose(quick.passages[0].start_logp, alone.passages[0].start_logp)
+    # Not sure enough: both, under one softmax, exactly as without the shortcut.
+    slow = read(net, [[a], [b]], [states[:22], states[:22]], enough=min(1.0, sure * 1.01))
+    assert len(slow.passages) == 2 and slow.no_answer == pytest.approx(both.no_answer)
+
+
 def test_saved_reader_loads_back_with_the_same_outputs(base: BaseModel, tmp_path: Path) -> None:
     torch.manual_seed(1)
     net = ReaderNet(base, FIRST, "lora", 4)
@@ -219,7 +239,7 @@ class FixedReader:
         self.passage, self.answer = passage, answer
         self.calls: list[tuple[str, list[str]]] = []
 
-    def read(self, question: str, passages: list[str]) -> list[ReadSpan]:
+    def read(self, question: str, passages: list[str], enough: float = 1.0) -> list[ReadSpan]:
         self.calls.append((question, passages))
         spans = [ReadSpan(i, 0, 5, -9.0) for i in range(len(passages))]
         if self.passage < len(passages):
@@ -298,7 +318,7 @@ class RankedReader:
     def __init__(self, *offered: tuple[str, float]) -> None:
         self.offered = offered
 
-    def read(self, question: str, passages: list[str]) -> list[ReadSpan]:
+    def read(self, question: str, passages: list[str], enough: float = 1.0) -> list[ReadSpan]:
         return [
             ReadSpan(0, passages[0].index(text), passages[0].index(text) + len(text), score, -3.0)
             for text, score in self.offered
@@ -374,6 +394,8 @@ def test_answer_reader_reads_real_passages_with_the_engine(base: BaseModel) -> N
         text = [PASSAGES[0], "", PASSAGES[1] * 40][s.passage]
         assert 0 <= s.start < s.end <= len(text) and s.score <= 0.0
         assert len(token_encoder().tokenize(text[s.start : s.end])[0]) <= MAX_ANSWER_TOKENS
+    # Sure enough of the first passage (any span will do at a threshold of 0), the others are not read.
+    assert {s.passage for s in reader.read("كم عدد الدول المشاركة؟", [PASSAGES[0], PASSAGES[1]], 1e-9)} == {0}
 
 
 def test_switching_the_reader_on_without_its_weights_names_the_command(tmp_path: Path) -> None:

@@ -33,10 +33,10 @@ from api.security import FAILED_KEYS, RateLimiter
 from core.config import Config
 from index.build import build_folder
 from index.embed import VectorEmbeddings
+from index.library import DocumentLibrary
 from index.trash import Trash
 from rag.chain import Pipeline
 from tests.helpers import SeedsIndex, UIServer, child_env, start_ui
-from ui.documents import DocumentLibrary
 from ui.gate import COOKIE, SESSION_SECONDS, KeyGate, session_token, session_valid
 
 KEY = "k3-" + secrets.token_hex(12)

@@ -566,7 +566,7 @@ def test_stop_button_cancels_a_streaming_llm_answer(browser: Browser, llm_server
 def _labels_left_in(page: Page, other: str) -> list[str]:
     """Catalogue labels of language `other` still shown on the page, on every tab (each opened in
     turn), plus any label that did not translate."""
-    from ui.i18n import MESSAGES
+    from core.i18n import MESSAGES
 
     left = []
     for tab in range(page.locator("[role=tab]").count()):
@@ -593,7 +593,7 @@ def test_switching_the_language_relabels_every_tab(
         page.wait_for_selector("#question textarea")
         page.wait_for_timeout(1_000)  # the stored choice is applied after load
         tabs = page.locator("[role=tab]").all_inner_texts()
-        from ui.i18n import MESSAGES
+        from core.i18n import MESSAGES
 
         assert tabs == [MESSAGES[lang]["tab_chat"], MESSAGES[lang]["tab_documents"]], tabs
         # On busy CI cores the documents table relabels after the tabs do: poll, up to 20 s.

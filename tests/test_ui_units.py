@@ -19,10 +19,10 @@ from core.config import Config
 from index import store
 from index.build import build_folder
 from index.embed import VectorEmbeddings
+from index.library import DocumentLibrary, UploadReport, safe_name
 from rag.answer import Answer, Citation
 from rag.chain import Pipeline, reader_available
 from tests.helpers import REPO_ROOT, SEEDS_DIR, SeedsIndex, free_port
-from ui.documents import DocumentLibrary, UploadReport, safe_name
 from ui.render import answer_message, escape_text
 
 ARABIC_QUESTION = "كم عدد المندوبين الذين حضروا المؤتمر؟"
@@ -291,7 +291,7 @@ def test_an_upload_batch_is_capped_in_characters_and_says_which_file_to_send_alo
 ) -> None:
     """Issue 27 point 10: text is capped per document and per upload (one batch is embedded
     under the index lock while every other upload waits)."""
-    from ui import documents
+    from index import library as documents
 
     monkeypatch.setattr(documents, "MAX_UPLOAD_CHARS", 150)
     report = add(
@@ -312,7 +312,7 @@ def test_documents_keep_a_readable_mode_through_upload_and_the_trash(
     """Issue 27 point 5: uploads were always 0600, and a file copied through the trash across
     file systems came back 0600 whatever its mode was."""
     from index import trash as trash_module
-    from ui.documents import UPLOAD_MODE
+    from index.library import UPLOAD_MODE
 
     add(library, tmp_path, (OLIVE_DOC, "olive.txt"))
     assert (library.folder / "olive.txt").stat().st_mode & 0o777 == UPLOAD_MODE != 0o600
@@ -723,8 +723,8 @@ def test_handover_holds_bounded_memory(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_a_refused_question_without_letters_speaks_the_pages_language(seeds_pipeline: Pipeline, question: str) -> None:
     """With no letters a question has no language of its own: the refusal came in English on the
     Arabic page (a new-user test)."""
+    from core.i18n import MESSAGES
     from ui.app import _ask
-    from ui.i18n import MESSAGES
 
     for page in ("ar", "en"):
         *_, (chat, _, _) = _ask(seeds_pipeline, question, [], 5, False, "extractive", [], page)

@@ -18,14 +18,15 @@ import gradio as gr
 
 from core.config import Config
 from core.errors import UserError
+from core.i18n import MESSAGES, normalise_language, t
+from index.library import DocumentLibrary, FileResult, UploadStep
 from index.load import SUPPORTED_SUFFIXES
 from index.store import IndexProblem
 from rag.answer import Answer
-from rag.chain import Pipeline, QuestionError, reader_available
+from rag.chain import Pipeline, reader_available
 from rag.llm import MAX_HISTORY_TURNS
-from ui.documents import DocumentLibrary, FileResult, UploadStep
 from ui.handover import HANDOVER_LIMIT, HANDOVER_SECONDS, Handover, carried_values_fit
-from ui.i18n import MESSAGES, for_question, normalise_language, t
+from ui.i18n import for_question
 from ui.render import answer_message, escape_text, notice_message, stream_message, upload_results, user_message
 
 log = logging.getLogger(__name__)
@@ -193,12 +194,10 @@ def _replies(
     try:
         for event in pipeline.stream(question, k=int(k), history=turns, mode=mode, reader=read):
             yield (answer_message(event, show_scores), event.answer) if isinstance(event, Answer) else event
-    except QuestionError as exc:
-        yield notice_message(t(lang, f"question_{exc.key}", **exc.params)), ""
     except IndexProblem as exc:
         yield notice_message(t(lang, "index_unusable", reason=exc)), ""
-    except UserError as exc:
-        yield notice_message(str(exc)), ""
+    except UserError as exc:  # in the question's language where it has a code (QuestionError's do)
+        yield notice_message(exc.localized(lang)), ""
     except Exception:  # the user sees a message, the log keeps the traceback
         log.exception("question failed")
         yield notice_message(t(lang, "answer_failed")), ""
@@ -431,7 +430,7 @@ def build_app(pipeline: Pipeline, i18n: gr.I18n) -> gr.Blocks:
                 try:
                     report = yield from _in_thread(lambda on_step: library.add(pairs, on_step), shown)
                 except UserError as exc:
-                    yield *refreshed(lang), str(exc), lines.failed(), None
+                    yield *refreshed(lang), exc.localized(lang), lines.failed(), None
                     return
                 except Exception:
                     log.exception("upload failed")

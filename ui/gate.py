@@ -32,7 +32,7 @@ from urllib.parse import parse_qs
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.security import FAILED_KEYS, RateLimiter, client_of, key_matches, refuse, retry_after, too_many
-from ui.i18n import normalise_language, t
+from core.i18n import normalise_language, t
 
 COOKIE = "rag_session"
 SESSION_SECONDS = 7 * 24 * 3600  # a week: a person signs in once per browser, not per visit

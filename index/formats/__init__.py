@@ -98,7 +98,7 @@ def extract(data: bytes, suffix: str) -> Extracted:
     # PDF readers accept a header anywhere in the first 1 KB (some writers prepend junk).
     found = data[:1024] if suffix == ".pdf" else data[:8]
     if magic and not any(m in found if suffix == ".pdf" else found.startswith(m) for m in magic):
-        raise FormatError(f"not a {suffix.lstrip('.').upper()} file (looks like {sniff(data)})")
+        raise FormatError(code="unreadable_not_kind", params={"kind": suffix.lstrip(".").upper(), "looks": sniff(data)})
     try:
         return _extract(data, suffix)
     except FormatError:
@@ -106,7 +106,10 @@ def extract(data: bytes, suffix: str) -> Extracted:
     except Exception as exc:
         # Parsers of hostile files fail in ways no list of exception types covers (pdfium, lxml,
         # zipfile, PIL each have their own); one bad file must be skipped, never stop the folder.
-        raise FormatError(f"cannot read this {suffix.lstrip('.').upper()} file ({type(exc).__name__}: {exc})") from exc
+        raise FormatError(
+            code="unreadable_parser",
+            params={"kind": suffix.lstrip(".").upper(), "error": f"{type(exc).__name__}: {exc}"},
+        ) from exc
 
 
 def _extract(data: bytes, suffix: str) -> Extracted:
@@ -126,7 +129,7 @@ def _extract(data: bytes, suffix: str) -> Extracted:
         from index.formats.ocr import extract_image
 
         return extract_image(data)
-    raise FormatError(f"unsupported type {suffix}")
+    raise FormatError(code="unreadable_type", params={"suffix": suffix})
 
 
 # A "heading" longer than this is a paragraph in a heading style; a citation shows its start.
@@ -177,9 +180,9 @@ def locate(metadata: dict[str, Any], start: int, end: int) -> dict[str, Any]:
 MAX_TEXT_CHARS = 3_000_000
 
 
-def too_long(chars: int) -> str:
-    """The one-line reason for a document over MAX_TEXT_CHARS, naming the fix."""
-    return f"over {MAX_TEXT_CHARS:,} characters of text ({chars:,}+); split it into smaller files"
+def too_long(chars: int) -> FormatError:
+    """The failure of a document over MAX_TEXT_CHARS, naming the fix."""
+    return FormatError(code="unreadable_too_long", params={"limit": f"{MAX_TEXT_CHARS:,}", "chars": f"{chars:,}"})
 
 
 def from_blocks(blocks: Iterable[tuple[bool, str]], kind: str, title: str = "") -> Extracted:
@@ -202,9 +205,9 @@ def from_blocks(blocks: Iterable[tuple[bool, str]], kind: str, title: str = "") 
         parts.append(text)
         cursor += len(text) + 1
         if cursor > MAX_TEXT_CHARS:
-            raise FormatError(too_long(cursor))
+            raise too_long(cursor)
     if not parts:
-        raise FormatError("no text found")
+        raise FormatError(code="unreadable_no_text")
     title = " ".join(title.split()) or (sections[0][1] if sections and sections[0][0] == 0 else "")
     return Extracted("\n".join(parts), kind, sections=sections, title=title[:120])
 

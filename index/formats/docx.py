@@ -28,20 +28,25 @@ def check_archive(data: bytes) -> set[str]:
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
     except zipfile.BadZipFile as exc:
-        raise FormatError(f"damaged DOCX (not a readable ZIP archive: {exc})") from exc
+        raise FormatError(code="unreadable_docx_zip", params={"error": exc}) from exc
     with archive:
         infos = archive.infolist()
         names = {info.filename for info in infos}
         if "word/document.xml" not in names:
-            raise FormatError("not a Word document (a ZIP archive without word/document.xml)")
+            raise FormatError(code="unreadable_docx_word")
         total = sum(info.file_size for info in infos)
         if total > MAX_UNCOMPRESSED_BYTES:
-            raise FormatError(f"DOCX expands to {total / 2**20:.0f} MB (over {MAX_UNCOMPRESSED_BYTES // 2**20} MB)")
+            raise FormatError(
+                code="unreadable_docx_expands",
+                params={"size": f"{total / 2**20:.0f}", "limit": MAX_UNCOMPRESSED_BYTES // 2**20},
+            )
         for info in infos:
             if info.filename.endswith(".xml") and info.file_size > MAX_XML_BYTES:
-                raise FormatError(f"DOCX part {info.filename} is {info.file_size / 2**20:.0f} MB: too large")
+                raise FormatError(
+                    code="unreadable_docx_part", params={"part": info.filename, "size": f"{info.file_size / 2**20:.0f}"}
+                )
             if info.file_size > 2**20 and info.file_size > MAX_RATIO * max(info.compress_size, 1):
-                raise FormatError("DOCX looks like a zip bomb (compression ratio too high)")
+                raise FormatError(code="unreadable_docx_bomb")
     return names
 
 
@@ -55,7 +60,7 @@ def extract_docx(data: bytes) -> Extracted:
     try:
         document = docx.Document(io.BytesIO(data))
     except Exception as exc:  # python-docx raises KeyError, ValueError, lxml errors… on bad parts
-        raise FormatError(f"damaged DOCX ({type(exc).__name__}: {exc})") from exc
+        raise FormatError(code="unreadable_docx_damaged", params={"error": f"{type(exc).__name__}: {exc}"}) from exc
     # Without docProps/core.xml python-docx makes up properties titled "Word Document": no title.
     title = document.core_properties.title if "docProps/core.xml" in names else ""
 

@@ -23,7 +23,7 @@ def extract_html(data: bytes) -> Extracted:
         data, output_format="xml", include_tables=True, include_formatting=False, include_comments=False
     )
     if not xml:
-        raise FormatError("no main text found in the HTML page")
+        raise FormatError(code="unreadable_html_empty")
     root = etree.fromstring(xml.encode("utf-8"))
 
     def blocks() -> Iterator[tuple[bool, str]]:

@@ -51,10 +51,10 @@ def check() -> str:
     """Path of the tesseract program, or OcrUnavailable with the install command."""
     binary = shutil.which("tesseract")
     if binary is None:
-        raise OcrUnavailable(f"scanned pages need OCR: install Tesseract ({INSTALL_HINT})")
+        raise OcrUnavailable(code="ocr_missing", params={"hint": INSTALL_HINT})
     listed = subprocess.run([binary, "--list-langs"], capture_output=True, text=True, timeout=30)
     if "ara" not in listed.stdout.split():
-        raise OcrUnavailable(f"Tesseract has no Arabic data: {INSTALL_HINT}")
+        raise OcrUnavailable(code="ocr_no_arabic", params={"hint": INSTALL_HINT})
     return binary
 
 
@@ -70,9 +70,9 @@ def ocr_image_file(binary: str, image: Path) -> str:
             env=env,
         )
     except subprocess.TimeoutExpired as exc:
-        raise FormatError(f"OCR of one page took over {PAGE_TIMEOUT_S} s") from exc
+        raise FormatError(code="ocr_timeout", params={"seconds": PAGE_TIMEOUT_S}) from exc
     if done.returncode != 0:
-        raise FormatError(f"OCR failed: {done.stderr.strip().splitlines()[-1:] or done.returncode}")
+        raise FormatError(code="ocr_failed", params={"error": done.stderr.strip().splitlines()[-1:] or done.returncode})
     return _paragraphs(repair_extracted(done.stdout))
 
 
@@ -91,7 +91,7 @@ def ocr_pdf_pages(document: Any, indices: list[int]) -> dict[int, str]:
     """
     binary = check()
     if len(indices) > MAX_OCR_PAGES:
-        raise FormatError(f"{len(indices)} scanned pages is over the OCR limit of {MAX_OCR_PAGES}; split the file")
+        raise FormatError(code="ocr_too_many", params={"pages": len(indices), "limit": MAX_OCR_PAGES})
     out: dict[int, str] = {}
     pending: deque[tuple[int, Path, Future[str]]] = deque()
     with (
@@ -134,17 +134,17 @@ def extract_image(data: bytes) -> Extracted:
     try:
         binary = check()
     except OcrUnavailable as exc:
-        raise FormatError(str(exc)) from exc
+        raise FormatError.like(exc) from exc
     with tempfile.TemporaryDirectory(prefix="ocr-") as tmp:
         path = Path(tmp) / "page.png"
         try:
             with Image.open(io.BytesIO(data)) as image:
                 if image.width * image.height > MAX_RENDER_PIXELS:
-                    raise FormatError(f"image of {image.width}×{image.height} pixels is too large to OCR")
+                    raise FormatError(code="ocr_image_large", params={"width": image.width, "height": image.height})
                 image.convert("L").save(path)
         except (UnidentifiedImageError, Image.DecompressionBombError, OSError) as exc:
-            raise FormatError(f"damaged image ({exc})") from exc
+            raise FormatError(code="ocr_image_damaged", params={"error": exc}) from exc
         text = ocr_image_file(binary, path)
     if not text.strip():
-        raise FormatError("OCR found no text in the image")
+        raise FormatError(code="ocr_no_text")
     return Extracted(text, "image+ocr", pages=[0], ocr_pages=[1])

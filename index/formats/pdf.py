@@ -78,21 +78,21 @@ def extract_pdf(data: bytes) -> Extracted:
     except pdfium.PdfiumError as exc:
         message = str(exc).lower()
         if "password" in message:
-            raise FormatError("encrypted PDF (password protected); save an unprotected copy") from exc
-        raise FormatError(f"damaged or truncated PDF ({exc})") from exc
+            raise FormatError(code="pdf_encrypted") from exc
+        raise FormatError(code="pdf_damaged", params={"error": exc}) from exc
     try:
         count = len(document)
         if count == 0:
-            raise FormatError("PDF has no pages")
+            raise FormatError(code="pdf_no_pages")
         if count > MAX_PAGES:
-            raise FormatError(f"{count} pages is over the {MAX_PAGES}-page limit; split the file")
+            raise FormatError(code="pdf_too_many", params={"pages": count, "limit": MAX_PAGES})
         pages: list[list[_Line]] = []
         # Long documents show progress on a terminal (tqdm hides itself otherwise).
         for i in tqdm(range(count), desc="PDF", unit="page", disable=None if count > 100 else True, leave=False):
             try:
                 page = document[i]
             except pdfium.PdfiumError as exc:
-                raise FormatError(f"damaged PDF: page {i + 1} cannot be read ({exc})") from exc
+                raise FormatError(code="pdf_page", params={"page": i + 1, "error": exc}) from exc
             try:
                 pages.append(_page_lines(page))
             finally:
@@ -107,7 +107,7 @@ def extract_pdf(data: bytes) -> Extracted:
                 ocr_text = ocr_pdf_pages(document, needs_ocr)
             except OcrUnavailable as exc:
                 if len(needs_ocr) == count:
-                    raise FormatError(str(exc)) from exc
+                    raise FormatError.like(exc) from exc
                 notes.append(f"{len(needs_ocr)} page(s) without text skipped: {exc}")
     finally:
         document.close()
@@ -270,7 +270,7 @@ def _assemble(pages: list[list[_Line]], ocr_text: dict[int, str], notes: list[st
         cursor += len(page_text) + 2
     text = "\n\n".join(parts)
     if not text.strip():
-        raise FormatError("PDF has no readable text")
+        raise FormatError(code="pdf_no_text")
     title = sections[0][1] if sections and sections[0][0] < 500 else ""
     kind = "pdf+ocr" if ocr_text else "pdf"
     return Extracted(text, kind, offsets, sections, sorted(i + 1 for i in ocr_text), title, notes)

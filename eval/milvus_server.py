@@ -7,9 +7,9 @@ from a data folder. It listens on all interfaces whatever its configuration says
 inside a loopback-only network namespace: `make test` runs pytest through `loopback` below, and the
 fixture refuses to start a server anywhere else.
 
-    python -m tests.milvus_server install             # the server's own venv, once (needs pip's network)
-    python -m tests.milvus_server loopback -- CMD...  # CMD in a new loopback-only network namespace
-    python -m tests.milvus_server serve DATA_DIR      # a server in the foreground (inside loopback only)
+    python -m eval.milvus_server install             # the server's own venv, once (needs pip's network)
+    python -m eval.milvus_server loopback -- CMD...  # CMD in a new loopback-only network namespace
+    python -m eval.milvus_server serve DATA_DIR      # a server in the foreground (inside loopback only)
 """
 
 from __future__ import annotations

@@ -1,8 +1,10 @@
-"""The documents panel's work: list, add (upload) and remove documents, keeping the index in step.
+"""The document service: list, add (upload), remove and restore documents, keeping the index in step.
 
-Checks happen here, on the server, whatever the page allowed: type, size, name, decodability,
-duplicates. A rejected file changes nothing; accepted files are written to the documents folder and
-indexed in one atomic index write.
+Below both interfaces (the UI's documents panel and the API's /api/documents routes), so an upload
+gets the same checks wherever it comes from: type, size, name, decodability, duplicates. A rejected
+file changes nothing; accepted files are written to the documents folder and indexed in one atomic
+index write. Results carry catalogue keys and parameters (core/i18n.py), which each interface
+renders in its user's language; the index it serves is reached through `Served` (the pipeline).
 """
 
 from __future__ import annotations
@@ -15,18 +17,20 @@ import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Generic, Protocol, TypeVar
 
 from langchain_core.documents import Document
 
+from core.config import Config
 from core.errors import UserError
+from core.i18n import t
 from index.build import apply_changes
+from index.embed import VectorEmbeddings
 from index.formats import MAX_BYTES, MAX_TEXT_CHARS
 from index.load import SUPPORTED_SUFFIXES, UnreadableFile, load_file
 from index.load import safe_name as displayed
-from index.store import atomic_write
+from index.store import StoredIndex, atomic_write
 from index.trash import NotMoved, Trash, TrashError, TrashItem, free_name
-from rag.chain import Pipeline
-from ui.i18n import t
 
 _MAX_NAME_BYTES = 200  # well under the usual 255-byte file-name limit
 # One writer per index folder in this process, however many libraries serve it (the UI and the API).
@@ -73,8 +77,8 @@ class FileResult:
     outcome: str = "pending"  # indexed | reindexed | renamed | replaced | duplicate | rejected
     stored: str = ""  # the name in the documents folder
     same_as: str = ""  # for a duplicate: the indexed document with the same content
-    # A rejection's reason: a catalogue key (ui/i18n.py) and its parameters, so the line can be
-    # shown in either language; a loader's own explanation has no key and is kept as {"text": …}.
+    # A rejection's reason: a catalogue key (core/i18n.py) and its parameters, so the line can be
+    # shown in either language (a loader's reason too: its UnreadableFile's code).
     reason_key: str = ""
     reason: dict[str, str] = field(default_factory=dict)
 
@@ -90,9 +94,9 @@ class FileResult:
         """'name: what happened', in `lang`."""
         return f"{self.name}: {self.text(lang)}"
 
-    def reject(self, key: str, **params: str) -> FileResult:
+    def reject(self, key: str, **params: object) -> FileResult:
         """Marks the file rejected for the catalogue reason `key` (see `reason_key`)."""
-        self.outcome, self.reason_key, self.reason = "rejected", key, params
+        self.outcome, self.reason_key, self.reason = "rejected", key, {k: str(v) for k, v in params.items()}
         return self
 
 
@@ -148,11 +152,16 @@ class UploadReport:
 
 
 class RestoreFailed(UserError):
-    """A trash item that could not be put back; `reason` says why."""
+    """A trash item that could not be put back; `cause` says why (in either language when it is a
+    coded `UserError`: the item has left the trash, the file is no longer readable)."""
 
-    def __init__(self, reason: str) -> None:
-        super().__init__(f"Could not restore: {reason}")
-        self.reason = reason
+    def __init__(self, cause: Exception) -> None:
+        self.cause = cause
+        super().__init__(code="restore_failed", params={"reason": cause})
+
+    def localized(self, lang: str | None) -> str:
+        reason = self.cause.localized(lang) if isinstance(self.cause, UserError) else str(self.cause)
+        return t(lang, "restore_failed", reason=reason)
 
 
 @dataclass(frozen=True)
@@ -180,14 +189,30 @@ class Removal:
         return t(lang, "removed", title=self.title, name=self.name)
 
 
-class DocumentLibrary:
+class Served(Protocol):
+    """What the service needs of the app it serves (rag.chain.Pipeline): the settings, the
+    embedder, the index answering now, and a way to swap in the index a change committed."""
+
+    config: Config
+    embedder: VectorEmbeddings
+
+    @property
+    def index(self) -> StoredIndex: ...
+
+    def reload(self, index: StoredIndex) -> None: ...
+
+
+S = TypeVar("S", bound=Served)
+
+
+class DocumentLibrary(Generic[S]):
     """Adds, removes and restores documents of a running pipeline; one writer at a time.
 
     Nothing the user put in the documents folder is ever deleted here: a removed document and the
     previous version of a replaced one go to the trash (index/trash.py) until the user empties it.
     """
 
-    def __init__(self, pipeline: Pipeline, max_bytes: int) -> None:
+    def __init__(self, pipeline: S, max_bytes: int) -> None:
         self.pipeline = pipeline
         self.max_bytes = max_bytes
         self._lock = _writer_lock(pipeline.config.index_dir)
@@ -248,8 +273,13 @@ class DocumentLibrary:
                     continue
                 try:
                     document = load_file(path, name)
-                except (UnreadableFile, OSError) as exc:
-                    report.reject(result.reject("", text=str(exc)))
+                except UnreadableFile as exc:  # the loader's reason, by its catalogue key
+                    report.reject(
+                        result.reject(exc.code, **exc.params) if exc.code else result.reject("", text=str(exc))
+                    )
+                    continue
+                except OSError as exc:
+                    report.reject(result.reject("unreadable_io", error=getattr(exc, "strerror", None) or exc))
                     continue
                 sha = document.metadata["sha256"]
                 same = known.get(sha) or next(
@@ -366,7 +396,7 @@ class DocumentLibrary:
         try:
             return self.bring_back(item_id).message(lang)
         except RestoreFailed as exc:
-            return t(lang, "restore_failed", reason=exc.reason)
+            return exc.localized(lang)
 
     def bring_back(self, item_id: str) -> Restoration:
         """Put a trashed document back in the folder (under a free name) and index it again;
@@ -377,7 +407,7 @@ class DocumentLibrary:
                 name = self.trash.restore(item)
                 document = load_file(self.folder / name, name)
             except (TrashError, UnreadableFile, OSError) as exc:
-                raise RestoreFailed(str(exc)) from exc
+                raise RestoreFailed(exc) from exc
             index, _ = apply_changes(self.pipeline.config, self.pipeline.embedder, [document])
             self.pipeline.reload(index)
         return Restoration(item, name)
