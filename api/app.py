@@ -181,6 +181,7 @@ def create_app(service: Service | Pipeline, config: Config | None = None, disabl
         guarded=is_api_path,
         disabled=disabled,
     )
+    app.state.limits = limits  # shared with the UI's gate when the UI serves this app (ui/gate.py)
     app.add_middleware(SecurityMiddleware, limits=limits)
     # Added last, so outermost: preflights are answered here and refusals (401, 429) carry the CORS
     # headers a browser needs to read them. No origins configured: no CORS headers at all.

@@ -37,7 +37,7 @@ from index.library import DocumentLibrary
 from index.trash import Trash
 from rag.chain import Pipeline
 from tests.helpers import SeedsIndex, UIServer, child_env, start_ui
-from ui.gate import COOKIE, SESSION_SECONDS, KeyGate, session_token, session_valid
+from ui.gate import COOKIE, SESSION_SECONDS, KeyGate, for_port, session_token, session_valid
 
 KEY = "k3-" + secrets.token_hex(12)
 CALL_TIMEOUT = 180
@@ -158,6 +158,18 @@ def test_wrong_api_keys_are_rate_limited(seeds_pipeline: Pipeline) -> None:
         codes = [httpx.get(url + "/healthz", headers=auth("wrong"), timeout=30).status_code for _ in range(15)]
         assert codes[: FAILED_KEYS[0]] == [401] * FAILED_KEYS[0] and 429 in codes, codes
         assert httpx.get(url + "/healthz", headers=auth(), timeout=30).status_code == 200
+
+
+def test_wrong_keys_count_once_per_port_across_the_api_and_the_ui(seeds_pipeline: Pipeline) -> None:
+    """Issue 27: the UI's gate and the mounted API each counted wrong keys, so a client guessing
+    keys on the UI port got 10 a minute on the API's paths and 10 more on the UI's."""
+    api = create_app(Service(seeds_pipeline.config.replace(api_key=KEY), pipeline=seeds_pipeline))
+    client = TestClient(for_port(api, api, KEY), base_url="http://127.0.0.1:7860", follow_redirects=False)
+    codes = [
+        client.get("/healthz" if i % 2 else "/config", headers=auth("wrong")).status_code
+        for i in range(FAILED_KEYS[0] + 4)
+    ]
+    assert codes[: FAILED_KEYS[0]] == [401] * FAILED_KEYS[0] and set(codes[FAILED_KEYS[0] :]) == {429}, codes
 
 
 # --- the real UI server with a key -------------------------------------------------------------

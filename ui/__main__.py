@@ -10,14 +10,14 @@ import sys
 import gradio as gr
 
 from api.__main__ import configure, key_problem, serve
-from api.app import create_app, is_api_path
-from api.security import LOOPBACK, RateLimiter, parse_rate
+from api.app import create_app
+from api.security import LOOPBACK
 from core.config import add_arguments
 from core.errors import ConfigError, UserError
 from index.formats import MAX_BYTES
 from rag.chain import Pipeline
 from ui.app import CSS, HEAD, build_app, make_i18n, theme
-from ui.gate import KeyGate
+from ui.gate import for_port
 
 # Enough workers that 20 people asking at once are all served; the embedding engine
 # serialises its own calls, so more would only queue inside it.
@@ -56,8 +56,9 @@ def main(argv: list[str] | None = None) -> int:
     # The UI is mounted on the API's app (one process, one pipeline, one port): the API's routes
     # (/v1, /api, /healthz, /docs) come first, everything else is the UI.
     app.state_session_capacity = 500  # each API client is a session; keep a bounded number in memory
+    api = create_app(pipeline, disabled=f"The HTTP API is off: {api_off}." if api_off else "")
     server = gr.mount_gradio_app(
-        create_app(pipeline, disabled=f"The HTTP API is off: {api_off}." if api_off else ""),
+        api,
         app,
         path="/",
         i18n=i18n,
@@ -77,9 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     # itself (processing_utils._check_allowed); mounted, a crafted request could make it read any
     # path on the server. Mark the app launched so the check runs (tests/test_load.py).
     app.has_launched = True
-    rate = parse_rate(config.api_rate)
-    gated = KeyGate(server, config.api_key, RateLimiter(*rate) if rate else None, is_api_path)
-    serve(gated, config.ui_host, config.ui_port, config.trusted_proxies)
+    serve(for_port(server, api, config.api_key), config.ui_host, config.ui_port, config.trusted_proxies)
     return 0
 
 

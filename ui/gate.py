@@ -29,15 +29,24 @@ from collections.abc import Callable
 from http.cookies import SimpleCookie
 from urllib.parse import parse_qs
 
+from fastapi import FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from api.security import FAILED_KEYS, RateLimiter, client_of, key_matches, refuse, retry_after, too_many
+from api.security import FAILED_KEYS, Limits, RateLimiter, client_of, key_matches, refuse, retry_after, too_many
 from core.i18n import normalise_language, t
 
 COOKIE = "rag_session"
 SESSION_SECONDS = 7 * 24 * 3600  # a week: a person signs in once per browser, not per visit
 LOGIN_PATH = "/login"
 MAX_LOGIN_BODY = 8192  # a form with one field; anything larger is not a login
+
+
+def for_port(server: ASGIApp, api: FastAPI, key: str) -> KeyGate:
+    """The gate of a port that serves the UI with the API mounted (`api`, from api.app.create_app):
+    one rate limit and one wrong-key count per client for both, the API's own (issue 27: a client
+    guessing keys got 10 a minute on the API's paths and 10 more on the UI's)."""
+    limits: Limits = api.state.limits
+    return KeyGate(server, key, limits.limiter, limits.guarded, failures=limits.failures)
 
 
 def session_token(key: str, expires: int) -> str:
@@ -63,11 +72,14 @@ class KeyGate:
         limiter: RateLimiter | None,
         guarded_elsewhere: Callable[[str], bool],
         clock: Callable[[], float] = time.time,
+        failures: RateLimiter | None = None,
     ) -> None:
         self.app = app
         self.key = key
         self.limiter = limiter
-        self.failures = RateLimiter(*FAILED_KEYS)
+        # Wrong keys: the API's own count when it is mounted on this port (`for_port`), so a client
+        # gets FAILED_KEYS per minute on the port, not that many on each side of it.
+        self.failures = failures or RateLimiter(*FAILED_KEYS)
         # The API's own middleware checks the key, rate and size on its paths, in its error shape.
         self.guarded_elsewhere = guarded_elsewhere
         self.clock = clock
