@@ -30,12 +30,14 @@ router = APIRouter(tags=["OpenAI-compatible"])
 
 EXTRACTIVE_MODEL = "arabic-rag"
 READER_MODEL = "arabic-rag-reader"
+RANKER_MODEL = "arabic-rag-ranker"
 LLM_MODEL = "arabic-rag-llm"
-# Model name -> (answer mode, reader switch): a chat client picks the fine-tuned reader by model,
-# the only choice such clients offer (None: the server's RAG_ANSWER_READER).
+# Model name -> (answer mode, reader switch): a chat client picks the fine-tuned reader or the span
+# ranker by model, the only choice such clients offer (None: the server's RAG_ANSWER_READER).
 MODES: dict[str, tuple[str, bool | None]] = {
     EXTRACTIVE_MODEL: ("extractive", None),
     READER_MODEL: ("extractive", True),
+    RANKER_MODEL: ("extractive", False),
     LLM_MODEL: ("llm", None),
 }
 _CREATED = int(time.time())
@@ -155,6 +157,7 @@ def available_models(service: Service) -> list[str]:
     models = [EXTRACTIVE_MODEL]
     if reader_available():
         models.append(READER_MODEL)
+    models.append(RANKER_MODEL)
     if llm:
         models.append(LLM_MODEL)
     return models

@@ -120,7 +120,11 @@ def check_error(response: httpx.Response, status: int, code: str) -> str:
 
 
 def test_models(server: UIServer) -> None:
-    assert [m.id for m in client(server).models.list().data] == ["arabic-rag", "arabic-rag-reader"]  # no LLM configured
+    assert [m.id for m in client(server).models.list().data] == [
+        "arabic-rag",
+        "arabic-rag-reader",
+        "arabic-rag-ranker",
+    ]  # no LLM configured
 
 
 def test_openai_client_gets_a_grounded_cited_answer(server: UIServer) -> None:
@@ -450,7 +454,7 @@ def pipeline(seeds_index: SeedsIndex) -> Pipeline:
 
 
 def test_rest_ask_switches_the_reader_per_question(pipeline: Pipeline) -> None:
-    question = 'Which Chinese defense minister warned against "playing with fire"?'
+    question = 'Which Chinese defense minister warned against "playing with fire" over Taiwan?'
     with live(create_app(pipeline)) as url:
         assert httpx.get(url + "/healthz", timeout=30).json()["reader"] is True
         short = {}
@@ -463,20 +467,22 @@ def test_rest_ask_switches_the_reader_per_question(pipeline: Pipeline) -> None:
         assert "reader" in check_error(odd, 400, "invalid_request")
 
 
-def test_the_reader_is_offered_as_a_model_to_openai_clients(pipeline: Pipeline) -> None:
-    question = 'Which Chinese defense minister warned against "playing with fire"?'
+def test_the_reader_and_the_ranker_are_offered_as_models_to_openai_clients(pipeline: Pipeline) -> None:
+    question = 'Which Chinese defense minister warned against "playing with fire" over Taiwan?'
     with live(create_app(pipeline)) as url:
         chat = openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0, timeout=CALL_TIMEOUT)
-        assert [m.id for m in chat.models.list()] == ["arabic-rag", "arabic-rag-reader"]
+        assert [m.id for m in chat.models.list()] == ["arabic-rag", "arabic-rag-reader", "arabic-rag-ranker"]
         replies = {}
-        for model in ("arabic-rag", "arabic-rag-reader"):
+        for model in ("arabic-rag", "arabic-rag-reader", "arabic-rag-ranker"):
             reply = chat.chat.completions.create(model=model, messages=[{"role": "user", "content": question}])
             replies[model] = reply.choices[0].message.content or ""
+        # The server's default reads (RAG_ANSWER_READER); the ranker model does not.
         assert replies["arabic-rag-reader"].startswith("لي شانغفو — ")
-        assert not replies["arabic-rag"].startswith("لي شانغفو")
+        assert replies["arabic-rag"] == replies["arabic-rag-reader"]
+        assert not replies["arabic-rag-ranker"].startswith("لي شانغفو")
         # A client that can send extra fields may switch the reader as /api/ask does; the field
         # was accepted and ignored before (a new-user test).
-        for model, read in (("arabic-rag", True), ("arabic-rag-reader", False)):
+        for model, read in (("arabic-rag", False), ("arabic-rag-ranker", True), ("arabic-rag-reader", False)):
             reply = chat.chat.completions.create(
                 model=model, messages=[{"role": "user", "content": question}], extra_body={"reader": read}
             )
@@ -541,7 +547,12 @@ def test_llm_mode_follow_up_and_options_reach_the_llm(pipeline: Pipeline) -> Non
         fake.script(Reply("كم عدد المندوبين الذين حضروا مؤتمر موسكو؟"), Reply("حضر أكثر من 800 مندوب [1]."))
         with live(create_app(llm_pipeline)) as url:
             llm = openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0, timeout=CALL_TIMEOUT)
-            assert [m.id for m in llm.models.list().data] == ["arabic-rag", "arabic-rag-reader", "arabic-rag-llm"]
+            assert [m.id for m in llm.models.list().data] == [
+                "arabic-rag",
+                "arabic-rag-reader",
+                "arabic-rag-ranker",
+                "arabic-rag-llm",
+            ]
             messages = [
                 {"role": "user", "content": BY_ID["s01"].question},
                 {"role": "assistant", "content": "في 15 أغسطس 2023 [1]"},

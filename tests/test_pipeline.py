@@ -233,9 +233,9 @@ def reader_pipeline(seeds_index: SeedsIndex) -> Pipeline:
         ("متى انعقد مؤتمر موسكو للأمن الدولي؟", "15 أغسطس 2023"),
         ("من ألقى الكلمة الافتتاحية في المؤتمر؟", "فلاديمير بوتين"),
         # English questions about the Arabic text: read too (the span ranker answers these two
-        # with "اللعب بالنار" and a clause about NATO's offensive capabilities).
-        ('Which Chinese defense minister warned against "playing with fire"?', "لي شانغفو"),
-        ("According to Putin, what will NATO's actions ultimately destroy?", "نظام الحد من التسلح"),
+        # with "اللعب بالنار" and «القضايا الاستراتيجية»).
+        ('Which Chinese defense minister warned against "playing with fire" over Taiwan?', "لي شانغفو"),
+        ("Which country did the Chinese defense minister also visit?", "بيلاروسيا"),
     ],
 )
 def test_the_shipped_reader_answers_with_a_verbatim_span(
@@ -253,7 +253,7 @@ def test_a_question_switches_the_reader_on_or_off(seeds_index: SeedsIndex, reade
     plain = Pipeline(
         seeds_index.config.replace(answer_reader=False, short_answer_threshold=0.0), index=seeds_index.index
     )
-    question = 'Which Chinese defense minister warned against "playing with fire"?'
+    question = 'Which Chinese defense minister warned against "playing with fire" over Taiwan?'
     ranked = plain.ask(question).short_answer
     assert plain.reader is None and "لي شانغفو" not in ranked  # the span ranker misses it
     assert "لي شانغفو" in plain.ask(question, reader=True).short_answer  # loaded on first use

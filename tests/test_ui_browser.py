@@ -141,7 +141,7 @@ def test_the_reader_switch_in_settings_gives_the_precise_short_answer(
 ) -> None:
     # A server of its own: loading the reader brings torch (and its threads) into the process,
     # which the shared server's other tests should not run beside.
-    question = 'Which Chinese defense minister warned against "playing with fire"?'
+    question = 'Which Chinese defense minister warned against "playing with fire" over Taiwan?'
     with serving(tmp_path_factory, docs) as url:
         page = _page(browser, url, "en-US")
         try:

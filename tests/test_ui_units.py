@@ -392,6 +392,22 @@ def test_binary_file_named_txt_is_rejected(library: DocumentLibrary, tmp_path: P
     assert library.pipeline.index.files == before_index
 
 
+def test_a_loaders_reason_reads_in_the_pages_language(library: DocumentLibrary, tmp_path: Path) -> None:
+    """Issue 27 ("Also"): "مرفوض — binary content, not text" on the Arabic page; the loader's
+    reason is a catalogue code now, shown in either language."""
+    report = add(library, tmp_path, (b"\x00\x00\x00\x01binary", "bad.txt"), (b"", "empty.md"))
+    binary, empty = report.files
+    assert (
+        binary.text("ar") == "مرفوض — محتوى ثنائي وليس نصا"
+        and binary.text("en") == "rejected — binary content, not text"
+    )
+    assert empty.text("ar") == "مرفوض — ملف فارغ"
+    assert not re.search("[A-Za-z]", report.message("ar").replace("bad.txt", "").replace("empty.md", ""))
+    # A trash item gone meanwhile: the restore says so in Arabic too.
+    gone = library.restore("no-such-item", "ar")
+    assert gone == "تعذرت الاستعادة: لم يعد هذا المستند في سلة المحذوفات", gone
+
+
 def test_mixed_batch_adds_the_good_and_rejects_the_bad(library: DocumentLibrary, tmp_path: Path) -> None:
     report = add(
         library, tmp_path, (b"\x00\x00\x00\x01binary", "bad.txt"), (OLIVE_DOC, "good.md"), (SMALL_DOC, "slides.pdf")
@@ -651,7 +667,7 @@ def test_two_files_rejected_alike_get_a_line_each(library: DocumentLibrary, tmp_
 def test_the_reader_checkbox_reaches_the_answer(seeds_index: SeedsIndex) -> None:
     from ui.app import _ask
 
-    question = 'Which Chinese defense minister warned against "playing with fire"?'
+    question = 'Which Chinese defense minister warned against "playing with fire" over Taiwan?'
     assert reader_available()  # `make` built the library; the weights ship
     # Every short answer shown: this is about the box reaching the answerer, not the gate.
     pipeline = Pipeline(seeds_index.config.replace(short_answer_threshold=0.0), index=seeds_index.index)
@@ -666,7 +682,7 @@ def test_the_reader_checkbox_reaches_the_answer(seeds_index: SeedsIndex) -> None
 def test_ticking_the_reader_box_loads_the_reader_before_the_question(seeds_index: SeedsIndex) -> None:
     from ui.app import _preload_reader
 
-    pipeline = Pipeline(seeds_index.config, index=seeds_index.index)
+    pipeline = Pipeline(seeds_index.config.replace(answer_reader=False), index=seeds_index.index)
     _preload_reader(pipeline, False)
     assert pipeline.reader is None  # unticking loads nothing
     _preload_reader(pipeline, True)
