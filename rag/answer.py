@@ -189,10 +189,14 @@ class ExtractiveAnswerer(RunnableSerializable[dict[str, Any], Answer]):
                 short.margin,
             )
         )
-        # Withheld or shown, the evidence starts from the short answer's sentence: reader v4's
-        # (three passages read together) holds the answer more often than the span ranker's
-        # (seeds, answer containment 0.815 against 0.759; v3, reading one passage, was behind).
-        return self._compose(considered, sentences, short, scores, own, related, confidence, question, check)
+        # A withheld reader span: the evidence starts from the span ranker's sentence, as without
+        # the reader, and the reader's own sentence follows when both fit (eval/ANSWERS.md: the
+        # reader's sentence first lost the follow-ups' "ومن مثّلها؟", the ranker's alone lost seeds
+        # and dialogs the reader's holds).
+        lead = short.sentence
+        if check["withheld"] and short.by == "reader":
+            lead = self._ranked_span(question, considered, sentences, features, scores).sentence
+        return self._compose(considered, sentences, short, scores, own, related, confidence, question, check, lead)
 
     def features(self, question: str, passages: list[Document], sentences: list[Sentence]) -> np.ndarray:
         """Per-sentence features (columns as in `AnswerScoring.sentence_weights`)."""
@@ -320,17 +324,18 @@ class ExtractiveAnswerer(RunnableSerializable[dict[str, Any], Answer]):
         confidence: float,
         question: str,
         check: dict[str, Any],
+        lead: int,
     ) -> Answer:
         """The evidence, with the short answer before it and marked inside it unless the gate
-        withheld it (then the evidence alone, whole sentences highlighted)."""
+        withheld it (then the evidence alone, whole sentences highlighted, led by `lead`, with the
+        withheld span's sentence after it when that is another and both fit)."""
         shown = not check["withheld"]
         budget = max(1, self.max_words - (short.words if shown else 0))
         words = [c.words for c in sentences]
-        chosen = self.scoring.evidence(short.sentence, words, scores, own, budget)
-        best = self.scoring.ranked(scores)[0]
-        if not shown and best not in chosen and sum(words[i] for i in chosen) + words[best] <= budget:
-            # Unsure of the span, sure of neither sentence: the sentence ranker's best beside it.
-            chosen.append(best)
+        chosen = self.scoring.evidence(short.sentence if shown else lead, words, scores, own, budget)
+        other = short.sentence
+        if not shown and other not in chosen and sum(words[i] for i in chosen) + words[other] <= budget:
+            chosen.append(other)
         numbers: dict[int, int] = {}
         highlights: dict[int, list[tuple[int, int]]] = {}
         evidence = []

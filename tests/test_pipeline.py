@@ -202,7 +202,9 @@ def all_shown(seeds_index: SeedsIndex) -> Pipeline:
     ],
 )
 def test_short_answer_to_factoid_questions(all_shown: Pipeline, question: str, expected: str) -> None:
-    answer = all_shown.ask(question)
+    # The span ranker's question words, dialect ones too ("قديش"): the reader, the default, answers
+    # "قديش مندوب…" with a date, which the gate withholds (tests/test_examples.py holds it to that).
+    answer = all_shown.ask(question, reader=False)
     assert expected in answer.short_answer, answer.answer
     assert len(answer.short_answer.split()) <= 8
     assert answer.answer.startswith(answer.short_answer)
