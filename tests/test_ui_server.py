@@ -19,7 +19,7 @@ CALL_TIMEOUT = 180
 
 QUESTIONS = {q.id: q for q in load_jsonl(QUESTIONS_DIR / "seeds.jsonl")}
 # Seeds questions the pipeline answers (see tests/test_pipeline.py), Arabic and English.
-ANSWERABLE = ["s01", "s02", "s03", "s04", "s05", "s08", "s09", "s10", "s27", "s28", "s31", "s32", "s37", "s40", "s41"]
+ANSWERABLE = ["s01", "s04", "s05", "s08", "s09", "s10", "s21", "s27", "s28", "s29", "s31", "s32", "s37", "s40", "s41"]
 ANSWERABLE += ["s42", "s43", "s44", "s49"]
 ClientFactory = Callable[[], Any]
 DELEGATES = ("كم عدد المندوبين الذين حضروا المؤتمر؟", ["800"])
