@@ -136,19 +136,18 @@ def test_english_question_finds_arabic_passage(page: Page) -> None:
     shot(page, "ui-english-answer.png")
 
 
-def test_the_reader_switch_in_settings_gives_the_precise_short_answer(
+def test_the_reader_switch_in_settings_reaches_the_short_answer(
     browser: Browser, tmp_path_factory: pytest.TempPathFactory, docs: Path
 ) -> None:
-    # A server of its own: loading the reader brings torch (and its threads) into the process,
-    # which the shared server's other tests should not run beside.
+    # The reader is the default; unticking its box in Settings gives the span ranker's answer.
     question = 'Which Chinese defense minister warned against "playing with fire" over Taiwan?'
     with serving(tmp_path_factory, docs) as url:
         page = _page(browser, url, "en-US")
         try:
-            assert "لي شانغفو" not in ask(page, question).locator(".short-answer").inner_text()
-            page.get_by_text("Settings").click()
-            page.get_by_label("Precise short answer").check()
             assert ask(page, question).locator(".short-answer").inner_text() == "لي شانغفو"
+            page.get_by_text("Settings").click()
+            page.get_by_label("Short answer by the fine-tuned reader").uncheck()
+            assert "لي شانغفو" not in ask(page, question).locator(".short-answer").inner_text()
         finally:
             page.context.close()
 
@@ -398,7 +397,7 @@ def test_arabic_browser_gets_an_arabic_right_to_left_interface(browser: Browser,
         page.screenshot(path=str(DOCS_SHOTS / "screenshot-chat-ar.png"))
         # Settings read right to left too (Gradio marks its blocks ltr), the reader's box included.
         page.get_by_text("الإعدادات").click()
-        reader_box = page.get_by_label("إجابة قصيرة أدق")
+        reader_box = page.get_by_label("الإجابة القصيرة من القارئ المدرَّب")
         assert reader_box.evaluate("e => getComputedStyle(e.closest('label')).direction") == "rtl"
         # The answer modes by name in the page's language, not as their values ("extractive").
         assert "extractive" not in page.locator("#mode").inner_text()
