@@ -29,7 +29,7 @@ from rag.retrieve import HybridRetriever
 from tests.fake_openai import Behaviour, BrokenStream, FakeOpenAI, Malformed, Reply, Slow, Status, Trickle
 from tests.helpers import REPO_ROOT, SeedsIndex, free_port, write_docs
 from ui.app import _ask
-from ui.render import answer_message, escape_text
+from ui.render import CHOSEN_BY, answer_message, escape_text
 
 QUESTION = "متى عقد مؤتمر موسكو للأمن الدولي في نسخته الحادية عشرة؟"
 EN_QUESTION = "When was the eleventh Moscow Conference on International Security held?"
@@ -601,7 +601,8 @@ def test_ui_shows_the_fallback_on_401(pipeline: Pipeline, fake: FakeOpenAI, extr
     final = chat[-1]["content"]
     assert "LLM unavailable" in final and "401" in final
     # The extractive answer: its short answer in bold, then its evidence sentence.
-    assert f'<b class="short-answer" title="اختارها مرتِّب المقاطع">{escape_text(extractive.short_answer)}</b>' in final
+    chosen_by = CHOSEN_BY[extractive.short_answer_by][0]  # the reader's, by default
+    assert f'<b class="short-answer" title="{chosen_by}">{escape_text(extractive.short_answer)}</b>' in final
     assert escape_text(extractive.answer.split(" [")[0].removeprefix(extractive.short_answer)) in final
     assert SECRET_KEY not in final
     assert turns == [(QUESTION, extractive.answer)]
