@@ -1,147 +1,31 @@
-"""The FastAPI application: one `Service` (pipeline, document library, worker pool) behind the
-OpenAI-compatible routes (api/openai_compat.py) and the REST routes (api/rest.py).
-
-Endpoints are async so that thousands of idle or streaming connections cost no threads; the chain
-itself is CPU-bound and blocking, so it runs in a bounded worker pool (`Config.api_workers`), and
-requests beyond that wait their turn instead of oversubscribing the two cores.
-"""
+"""The FastAPI application: one `Service` (api/service.py) behind the OpenAI-compatible routes
+(api/openai_compat.py) and the REST routes (api/rest.py), with the key, rate and size checks."""
 
 from __future__ import annotations
 
 import contextlib
-import logging
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from typing import Any, TypeVar
+from collections.abc import Iterator
+from typing import Any
 
-import anyio
-import anyio.to_thread
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from api.errors import APIError, install_handlers
+from api.errors import install_handlers
+from api.openai_compat import router as openai_router
+from api.rest import router as rest_router
 from api.security import Limits, RateLimiter, SecurityMiddleware, parse_rate
+from api.service import MAX_UPLOAD_FILES, Service
 from core.config import Config
-from core.errors import UserError
-from index.library import DocumentLibrary
-from index.store import IndexProblem
-from rag.answer import Answer
-from rag.chain import Pipeline, QuestionError
-from rag.llm import REQUEST_OPTIONS, TokenFn
-
-log = logging.getLogger("api")
-T = TypeVar("T")
+from rag.chain import Pipeline
 
 API_PREFIXES = ("/v1/", "/api/", "/healthz", "/docs", "/redoc", "/openapi.json")
-MAX_UPLOAD_FILES = 20
-RETRY_LOAD_S = 10.0
 
 
 def is_api_path(path: str) -> bool:
     return path.startswith(API_PREFIXES) or path in {"/v1", "/api"}
-
-
-class Service:
-    """What the routes share: the one Pipeline of the process and the DocumentLibrary over it.
-
-    When the index cannot be loaded at start-up (`python -m api` over a folder not yet indexed), the
-    service still runs: every question gets a 503 naming the problem and its fix, and loading is
-    retried (at most every 10 s) so the API recovers once the index is built, without a restart.
-    """
-
-    def __init__(
-        self,
-        config: Config,
-        pipeline: Pipeline | None = None,
-        load: Callable[[], Pipeline] | None = None,
-        problem: str = "",
-    ) -> None:
-        self.config = config
-        self._load = load
-        self._problem = problem
-        self._tried = time.monotonic()
-        self._load_lock = threading.Lock()
-        self.pipeline: Pipeline | None = None
-        self.library: DocumentLibrary | None = None
-        if pipeline is not None:
-            self._attach(pipeline)
-        self.limiter = anyio.CapacityLimiter(max(1, config.api_workers))
-
-    def _attach(self, pipeline: Pipeline) -> None:
-        self.library = DocumentLibrary(pipeline, self.config.upload_max_mb * 2**20)
-        self.pipeline = pipeline
-
-    @property
-    def problem(self) -> str:
-        return self._problem
-
-    def ready(self) -> Pipeline:
-        """The pipeline, or a 503 that says what is wrong with the index and how to fix it."""
-        if self.pipeline is None and self._load is not None:
-            with self._load_lock:
-                if self.pipeline is None and time.monotonic() - self._tried >= RETRY_LOAD_S:
-                    self._tried = time.monotonic()
-                    try:
-                        self._attach(self._load())
-                        log.info("index loaded; the API is ready")
-                    except IndexProblem as exc:
-                        self._problem = str(exc)
-        if self.pipeline is None:
-            raise APIError(503, f"The index is not available: {self._problem}", "index_unavailable")
-        return self.pipeline
-
-    async def ready_async(self) -> Pipeline:
-        """`ready` without a thread hop in the usual case (loaded); a retry of loading runs in the pool."""
-        if self.pipeline is not None:
-            return self.pipeline
-        return await self.run(self.ready)
-
-    async def run(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run blocking work in the bounded pool (the caller awaits; the event loop stays free)."""
-        return await anyio.to_thread.run_sync(fn, *args, limiter=self.limiter)
-
-    async def ask(
-        self,
-        question: str,
-        k: int | None = None,
-        history: Sequence[tuple[str, str]] = (),
-        mode: str | None = None,
-        on_token: TokenFn | None = None,
-        llm_options: dict[str, Any] | None = None,
-        reader: bool | None = None,
-    ) -> Answer:
-        """Pipeline.ask in the pool, its failures turned into API errors (400, 503, 500).
-
-        `llm_options` (max_tokens, temperature) reach the LLM in LLM mode; extractive mode has no use for them.
-        """
-        pipeline = await self.ready_async()
-        if k is not None and not 1 <= k <= self.config.candidates:
-            raise APIError(400, f"k must be between 1 and {self.config.candidates}; got {k}.", "invalid_k")
-        if mode is not None and mode not in pipeline.chains:
-            hint = "" if mode != "llm" else "; set RAG_LLM_BASE_URL and RAG_LLM_MODEL to enable it"
-            raise APIError(
-                400,
-                f"Answer mode {mode!r} is not available (available: {', '.join(pipeline.chains)}){hint}.",
-                "invalid_mode",
-            )
-
-        def work() -> Answer:
-            # Each pooled call runs in a copy of the context, so the options stay this request's own.
-            REQUEST_OPTIONS.set(llm_options)
-            return pipeline.ask(question, k=k, history=list(history), on_token=on_token, mode=mode, reader=reader)
-
-        try:
-            return await self.run(work)
-        except QuestionError as exc:
-            raise APIError(400, str(exc), "invalid_question") from exc
-        except IndexProblem as exc:
-            log.warning("index problem while answering: %s", exc)
-            raise APIError(503, f"The index cannot be used: {exc}", "index_unavailable") from exc
-        except UserError as exc:
-            log.warning("could not answer: %s", exc)
-            raise APIError(503, f"The question could not be answered: {exc}", "service_unavailable") from exc
 
 
 def create_app(service: Service | Pipeline, config: Config | None = None, disabled: str = "") -> FastAPI:
@@ -166,9 +50,6 @@ def create_app(service: Service | Pipeline, config: Config | None = None, disabl
     )
     app.state.service = service
     install_handlers(app)
-
-    from api.openai_compat import router as openai_router
-    from api.rest import router as rest_router
 
     app.include_router(openai_router)
     app.include_router(rest_router)
@@ -195,11 +76,6 @@ def create_app(service: Service | Pipeline, config: Config | None = None, disabl
             expose_headers=["Retry-After"],
         )
     return app
-
-
-def service_of(app: Any) -> Service:
-    service: Service = app.state.service
-    return service
 
 
 @contextlib.contextmanager

@@ -21,8 +21,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from api.app import Service, service_of
 from api.errors import APIError
+from api.service import Service, service_of
 from rag.answer import Answer, Citation
 from rag.chain import reader_available
 

@@ -17,8 +17,8 @@ from fastapi import APIRouter, Request, UploadFile
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from api.app import MAX_UPLOAD_FILES, Service, service_of
 from api.errors import APIError
+from api.service import MAX_UPLOAD_FILES, Service, service_of
 from index.library import DocumentLibrary, RestoreFailed
 from index.trash import NotMoved, TrashError
 from rag.chain import reader_available

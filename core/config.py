@@ -16,16 +16,16 @@ import typing
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core.errors import ConfigError
+from core.registry import STORES, Registry
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 Retriever = Literal["hybrid", "dense", "bm25"]
 IndexType = Literal["auto", "flat", "hnsw"]
-StoreKind = Literal["faiss", "milvus"]
 
 
 class Config(BaseSettings):
@@ -52,7 +52,8 @@ class Config(BaseSettings):
     hnsw_ef_search: int = Field(768, ge=1, le=100_000)
     # Where the index lives: "faiss" (local folder, index_dir) or "milvus" (a collection at milvus_uri:
     # a local file path runs embedded Milvus Lite, http://host:19530 a Milvus server or cluster).
-    store: StoreKind = "faiss"
+    # The choices are core/registry.py's STORES.
+    store: str = "faiss"
     milvus_uri: str = ""
     milvus_collection: str = Field("rag_chunks", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,200}$")
     milvus_token: str = Field("", repr=False)
@@ -102,6 +103,14 @@ class Config(BaseSettings):
     # Proxies whose X-Forwarded-For is believed (comma-separated addresses, "*" for any); empty: none,
     # so a client cannot pick its own rate-limit bucket by forging the header (issue 27).
     trusted_proxies: str = ""
+
+    @field_validator("store")
+    @classmethod
+    def _registered(cls, name: str, info: ValidationInfo) -> str:
+        try:
+            return _REGISTRIES[str(info.field_name)].check(name)
+        except ConfigError as exc:
+            raise ValueError(exc.message) from None
 
     @field_validator("docs_dir", "index_dir")
     @classmethod
@@ -159,8 +168,14 @@ def chosen(args: argparse.Namespace, name: str) -> bool:
     return getattr(args, name, None) is not None or bool(os.environ.get(f"RAG_{name.upper()}"))
 
 
+# Fields whose values are the names of a registry's implementations.
+_REGISTRIES: dict[str, Registry] = {"store": STORES}
+
+
 def choices(name: str) -> tuple[str, ...]:
-    """The allowed values of a Literal-typed field (the CLI flags' choices come from here)."""
+    """The allowed values of a Literal-typed or registry-chosen field (the CLI flags' choices come from here)."""
+    if name in _REGISTRIES:
+        return _REGISTRIES[name].names()
     return typing.get_args(Config.model_fields[name].annotation)
 
 

@@ -15,6 +15,7 @@ from langchain_core.documents import Document
 
 from core.config import Config
 from core.errors import UserError
+from core.registry import STORES
 from index import store
 from index.arabic import NORMALIZATION_VERSION
 from index.chunk import CHUNKER_VERSION, ChunkSettings, embedding_text, split_document
@@ -130,9 +131,9 @@ def apply_changes(
 
 
 def store_for(config: Config) -> store.Store:
-    return store.open_store(
-        config.store, config.index_dir, config.milvus_uri, config.milvus_collection, config.milvus_token
-    )
+    """The configured store, from core/registry.py's table (Milvus is imported only when chosen)."""
+    opened: store.Store = STORES.load(config.store)(config)
+    return opened
 
 
 def resolve_docs_dir(config: Config, given: bool, rebuild: bool = False) -> Config:

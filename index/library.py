@@ -26,8 +26,8 @@ from core.errors import UserError
 from core.i18n import t
 from index.build import apply_changes
 from index.embed import VectorEmbeddings
-from index.formats import MAX_BYTES, MAX_TEXT_CHARS
-from index.load import SUPPORTED_SUFFIXES, UnreadableFile, load_file
+from index.formats import MAX_TEXT_CHARS, max_bytes
+from index.load import UnreadableFile, load_file, supported_suffixes
 from index.load import safe_name as displayed
 from index.store import StoredIndex, atomic_write
 from index.trash import NotMoved, Trash, TrashError, TrashItem, free_name
@@ -259,11 +259,11 @@ class DocumentLibrary(Generic[S]):
                 result = FileResult(original)
                 name = safe_name(original)
                 suffix = Path(name).suffix.lower()
-                if suffix not in SUPPORTED_SUFFIXES:
-                    report.reject(result.reject("reason_type", types=" ".join(SUPPORTED_SUFFIXES)))
+                if suffix not in (supported := supported_suffixes()):
+                    report.reject(result.reject("reason_type", types=" ".join(supported)))
                     continue
                 size = path.stat().st_size
-                limit = MAX_BYTES.get(suffix, self.max_bytes)  # per type: PDF 50 MB, DOCX 20 MB…
+                limit = max_bytes(suffix, self.max_bytes)  # per type: PDF 50 MB, DOCX 20 MB…
                 if size > limit:
                     report.reject(
                         result.reject(

@@ -20,7 +20,14 @@ from index import formats
 from index.arabic import language
 from index.chunk import MAX_RUN_CHARS
 
-SUPPORTED_SUFFIXES = (".txt", ".md", *formats.SUFFIXES)
+PLAIN_SUFFIXES = (".txt", ".md")
+
+
+def supported_suffixes() -> tuple[str, ...]:
+    """Plain text, Markdown and every registered rich format (index/formats FORMATS)."""
+    return (*PLAIN_SUFFIXES, *formats.FORMATS)
+
+
 MAX_FILE_BYTES = 64 * 1024 * 1024
 # A document's name is its path inside the documents folder; PATH_MAX on Linux. Stores size their
 # name fields from it (index/milvus.py).
@@ -230,19 +237,19 @@ def load_file(
     With `root` (the documents folder) the file must really be inside it: see `check_inside`.
     """
     suffix = Path(name or path.name).suffix.lower()
-    if suffix not in SUPPORTED_SUFFIXES:
+    if suffix not in supported_suffixes():
         raise UnreadableFile(code="unreadable_type", params={"suffix": suffix or "(none)"})
     if root is not None:
         check_inside(path, root, follow_external_symlinks)
     size = path.stat().st_size
-    limit = formats.MAX_BYTES.get(suffix, MAX_FILE_BYTES)
+    limit = formats.max_bytes(suffix, MAX_FILE_BYTES)
     if size > limit:
         raise UnreadableFile(
             code="unreadable_size", params={"size": f"{size / 2**20:.0f}", "limit": limit // 2**20, "suffix": suffix}
         )
     data = path.read_bytes()
     extra: dict[str, Any] = {}
-    if suffix in formats.SUFFIXES:
+    if suffix in formats.FORMATS:
         try:
             found = formats.extract(data, suffix)
         except formats.FormatError as exc:
@@ -279,7 +286,7 @@ def candidates(folder: Path) -> list[tuple[str, Path]]:
     return [
         (path.relative_to(folder).as_posix(), path)
         for path in sorted(p for p in folder.rglob("*") if p.is_file())
-        if path.suffix.lower() in SUPPORTED_SUFFIXES
+        if path.suffix.lower() in supported_suffixes()
         and not any(part.startswith(".") for part in path.parts[len(folder.parts) :])
     ]
 

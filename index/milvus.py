@@ -142,6 +142,13 @@ class MilvusStore:
         self._client: Any = None
         self.search_params: dict[str, Any] = {"metric_type": "IP"}  # set from the manifest at load
 
+    @classmethod
+    def from_config(cls, config: Config) -> MilvusStore:
+        """The store `milvus` of core/registry.py: milvus_uri, or a Milvus Lite file beside index_dir."""
+        folder = config.index_dir
+        uri = config.milvus_uri or str(folder.parent / f"{folder.name}.milvus.db")
+        return cls(uri, config.milvus_collection, config.milvus_token, folder)
+
     @property
     def is_local(self) -> bool:
         return not self.uri.startswith(("http://", "https://", "tcp://", "grpc://"))

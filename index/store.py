@@ -546,6 +546,11 @@ class FaissStore:
     def __post_init__(self) -> None:
         self.description = str(self.folder)
 
+    @classmethod
+    def from_config(cls, config: Config) -> FaissStore:
+        """The store `faiss` of core/registry.py: the folder index_dir."""
+        return cls(config.index_dir)
+
     def recorded_docs_dir(self) -> Path | None:
         return recorded_docs_dir(self.folder)
 
@@ -580,21 +585,3 @@ class FaissStore:
         vectors = build_vectors(all_vectors, manifest["dim"], manifest["index_type"], manifest["ef_search"])
         live = save(self.folder, manifest, chunks, vectors, lexical)
         return StoredIndex(manifest=live, chunks=chunks, vectors=vectors, folder=self.folder, lexical=lexical)
-
-
-STORES = ("faiss", "milvus")
-
-
-def open_store(
-    kind: str, folder: Path, milvus_uri: str = "", milvus_collection: str = "rag_chunks", milvus_token: str = ""
-) -> Store:
-    """The configured store; Milvus is imported only when asked for."""
-    if kind == "faiss":
-        return FaissStore(folder)
-    if kind == "milvus":
-        from index.milvus import MilvusStore
-
-        return MilvusStore(
-            milvus_uri or str(folder.parent / f"{folder.name}.milvus.db"), milvus_collection, milvus_token, folder
-        )
-    raise ValueError(f"store must be one of {', '.join(STORES)}, not {kind!r}")

@@ -21,9 +21,10 @@ import pytest
 from langchain_openai import ChatOpenAI
 from langchain_tests.integration_tests import ChatModelIntegrationTests
 
-from api.app import Service, create_app
+from api.app import create_app
 from api.app import running as live
 from api.security import RateLimiter, key_matches, parse_rate
+from api.service import Service
 from core.errors import ConfigError
 from eval.metrics import contains
 from eval.questions import Question, load_jsonl
@@ -585,7 +586,7 @@ def test_broken_index_is_503_and_recovers(pipeline: Pipeline, monkeypatch: pytes
             raise IndexMissing("no index in /nowhere; build it with: python -m index build DOCS --index /nowhere")
         return pipeline
 
-    monkeypatch.setattr("api.app.RETRY_LOAD_S", 0.0)
+    monkeypatch.setattr("api.service.RETRY_LOAD_S", 0.0)
     service = Service(pipeline.config, load=load, problem="no index yet; build it with python -m index build")
     with live(create_app(service)) as url:
         health = httpx.get(url + "/healthz", timeout=30)

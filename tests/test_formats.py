@@ -8,6 +8,7 @@ skip with the package to install when those are missing.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import re
 import shutil
@@ -365,7 +366,7 @@ def test_page_cap(report_pdf: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_size_cap_per_type(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(formats.MAX_BYTES, ".pdf", 1000)
+    monkeypatch.setitem(formats.FORMATS, ".pdf", dataclasses.replace(formats.FORMATS[".pdf"], max_bytes=1000))
     (tmp_path / "big.pdf").write_bytes(b"%PDF-1.7\n" + b"0" * 2000)
     with pytest.raises(UnreadableFile, match=r"over the 0 MB limit for \.pdf files"):
         load_file(tmp_path / "big.pdf")

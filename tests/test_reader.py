@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -131,9 +132,18 @@ def test_read_merges_overlapping_windows(base: BaseModel) -> None:
     assert merged.no_answer == pytest.approx(apart.no_answer)
 
 
-def test_passages_read_together_share_one_softmax_with_no_answer(base: BaseModel) -> None:
-    # One softmax over every passage token of every window and each window's <s>: what is not on
-    # the passages' tokens is the no-answer probability, for the start and for the end alike.
+@dataclass
+class TwoPassages:
+    """A reader with a random head and two one-window passages over the same token states."""
+
+    net: ReaderNet
+    a: Window
+    b: Window
+    states: np.ndarray
+
+
+@pytest.fixture
+def two_passages(base: BaseModel) -> TwoPassages:
     torch.manual_seed(3)
     net = ReaderNet(base, FIRST, "lora", 4)
     with torch.no_grad():
@@ -141,33 +151,34 @@ def test_passages_read_together_share_one_softmax_with_no_answer(base: BaseModel
     states, _, _ = _tiny_case()
     a = Window(np.zeros(20, np.int32), 3, np.array([0, 4, 8]), np.array([3, 7, 11]))
     b = Window(np.zeros(20, np.int32), 5, np.array([0, 6]), np.array([5, 9]))
-    readings = read(net, [[a], [b]], [states[:22], states[:22]])
+    return TwoPassages(net, a, b, states[:22])
+
+
+def test_passages_read_together_share_one_softmax_with_no_answer(two_passages: TwoPassages) -> None:
+    # One softmax over every passage token of every window and each window's <s>: what is not on
+    # the passages' tokens is the no-answer probability, for the start and for the end alike.
+    net, a, b, states = two_passages.net, two_passages.a, two_passages.b, two_passages.states
+    readings = read(net, [[a], [b]], [states, states])
     start = sum(np.exp(r.start_logp).sum() for r in readings.passages)
     end = sum(np.exp(r.end_logp).sum() for r in readings.passages)
     assert 0 < start < 1 and 0 < end < 1
     assert readings.no_answer == pytest.approx(np.log(1 - start) + np.log(1 - end), abs=1e-4)
     # Read alone, a passage's tokens hold more of the mass than beside another.
-    alone = read(net, [[a]], [states[:22]])
+    alone = read(net, [[a]], [states])
     assert np.exp(alone.passages[0].start_logp).sum() > np.exp(readings.passages[0].start_logp).sum()
 
 
-def test_a_sure_first_passage_is_read_alone(base: BaseModel) -> None:
-    torch.manual_seed(3)
-    net = ReaderNet(base, FIRST, "lora", 4)
-    with torch.no_grad():
-        net.head.weight.normal_(0, 0.5)
-    states, _, _ = _tiny_case()
-    a = Window(np.zeros(20, np.int32), 3, np.array([0, 4, 8]), np.array([3, 7, 11]))
-    b = Window(np.zeros(20, np.int32), 5, np.array([0, 6]), np.array([5, 9]))
-    both = read(net, [[a], [b]], [states[:22], states[:22]])
-    alone = read(net, [[a]], [states[:22]])
+def test_a_sure_first_passage_is_read_alone(two_passages: TwoPassages) -> None:
+    net, a, b, states = two_passages.net, two_passages.a, two_passages.b, two_passages.states
+    both = read(net, [[a], [b]], [states, states])
+    alone = read(net, [[a]], [states])
     sure = float(np.exp(alone.passages[0].best(4)[0]))
     # Sure enough: the second passage is not read, and the first reads as it does alone.
-    quick = read(net, [[a], [b]], [states[:22], states[:22]], enough=sure * 0.99)
+    quick = read(net, [[a], [b]], [states, states], enough=sure * 0.99)
     assert len(quick.passages) == 1 and quick.no_answer == pytest.approx(alone.no_answer)
     assert np.allclose(quick.passages[0].start_logp, alone.passages[0].start_logp)
     # Not sure enough: both, under one softmax, exactly as without the shortcut.
-    slow = read(net, [[a], [b]], [states[:22], states[:22]], enough=min(1.0, sure * 1.01))
+    slow = read(net, [[a], [b]], [states, states], enough=min(1.0, sure * 1.01))
     assert len(slow.passages) == 2 and slow.no_answer == pytest.approx(both.no_answer)
 
 

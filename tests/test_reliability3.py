@@ -27,9 +27,10 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.testclient import TestClient
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from api.app import Service, create_app, is_api_path
+from api.app import create_app, is_api_path
 from api.app import running as live
 from api.security import FAILED_KEYS, RateLimiter
+from api.service import Service
 from core.config import Config
 from index.build import build_folder
 from index.embed import VectorEmbeddings

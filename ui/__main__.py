@@ -9,12 +9,12 @@ import sys
 
 import gradio as gr
 
-from api.__main__ import configure, key_problem, serve
+from api.__main__ import cap_malloc_arenas, configure, key_problem, serve
 from api.app import create_app
 from api.security import LOOPBACK
 from core.config import add_arguments
 from core.errors import ConfigError, UserError
-from index.formats import MAX_BYTES
+from index.formats import largest_cap
 from rag.chain import Pipeline
 from ui.app import CSS, HEAD, build_app, make_i18n, theme
 from ui.gate import for_port
@@ -26,6 +26,7 @@ QUEUE_SIZE = 256
 
 
 def main(argv: list[str] | None = None) -> int:
+    cap_malloc_arenas()
     parser = argparse.ArgumentParser(prog="python -m ui", description="Start the chat UI.")
     add_arguments(
         parser, "ui_host", "ui_port", "index_dir", "docs_dir", "embedder", "k", "store", "milvus_uri", "answer_reader"
@@ -67,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         server_port=config.ui_port,
         auth=auth,
         # Gradio's cap is the largest per-type cap; DocumentLibrary enforces each type's own.
-        max_file_size=max(config.upload_max_mb * 2**20, *MAX_BYTES.values()),
+        max_file_size=max(config.upload_max_mb * 2**20, largest_cap()),
         theme=theme(),
         css=CSS,
         footer_links=[],

@@ -20,7 +20,7 @@ from core.config import Config
 from core.errors import UserError
 from core.i18n import MESSAGES, normalise_language, t
 from index.library import DocumentLibrary, FileResult, UploadStep
-from index.load import SUPPORTED_SUFFIXES
+from index.load import supported_suffixes
 from index.store import IndexProblem
 from rag.answer import Answer
 from rag.chain import Pipeline, reader_available
@@ -362,7 +362,7 @@ def build_app(pipeline: Pipeline, i18n: gr.I18n) -> gr.Blocks:
             )
             gr.Markdown(i18n("upload_note"))
             upload = gr.File(
-                file_count="multiple", file_types=list(SUPPORTED_SUFFIXES), label=i18n("upload"), elem_id="upload"
+                file_count="multiple", file_types=list(supported_suffixes()), label=i18n("upload"), elem_id="upload"
             )
             # Each file's line, live during an upload and kept until the next one.
             results = gr.HTML(elem_id="upload-results", label=i18n("upload_results"))

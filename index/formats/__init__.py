@@ -9,12 +9,14 @@ format modules import their libraries lazily, so plain-text indexing never pays 
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from core.errors import UserError
+from core.registry import load_attribute
 
 
 class FormatError(UserError):
@@ -50,30 +52,48 @@ class Extracted:
 
 
 MB = 2**20
-# Upload and folder caps per type. A 50 MB PDF is ~1,000 scanned pages or far more text pages;
-# DOCX/HTML are text plus images, 20 MB holds hundreds of pages of prose.
-MAX_BYTES: dict[str, int] = {
-    ".pdf": 50 * MB,
-    ".docx": 20 * MB,
-    ".html": 10 * MB,
-    ".htm": 10 * MB,
-    ".png": 20 * MB,
-    ".jpg": 20 * MB,
-    ".jpeg": 20 * MB,
-    ".tif": 20 * MB,
-    ".tiff": 20 * MB,
+
+
+@dataclass(frozen=True)
+class Format:
+    """How one file type is read: its extractor, its size cap and the signature its bytes start with."""
+
+    extractor: str  # "module:function" from bytes to `Extracted`, imported when a file of the type comes
+    max_bytes: int
+    magic: tuple[bytes, ...] = ()  # one of these starts the file; none: no check (HTML)
+    magic_within: int = 0  # > 0: the signature may sit anywhere in the first that many bytes
+
+
+_IMAGE = Format("index.formats.ocr:extract_image", 20 * MB)
+_JPEG = dataclasses.replace(_IMAGE, magic=(b"\xff\xd8\xff",))
+_TIFF = dataclasses.replace(_IMAGE, magic=(b"II*\x00", b"MM\x00*"))
+_HTML = Format("index.formats.html:extract_html", 10 * MB)
+# The rich formats by suffix (plain text and Markdown are read by index/load.py itself): adding a
+# type is its module plus one line here. Size caps: a 50 MB PDF is ~1,000 scanned pages or far more
+# text pages; DOCX/HTML are text plus images, 20 MB holds hundreds of pages of prose. PDF readers
+# accept a header anywhere in the first 1 KB (some writers prepend junk).
+FORMATS: dict[str, Format] = {
+    ".pdf": Format("index.formats.pdf:extract_pdf", 50 * MB, (b"%PDF-",), magic_within=1024),
+    ".docx": Format("index.formats.docx:extract_docx", 20 * MB, (b"PK\x03\x04",)),
+    ".html": _HTML,
+    ".htm": _HTML,
+    ".png": dataclasses.replace(_IMAGE, magic=(b"\x89PNG\r\n\x1a\n",)),
+    ".jpg": _JPEG,
+    ".jpeg": _JPEG,
+    ".tif": _TIFF,
+    ".tiff": _TIFF,
 }
-SUFFIXES: tuple[str, ...] = tuple(MAX_BYTES)
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
-_MAGIC = {
-    ".pdf": (b"%PDF-",),
-    ".docx": (b"PK\x03\x04",),
-    ".png": (b"\x89PNG\r\n\x1a\n",),
-    ".jpg": (b"\xff\xd8\xff",),
-    ".jpeg": (b"\xff\xd8\xff",),
-    ".tif": (b"II*\x00", b"MM\x00*"),
-    ".tiff": (b"II*\x00", b"MM\x00*"),
-}
+
+
+def max_bytes(suffix: str, default: int) -> int:
+    """The size cap of a rich format, else `default` (plain text's)."""
+    found = FORMATS.get(suffix)
+    return found.max_bytes if found else default
+
+
+def largest_cap() -> int:
+    """The largest per-type cap: what an upload route must let through before the type's own check."""
+    return max(found.max_bytes for found in FORMATS.values())
 
 
 def sniff(data: bytes) -> str:
@@ -93,43 +113,25 @@ def sniff(data: bytes) -> str:
 
 
 def extract(data: bytes, suffix: str) -> Extracted:
-    """Dispatch on suffix after checking the bytes are what the suffix claims."""
-    magic = _MAGIC.get(suffix)
-    # PDF readers accept a header anywhere in the first 1 KB (some writers prepend junk).
-    found = data[:1024] if suffix == ".pdf" else data[:8]
-    if magic and not any(m in found if suffix == ".pdf" else found.startswith(m) for m in magic):
-        raise FormatError(code="unreadable_not_kind", params={"kind": suffix.lstrip(".").upper(), "looks": sniff(data)})
+    """Read a file of a registered type after checking the bytes are what the suffix claims."""
+    found = FORMATS.get(suffix)
+    if found is None:
+        raise FormatError(code="unreadable_type", params={"suffix": suffix})
+    kind = suffix.lstrip(".").upper()
+    head = data[: found.magic_within or 8]
+    if found.magic and not any(m in head if found.magic_within else head.startswith(m) for m in found.magic):
+        raise FormatError(code="unreadable_not_kind", params={"kind": kind, "looks": sniff(data)})
     try:
-        return _extract(data, suffix)
+        extracted: Extracted = load_attribute(found.extractor)(data)
     except FormatError:
         raise
     except Exception as exc:
         # Parsers of hostile files fail in ways no list of exception types covers (pdfium, lxml,
         # zipfile, PIL each have their own); one bad file must be skipped, never stop the folder.
         raise FormatError(
-            code="unreadable_parser",
-            params={"kind": suffix.lstrip(".").upper(), "error": f"{type(exc).__name__}: {exc}"},
+            code="unreadable_parser", params={"kind": kind, "error": f"{type(exc).__name__}: {exc}"}
         ) from exc
-
-
-def _extract(data: bytes, suffix: str) -> Extracted:
-    if suffix == ".pdf":
-        from index.formats.pdf import extract_pdf
-
-        return extract_pdf(data)
-    if suffix == ".docx":
-        from index.formats.docx import extract_docx
-
-        return extract_docx(data)
-    if suffix in (".html", ".htm"):
-        from index.formats.html import extract_html
-
-        return extract_html(data)
-    if suffix in IMAGE_SUFFIXES:
-        from index.formats.ocr import extract_image
-
-        return extract_image(data)
-    raise FormatError(code="unreadable_type", params={"suffix": suffix})
+    return extracted
 
 
 # A "heading" longer than this is a paragraph in a heading style; a citation shows its start.
