@@ -153,7 +153,7 @@ def _mode(request: ChatRequest, service: Service) -> tuple[str, bool | None]:
 
 
 def available_models(service: Service) -> list[str]:
-    llm = bool(service.config.llm_base_url and service.config.llm_model)
+    llm = service.config.llm_enabled
     models = [EXTRACTIVE_MODEL]
     if reader_available():
         models.append(READER_MODEL)

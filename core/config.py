@@ -99,10 +99,19 @@ class Config(BaseSettings):
     api_rate: str = ""
     api_cors_origins: str = ""
     api_max_body_kb: int = Field(256, ge=1, le=1_000_000)  # JSON bodies; uploads are bounded by upload_max_mb
-    api_workers: int = Field(8, ge=1, le=256)  # questions answered at once; more wait (the embedder serialises)
+    # Questions answered at once by one process, through the API's worker pool or the UI's queue;
+    # more wait their turn. 8 serves 20 people asking at once (the embedder serialises its own calls,
+    # so more would only queue inside it).
+    api_workers: int = Field(8, ge=1, le=256)
     # Proxies whose X-Forwarded-For is believed (comma-separated addresses, "*" for any); empty: none,
     # so a client cannot pick its own rate-limit bucket by forging the header (issue 27).
     trusted_proxies: str = ""
+
+    @property
+    def llm_enabled(self) -> bool:
+        """Whether an LLM endpoint is configured (both its URL and its model): the one definition
+        the chain, the UI's mode choice and the API's model list all use."""
+        return bool(self.llm_base_url and self.llm_model)
 
     @field_validator("store")
     @classmethod

@@ -2,7 +2,7 @@
 
 Prints Chromium-made Arabic PDFs (seeds/ and ARCD-train text, one- and two-column) and scores each
 candidate by character error rate (CER: edit distance / reference length) against the source text,
-before and after the shared repair step (`index.arabic.repair_extracted`, plus visual-order repair
+before and after the shared repair step (`index.formats.repair.repair_extracted`, plus visual-order repair
 where a library returns visual order). Writes docs/PDF_EXTRACTORS.md unless --no-report.
 """
 
@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from eval.pdf_fixtures import REPO_ROOT, Section, arcd_sections, print_pdf, rtl_html, seed_paragraphs
-from index.arabic import repair_extracted, visual_to_logical
+from index.formats.repair import repair_extracted, visual_to_logical
 
 REPORT = REPO_ROOT / "docs" / "PDF_EXTRACTORS.md"
 

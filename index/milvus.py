@@ -134,7 +134,7 @@ class MilvusStore:
 
     page_size = 1000  # rows per read when paging through a collection
 
-    def __init__(self, uri: str, collection: str = "rag_chunks", token: str = "", folder: Path | None = None) -> None:
+    def __init__(self, uri: str, collection: str, token: str = "", folder: Path | None = None) -> None:
         self.uri, self.collection, self.token = uri, collection, token
         self.folder = folder or Path(uri).expanduser().with_suffix("")
         self.meta = f"{collection}_meta"

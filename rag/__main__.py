@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     # (the LLM rewrite reads them, the extractive resolver reads only the questions).
     history: list[tuple[str, str]] = [(earlier, "") for earlier in args.history]
     for question in _questions(args):
-        stream = pipeline.llm_enabled and not args.json
+        stream = pipeline.config.llm_enabled and not args.json
         asked += 1
         try:
             answer = pipeline.ask(question, history=history, on_token=_print_token if stream else None)

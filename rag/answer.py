@@ -19,11 +19,12 @@ from langchain_core.runnables.config import RunnableConfig
 from pydantic import ConfigDict
 
 from core.config import Config
-from index.arabic import language, question_type, skeleton, terms, trim_answer
+from index.arabic import language, skeleton, terms
 from index.embed import VectorEmbeddings
 from rag.extract import Sentence, Span, SpanReader, sentence_candidates, span_candidates
 from rag.scoring import AnswerScoring
 from rag.short_gate import gate_features, type_mismatch
+from rag.wording import question_type, trim_answer
 
 ABSTAIN_MESSAGE = {
     "ar": "لا أجد إجابة لهذا السؤال في المستندات المتاحة.",

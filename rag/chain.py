@@ -124,7 +124,7 @@ class Pipeline:
             self.config, self.embedder, retriever.bm25.term_weight, default_reader
         )
         chains = {"extractive": self._compose(retriever, answerer)}
-        if self.llm_enabled:
+        if self.config.llm_enabled:
             chains["llm"] = self._compose(retriever, LLMAnswerer(config=self.config, fallback=answerer))
         with self._lock:
             self.index, self.retriever, self.answerer = index, retriever, answerer
@@ -164,12 +164,8 @@ class Pipeline:
         return chain
 
     @property
-    def llm_enabled(self) -> bool:
-        return bool(self.config.llm_base_url and self.config.llm_model)
-
-    @property
     def default_mode(self) -> str:
-        return "llm" if self.llm_enabled else "extractive"
+        return "llm" if self.config.llm_enabled else "extractive"
 
     @staticmethod
     def _compose(

@@ -23,18 +23,17 @@ import numpy as np
 from langchain_core.documents import Document
 
 from index.arabic import (
-    QUESTION_TYPES,
     STOPWORDS,
     clause_spans,
     normalize,
     phrase_break,
-    question_type,
     sentence_spans,
     stem,
     terms,
     trim_span,
     word_spans,
 )
+from rag.wording import QUESTION_TYPES, question_type
 
 # Headings and fragments ("أهداف المؤتمر") are not evidence.
 MIN_SENTENCE_WORDS = 4

@@ -11,7 +11,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from index.arabic import ENGLISH_PRONOUNS, content_words, continues_conversation, referring_words, terms
+from index.arabic import terms
+from rag.wording import ENGLISH_PRONOUNS, content_words, continues_conversation, referring_words
 
 # Same window as the LLM rewrite (rag/llm.py MAX_HISTORY_TURNS): a topic older than three turns is
 # rarely what a pronoun points to.

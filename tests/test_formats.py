@@ -20,12 +20,13 @@ import pytest
 from core.config import Config
 from eval.pdf_fixtures import Section, chromium, print_pdf, rtl_html
 from index import formats
-from index.arabic import normalize, repair_extracted, visual_to_logical
+from index.arabic import normalize
 from index.build import build_folder
 from index.chunk import ChunkSettings, split_document
 from index.embed import VectorEmbeddings
 from index.formats import ocr as ocr_module
 from index.formats import pdf as pdf_module
+from index.formats.repair import repair_extracted, visual_to_logical
 from index.load import UnreadableFile, load_file, load_folder
 from rag.answer import Answer
 from rag.chain import Pipeline

@@ -431,6 +431,7 @@ def test_switching_the_reader_on_without_its_weights_names_the_command(tmp_path:
     assert "python -m eval.train_reader --out" in caught.value.hint
 
 
+@pytest.mark.integration  # runs the entry points in subprocesses
 def test_entry_points_import_torch_only_when_the_reader_is_switched_on() -> None:
     # torch costs about 2 s of start-up; only the reader needs it, and it is off by default.
     # One interpreter imports them in turn and names the first after which torch is loaded.

@@ -130,7 +130,7 @@ def test_milvus_manifest_with_more_rows_than_one_query_returns(tmp_path: Path) -
     lost files, then every question failed."""
     from index.milvus import MilvusStore
 
-    milvus = MilvusStore(str(tmp_path / "m.db"))
+    milvus = MilvusStore(str(tmp_path / "m.db"), Config().milvus_collection)
     milvus._create(dim=4)
     files = {f"doc{i:05}.txt": {"sha256": str(i), "chunks": 0} for i in range(16_500)}
     manifest = {**store.new_manifest("hash-test", 4, {}), "files": files}

@@ -19,9 +19,6 @@ from rag.chain import Pipeline
 from ui.app import CSS, HEAD, build_app, make_i18n, theme
 from ui.gate import for_port
 
-# Enough workers that 20 people asking at once are all served; the embedding engine
-# serialises its own calls, so more would only queue inside it.
-CONCURRENCY = 8
 QUEUE_SIZE = 256
 
 
@@ -52,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2 if isinstance(exc, ConfigError) else 1
     i18n = make_i18n(config)
     app = build_app(pipeline, i18n)
-    app.queue(default_concurrency_limit=CONCURRENCY, max_size=QUEUE_SIZE)
+    app.queue(default_concurrency_limit=config.api_workers, max_size=QUEUE_SIZE)
     print(f"Serving on http://{config.ui_host}:{config.ui_port}", file=sys.stderr, flush=True)
     # The UI is mounted on the API's app (one process, one pipeline, one port): the API's routes
     # (/v1, /api, /healthz, /docs) come first, everything else is the UI.

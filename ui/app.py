@@ -258,8 +258,7 @@ def build_app(pipeline: Pipeline, i18n: gr.I18n) -> gr.Blocks:
     """The whole UI, bound to one loaded pipeline; every label is a key of `i18n` (ui/i18n.py)."""
     config = pipeline.config
     library = DocumentLibrary(pipeline, config.upload_max_mb * 2**20)
-    llm_ready = bool(config.llm_base_url and config.llm_model)
-    modes = ["llm", "extractive"] if llm_ready else ["extractive"]
+    modes = ["llm", "extractive"] if config.llm_enabled else ["extractive"]
     handover = Handover(HANDOVER_SECONDS, HANDOVER_LIMIT)
 
     with gr.Blocks(title="اسأل مستنداتك · Ask your documents") as app:
@@ -301,7 +300,7 @@ def build_app(pipeline: Pipeline, i18n: gr.I18n) -> gr.Blocks:
                 mode = gr.Radio(
                     [(i18n(f"mode_{m}"), m) for m in modes],
                     value=pipeline.default_mode,
-                    label=i18n("answer_mode" if llm_ready else "answer_mode_no_llm"),
+                    label=i18n("answer_mode" if config.llm_enabled else "answer_mode_no_llm"),
                     elem_id="mode",
                 )
                 show_scores = gr.Checkbox(value=False, label=i18n("show_scores"))

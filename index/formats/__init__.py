@@ -193,7 +193,7 @@ def from_blocks(blocks: Iterable[tuple[bool, str]], kind: str, title: str = "") 
     Shared by the DOCX and HTML loaders, which differ only in how they find the blocks. They
     yield them lazily, so a document over MAX_TEXT_CHARS stops being read as soon as it is.
     """
-    from index.arabic import repair_extracted
+    from index.formats.repair import repair_extracted
 
     parts: list[str] = []
     sections: list[tuple[int, str]] = []

@@ -20,8 +20,8 @@ from typing import Any
 from tqdm import tqdm
 
 from core.errors import UserError
-from index.arabic import repair_extracted
 from index.formats import Extracted, FormatError
+from index.formats.repair import repair_extracted
 
 INSTALL_HINT = "apt-get install tesseract-ocr tesseract-ocr-ara"
 LANGUAGES = "ara+eng"

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 
 from tqdm import tqdm
 
-from index.arabic import letter_share, repair_extracted, visual_to_logical
 from index.formats import Extracted, FormatError
+from index.formats.repair import letter_share, repair_extracted, visual_to_logical
 
 # Memory and time stay bounded: pages are read one at a time and at most this many.
 MAX_PAGES = 2_000
