@@ -44,7 +44,7 @@ class Config(BaseSettings):
     # Symlinks in the documents folder are followed only to files inside it (a link to /etc/passwd
     # would otherwise be served in answers); True also follows links that leave the folder.
     follow_external_symlinks: bool = False
-    # Vector index: "auto" picks exact search below 50k chunks and HNSW above (see index/store.py).
+    # Vector index: "auto" picks exact search below 50k chunks and HNSW above (see index/store/folder.py).
     index_type: IndexType = "auto"
     # HNSW search breadth, recorded in the manifest at build. Recall at a fixed efSearch falls as the
     # collection grows: 256 gives 0.98 recall@10 at 100k chunks but 0.84 at 1M; 768 gives 0.97 at 1M

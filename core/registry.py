@@ -52,8 +52,8 @@ class Registry:
 STORES = Registry(
     "store",
     {
-        "faiss": "index.store:FaissStore.from_config",  # a local folder (index_dir)
-        "milvus": "index.milvus:MilvusStore.from_config",  # Milvus Lite file or a Milvus server
+        "faiss": "index.store.folder:FaissStore.from_config",  # a local folder (index_dir)
+        "milvus": "index.store.milvus:MilvusStore.from_config",  # Milvus Lite file or a Milvus server
     },
 )
 

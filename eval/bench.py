@@ -583,7 +583,7 @@ def bench_milvus(
     corpus: SyntheticCorpus, sizes: list[int], config: Config, workdir: Path, questions: int
 ) -> list[dict[str, Any]]:
     """Milvus Lite rows: write rate (insert + read back) and query latency at each size."""
-    from index.milvus import MilvusStore
+    from index.store.milvus import MilvusStore
 
     rows = []
     for n in sizes:
@@ -637,7 +637,7 @@ def bench_milvus_server(
     chunk back, building BM25: seconds and resident MB). Skipped, with the reason, where the server
     cannot run (not installed, or not inside a loopback-only network namespace)."""
     from eval import milvus_server
-    from index.milvus import MilvusStore
+    from index.store.milvus import MilvusStore
 
     if not milvus_server.installed():
         return {"skipped": "no Milvus server installed (python -m eval.milvus_server install)"}

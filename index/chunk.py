@@ -26,7 +26,7 @@ from index.formats import locate
 # chunks carry page/page_end/section/ocr and the paragraph they start in.
 CHUNKER_VERSION = 2
 # Four times a real 150-word chunk (~1,000 characters), so real chunks are never cut by it; also
-# sizes the Milvus text field (index/milvus.py: 4 UTF-8 bytes a character). The encoder reads at
+# sizes the Milvus text field (index/store/milvus.py: 4 UTF-8 bytes a character). The encoder reads at
 # most its 512 tokens of a chunk in any case (index/embed.py).
 MAX_CHUNK_CHARS = 4_000
 # A "word" longer than this is not a word: no language writes 500 characters without a space.

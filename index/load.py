@@ -30,7 +30,7 @@ def supported_suffixes() -> tuple[str, ...]:
 
 MAX_FILE_BYTES = 64 * 1024 * 1024
 # A document's name is its path inside the documents folder; PATH_MAX on Linux. Stores size their
-# name fields from it (index/milvus.py).
+# name fields from it (index/store/milvus.py).
 MAX_SOURCE_CHARS = 4096
 _TITLE_MAX_CHARS = 120
 _CONTROL_RE = re.compile(r"[\x00-\x08\x0b\x0e-\x1f\x7f]")

@@ -2,7 +2,7 @@
 
 A user who clicks "Remove", or uploads a file under a name that already exists, can get the old
 file back until they empty the trash: the tool never deletes a file it did not create. The trash
-lives in the index folder (which the index owns, see index/store.py) so it never appears among the
+lives in the index folder (which the index owns, see index/store/) so it never appears among the
 user's documents and is never indexed.
 
 Layout: trash/<id>/entry.json (what it was, why and when it left) and trash/<id>/<file name>.

@@ -128,7 +128,7 @@ def test_milvus_lite_builds_a_200_kb_file_with_long_unbroken_words(tmp_path: Pat
 def test_milvus_manifest_with_more_rows_than_one_query_returns(tmp_path: Path) -> None:
     """The manifest (one row a file) was read with limit=16,384: past 16,383 files the second build
     lost files, then every question failed."""
-    from index.milvus import MilvusStore
+    from index.store.milvus import MilvusStore
 
     milvus = MilvusStore(str(tmp_path / "m.db"), Config().milvus_collection)
     milvus._create(dim=4)
@@ -144,7 +144,7 @@ def test_milvus_manifest_with_more_rows_than_one_query_returns(tmp_path: Path) -
 
 def test_milvus_builds_page_through_manifest_and_chunks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The same paging with a 7-row page, through real builds: 40 files, then 25 of them changed or gone."""
-    from index.milvus import MilvusStore
+    from index.store.milvus import MilvusStore
 
     monkeypatch.setattr(MilvusStore, "page_size", 7)
     docs = write_docs(tmp_path / "docs", {f"f{i:02}.txt": f"{PARAGRAPH}رقم {i}" for i in range(40)})
@@ -180,12 +180,12 @@ def test_milvus_collection_too_small_for_a_value_fails_before_writing(
 ) -> None:
     """A collection made by an older version (source VARCHAR 1,024): a clear error naming the file
     and the rebuild, before anything is written, instead of a failed insert halfway."""
-    import index.milvus
+    import index.store.milvus
 
     docs = write_docs(tmp_path / "docs", {"good.txt": PARAGRAPH})
     config = Config(docs_dir=docs, index_dir=tmp_path / "index", store="milvus", milvus_uri=str(tmp_path / "m.db"))
     with monkeypatch.context() as patch:
-        patch.setattr(index.milvus, "_SOURCE_MAX", 1024)
+        patch.setattr(index.store.milvus, "_SOURCE_MAX", 1024)
         build_folder(config, HashEmbedder())
     write_docs(docs, {DEEP: PARAGRAPH + "عميق"})
     with pytest.raises(store.IndexMismatch, match=r"deep\.txt: its source has 1,213 characters.*--rebuild"):

@@ -102,14 +102,14 @@ def test_a_commit_failing_on_a_full_disk_leaves_nothing_that_passes_for_the_prev
         written(path, write, tmp_dir)
 
     (config.docs_dir / "moscow.txt").write_text(MOSCOW + "وانتهى المؤتمر في اليوم الثالث.\n", encoding="utf-8")
-    monkeypatch.setattr(store, "atomic_write", full_disk)
+    monkeypatch.setattr(store.folder, "atomic_write", full_disk)  # where save looks it up
     with pytest.raises(OSError, match="No space"):
         build_folder(config, counting)
     assert store.read_manifest(config.index_dir)["generation"] == live  # the old index still serves
     assert {p.name for p in config.index_dir.glob("vectors.*.faiss")} == {f"vectors.{live}.faiss"} | {
         p.name for p in config.index_dir.glob("vectors.*.faiss") if int(p.name.split(".")[1]) < live
     }  # nothing of the failed generation
-    monkeypatch.setattr(store, "atomic_write", written)
+    monkeypatch.setattr(store.folder, "atomic_write", written)
     build_folder(config, counting)
     now = store.read_manifest(config.index_dir)["generation"]
     assert now > live and (config.index_dir / f"vectors.{live}.faiss").exists()  # the real previous one

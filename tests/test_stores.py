@@ -250,7 +250,7 @@ def test_milvus_keeps_no_local_side_files(built: Built) -> None:
 
 @MILVUS_ONLY
 def test_milvus_second_client_loads_same_chunks(built: Built, embedder: VectorEmbeddings) -> None:
-    from index.milvus import MilvusStore
+    from index.store.milvus import MilvusStore
 
     config = built.config
     first = store_for(config).load(embedder.name)

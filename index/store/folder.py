@@ -1,4 +1,5 @@
-"""Chunks and vectors to disk and back: FAISS vectors, a JSONL docstore and a JSON manifest.
+"""The FAISS store: chunks and vectors to a local folder and back, as FAISS vectors, a JSONL
+docstore and a JSON manifest.
 
 Layout of an index folder (no pickle anywhere):
     manifest.json           the commit point: settings, per-file hashes, and which generation is live
@@ -18,136 +19,50 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import fcntl
 import json
-import os
-import shlex
-import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 import faiss
 import numpy as np
 from langchain_core.documents import Document
 
 from core.config import Config, IndexType
-from core.errors import UserError
 from index.lexical import LexicalFileError, LexicalIndex
+from index.store.base import (
+    APPROXIMATE_FROM,
+    FORMAT_VERSION,
+    HNSW_EF_CONSTRUCTION,
+    HNSW_M,
+    MANIFEST,
+    Changes,
+    IndexCorrupt,
+    IndexMismatch,
+    IndexMissing,
+    IndexProblem,
+    StoredIndex,
+    check_embedder,
+)
+from index.store.files import (
+    TMP_DIR,
+    atomic_write,
+    claim,
+    fsync_dir,
+    read_owner,
+    rebuild_hint,
+    recorded_docs_dir,
+    write_lock,
+    write_owner,
+)
 
-FORMAT_VERSION = 1
-MANIFEST = "manifest.json"
-# The index's own ledger: proof that a folder is an index this tool made, the generations it wrote
-# (the only files cleanup may delete) and the documents folder it was built from (for repair hints).
-OWNER = ".rag-index.json"
-LOCK = ".lock"
-TMP_DIR = ".tmp"
 _GENERATION_FILES = ("vectors.{}.faiss", "chunks.{}.jsonl", "lexical.{}.npz")
+
 # Generations kept on disk besides the live one, so a reader that read the manifest just before a
 # commit still finds its files; a slower reader retries from the new manifest (see `load`).
 _KEEP_PREVIOUS = 1
+
 _LOAD_ATTEMPTS = 20
-REBUILD_HINT = "python -m index build --rebuild"
-
-
-def shown_path(path: Path) -> str:
-    """A path as the user should type it: relative to the working directory when inside it, quoted for a shell."""
-    absolute = path.expanduser().absolute()
-    with contextlib.suppress(ValueError):
-        absolute = absolute.relative_to(Path.cwd())
-    return shlex.quote(str(absolute))
-
-
-def rebuild_hint(folder: Path, docs_dir: Path | None = None, store_args: str = "") -> str:
-    """The repair command for an index: it names the documents folder the index was built from, so
-    running it exactly as printed rebuilds the right collection (never the default seeds/)."""
-    docs = docs_dir if docs_dir is not None else recorded_docs_dir(folder)
-    where = f"{shown_path(docs)} " if docs is not None else "DOCS_DIR "
-    return f"{REBUILD_HINT} {where}--index {shown_path(folder)}{store_args}"
-
-
-class IndexProblem(UserError):
-    """Base for index errors; messages are meant for the user and say how to fix it."""
-
-
-class IndexMissing(IndexProblem):
-    """No index has been built in this folder yet."""
-
-
-class IndexCorrupt(IndexProblem):
-    """A file of the index is unreadable or inconsistent with the others."""
-
-
-class IndexMismatch(IndexProblem):
-    """The index was built with other settings (format, embedder) than the ones in use."""
-
-
-class StoreUnavailable(IndexProblem):
-    """The vector database cannot be reached or refused the connection."""
-
-
-@runtime_checkable
-class VectorIndex(Protocol):
-    """What retrieval needs of a vector index: a FAISS index has it, and so has the Milvus store's
-    `MilvusVectors`. Vectors are unit length; `search` returns (inner products, rows), -1 for none."""
-
-    @property
-    def ntotal(self) -> int: ...
-
-    @property
-    def d(self) -> int: ...
-
-    def search(self, queries: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]: ...
-
-    def reconstruct(self, row: int) -> np.ndarray: ...
-
-    def reconstruct_n(self, start: int, n: int) -> np.ndarray: ...
-
-
-@dataclass
-class StoredIndex:
-    """An index in memory: the manifest, the chunks (row-aligned with vectors) and the vector index.
-
-    `lexical` holds the chunks' BM25 term counts when the store keeps them (FAISS folders); None
-    means the retriever counts them from the chunk texts (Milvus, a folder written before counts
-    were saved, in-memory indexes of tests and benchmarks).
-    """
-
-    manifest: dict[str, Any]
-    chunks: list[Document]
-    vectors: VectorIndex
-    folder: Path | None = None
-    lexical: LexicalIndex | None = None
-
-    @property
-    def files(self) -> dict[str, dict[str, Any]]:
-        return self.manifest["files"]
-
-    def all_vectors(self) -> np.ndarray:
-        """Every stored vector, row-aligned with `chunks` (used to carry unchanged files over)."""
-        if self.vectors.ntotal == 0:
-            return np.zeros((0, self.vectors.d), dtype=np.float32)
-        return self.vectors.reconstruct_n(0, self.vectors.ntotal)
-
-
-def new_manifest(embedder: str, dim: int, settings: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "format_version": FORMAT_VERSION,
-        "embedder": embedder,
-        "dim": dim,
-        "index_type": "flat",
-        "settings": settings,
-        "generation": 0,
-        "count": 0,
-        "files": {},
-    }
-
-
-# Below this many chunks exact search takes a few ms and has perfect recall.
-APPROXIMATE_FROM = 50_000
-HNSW_M = 32
-HNSW_EF_CONSTRUCTION = 64
 
 
 def choose_index_type(count: int, requested: IndexType) -> str:
@@ -191,113 +106,6 @@ def _chunk_from_record(record: dict[str, Any]) -> Document:
     return Document(page_content=text, id=record["id"], metadata=record)
 
 
-class NotAnIndex(IndexProblem):
-    """The folder holds files this tool did not write; building there could delete or overwrite them."""
-
-
-def read_owner(folder: Path) -> dict[str, Any] | None:
-    """The folder's ledger, or None when the folder is not (yet) an index of ours."""
-    try:
-        owner = json.loads((folder / OWNER).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return owner if isinstance(owner, dict) and owner.get("tool") == "arabic-rag" else None
-
-
-def recorded_docs_dir(folder: Path) -> Path | None:
-    """The documents folder this index was last built from (ledger first: it survives a damaged manifest)."""
-    for read in (lambda: read_owner(folder), lambda: json.loads((folder / MANIFEST).read_text(encoding="utf-8"))):
-        with contextlib.suppress(OSError, ValueError, AttributeError):
-            record = read()
-            if isinstance(record, dict) and isinstance(record.get("docs_dir"), str):
-                return Path(record["docs_dir"])
-    return None
-
-
-def _write_owner(folder: Path, owner: dict[str, Any]) -> None:
-    data = json.dumps(owner, ensure_ascii=False, indent=1).encode()
-    atomic_write(folder / OWNER, lambda h: h.write(data), folder / TMP_DIR)
-
-
-def claim(folder: Path) -> dict[str, Any]:
-    """Make sure `folder` is ours before writing anything into it, and return its ledger.
-
-    A new or empty folder becomes an index; an index built before ledgers existed (a valid manifest)
-    is adopted with only its live generation as ours; anything else is refused, because `--index .`
-    in a project folder once deleted `.env` and `.gitignore` there.
-    """
-    owner = read_owner(folder)
-    if owner is not None:
-        return owner
-    # Our own lock and temp folder are left when the very first build is killed: still "empty".
-    entries = sorted(p.name for p in folder.iterdir() if p.name not in (LOCK, TMP_DIR)) if folder.is_dir() else []
-    generations: list[int] = []
-    if entries:
-        try:
-            manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
-            generations = [int(manifest["generation"])]
-            if manifest.get("format_version") != FORMAT_VERSION or manifest["vectors_file"] not in entries:
-                raise ValueError("not an index of this format")
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            shown = ", ".join(entries[:3]) + (", …" if len(entries) > 3 else "")
-            raise NotAnIndex(
-                f"{folder} is not empty ({shown}) and is not an index: refusing to write there, so none of "
-                "those files can be overwritten or deleted; choose a new or empty folder with --index"
-            ) from exc
-    folder.mkdir(parents=True, exist_ok=True)
-    owner = {"tool": "arabic-rag", "generations": generations}
-    _write_owner(folder, owner)
-    return owner
-
-
-@contextlib.contextmanager
-def file_lock(path: Path) -> Iterator[None]:
-    """An exclusive advisory lock on `path` (created if missing), held across processes until exit.
-    The kernel drops it when its holder dies, so a killed build never leaves a stale lock."""
-    with open(path, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-@contextlib.contextmanager
-def write_lock(folder: Path) -> Iterator[None]:
-    """Serialise writers (CLI build, UI upload) on one index folder across processes."""
-    claim(folder)
-    with file_lock(folder / LOCK):
-        yield
-
-
-def atomic_write(path: Path, write: Any, tmp_dir: Path | None = None, mode: int | None = None) -> None:
-    """Write via a temp file (in `tmp_dir`, default the target's folder; same file system), fsync,
-    then rename over the target. The file is private (0600, mkstemp's) unless `mode` is given."""
-    tmp_dir = tmp_dir or path.parent
-    tmp_dir.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=tmp_dir, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-            handle.flush()
-            if mode is not None:
-                os.fchmod(handle.fileno(), mode)
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def save(
     folder: Path,
     manifest: dict[str, Any],
@@ -328,7 +136,7 @@ def save(
     owner["generations"] = sorted({*owner["generations"], generation})
     if manifest.get("docs_dir"):
         owner["docs_dir"] = manifest["docs_dir"]
-    _write_owner(folder, owner)
+    write_owner(folder, owner)
     vectors_name, chunks_name, lexical_name = (name.format(generation) for name in _GENERATION_FILES)
     live = {
         **manifest,
@@ -358,11 +166,11 @@ def save(
             with contextlib.suppress(OSError):
                 (folder / name).unlink()
         raise
-    _fsync_dir(folder)
+    fsync_dir(folder)
     atomic_write(
         folder / MANIFEST, lambda h: h.write(json.dumps(live, ensure_ascii=False, indent=1).encode()), folder / TMP_DIR
     )
-    _fsync_dir(folder)
+    fsync_dir(folder)
     remove_stale(folder)
     return live
 
@@ -389,7 +197,7 @@ def remove_stale(folder: Path) -> None:
             with contextlib.suppress(FileNotFoundError):
                 (folder / name.format(generation)).unlink()
     if keep != set(owner["generations"]):
-        _write_owner(folder, {**owner, "generations": sorted(keep)})
+        write_owner(folder, {**owner, "generations": sorted(keep)})
     tmp = folder / TMP_DIR
     if tmp.is_dir():
         for path in tmp.iterdir():
@@ -418,14 +226,6 @@ def read_manifest(folder: Path) -> dict[str, Any]:
     if missing:
         raise IndexCorrupt(f"{path} lacks {', '.join(missing)}; rebuild with `{rebuild_hint(folder)}`")
     return manifest
-
-
-def check_embedder(manifest: dict[str, Any], embedder: str, where: str, hint: str) -> None:
-    if manifest["embedder"] != embedder:
-        raise IndexMismatch(
-            f"the index in {where} was built with embedder {manifest['embedder']!r} but {embedder!r} is configured; "
-            f"rebuild with `{hint} --embedder {embedder}` or configure {manifest['embedder']!r}"
-        )
 
 
 def load(folder: Path, embedder: str | None = None) -> StoredIndex:
@@ -494,46 +294,6 @@ def _load_lexical(folder: Path, manifest: dict[str, Any], hint: str) -> LexicalI
         return LexicalIndex.read(path, int(manifest["count"]))
     except LexicalFileError as exc:
         raise IndexCorrupt(f"{path} is missing or damaged ({exc}); rebuild with `{hint}`") from exc
-
-
-# --- the store seam ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Changes:
-    """One build's worth of edits: sources whose chunks go, and the new chunks with their vectors."""
-
-    drop: frozenset[str]
-    chunks: list[Document]
-    vectors: np.ndarray
-
-
-class Store(Protocol):
-    """Where an index lives. `faiss` (a local folder) and `milvus` (a collection) implement it."""
-
-    description: str
-
-    def recorded_docs_dir(self) -> Path | None:
-        """The documents folder the index was last built from, if it says."""
-        ...
-
-    def rebuild_hint(self) -> str:
-        """The exact command that rebuilds this index from its own documents folder."""
-        ...
-
-    def read_manifest(self) -> dict[str, Any]: ...
-
-    def load(self, embedder: str | None = None) -> StoredIndex: ...
-
-    def lock(self) -> contextlib.AbstractContextManager[None]: ...
-
-    def tidy(self) -> None:
-        """Remove leftovers of interrupted writes (callers hold the lock)."""
-        ...
-
-    def commit(self, manifest: dict[str, Any], changes: Changes, old: StoredIndex | None) -> StoredIndex:
-        """Apply `changes` on top of `old` (None: start from empty) and make `manifest` live."""
-        ...
 
 
 @dataclass

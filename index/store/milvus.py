@@ -32,7 +32,7 @@ from core.config import Config
 from index.chunk import MAX_CHUNK_CHARS
 from index.formats import LOCATION_KEYS
 from index.load import MAX_SOURCE_CHARS, safe_name
-from index.store import (
+from index.store.base import (
     FORMAT_VERSION,
     HNSW_EF_CONSTRUCTION,
     HNSW_M,
@@ -44,9 +44,8 @@ from index.store import (
     StoredIndex,
     StoreUnavailable,
     check_embedder,
-    file_lock,
-    rebuild_hint,
 )
+from index.store.files import file_lock, rebuild_hint
 
 # pymilvus logs every failed call with a traceback and gRPC prints keep-alive chatter; the
 # store reports failures itself, in one line.
