@@ -25,7 +25,7 @@ from index.embed import VectorEmbeddings, load_embedder
 from rag.answer import Answer, ExtractiveAnswerer
 from rag.extract import SpanReader
 from rag.followup import FollowUpResolver
-from rag.llm import LLMAnswerer, QuestionRewriter, TokenFn, deadline_for
+from rag.llm import ChatModels, LLMAnswerer, QuestionRewriter, TokenFn, chat_model, deadline_for
 from rag.retrieve import HybridRetriever
 from rag.tokens import LIBRARY
 
@@ -95,9 +95,16 @@ class Pipeline:
     _switched: Runnable[dict[str, Any], str | Answer] | None  # see _extractive_chain
 
     def __init__(
-        self, config: Config, index: store.StoredIndex | None = None, log: Callable[[str], None] | None = None
+        self,
+        config: Config,
+        index: store.StoredIndex | None = None,
+        log: Callable[[str], None] | None = None,
+        chat: ChatModels = chat_model,
     ) -> None:
+        """`chat` makes LLM mode's chat models (rag/llm.py); LLM mode is on when the config names an
+        endpoint (`Config.llm_enabled`)."""
         self.config = config
+        self.chat = chat
         self.embedder = load_embedder(config.embedder, config.embed_batch_size)
         self._lock = threading.RLock()
         self.follow_ups = FollowUpResolver()
@@ -125,7 +132,7 @@ class Pipeline:
         )
         chains = {"extractive": self._compose(retriever, answerer)}
         if self.config.llm_enabled:
-            chains["llm"] = self._compose(retriever, LLMAnswerer(config=self.config, fallback=answerer))
+            chains["llm"] = self._compose(retriever, LLMAnswerer(config=self.config, fallback=answerer, chat=self.chat))
         with self._lock:
             self.index, self.retriever, self.answerer = index, retriever, answerer
             self.chains = chains
@@ -269,7 +276,9 @@ class Pipeline:
         # then sets it), so a slow retrieval on a loaded machine does not eat the model's time.
         deadline = deadline_for(self.config) if mode == "llm" and history else None
         if mode == "llm" and history:
-            standalone = clean_question(QuestionRewriter(self.config).rewrite(history, question, deadline), 10**6)
+            standalone = clean_question(
+                QuestionRewriter(self.config, self.chat).rewrite(history, question, deadline), 10**6
+            )
         elif history:
             standalone = self.follow_ups.resolve(
                 [asked for asked, _ in history], question, [said for _, said in history]

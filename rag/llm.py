@@ -16,6 +16,7 @@ from typing import Any
 
 from langchain_core.callbacks import CallbackManagerForChainRun
 from langchain_core.documents import Document
+from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 from langchain_core.runnables import RunnableSerializable
 from langchain_core.runnables.config import RunnableConfig, patch_config, run_in_executor
@@ -86,7 +87,13 @@ def _time_left(deadline: float) -> float:
     return left
 
 
-def chat_model(config: Config, deadline: float, streaming: bool = False) -> Any:
+# Where LLM mode gets a chat model for one request: (settings, deadline, streaming) -> any
+# langchain-core `BaseChatModel`. The product's is `chat_model` (an OpenAI-compatible endpoint);
+# tests pass langchain-core's fake chat models in-process (tests/test_llm.py).
+ChatModels = Callable[[Config, float, bool], BaseChatModel]
+
+
+def chat_model(config: Config, deadline: float, streaming: bool = False) -> BaseChatModel:
     """langchain-openai's chat model for the configured endpoint (no retries: fail fast, fall back),
     its request timeout cut to what is left before `deadline`."""
     from langchain_openai import ChatOpenAI
@@ -202,6 +209,7 @@ class LLMAnswerer(RunnableSerializable[dict[str, Any], str | Answer]):
 
     config: Config
     fallback: ExtractiveAnswerer
+    chat: ChatModels = chat_model
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
     def invoke(self, input: dict[str, Any], config: RunnableConfig | None = None, **kwargs: Any) -> Answer:
@@ -293,13 +301,13 @@ class LLMAnswerer(RunnableSerializable[dict[str, Any], str | Answer]):
         )
 
     def _reply_text(self, messages: list[BaseMessage], deadline: float, config: RunnableConfig) -> str:
-        reply = chat_model(self.config, deadline).invoke(messages, config)
+        reply = self.chat(self.config, deadline, False).invoke(messages, config)
         if not isinstance(reply, AIMessage) or not isinstance(reply.content, str) or not reply.content.strip():
             raise LLMError("empty or malformed reply")
         return reply.content
 
     def _stream_text(self, messages: list[BaseMessage], deadline: float, config: RunnableConfig) -> Iterator[str]:
-        for chunk in chat_model(self.config, deadline, streaming=True).stream(messages, config):
+        for chunk in self.chat(self.config, deadline, True).stream(messages, config):
             if piece := chunk.content if isinstance(chunk.content, str) else "":
                 yield piece
             if time.monotonic() > deadline:
@@ -309,8 +317,9 @@ class LLMAnswerer(RunnableSerializable[dict[str, Any], str | Answer]):
 class QuestionRewriter:
     """Turns a follow-up ("and who represented Iran?") into a stand-alone question for retrieval."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, chat: ChatModels = chat_model) -> None:
         self.config = config
+        self.chat = chat
 
     def rewrite(self, history: Sequence[tuple[str, str]], question: str, deadline: float | None = None) -> str:
         """`history` is (question, answer) pairs, oldest first; only the last few turns are used.
@@ -326,7 +335,7 @@ class QuestionRewriter:
             messages += [HumanMessage(asked), AIMessage(answered[:1000])]
         messages.append(HumanMessage(question))
         try:
-            reply = chat_model(self.config, deadline or deadline_for(self.config)).invoke(messages)
+            reply = self.chat(self.config, deadline or deadline_for(self.config), False).invoke(messages)
             text = reply.content.strip() if isinstance(reply.content, str) else ""
         except Exception:
             text = ""

@@ -17,15 +17,25 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from langchain_core.language_models import BaseChatModel
+from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+from langchain_core.messages import AIMessage
 
 from core.config import Config
 from index.build import build_folder
 from index.embed import VectorEmbeddings
 from index.store import StoredIndex
-from rag import llm as llm_module
 from rag.answer import ABSTAIN_MESSAGE, Answer, Citation
 from rag.chain import Pipeline
-from rag.llm import MAX_HISTORY_TURNS, NOT_FOUND, REWRITE_PROMPT, LLMAnswerer, verified_short_answer
+from rag.llm import (
+    MAX_HISTORY_TURNS,
+    NOT_FOUND,
+    REWRITE_PROMPT,
+    ChatModels,
+    LLMAnswerer,
+    chat_model,
+    verified_short_answer,
+)
 from rag.retrieve import HybridRetriever
 from tests.fake_openai import Behaviour, BrokenStream, FakeOpenAI, Malformed, Reply, Slow, Status, Trickle
 from tests.helpers import REPO_ROOT, SeedsIndex, free_port, write_docs
@@ -57,11 +67,17 @@ def fake(server: FakeOpenAI) -> FakeOpenAI:
 
 
 def llm_pipeline(
-    config: Config, index: StoredIndex, base_url: str, timeout: float = 5.0, api_key: str = SECRET_KEY
+    config: Config,
+    index: StoredIndex,
+    base_url: str,
+    timeout: float = 5.0,
+    api_key: str = SECRET_KEY,
+    chat: ChatModels = chat_model,
 ) -> Pipeline:
     return Pipeline(
         config.replace(llm_base_url=base_url, llm_model="fake", llm_timeout_s=timeout, llm_api_key=api_key),
         index=index,
+        chat=chat,
     )
 
 
@@ -618,21 +634,22 @@ def test_ui_answer_with_invalid_marker_ends_clean(pipeline: Pipeline, fake: Fake
 
 @pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
 def test_rewrite_and_answer_share_one_timeout(
-    quick_pipeline: Pipeline, fake: FakeOpenAI, stream: bool, monkeypatch: pytest.MonkeyPatch
+    server: FakeOpenAI, seeds_index: SeedsIndex, fake: FakeOpenAI, stream: bool
 ) -> None:
     """A rewrite that uses part of the 1 s timeout leaves the answer only the rest: both calls are
     made against one deadline (the old behaviour gave each call a full timeout of its own, and the
     0.9 s answer would have come)."""
     fake.script(Slow(0.3, REWRITTEN), Slow(0.9, "زار وزير الدفاع الصيني بيلاروسيا [1]."))
     deadlines: list[float] = []
-    real_chat_model = llm_module.chat_model
 
-    def recording(config: Config, deadline: float, streaming: bool = False) -> Any:
+    def recording(config: Config, deadline: float, streaming: bool) -> BaseChatModel:
         deadlines.append(deadline)
-        return real_chat_model(config, deadline, streaming)
+        return chat_model(config, deadline, streaming)
 
-    monkeypatch.setattr(llm_module, "chat_model", recording)
-    answer, _ = ask_collecting(quick_pipeline, FOLLOW_UP, stream, history=HISTORY)
+    pipeline = llm_pipeline(
+        seeds_index.config.replace(short_answer_threshold=0.0), seeds_index.index, server.base_url, 1.0, chat=recording
+    )
+    answer, _ = ask_collecting(pipeline, FOLLOW_UP, stream, history=HISTORY)
     assert answer.standalone_question == REWRITTEN, (answer.notice, deadlines)  # the rewrite made it in time
     assert answer.mode == "extractive-fallback" and "did not answer in time" in answer.notice
     assert len(deadlines) == 2 and deadlines[0] == deadlines[1]  # one deadline for both calls
@@ -707,3 +724,58 @@ def test_answerer_astream_yields_what_stream_yields(pipeline: Pipeline, fake: Fa
     *pieces, answer = asyncio.run(collect())
     assert isinstance(answer, Answer) and answer.mode == "llm" and answer.answer == CITED, answer
     assert len(pieces) > 1 and "".join(str(p) for p in pieces).strip() == CITED
+
+
+# --- LLM mode in-process, with langchain-core's own fake chat model -----------------------------
+
+
+class ScriptedChat:
+    """The `chat` of a Pipeline (rag/llm.py ChatModels): each request gets langchain-core's
+    GenericFakeChatModel with the next scripted reply, or raises the scripted exception; no HTTP."""
+
+    def __init__(self) -> None:
+        self.replies: list[str | Exception] = []
+        self.requests: list[bool] = []  # streaming or not, per request
+
+    def __call__(self, config: Config, deadline: float, streaming: bool) -> BaseChatModel:
+        self.requests.append(streaming)
+        reply = self.replies.pop(0)
+        if isinstance(reply, Exception):
+            raise reply
+        return GenericFakeChatModel(messages=iter([AIMessage(reply)]))
+
+
+@pytest.fixture(scope="module")
+def scripted(seeds_index: SeedsIndex) -> tuple[Pipeline, ScriptedChat]:
+    chat = ScriptedChat()
+    # No endpoint is ever contacted: the URL only turns LLM mode on.
+    return llm_pipeline(seeds_index.config, seeds_index.index, "http://127.0.0.1:9/v1", chat=chat), chat
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+def test_in_process_chat_model_answers_with_checked_citations(
+    scripted: tuple[Pipeline, ScriptedChat], stream: bool
+) -> None:
+    pipeline, chat = scripted
+    chat.replies = ["عقد المؤتمر في 15 أغسطس 2023 [1] [9]."]
+    answer, tokens = ask_collecting(pipeline, QUESTION, stream)
+    assert chat.requests[-1] is stream and not chat.replies
+    assert answer.mode == "llm" and answer.grounded
+    assert "[9]" not in answer.answer and [c.n for c in answer.citations] == [1]  # no passage 9: dropped
+    if stream:
+        assert "".join(tokens).strip() and "[9]" not in "".join(tokens)
+
+
+def test_in_process_rewrite_then_answer(scripted: tuple[Pipeline, ScriptedChat]) -> None:
+    pipeline, chat = scripted
+    chat.replies = [REWRITTEN, "زار وزير الدفاع الصيني بيلاروسيا [1]."]
+    answer = pipeline.ask(FOLLOW_UP, history=HISTORY)
+    assert answer.standalone_question == REWRITTEN and answer.mode == "llm" and not chat.replies
+
+
+def test_in_process_failing_model_falls_back_to_extractive(scripted: tuple[Pipeline, ScriptedChat]) -> None:
+    pipeline, chat = scripted
+    chat.replies = [TimeoutError("slow")]
+    answer = pipeline.ask(QUESTION)
+    assert answer.mode == "extractive-fallback" and "did not answer in time" in answer.notice
+    assert answer.citations  # the extractive answer, cited
