@@ -62,6 +62,10 @@ class Config(BaseSettings):
     k: int = Field(5, ge=1, le=100)
     candidates: int = Field(50, ge=1, le=10_000)
     dense_weight: float = Field(0.6, ge=0.0, le=1.0)
+    # Okapi BM25's term-frequency saturation and length normalisation: the textbook values, which
+    # eval.tune has not bettered on ARCD (the fusion weight above matters far more).
+    bm25_k1: float = Field(1.2, ge=0.0, le=10.0)
+    bm25_b: float = Field(0.75, ge=0.0, le=1.0)
     # Answering.
     answer_max_words: int = Field(60, ge=5, le=1000)
     abstain_threshold: float = Field(0.2, ge=-1.0, le=1.0)

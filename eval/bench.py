@@ -425,7 +425,7 @@ class SyntheticCorpus:
         return LexicalIndex(counts, list(self.vocabulary))
 
     def bm25(self, n: int) -> BM25:
-        return BM25.from_lexical(self.lexical(n))
+        return BM25.from_lexical(self.lexical(n), Config())
 
     def index(self, vectors: faiss.Index, lexical: LexicalIndex) -> store.StoredIndex:
         """An index the product's pipeline can answer from: the real ARCD chunk texts, repeated
@@ -461,7 +461,7 @@ def bench_scale(
         exact, exact_build = timed(partial(store.build_vectors, vectors, corpus.dim, "flat", config.hnsw_ef_search))
         approx, approx_build = timed(partial(store.build_vectors, vectors, corpus.dim, "hnsw", config.hnsw_ef_search))
         lexical = corpus.lexical(n)
-        bm25, bm25_build = timed(partial(BM25.from_lexical, lexical))
+        bm25, bm25_build = timed(partial(BM25.from_lexical, lexical, Config()))
         _, truth = exact.search(corpus.queries, 10)
         _, found = approx.search(corpus.queries, 10)
         recall = float(np.mean([len(set(t) & set(f)) / 10 for t, f in zip(truth, found)]))
@@ -556,7 +556,7 @@ def bench_lexical(config: Config, arcd: Path | None, n: int, workdir: Path) -> d
     cpu = time.process_time()
     loaded, read_s = timed(lambda: LexicalIndex.read(path, n))
     read_cpu_s = time.process_time() - cpu
-    bm25, weights_s = timed(lambda: BM25.from_lexical(loaded))
+    bm25, weights_s = timed(lambda: BM25.from_lexical(loaded, Config()))
     changed = max(1, n // 100)
     _, update_s = timed(lambda: loaded.update(range(changed, n), chunks[:changed]))
     matrix = bm25.matrix

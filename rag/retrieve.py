@@ -31,8 +31,9 @@ class BM25:
     Weights are precomputed, so scoring a question is one sparse column sum over the corpus.
     """
 
-    def __init__(self, counts: sparse.spmatrix, vocabulary: dict[str, int], k1: float = 1.2, b: float = 0.75) -> None:
-        """`counts`: documents x terms raw term frequencies; `vocabulary`: term -> column."""
+    def __init__(self, counts: sparse.spmatrix, vocabulary: dict[str, int], k1: float, b: float) -> None:
+        """`counts`: documents x terms raw term frequencies; `vocabulary`: term -> column; `k1`, `b`:
+        Config.bm25_k1 and bm25_b."""
         counts = sparse.csr_matrix(counts, dtype=np.float32)
         self.vocabulary = vocabulary
         n = counts.shape[0]
@@ -48,14 +49,14 @@ class BM25:
         self.size = n
 
     @classmethod
-    def from_documents(cls, documents: list[list[str]], k1: float = 1.2, b: float = 0.75) -> BM25:
+    def from_documents(cls, documents: list[list[str]], config: Config) -> BM25:
         """Build from token lists (stemmed, normalised terms)."""
-        return cls.from_lexical(LexicalIndex.from_terms(documents), k1, b)
+        return cls.from_lexical(LexicalIndex.from_terms(documents), config)
 
     @classmethod
-    def from_lexical(cls, lexical: LexicalIndex, k1: float = 1.2, b: float = 0.75) -> BM25:
+    def from_lexical(cls, lexical: LexicalIndex, config: Config) -> BM25:
         """Build from an index's saved term counts (no chunk is stemmed again)."""
-        return cls(lexical.counts, lexical.vocabulary, k1, b)
+        return cls(lexical.counts, lexical.vocabulary, config.bm25_k1, config.bm25_b)
 
     def term_weight(self, term: str) -> float:
         """IDF of a stemmed term (unknown terms get the maximum: they are maximally specific)."""
@@ -131,7 +132,7 @@ class HybridRetriever(BaseRetriever):
         its chunks when the store does not keep them)."""
         if bm25 is None:
             bm25 = BM25.from_lexical(
-                index.lexical if index.lexical is not None else LexicalIndex.from_chunks(index.chunks)
+                index.lexical if index.lexical is not None else LexicalIndex.from_chunks(index.chunks), config
             )
         return cls(
             index=index,

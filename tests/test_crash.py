@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from core.config import Config
 from index import store
 from index.arabic import terms
 from index.build import embedding_text
@@ -109,7 +110,10 @@ def check_index(index_dir: Path, *allowed: State) -> State:
     stored = np.stack([index.vectors.reconstruct(i) for i in rows])
     assert np.allclose(stored, expected, atol=1e-5), "vectors are not aligned with their chunks"
     assert index.lexical is not None
-    saved, counted = BM25.from_lexical(index.lexical), BM25.from_documents([chunk_terms(c) for c in index.chunks])
+    saved, counted = (
+        BM25.from_lexical(index.lexical, Config()),
+        BM25.from_documents([chunk_terms(c) for c in index.chunks], Config()),
+    )
     for query in (terms(" ".join(WORDS[:3])), terms(" ".join(WORDS[10:14])), terms(" ".join(WORDS[-2:]))):
         assert np.array_equal(saved.scores(query), counted.scores(query)), "term counts are not those of the chunks"
     return matches[0]

@@ -48,8 +48,8 @@ def built(config: Config) -> store.StoredIndex:
 def assert_same_bm25(index: store.StoredIndex, queries: list[list[str]]) -> None:
     """The BM25 of the saved counts scores every query exactly as one counted from the chunk texts."""
     assert index.lexical is not None
-    persisted = BM25.from_lexical(index.lexical)
-    scratch = BM25.from_documents([terms(embedding_text(c)) for c in index.chunks])
+    persisted = BM25.from_lexical(index.lexical, Config())
+    scratch = BM25.from_documents([terms(embedding_text(c)) for c in index.chunks], Config())
     for query in queries:
         assert np.array_equal(persisted.scores(query), scratch.scores(query)), query
         for term in query:
@@ -84,7 +84,7 @@ def test_saved_counts_score_as_counts_from_scratch_after_adds_and_removes(config
         assert_same_bm25(index, queries)
         # No column for a term no chunk has: the vocabulary does not grow with every replaced file.
         assert set(index.lexical.terms) == {t for c in index.chunks for t in terms(embedding_text(c))}
-        scratch = BM25.from_documents([terms(embedding_text(c)) for c in index.chunks])
+        scratch = BM25.from_documents([terms(embedding_text(c)) for c in index.chunks], Config())
         for query in ("مؤتمر موسكو", "نهر النيل البحر", "سفينة"):
             saved = HybridRetriever.from_config(retriever_config, index, HashEmbedder()).invoke(query)
             fresh = HybridRetriever.from_config(retriever_config, index, HashEmbedder(), scratch).invoke(query)

@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 from scipy import sparse
 
+from core.config import Config
 from index.arabic import terms
+from index.lexical import LexicalIndex
 from rag.retrieve import BM25, _top
 
 
@@ -20,7 +22,7 @@ def zipf_bm25(n_docs: int, vocabulary: int, seed: int) -> BM25:
     cols = rng.choice(vocabulary, size=int(lengths.sum()), p=p)
     counts = sparse.csr_matrix((np.ones(len(cols), np.float32), (rows, cols)), shape=(n_docs, vocabulary))
     counts.sum_duplicates()
-    return BM25(counts, {f"t{i}": i for i in range(vocabulary)})
+    return BM25.from_lexical(LexicalIndex(counts, [f"t{i}" for i in range(vocabulary)]), Config())
 
 
 def assert_exact_top(scores: np.ndarray, n: int) -> None:
@@ -54,7 +56,7 @@ def test_bm25_ranking_over_a_large_zipf_corpus() -> None:
 
 
 def test_bm25_scores_arabic_terms() -> None:
-    bm25 = BM25.from_documents([terms("مؤتمر موسكو للأمن الدولي"), terms("وزير الدفاع الصيني")])
+    bm25 = BM25.from_documents([terms("مؤتمر موسكو للأمن الدولي"), terms("وزير الدفاع الصيني")], Config())
     assert not bm25.scores(terms("كلمة غير موجودة")).any()
     scores = bm25.scores(terms("وزير الدفاع"))
     assert scores[1] > 0 and scores[0] == 0
