@@ -61,7 +61,7 @@ class Service:
         self.limiter = anyio.CapacityLimiter(max(1, config.api_workers))
 
     def _attach(self, pipeline: Pipeline) -> None:
-        self.library = DocumentLibrary(pipeline, self.config.upload_max_mb * 2**20)
+        self.library = DocumentLibrary(pipeline, self.config)  # the API's settings may differ from the pipeline's
         self.pipeline = pipeline
 
     @property

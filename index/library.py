@@ -26,7 +26,7 @@ from core.errors import UserError
 from core.i18n import t
 from index.build import apply_changes
 from index.embed import VectorEmbeddings
-from index.formats import MAX_TEXT_CHARS, max_bytes
+from index.formats import MAX_TEXT_CHARS, largest_cap, max_bytes
 from index.load import UnreadableFile, load_file, supported_suffixes
 from index.load import safe_name as displayed
 from index.store import StoredIndex, atomic_write
@@ -189,6 +189,12 @@ class Removal:
         return t(lang, "removed", title=self.title, name=self.name)
 
 
+def largest_upload(config: Config) -> int:
+    """The largest file an upload may bring: what a route lets through before the library applies
+    each type's own cap (plain text: Config.upload_max_mb; PDF, DOCX…: index/formats FORMATS)."""
+    return max(config.upload_max_mb * 2**20, largest_cap())
+
+
 class Served(Protocol):
     """What the service needs of the app it serves (rag.chain.Pipeline): the settings, the
     embedder, the index answering now, and a way to swap in the index a change committed."""
@@ -212,9 +218,12 @@ class DocumentLibrary(Generic[S]):
     previous version of a replaced one go to the trash (index/trash.py) until the user empties it.
     """
 
-    def __init__(self, pipeline: S, max_bytes: int) -> None:
+    def __init__(self, pipeline: S, config: Config | None = None, max_bytes: int | None = None) -> None:
+        """Plain-text files are capped at `max_bytes`, else at `config`'s upload_max_mb (default:
+        the pipeline's settings); rich formats have their own caps (index/formats FORMATS)."""
         self.pipeline = pipeline
-        self.max_bytes = max_bytes
+        settings = config or pipeline.config
+        self.max_bytes = settings.upload_max_mb * 2**20 if max_bytes is None else max_bytes
         self._lock = _writer_lock(pipeline.config.index_dir)
 
     @property

@@ -14,7 +14,7 @@ from api.app import create_app
 from api.security import LOOPBACK
 from core.config import add_arguments
 from core.errors import ConfigError, UserError
-from index.formats import largest_cap
+from index.library import largest_upload
 from rag.chain import Pipeline
 from ui.app import CSS, HEAD, build_app, make_i18n, theme
 from ui.gate import for_port
@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         server_port=config.ui_port,
         auth=auth,
         # Gradio's cap is the largest per-type cap; DocumentLibrary enforces each type's own.
-        max_file_size=max(config.upload_max_mb * 2**20, largest_cap()),
+        max_file_size=largest_upload(config),
         theme=theme(),
         css=CSS,
         footer_links=[],

@@ -257,7 +257,7 @@ def make_i18n(config: Config) -> gr.I18n:
 def build_app(pipeline: Pipeline, i18n: gr.I18n) -> gr.Blocks:
     """The whole UI, bound to one loaded pipeline; every label is a key of `i18n` (ui/i18n.py)."""
     config = pipeline.config
-    library = DocumentLibrary(pipeline, config.upload_max_mb * 2**20)
+    library = DocumentLibrary(pipeline)
     modes = ["llm", "extractive"] if config.llm_enabled else ["extractive"]
     handover = Handover(HANDOVER_SECONDS, HANDOVER_LIMIT)
 
