@@ -19,6 +19,7 @@ from collections.abc import Iterable
 
 from core.config import Config, add_arguments
 from core.errors import ConfigError, UserError
+from index.arabic import language
 from index.formats import describe_location
 from index.load import safe_name, terminal_safe
 from rag.answer import Answer
@@ -43,12 +44,15 @@ def render(answer: Answer, streamed: bool = False) -> str:
         lines.append("[warning: the answer cites no valid passage]")
     lines.append("")
     shown = answer.related if answer.abstained else answer.citations
+    # Where a passage is, in the question's language ("paragraph 1" under an Arabic question was a
+    # new user's complaint); the rest of these lines are the CLI's own English.
+    arabic = language(answer.question) == "ar"
     if answer.abstained and shown:
         lines.append("Related passages:")
     for c in shown:
         snippet = " ".join(c.text.split())
         snippet = snippet if len(snippet) <= 200 else snippet[:200] + " …"
-        where = describe_location(c.page, c.page_end, c.section, c.ocr, arabic=False, paragraph=c.paragraph)
+        where = describe_location(c.page, c.page_end, c.section, c.ocr, arabic=arabic, paragraph=c.paragraph)
         lines.append(
             f"[{c.n}] {safe_name(c.title)} — {safe_name(c.source)}{' · ' + where if where else ''} "
             f"({c.start}–{c.end})\n    {snippet}"

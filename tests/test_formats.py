@@ -496,7 +496,7 @@ def test_citation_location_is_shown_in_ui_and_cli(mixed: Pipeline) -> None:
     answer = mixed.ask("في أي سنة تأسس مؤتمر موسكو للأمن الدولي؟")
     html = answer_message(answer)
     assert "ص 2" in html and "أهداف المؤتمر" in html
-    assert "p. 2 · أهداف المؤتمر" in render(answer)
+    assert "ص 2 · أهداف المؤتمر" in render(answer)  # in the question's language, on the CLI too
 
 
 # --- Stores and incremental updates ---------------------------------------------------------------
@@ -532,7 +532,7 @@ def test_location_is_rendered_escaped_in_both_languages() -> None:
     from ui.render import _passage
 
     cited = Citation(1, "r.pdf", "ت", 0, 9, "نص عربي هنا", 0.5, page=3, page_end=4, section="<b>قسم</b>", ocr=True)
-    html = _passage(cited, show_scores=False, open_=True)
+    html = _passage(cited, show_scores=False, open_=True, arabic=True)
     assert "ص 3–4 · &#60;b&#62;قسم&#60;&#47;b&#62; · OCR" in html and "<b>قسم" not in html
     assert formats.describe_location(3, None, "", False, arabic=False) == "p. 3"
     assert formats.describe_location(3, 4, "Intro", False, arabic=False) == "pp. 3–4 · Intro"

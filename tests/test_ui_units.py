@@ -74,6 +74,7 @@ def test_answer_message_arabic_question(seeds_pipeline: Pipeline) -> None:
     assert "المصادر" in page
     # Where a passage is, as a reader finds it: its paragraph, not character offsets.
     assert "الفقرة" in page and "chars" not in page
+    assert "paragraph" not in page and "score" not in answer_message(answer, show_scores=True)
     for citation in answer.citations:
         # Punctuation in names (the underscore) is a character reference; the page shows the name.
         assert escape_text(citation.source) in page
@@ -88,6 +89,10 @@ def test_answer_message_english_question(seeds_pipeline: Pipeline) -> None:
     assert 'dir="rtl" class="answer' not in page
     assert "Sources" in page
     assert '<sup class="cite' in page
+    # The passages are Arabic, the message English: where they are is said in the message's
+    # language (issue 29: "الفقرة 1" on the English page), and so are the scores.
+    assert "paragraph" in page and "الفقرة" not in page
+    assert "· score" in answer_message(answer, show_scores=True)
 
 
 def test_answer_message_abstained_shows_related_passages(seeds_pipeline: Pipeline) -> None:

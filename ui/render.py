@@ -97,15 +97,14 @@ def _highlighted(citation: Citation, short: tuple[int, int] | None) -> str:
     return "".join(out)
 
 
-def _passage(citation: Citation, show_scores: bool, open_: bool, short: tuple[int, int] | None = None) -> str:
-    score = f" · score {citation.score:.3f}" if show_scores else ""
+def _passage(
+    citation: Citation, show_scores: bool, open_: bool, arabic: bool, short: tuple[int, int] | None = None
+) -> str:
+    """A cited passage, folded under its header; the header speaks the message's language (`arabic`),
+    whatever the passage's own: "الفقرة 1" on an English page was a new user's complaint."""
+    score = f" · {'الدرجة' if arabic else 'score'} {citation.score:.3f}" if show_scores else ""
     located = describe_location(
-        citation.page,
-        citation.page_end,
-        citation.section,
-        citation.ocr,
-        arabic=direction(citation.text) == "rtl",
-        paragraph=citation.paragraph,
+        citation.page, citation.page_end, citation.section, citation.ocr, arabic=arabic, paragraph=citation.paragraph
     )
     # The section name comes from the document: escaped like every other piece of document text.
     where = escape_text(located)
@@ -128,7 +127,7 @@ def answer_message(answer: Answer, show_scores: bool = False) -> str:
         if answer.related:
             label = "مقاطع ذات صلة" if dir_ == "rtl" else "Related passages"
             parts.append(f'<div class="sources-label" dir="{dir_}">{label}</div>')
-            parts.extend(_passage(c, show_scores, open_=False) for c in answer.related[:3])
+            parts.extend(_passage(c, show_scores, False, dir_ == "rtl") for c in answer.related[:3])
         return "".join(parts)
     parts.append(f'<div dir="{dir_}" class="answer">{_answer_text(answer)}</div>')
     if not answer.grounded:
@@ -139,7 +138,13 @@ def answer_message(answer: Answer, show_scores: bool = False) -> str:
     # The first source is open; the others are one click away, so the answer itself stays in view.
     where = answer.short_answer_citation
     parts.extend(
-        _passage(c, show_scores, open_=i == 0, short=(where["start"], where["end"]) if where.get("n") == c.n else None)
+        _passage(
+            c,
+            show_scores,
+            i == 0,
+            dir_ == "rtl",
+            short=(where["start"], where["end"]) if where.get("n") == c.n else None,
+        )
         for i, c in enumerate(answer.citations)
     )
     copy = "نسخ" if dir_ == "rtl" else "Copy"
