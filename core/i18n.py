@@ -151,6 +151,8 @@ MESSAGES: dict[str, dict[str, str]] = {
         "pdf_no_text": "PDF has no readable text",
         "trash_not_file": "{name} is not a file in the documents folder",
         "trash_gone": "that document is no longer in the trash",
+        "trash_entry_removed": "{title} ({name}, removed {when} UTC)",
+        "trash_entry_replaced": "{title} ({name}, replaced {when} UTC)",
         "trash_not_moved": "could not move {name} to the trash ({reason})",
     },
     "ar": {
@@ -289,6 +291,8 @@ MESSAGES: dict[str, dict[str, str]] = {
         "pdf_no_text": "لا نص مقروءا في ملف PDF",
         "trash_not_file": "{name} ليس ملفا في مجلد المستندات",
         "trash_gone": "لم يعد هذا المستند في سلة المحذوفات",
+        "trash_entry_removed": "{title} ({name}، حُذف {when} UTC)",
+        "trash_entry_replaced": "{title} ({name}، استُبدل {when} UTC)",
         "trash_not_moved": "تعذّر نقل {name} إلى سلة المحذوفات ({reason})",
     },
 }

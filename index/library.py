@@ -397,8 +397,8 @@ class DocumentLibrary(Generic[S]):
             self.pipeline.reload(index)
         return Removal(name, title, item)
 
-    def trash_choices(self) -> list[tuple[str, str]]:
-        return [(displayed(item.label()), item.id) for item in self.trash.items()]
+    def trash_choices(self, lang: str | None = "en") -> list[tuple[str, str]]:
+        return [(displayed(item.label(lang)), item.id) for item in self.trash.items()]
 
     def restore(self, item_id: str, lang: str = "en") -> str:
         """`bring_back` as a line in the page's language."""

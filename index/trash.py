@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from core.errors import UserError
+from core.i18n import t
 from index.store import atomic_write, claim
 
 TRASH_DIR = "trash"
@@ -58,9 +59,11 @@ class TrashItem:
     removed_at: str  # ISO 8601, UTC
     bytes: int
 
-    def label(self) -> str:
+    def label(self, lang: str | None = "en") -> str:
+        """How the trash list shows it, in the page's language ("removed" was English on the Arabic page)."""
         when = self.removed_at[:16].replace("T", " ")
-        return f"{self.title} ({self.name}, {self.reason} {when} UTC)"
+        kind = self.reason if self.reason in ("removed", "replaced") else "removed"  # an entry edited by hand
+        return t(lang, f"trash_entry_{kind}", title=self.title, name=self.name, when=when)
 
 
 def move_file(source: Path, target: Path) -> None:

@@ -464,6 +464,10 @@ def test_remove_drops_the_document_and_keeps_its_file_in_the_trash(library: Docu
     assert (item.name, item.reason, item.title) == ("olive.txt", "removed", "مهرجان واحة الزيتون السنوي")
     kept = library.pipeline.config.index_dir / "trash" / item.id / "olive.txt"
     assert kept.read_text(encoding="utf-8") == OLIVE_DOC
+    # The trash list speaks the page's language ("removed" was English on the Arabic page; issue 29).
+    [(arabic, _)], [(english, _)] = library.trash_choices("ar"), library.trash_choices("en")
+    assert "حُذف" in arabic and "removed" not in arabic and "olive.txt" in arabic
+    assert "removed" in english and "حُذف" not in english
 
     # Removing what is not there changes nothing.
     assert "not in the index" in library.remove("olive.txt")

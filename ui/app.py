@@ -399,7 +399,7 @@ def build_app(pipeline: Pipeline, i18n: gr.I18n) -> gr.Blocks:
                 return (
                     {"data": library.rows(), "headers": _table_headers(lang)},
                     gr.update(choices=library.choices(), value=None),
-                    gr.update(choices=library.trash_choices(), value=None),
+                    gr.update(choices=library.trash_choices(lang), value=None),
                 )
 
             lists = [table, to_remove, trashed]
