@@ -753,3 +753,43 @@ def test_keyboard_reaches_and_presses_stop_while_an_answer_streams(browser: Brow
         assert page.locator("#chat .answer:not(.streaming)").count() == 0
     finally:
         page.context.close()
+
+
+def test_an_emptied_trash_offers_nothing_to_restore(browser: Browser, server: str, tmp_path: Path) -> None:
+    """Issue 29: remove → Trash → empty (confirmed) left the list offering the document, and Restore
+    then said it was gone. In the tab that emptied it the list is empty; a second tab opened before
+    shows the trash as it is whenever its Documents tab is opened again, not as it was at load."""
+    museum = tmp_path / "museum.html"
+    museum.write_text(
+        "<html><body><h1>متحف الخزف</h1><p>افتتح متحف الخزف في مدينة الرماد عام ١٩٩٧ ويضم ثلاثة آلاف قطعة.</p>"
+        "</body></html>",
+        encoding="utf-8",
+    )
+    page, other = _page(browser, server, "en-US"), _page(browser, server, "en-US")
+    try:
+        assert "Indexed" in _upload(page, [museum])
+        page.wait_for_function("() => document.querySelector('#documents').innerText.includes('museum.html')")
+        _pick(page, "#to-remove", "museum.html")
+        page.locator("#remove").click()
+        page.locator("#confirm-remove").wait_for(state="visible")
+        assert "Removed" in _status_after(page, "#confirm-remove-yes")
+        # The other tab sees the removed document in its trash once it opens its Documents tab.
+        other.get_by_role("tab", name="Documents").click()
+        other.locator("#trash").get_by_text("Trash").first.click()
+        _pick(other, "#trashed", "museum.html")
+        other.get_by_role("tab", name="Chat").click()
+
+        page.locator("#trash").get_by_text("Trash").first.click()
+        _pick(page, "#trashed", "museum.html")  # chosen, as a user about to restore it would
+        page.locator("#empty-trash").click()
+        page.locator("#confirm-empty").wait_for(state="visible")
+        assert "Emptied the trash" in _status_after(page, "#confirm-empty-yes")
+        for tab in (page, other):
+            tab.get_by_role("tab", name="Documents").click()
+            tab.wait_for_function("() => document.querySelector('#trashed input').value === ''", timeout=30_000)
+            tab.locator("#trashed input").click()
+            tab.wait_for_timeout(500)  # the options list would be open now if any were left
+            assert tab.get_by_role("option").filter(has_text="museum.html").count() == 0
+    finally:
+        page.context.close()
+        other.context.close()

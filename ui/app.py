@@ -404,6 +404,21 @@ def build_app(pipeline: Pipeline, i18n: gr.I18n) -> gr.Blocks:
 
             lists = [table, to_remove, trashed]
 
+            # Another tab (or the API) may have added, removed or emptied since this page loaded:
+            # opening the Documents tab shows the library as it is now (issue 29: an emptied trash
+            # still offered its documents, and Restore then said they were gone).
+            def reopened(lang: str, removing: str | None, restoring: str | None) -> tuple[Any, ...]:
+                """`refreshed`, keeping a choice already made that is still there (the tab's own
+                clicks may come before this answer)."""
+                table_now, documents, trash = refreshed(lang)
+                kept = []
+                for update, chosen in ((documents, removing), (trash, restoring)):
+                    still = chosen in {value for _, value in update["choices"]}
+                    kept.append(gr.update(choices=update["choices"], value=chosen if still else None))
+                return table_now, *kept
+
+            documents_tab.select(reopened, [page_lang, to_remove, trashed], lists, api_visibility="private")
+
             def on_upload(
                 files: list[Any] | None,
                 lang: str,
