@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -783,7 +784,11 @@ def test_an_emptied_trash_offers_nothing_to_restore(browser: Browser, server: st
         _pick(page, "#trashed", "museum.html")  # chosen, as a user about to restore it would
         page.locator("#empty-trash").click()
         page.locator("#confirm-empty").wait_for(state="visible")
-        assert "Emptied the trash" in _status_after(page, "#confirm-empty-yes")
+        # The confirmation says how many go for good, and that many do.
+        asked = re.search(r"Delete the (\d+) documents", page.locator("#confirm-empty-text").inner_text())
+        assert asked and int(asked.group(1)) >= 1
+        assert f"({asked.group(1)} deleted for good)" in _status_after(page, "#confirm-empty-yes")
+        assert "The trash is empty." in _status_after(page, "#empty-trash")  # nothing left to ask about
         for tab in (page, other):
             tab.get_by_role("tab", name="Documents").click()
             tab.wait_for_function("() => document.querySelector('#trashed input').value === ''", timeout=30_000)

@@ -389,7 +389,7 @@ def build_app(pipeline: Pipeline, i18n: gr.I18n) -> gr.Blocks:
                     restore = gr.Button(i18n("restore"), scale=1, elem_id="restore")
                 empty = gr.Button(i18n("empty_trash"), variant="stop", size="sm", elem_id="empty-trash")
                 with gr.Column(visible=False, elem_id="confirm-empty") as confirm_empty:
-                    gr.Markdown(i18n("empty_confirm"))
+                    empty_question = gr.Markdown(i18n("empty_confirm"), elem_id="confirm-empty-text")
                     with gr.Row():
                         really_empty = gr.Button(i18n("empty_yes"), variant="stop", elem_id="confirm-empty-yes")
                         keep_trash = gr.Button(i18n("cancel"), elem_id="confirm-empty-no")
@@ -516,8 +516,19 @@ def build_app(pipeline: Pipeline, i18n: gr.I18n) -> gr.Blocks:
             to_remove.input(None, js=back_to_remove)
             trashed.input(None, js="() => document.querySelector('#restore').focus()")
             restore.click(on_restore, [trashed, page_lang], [*lists, status], api_visibility="private")
+
+            def on_empty_asked(lang: str) -> tuple[Any, ...]:
+                """The confirmation says how many documents go for good (issue 29); none: nothing to ask."""
+                count = len(library.trash.items())
+                if not count:
+                    return gr.update(visible=False), gr.update(), t(lang, "trash_already_empty"), False
+                return gr.update(visible=True), t(lang, "empty_confirm_count", count=count), gr.update(), True
+
             empty.click(
-                lambda: (gr.update(visible=True), True), None, [confirm_empty, asked_empty], api_visibility="private"
+                on_empty_asked,
+                [page_lang],
+                [confirm_empty, empty_question, status, asked_empty],
+                api_visibility="private",
             )
             really_empty.click(
                 on_empty,
