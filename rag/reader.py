@@ -63,8 +63,11 @@ class AnswerReader:
                 groups.append(windows(q_ids, tokens, self.encoder.eos, WINDOW_POSITIONS, WINDOW_STRIDE))
         if not groups:
             return []
-        states = self.encoder.forward([w.ids for ws in groups for w in ws], self.net.first)
-        readings = read(self.net, groups, states, enough)
+        ids = [w.ids for ws in groups for w in ws]
+        # Below `enough` the other passages' token states are computed only if the first is unsure.
+        first = len(groups[0]) if enough < 1 else len(ids)
+        states = self.encoder.forward(ids[:first], self.net.first)
+        readings = read(self.net, groups, states, enough, lambda: self.encoder.forward(ids[first:], self.net.first))
         return [
             ReadSpan(i, start, end, score, readings.no_answer)
             for i, reading in zip(kept, readings.passages)  # the first alone when it was sure enough

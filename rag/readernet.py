@@ -17,7 +17,7 @@ import json
 import math
 import struct
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -453,6 +453,7 @@ def read(
     passage_windows: list[list[Window]],
     states: Sequence[np.ndarray | torch.Tensor],
     enough: float = 1.0,
+    rest: Callable[[], Sequence[np.ndarray | torch.Tensor]] | None = None,
 ) -> Readings:
     """The reader's start/end log-probabilities over passages read in windows (`states` in the same
     order, passage by passage), under one softmax over every window's candidate rows, as it was
@@ -462,7 +463,11 @@ def read(
     With `enough` below 1 the first passage is read alone first, and when its best span has that
     probability under its own softmax the others are not read (only the first passage's reading
     is returned): a window's logits do not depend on the other windows, so reading on only moves
-    probability away from a span already that sure, at the cost of reading every passage."""
+    probability away from a span already that sure, at the cost of reading every passage.
+
+    `states` may hold the first passage's windows only, with `rest` computing the others' when
+    they are needed: the token states are most of a reading's cost, so a sure first passage then
+    pays for itself alone."""
     device = net.head.weight.device
 
     def logits(part: Sequence[np.ndarray | torch.Tensor]) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -476,7 +481,7 @@ def read(
             alone = _readings(passage_windows[:1], rows)
             if alone.passages[0].best(MAX_ANSWER_TOKENS)[0] >= math.log(enough):
                 return alone
-        rows += logits(states[first:])
+        rows += logits(states[first:] if len(states) > first or rest is None else rest())
     return _readings(passage_windows, rows)
 
 

@@ -180,6 +180,18 @@ def test_a_sure_first_passage_is_read_alone(two_passages: TwoPassages) -> None:
     # Not sure enough: both, under one softmax, exactly as without the shortcut.
     slow = read(net, [[a], [b]], [states, states], enough=min(1.0, sure * 1.01))
     assert len(slow.passages) == 2 and slow.no_answer == pytest.approx(both.no_answer)
+    # Given the first passage's token states only, the others' are computed when, and only when,
+    # the first is not sure enough (they are most of a reading's cost).
+    asked: list[int] = []
+
+    def rest() -> list[np.ndarray]:
+        asked.append(1)
+        return [states]
+
+    assert len(read(net, [[a], [b]], [states], enough=sure * 0.99, rest=rest).passages) == 1 and not asked
+    lazy = read(net, [[a], [b]], [states], enough=min(1.0, sure * 1.01), rest=rest)
+    assert asked == [1] and lazy.no_answer == pytest.approx(both.no_answer)
+    assert np.allclose(lazy.passages[1].start_logp, both.passages[1].start_logp)
 
 
 def test_saved_reader_loads_back_with_the_same_outputs(base: BaseModel, tmp_path: Path) -> None:
