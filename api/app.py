@@ -19,6 +19,7 @@ from api.rest import router as rest_router
 from api.security import Limits, RateLimiter, SecurityMiddleware, parse_rate
 from api.service import MAX_UPLOAD_FILES, Service
 from core.config import Config
+from index.library import plain_cap
 from rag.chain import Pipeline
 
 API_PREFIXES = ("/v1/", "/api/", "/healthz", "/docs", "/redoc", "/openapi.json")
@@ -53,7 +54,7 @@ def create_app(service: Service | Pipeline, config: Config | None = None, disabl
 
     app.include_router(openai_router)
     app.include_router(rest_router)
-    max_upload = MAX_UPLOAD_FILES * config.upload_max_mb * 2**20 + 2**20
+    max_upload = MAX_UPLOAD_FILES * plain_cap(config) + 2**20
     limits = Limits(
         key=config.api_key,
         limiter=RateLimiter(*rate) if rate else None,

@@ -189,10 +189,15 @@ class Removal:
         return t(lang, "removed", title=self.title, name=self.name)
 
 
+def plain_cap(config: Config) -> int:
+    """The size cap of an uploaded plain-text or Markdown file, in bytes (Config.upload_max_mb)."""
+    return config.upload_max_mb * 2**20
+
+
 def largest_upload(config: Config) -> int:
     """The largest file an upload may bring: what a route lets through before the library applies
-    each type's own cap (plain text: Config.upload_max_mb; PDF, DOCX…: index/formats FORMATS)."""
-    return max(config.upload_max_mb * 2**20, largest_cap())
+    each type's own cap (plain text: `plain_cap`; PDF, DOCX…: index/formats FORMATS)."""
+    return max(plain_cap(config), largest_cap())
 
 
 class Served(Protocol):
@@ -222,8 +227,7 @@ class DocumentLibrary(Generic[S]):
         """Plain-text files are capped at `max_bytes`, else at `config`'s upload_max_mb (default:
         the pipeline's settings); rich formats have their own caps (index/formats FORMATS)."""
         self.pipeline = pipeline
-        settings = config or pipeline.config
-        self.max_bytes = settings.upload_max_mb * 2**20 if max_bytes is None else max_bytes
+        self.max_bytes = plain_cap(config or pipeline.config) if max_bytes is None else max_bytes
         self._lock = _writer_lock(pipeline.config.index_dir)
 
     @property

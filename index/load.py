@@ -283,10 +283,11 @@ def load_file(
 def candidates(folder: Path) -> list[tuple[str, Path]]:
     """(name, path) of every file under `folder` a build would read: supported suffixes, no
     hidden parts; named by the path relative to the folder."""
+    supported = supported_suffixes()
     return [
         (path.relative_to(folder).as_posix(), path)
         for path in sorted(p for p in folder.rglob("*") if p.is_file())
-        if path.suffix.lower() in supported_suffixes()
+        if path.suffix.lower() in supported
         and not any(part.startswith(".") for part in path.parts[len(folder.parts) :])
     ]
 
