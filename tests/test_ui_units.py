@@ -23,6 +23,7 @@ from index.library import DocumentLibrary, UploadReport, safe_name
 from rag.answer import Answer, Citation
 from rag.chain import Pipeline, reader_available
 from tests.helpers import REPO_ROOT, SEEDS_DIR, SeedsIndex, free_port
+from ui.app import _reopened_lists
 from ui.render import answer_message, escape_text
 
 ARABIC_QUESTION = "كم عدد المندوبين الذين حضروا المؤتمر؟"
@@ -774,3 +775,21 @@ def test_carried_values_that_do_not_fit_the_controls_are_not_restored() -> None:
     for i, bad in [(2, 99), (2, 0), (2, "3"), (3, "yes"), (4, "llm"), (5, None), (0, "<b>x</b>"), (1, [("q",)])]:
         assert not carried_values_fit((*good[:i], bad, *good[i + 1 :]), ["extractive"], 10), (i, bad)
     assert not carried_values_fit(good[:5], ["extractive"], 10)
+
+
+def test_opening_the_documents_tab_never_clears_a_choice_made_meanwhile(library: DocumentLibrary) -> None:
+    """CI (under load) chose a document by keyboard while the tab's refresh was in flight; the
+    refresh answered value=None for the empty picker it had seen and wiped the choice, so Remove
+    had nothing to confirm. Only a choice that has gone may be cleared."""
+    table, documents, trash = _reopened_lists(library, "en", None, None)
+    assert SEED in {value for _, value in documents["choices"]}
+    assert "value" not in documents and "value" not in trash  # leave whatever the page holds now
+    assert any(row[1] == SEED for row in table["data"])
+
+    _, documents, _ = _reopened_lists(library, "en", SEED, None)
+    assert "value" not in documents  # still there: kept
+
+    library.remove(SEED)
+    _, documents, trash = _reopened_lists(library, "en", SEED, "no-such-trash-entry")
+    assert documents["value"] is None and trash["value"] is None  # gone: cleared
+    assert SEED not in {value for _, value in documents["choices"]}

@@ -394,29 +394,13 @@ def build_app(pipeline: Pipeline, i18n: gr.I18n) -> gr.Blocks:
                         really_empty = gr.Button(i18n("empty_yes"), variant="stop", elem_id="confirm-empty-yes")
                         keep_trash = gr.Button(i18n("cancel"), elem_id="confirm-empty-no")
 
-            def refreshed(lang: str) -> tuple[Any, ...]:
-                """Table, remove picker and trash picker as they are now, nothing selected."""
-                return (
-                    {"data": library.rows(), "headers": _table_headers(lang)},
-                    gr.update(choices=library.choices(), value=None),
-                    gr.update(choices=library.trash_choices(lang), value=None),
-                )
-
+            refreshed = partial(_library_lists, library)
             lists = [table, to_remove, trashed]
 
             # Another tab (or the API) may have added, removed or emptied since this page loaded:
             # opening the Documents tab shows the library as it is now (issue 29: an emptied trash
             # still offered its documents, and Restore then said they were gone).
-            def reopened(lang: str, removing: str | None, restoring: str | None) -> tuple[Any, ...]:
-                """`refreshed`, keeping a choice already made that is still there (the tab's own
-                clicks may come before this answer)."""
-                table_now, documents, trash = refreshed(lang)
-                kept = []
-                for update, chosen in ((documents, removing), (trash, restoring)):
-                    still = chosen in {value for _, value in update["choices"]}
-                    kept.append(gr.update(choices=update["choices"], value=chosen if still else None))
-                return table_now, *kept
-
+            reopened = partial(_reopened_lists, library)
             documents_tab.select(reopened, [page_lang, to_remove, trashed], lists, api_visibility="private")
 
             def on_upload(
@@ -626,6 +610,31 @@ def _in_thread(work: Callable[[Callable[[E], None]], R], show: Callable[[E], Y])
     if not ok:
         raise value
     return value
+
+
+def _library_lists(library: DocumentLibrary, lang: str) -> tuple[Any, ...]:
+    """Table, remove picker and trash picker as they are now, nothing selected (after the page's
+    own upload, removal or restore, whose choice is spent)."""
+    return (
+        {"data": library.rows(), "headers": _table_headers(lang)},
+        gr.update(choices=library.choices(), value=None),
+        gr.update(choices=library.trash_choices(lang), value=None),
+    )
+
+
+def _reopened_lists(
+    library: DocumentLibrary, lang: str, removing: str | None, restoring: str | None
+) -> tuple[Any, ...]:
+    """The lists as they are now when the Documents tab opens. A picker's value is cleared only
+    when its choice has gone; otherwise the update carries no value at all, because the user may
+    already have chosen in this tab before this answer arrives (CI under load: the keyboard chose
+    a document, the late refresh cleared it, and Remove then had nothing to confirm)."""
+    table_now, documents, trash = _library_lists(library, lang)
+    kept = []
+    for update, chosen in ((documents, removing), (trash, restoring)):
+        gone = chosen is not None and chosen not in {value for _, value in update["choices"]}
+        kept.append(gr.update(choices=update["choices"], value=None) if gone else gr.update(choices=update["choices"]))
+    return table_now, *kept
 
 
 def _table_headers(lang: str) -> list[str]:
