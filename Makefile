@@ -1,5 +1,5 @@
 # Two commands do everything on a fresh machine:
-#   make run   - create the venv, install, build the seeds index if needed, start the web UI
+#   make run   - create the venv, install, make data/docs from seeds/ and index it if needed, start the web UI
 #   make test  - create the venv, install, run the whole test suite
 PYTHON ?= python3.11
 VENV   := .venv

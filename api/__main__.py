@@ -99,7 +99,8 @@ def main(argv: list[str] | None = None) -> int:
         if problem := key_problem(config.api_host, config):
             raise ConfigError(problem)
         try:
-            service = Service(config, pipeline=Pipeline(config, log=log))
+            build = chosen(args, "docs_dir")  # `--docs D --index NEW` builds NEW on first start
+            service = Service(config, pipeline=Pipeline(config, log=log, build_missing=build))
         except IndexProblem as exc:
             # Serve anyway: questions get a 503 naming the fix, and the index is picked up once built.
             log(f"warning: {exc}")

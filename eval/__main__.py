@@ -1,6 +1,6 @@
 """`python -m eval`: run question sets through the full pipeline and score every stage.
 
-    python -m eval --questions eval/questions/seeds.jsonl [--docs seeds] [--k 5] [--json OUT]
+    python -m eval --questions eval/questions/seeds.jsonl [--docs DIR (default seeds/)] [--k 5] [--json OUT]
     python -m eval --squad ../shared/data/arcd-train.json [--questions extra.jsonl] [--retriever bm25]
     python -m eval --questions eval/questions/followups.jsonl [--no-history]
 
@@ -16,7 +16,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from core.config import Config, add_arguments
+from core.config import SEEDS_DIR, Config, add_arguments, chosen
 from eval.questions import Question, QuestionFileError, load_jsonl, squad_set
 from eval.runner import Corpus, for_corpus, format_kinds, format_table, run
 from index import store
@@ -64,8 +64,9 @@ def main(argv: list[str] | None = None) -> int:
             documents, questions = source.load()
             corpus = Corpus(f"squad-{source.path.stem}", documents=tuple(documents))
         else:
-            base = Config.from_args(args)
-            corpus = Corpus(f"docs-{base.docs_dir.name}", folder=base.docs_dir)
+            # seeds/ unless a folder is named: never what a user uploaded into data/docs (issue 29).
+            folder = Config.from_args(args).docs_dir if chosen(args, "docs_dir") else SEEDS_DIR
+            corpus = Corpus(f"docs-{folder.name}", folder=folder)
         for path in args.questions:
             questions.extend(load_jsonl(path))
         if args.no_history:

@@ -38,7 +38,7 @@ import numpy as np
 from langchain_core.documents import Document
 from scipy import sparse
 
-from core.config import PROJECT_ROOT, Config
+from core.config import PROJECT_ROOT, SEEDS_DIR, Config
 from eval.metrics import percentile
 from eval.questions import load_jsonl, load_squad
 from eval.runner import cores, machine
@@ -1060,7 +1060,7 @@ def main(argv: list[str] | None = None) -> int:
         report(saved, args.report_dir / "BENCHMARKS.md", args.report_dir / "bench-latency.png")
         return 0
     started = time.time()
-    config = Config.from_env()
+    config = Config.from_env(docs_dir=SEEDS_DIR)  # the benchmark's documents are the seeds, never a user's
     command = " ".join(["python -m eval.bench", *(argv if argv is not None else sys.argv[1:])])
     results: dict[str, Any] = {
         "command": command,

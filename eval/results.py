@@ -19,7 +19,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from core.config import PROJECT_ROOT, Config, choices
+from core.config import PROJECT_ROOT, SEEDS_DIR, Config, choices
 from eval.followups import seeds_unchanged
 from eval.questions import load_jsonl, load_squad
 from eval.runner import Corpus, for_corpus, machine, run
@@ -56,7 +56,7 @@ def suites(arcd: Path) -> list[tuple[str, str, Corpus, list[Any]]]:
         (
             "seeds.jsonl over seeds/",
             "python -m eval --questions eval/questions/seeds.jsonl",
-            Corpus("docs-seeds", folder=PROJECT_ROOT / "seeds"),
+            Corpus("docs-seeds", folder=SEEDS_DIR),
             load_jsonl(seeds_q),
         )
     ]
@@ -132,7 +132,7 @@ def table(title: str, first_column: str, rows: list[tuple[str, dict[str, float],
 
 def follow_up_section(base: Config) -> str:
     """The follow-up dialogs answered with their history and with it removed (the gain), default retriever."""
-    corpus = Corpus("docs-seeds", folder=PROJECT_ROOT / "seeds")
+    corpus = Corpus("docs-seeds", folder=SEEDS_DIR)
     questions = load_jsonl(HERE / "questions" / "followups.jsonl")
     config = for_corpus(base, corpus)
     command = "python -m eval --questions eval/questions/followups.jsonl"

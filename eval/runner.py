@@ -69,7 +69,10 @@ def index_dir_for(corpus: Corpus, embedder: str) -> Path:
 
 
 def for_corpus(config: Config, corpus: Corpus) -> Config:
-    """The config pointed at the corpus's own evaluation index (never the user's index or collection)."""
+    """The config pointed at the corpus's own evaluation index (never the user's index or collection)
+    and, for a folder corpus, at that folder (never the user's documents folder)."""
+    if corpus.folder is not None:
+        config = config.replace(docs_dir=corpus.folder)
     folder = index_dir_for(corpus, config.embedder)
     if config.store == "milvus":
         return config.replace(index_dir=folder, milvus_collection=f"eval_{folder.name.replace('-', '_')}")

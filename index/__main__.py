@@ -10,7 +10,7 @@ from tqdm import tqdm
 
 from core.config import Config, add_arguments, chosen
 from core.errors import ConfigError, UserError
-from index.build import build_folder, resolve_docs_dir, store_for
+from index.build import adopt_seeds, build_folder, resolve_docs_dir, store_for
 from index.embed import load_embedder
 
 
@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
         nargs="?",
         type=Path,
         default=None,
-        help="documents folder (default: the one the index was built from, else seeds/)",
+        help="documents folder (default: the one the index was built from, else data/docs, made from seeds/ on first use)",
     )
     add_arguments(build, "index_dir", "embedder", "index_type", "store", "milvus_uri")
     build.add_argument("--rebuild", action="store_true", help="ignore the existing index and build from scratch")
@@ -31,6 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         config = resolve_docs_dir(Config.from_args(args), chosen(args, "docs_dir"), args.rebuild)
+        adopt_seeds(config)
         if not config.docs_dir.is_dir():
             print(f"error: documents folder not found: {config.docs_dir}", file=sys.stderr)
             return 2

@@ -7,13 +7,15 @@ carried over from the live index, and removed files simply drop out of the new g
 from __future__ import annotations
 
 import hashlib
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from langchain_core.documents import Document
 
-from core.config import Config
+from core.config import SEEDS_DIR, Config
 from core.errors import UserError
 from core.registry import STORES
 from index import store
@@ -115,7 +117,11 @@ def apply_changes(
             files.pop(source, None)
 
         layout = {"index_type_requested": config.index_type, "ef_search": config.hnsw_ef_search}
-        same_layout = old is not None and all(old.manifest.get(k) == v for k, v in layout.items())
+        docs_dir = str(config.docs_dir.resolve())
+        # A folder that moved (seeds/ → data/docs) is written anew, so the record names where it is now.
+        same_layout = old is not None and all(
+            old.manifest.get(k) == v for k, v in {**layout, "docs_dir": docs_dir}.items()
+        )
         if not report.changed and same_layout and old is not None:
             target.tidy()
             report.total_chunks = len(old.chunks)
@@ -123,7 +129,7 @@ def apply_changes(
         new_vectors = embedder.encode_passages([embedding_text(c) for c in new_chunks], progress)
         report.embedded_chunks = len(new_chunks)
         # Recorded for repair hints and `--rebuild` (a build with no change keeps the old record).
-        manifest.update(layout, docs_dir=str(config.docs_dir.resolve()))
+        manifest.update(layout, docs_dir=docs_dir)
         changes = store.Changes(frozenset(drop | set(report.updated)), new_chunks, new_vectors)
         index = target.commit(manifest, changes, old)
         report.total_chunks = len(index.chunks)
@@ -136,6 +142,40 @@ def store_for(config: Config) -> store.Store:
     return opened
 
 
+# The default documents folder (data/docs). Uploads used to land in the repository's seeds/
+# (`git status` showed them, and `make eval` then measured whatever a user had uploaded: issue 29).
+USER_DOCS_DIR: Path = Config.default("docs_dir")
+
+
+def adopt_seeds(config: Config) -> bool:
+    """Make the default documents folder on first use, holding a copy of seeds/ (so a new user has
+    something to ask about, and every file in it is one this tool wrote and may move to the trash).
+    The copy is made beside it and renamed into place, so a crash leaves no half folder. True when
+    the folder was made now; any other folder is the user's and is never made or filled."""
+    folder = config.docs_dir
+    if folder.resolve() != USER_DOCS_DIR.resolve() or folder.exists() or not SEEDS_DIR.is_dir():
+        return False
+    staging = folder.with_name(f".{folder.name}.partial")
+    if staging.exists():
+        shutil.rmtree(staging)  # our own copy, from a run that stopped part-way
+    staging.mkdir(parents=True)
+    for path in sorted(SEEDS_DIR.iterdir()):
+        if path.is_file() and not path.is_symlink():
+            shutil.copy2(path, staging / path.name)
+    staging.rename(folder)
+    return True
+
+
+def moved_from_seeds(recorded: Path | None, config: Config) -> bool:
+    """An index built from seeds/ by an earlier version, now opened with the default documents
+    folder: the folder moves to data/docs (seeds/ and the uploads in it are copied, never moved)."""
+    return (
+        recorded is not None
+        and recorded.resolve() == SEEDS_DIR.resolve()
+        and config.docs_dir.resolve() == USER_DOCS_DIR.resolve()
+    )
+
+
 def resolve_docs_dir(config: Config, given: bool, rebuild: bool = False) -> Config:
     """The documents folder to use: the one the user gave, else the one the index was built from.
 
@@ -144,7 +184,7 @@ def resolve_docs_dir(config: Config, given: bool, rebuild: bool = False) -> Conf
     """
     target = store_for(config)
     recorded = target.recorded_docs_dir()
-    if given:
+    if given or moved_from_seeds(recorded, config):
         return config
     if recorded is not None:
         if not recorded.is_dir():
@@ -243,12 +283,15 @@ def reconcile(
     changed files are embedded), and what still differs. A build that cannot run (a read-only
     index, say) leaves the index as it was, and the drift says what it lacks."""
     recorded = store_for(config).recorded_docs_dir()
-    if recorded is None or recorded.resolve() != config.docs_dir.resolve():
+    moved = moved_from_seeds(recorded, config)
+    if moved:
+        adopt_seeds(config)
+    elif recorded is None or recorded.resolve() != config.docs_dir.resolve():
         # An index of another folder (`rag ask --index X` with the default folder configured):
         # the configured folder says nothing about it, and must never be built into it.
         return index, Drift([], [], [])
     drift = folder_drift(config, index.files)
-    if not drift.stale:
+    if not drift.stale and not moved:
         return index, drift
     if log:
         log(f"The documents folder differs from the index ({drift.summary()}); updating the index…")

@@ -20,7 +20,7 @@ from core.config import PROJECT_ROOT, Config
 from core.errors import UserError
 from index import store
 from index.arabic import has_letters
-from index.build import Drift, build_folder, folder_drift, reconcile, store_for
+from index.build import Drift, adopt_seeds, build_folder, folder_drift, reconcile, store_for
 from index.embed import VectorEmbeddings, load_embedder
 from rag.answer import Answer, ExtractiveAnswerer
 from rag.extract import SpanReader
@@ -56,10 +56,12 @@ def clean_question(question: str, max_chars: int) -> str:
 
 
 def open_index(
-    config: Config, embedder: VectorEmbeddings, log: Callable[[str], None] | None = None
+    config: Config, embedder: VectorEmbeddings, log: Callable[[str], None] | None = None, build_missing: bool = False
 ) -> tuple[store.StoredIndex, Drift]:
     """Load the configured index, updated when the folder changed since it was written (and what
-    still differs); the default index over seeds/ is built on first use."""
+    still differs). A missing index is built on first use at the default location, or anywhere
+    when `build_missing` (a server given `--docs D --index EMPTY` served 503 "no index" instead:
+    issue 29); otherwise a mistyped `--index` would quietly become a new index of the folder."""
     try:
         return reconcile(config, embedder, store_for(config).load(embedder.name), log)
     except store.IndexMissing:
@@ -68,7 +70,8 @@ def open_index(
             if config.store == "milvus"
             else config.index_dir.resolve() == Config.default("index_dir").resolve()
         )
-        if not default_location or not config.docs_dir.is_dir():
+        adopt_seeds(config)
+        if not (default_location or build_missing) or not config.docs_dir.is_dir():
             raise
         if log:
             shown = (
@@ -76,7 +79,7 @@ def open_index(
                 if config.docs_dir.is_relative_to(PROJECT_ROOT)
                 else config.docs_dir
             )
-            log(f"Building the default index of {shown} (first run)…")
+            log(f"Building the index of {shown} (first run)…")
         index, report = build_folder(config, embedder, log=log)
         if log:
             log(report.summary())
@@ -100,9 +103,10 @@ class Pipeline:
         index: store.StoredIndex | None = None,
         log: Callable[[str], None] | None = None,
         chat: ChatModels = chat_model,
+        build_missing: bool = False,
     ) -> None:
         """`chat` makes LLM mode's chat models (rag/llm.py); LLM mode is on when the config names an
-        endpoint (`Config.llm_enabled`)."""
+        endpoint (`Config.llm_enabled`); `build_missing`: see open_index."""
         self.config = config
         self.chat = chat
         self.embedder = load_embedder(config.embedder, config.embed_batch_size)
@@ -120,7 +124,7 @@ class Pipeline:
         # What the folder holds that the index does not (shown by /healthz); none for an index given.
         self.drift = Drift([], [], [])
         if index is None:
-            index, self.drift = open_index(config, self.embedder, log)
+            index, self.drift = open_index(config, self.embedder, log, build_missing)
         self.reload(index)
 
     def reload(self, index: store.StoredIndex) -> None:

@@ -23,7 +23,7 @@ from index.library import DocumentLibrary, UploadReport, safe_name
 from rag.answer import Answer, Citation
 from rag.chain import Pipeline, reader_available
 from tests.helpers import REPO_ROOT, SEEDS_DIR, SeedsIndex, free_port
-from ui.app import _reopened_lists
+from ui.app import _reopened_lists, make_i18n
 from ui.render import answer_message, escape_text
 
 ARABIC_QUESTION = "كم عدد المندوبين الذين حضروا المؤتمر؟"
@@ -793,3 +793,11 @@ def test_opening_the_documents_tab_never_clears_a_choice_made_meanwhile(library:
     _, documents, trash = _reopened_lists(library, "en", SEED, "no-such-trash-entry")
     assert documents["value"] is None and trash["value"] is None  # gone: cleared
     assert SEED not in {value for _, value in documents["choices"]}
+
+
+def test_the_documents_tab_says_where_uploads_go(tmp_path: Path) -> None:
+    """Issue 29: uploads went to seeds/ and the screen never said where."""
+    folder = tmp_path / "مستنداتي"
+    translations = make_i18n(Config(docs_dir=folder)).translations
+    for lang in ("en", "ar"):
+        assert str(folder.resolve()) in translations[lang]["docs_folder"]

@@ -12,7 +12,7 @@ import gradio as gr
 from api.__main__ import cap_malloc_arenas, configure, key_problem, serve
 from api.app import create_app
 from api.security import LOOPBACK
-from core.config import add_arguments
+from core.config import add_arguments, chosen
 from core.errors import ConfigError, UserError
 from index.library import largest_upload
 from rag.chain import Pipeline
@@ -43,7 +43,9 @@ def main(argv: list[str] | None = None) -> int:
         # Off loopback without RAG_API_KEY the UI still starts (behind its login), its API closed.
         if api_off := key_problem(config.ui_host, config):
             print(f"warning: the HTTP API is off (every request gets 403): {api_off}", file=sys.stderr)
-        pipeline = Pipeline(config, log=lambda m: print(m, file=sys.stderr, flush=True))
+        pipeline = Pipeline(
+            config, log=lambda m: print(m, file=sys.stderr, flush=True), build_missing=chosen(args, "docs_dir")
+        )
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2 if isinstance(exc, ConfigError) else 1

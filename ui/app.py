@@ -248,6 +248,7 @@ def make_i18n(config: Config) -> gr.I18n:
                 **messages,
                 "question_limit": messages["question_limit"].format(**numbers),
                 "upload_note": messages["upload_note"].format(limit=config.upload_max_mb),
+                "docs_folder": messages["docs_folder"].format(folder=config.docs_dir.resolve()),
             }
             for lang, messages in MESSAGES.items()
         }
@@ -360,6 +361,8 @@ def build_app(pipeline: Pipeline, i18n: gr.I18n) -> gr.Blocks:
                 elem_id="documents",
             )
             gr.Markdown(i18n("upload_note"))
+            # Where uploads go, so nobody has to guess (issue 29: they landed unannounced in seeds/).
+            gr.Markdown(i18n("docs_folder"), elem_id="docs-folder")
             upload = gr.File(
                 file_count="multiple", file_types=list(supported_suffixes()), label=i18n("upload"), elem_id="upload"
             )
