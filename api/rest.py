@@ -1,5 +1,5 @@
-"""REST routes: ask (the `rag ask --json` contract), documents (list, upload, remove), trash
-(list, restore), health.
+"""REST routes: ask (the `rag ask --json` contract), feedback on answers, documents (list, upload,
+remove), trash (list, restore), health.
 
 Documents go through the UI's DocumentLibrary, so an upload here gets exactly the checks an upload
 in the browser gets (type, size, decodability, duplicates, safe names) and the same trash.
@@ -11,7 +11,7 @@ import shutil
 import tempfile
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, Request, UploadFile
 from fastapi.responses import JSONResponse
@@ -20,8 +20,10 @@ from pydantic import BaseModel, Field
 from api.errors import APIError
 from api.service import MAX_UPLOAD_FILES, Service, service_of
 from index.library import DocumentLibrary, RestoreFailed
+from index.store import IndexProblem
 from index.trash import NotMoved, TrashError
 from rag.chain import reader_available
+from rag.feedback import MAX_CITATIONS, Feedback, FeedbackError, FeedbackLog
 
 router = APIRouter()
 _COPY_CHUNK = 2**20
@@ -54,6 +56,50 @@ async def ask(body: AskRequest, request: Request) -> JSONResponse:
     )
     # Plain JSON already: skip FastAPI's generic encoder (a few ms for the passages' texts).
     return JSONResponse(answer.to_json())
+
+
+class FeedbackRequest(BaseModel):
+    """A verdict on an answer as /api/ask gave it (send its fields back as they came)."""
+
+    question: str
+    answer: str = ""
+    verdict: Literal["right", "wrong"]
+    short_answer: str = ""
+    abstained: bool = False
+    correction: str = Field(default="", description="the right answer, when the user knows it")
+    history: list[Turn | tuple[str, str]] = Field(default_factory=list)
+    citations: list[dict[str, Any]] = Field(default_factory=list, description="the answer's citations, as given")
+    answer_id: str | None = Field(default=None, description="the same id again supersedes an earlier verdict")
+
+
+@router.post(
+    "/api/feedback",
+    tags=["questions"],
+    status_code=201,
+    summary="Say whether an answer was right (and what the right answer is); `python -m eval --feedback` measures them",
+)
+async def feedback(body: FeedbackRequest, request: Request) -> dict[str, Any]:
+    service = service_of(request.app)
+    kept = ("n", "source", "title", "text")
+    try:
+        item = Feedback(
+            question=body.question,
+            answer=body.answer,
+            verdict=body.verdict,
+            short_answer=body.short_answer,
+            abstained=body.abstained,
+            correction=body.correction,
+            history=tuple((t.question, t.answer) if isinstance(t, Turn) else (t[0], t[1]) for t in body.history),
+            citations=tuple({k: c[k] for k in kept if k in c} for c in body.citations[:MAX_CITATIONS]),
+            **({"answer_id": body.answer_id} if body.answer_id else {}),
+        )
+    except FeedbackError as exc:
+        raise APIError(400, exc.message, exc.code) from exc
+    try:
+        await service.run(FeedbackLog(service.config.index_dir).append, item)
+    except (IndexProblem, OSError) as exc:
+        raise APIError(503, f"The feedback could not be saved: {exc}", "feedback_not_saved") from exc
+    return {"saved": True, "answer_id": item.answer_id}
 
 
 @router.get("/healthz", tags=["health"], summary="Whether the index is loaded, its size and embedder")

@@ -3,6 +3,7 @@
     python -m eval --questions eval/questions/seeds.jsonl [--docs DIR (default seeds/)] [--k 5] [--json OUT]
     python -m eval --squad ../shared/data/arcd-train.json [--questions extra.jsonl] [--retriever bm25]
     python -m eval --questions eval/questions/followups.jsonl [--no-history]
+    python -m eval --feedback data/index [--export-feedback regressions.jsonl]
 
 The pipeline is the same `Pipeline` the CLI and UI use, with the same defaults; only the flags given
 change. Indexes for evaluation are cached under data/eval/ and updated incrementally.
@@ -21,6 +22,27 @@ from eval.questions import Question, QuestionFileError, load_jsonl, squad_set
 from eval.runner import Corpus, for_corpus, format_kinds, format_table, run
 from index import store
 from index.embed import EmbedderUnavailable
+from rag.feedback import FEEDBACK_FILE, FeedbackLog, regression_questions
+
+
+def from_feedback(index_dir: Path, export: Path | None) -> list[Question]:
+    """The regression questions of an index's feedback file (rag/feedback.py), said how many."""
+    given, unreadable = FeedbackLog(index_dir).read()
+    made = regression_questions(given)
+    print(
+        f"feedback: {len(given)} verdicts in {index_dir / FEEDBACK_FILE} -> {len(made.questions)} questions "
+        f"({made.unscored} 👎 without a right answer left out, {unreadable} unreadable lines)",
+        file=sys.stderr,
+    )
+    if not made.questions:
+        raise QuestionFileError(f"{index_dir / FEEDBACK_FILE}: no verdict that can be scored yet")
+    if export:
+        lines = "".join(json.dumps(q, ensure_ascii=False) + "\n" for q in made.questions)
+        export.write_text(lines, encoding="utf-8")
+    return [
+        Question(q["id"], q["question"], q["answers"], q.get("doc"), q["kind"], history=tuple(q.get("history", ())))
+        for q in made.questions
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,6 +63,19 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="answer the earlier questions first, so a follow-up also sees the answers (what a chat does)",
     )
+    parser.add_argument(
+        "--feedback",
+        type=Path,
+        metavar="INDEX",
+        help="users' verdicts on answers (INDEX/feedback.jsonl, from the UI's 👍/👎 and POST /api/feedback): "
+        "corrections and confirmed answers become questions over the folder that index was built from",
+    )
+    parser.add_argument(
+        "--export-feedback",
+        type=Path,
+        metavar="OUT",
+        help="with --feedback: also write those questions as a JSONL file",
+    )
     add_arguments(
         parser,
         "docs_dir",
@@ -55,8 +90,8 @@ def main(argv: list[str] | None = None) -> int:
         "answer_reader",
     )
     args = parser.parse_args(argv)
-    if not args.questions and not args.squad:
-        parser.error("give --questions FILE.jsonl and/or --squad FILE.json")
+    if not args.questions and not args.squad and not args.feedback:
+        parser.error("give --questions FILE.jsonl, --squad FILE.json and/or --feedback INDEX")
     try:
         questions: list[Question] = []
         if args.squad:
@@ -64,11 +99,16 @@ def main(argv: list[str] | None = None) -> int:
             documents, questions = source.load()
             corpus = Corpus(f"squad-{source.path.stem}", documents=tuple(documents))
         else:
-            # seeds/ unless a folder is named: never what a user uploaded into data/docs (issue 29).
+            # seeds/ unless a folder is named: never what a user uploaded into data/docs (issue 29);
+            # feedback is about the documents of the index it was given on.
             folder = Config.from_args(args).docs_dir if chosen(args, "docs_dir") else SEEDS_DIR
+            if args.feedback and not chosen(args, "docs_dir"):
+                folder = store.recorded_docs_dir(args.feedback) or folder
             corpus = Corpus(f"docs-{folder.name}", folder=folder)
         for path in args.questions:
             questions.extend(load_jsonl(path))
+        if args.feedback:
+            questions.extend(from_feedback(args.feedback, args.export_feedback))
         if args.no_history:
             questions = [replace(q, history=()) for q in questions]
         config = Config.from_args(args)

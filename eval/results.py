@@ -110,7 +110,11 @@ def main() -> None:
         f"embedder `{base.embedder}`, k={base.k}. Hybrid is the product default; "
         "dense and BM25 are baselines measured by the same command with `--retriever`. Latencies are per question "
         "on this machine. How short answers are chosen, and the experiments behind each choice, are in "
-        "[ANSWERS.md](ANSWERS.md) (hand-written: this file is rewritten whole).",
+        "[ANSWERS.md](ANSWERS.md) (hand-written: this file is rewritten whole). Short answers come from the "
+        "fine-tuned reader (the default) and are shown only when the short-answer gate trusts them; a withheld one "
+        "scores 0 in `short_*` (`short_precision` and `short_coverage` are in results.json). The reader learned from "
+        "ARCD-train among other sets, so the ARCD `short_*` figures here are not held out: the held-out folds per "
+        "set are in ANSWERS.md.",
         "",
         "![main metrics per retriever](results.png)",
         "",

@@ -31,6 +31,7 @@ from eval.questions import Question, load_jsonl
 from index.store import IndexMissing
 from rag.answer import Answer
 from rag.chain import Pipeline
+from rag.feedback import FeedbackLog, regression_questions
 from tests.fake_openai import FakeOpenAI, Reply
 from tests.helpers import (
     QUESTIONS_DIR,
@@ -327,6 +328,42 @@ def test_openapi_docs(server: UIServer) -> None:
     assert httpx.get(server.url + "/docs", headers=auth(), timeout=30).status_code == 200
     paths = httpx.get(server.url + "/openapi.json", headers=auth(), timeout=30).json()["paths"]
     assert {"/v1/chat/completions", "/v1/models", "/api/ask", "/api/documents", "/healthz"} <= set(paths)
+
+
+def test_feedback_on_an_answer_is_kept_and_becomes_a_question(server: UIServer) -> None:
+    """Issue 29: POST /api/feedback takes an answer as /api/ask gave it, a verdict and the right
+    answer; the line lands in the index folder's feedback.jsonl; bad bodies get a 400 naming the
+    field, and no key gets a 401."""
+    question = "كم عدد المندوبين الذين حضروا المؤتمر؟"
+    answer = httpx.post(
+        server.url + "/api/ask", json={"question": question}, headers=auth(), timeout=CALL_TIMEOUT
+    ).json()
+    body = {
+        "question": answer["question"],
+        "answer": answer["answer"],
+        "short_answer": answer["short_answer"],
+        "abstained": answer["abstained"],
+        "citations": answer["citations"],
+        "verdict": "wrong",
+        "correction": "أكثر من 800 مندوب",
+    }
+    saved = httpx.post(server.url + "/api/feedback", json=body, headers=auth(), timeout=30)
+    assert saved.status_code == 201, saved.text
+    given, unreadable = FeedbackLog(server.stderr_path.parent / "index").read()
+    assert unreadable == 0 and given[-1].answer_id == saved.json()["answer_id"]
+    assert given[-1].citations[0]["source"] == answer["citations"][0]["source"]
+    assert set(given[-1].citations[0]) == {"n", "source", "title", "text"}  # nothing else a client sent
+    made = regression_questions(given)
+    assert {"question": question, "answers": ["أكثر من 800 مندوب"]}.items() <= made.questions[-1].items()
+    for bad, code in [
+        ({**body, "verdict": "maybe"}, "invalid_request"),
+        ({**body, "correction": "ج" * 600}, "feedback_correction_long"),
+        ({**body, "citations": "x"}, "invalid_request"),
+        ({**body, "answer_id": "1"}, "feedback_bad_field"),
+    ]:
+        check_error(httpx.post(server.url + "/api/feedback", json=bad, headers=auth(), timeout=30), 400, code)
+    check_error(httpx.post(server.url + "/api/feedback", json=body, timeout=30), 401, "invalid_api_key")
+    assert len(FeedbackLog(server.stderr_path.parent / "index").read()[0]) == len(given)
 
 
 def test_upload_answer_remove_restore(server: UIServer, tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ test-output/. Set RAG_SKIP_BROWSER=1 to skip locally when Chromium is not instal
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import shutil
@@ -19,6 +20,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Locator, Page, sync_playwright
 
+from rag.feedback import FeedbackLog
 from tests.helpers import REPO_ROOT, SEEDS_DIR, start_ui
 
 CHROMIUM = "/usr/bin/chromium"
@@ -55,9 +57,12 @@ def docs(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @contextlib.contextmanager
-def serving(tmp_path_factory: pytest.TempPathFactory, docs: Path, **settings: str) -> Iterator[str]:
-    """`python -m ui` over `docs` with an index of its own and these RAG_* settings; yields its URL."""
-    index = tmp_path_factory.mktemp("ui-index")
+def serving(
+    tmp_path_factory: pytest.TempPathFactory, docs: Path, index: Path | None = None, **settings: str
+) -> Iterator[str]:
+    """`python -m ui` over `docs` with an index of its own (in `index` if given) and these RAG_*
+    settings; yields its URL."""
+    index = index or tmp_path_factory.mktemp("ui-index")
     # Every short answer shown unless a test says otherwise: these tests are about the page (the
     # gate that withholds unsure ones is tests/test_short_gate.py's and tests/test_examples.py's).
     env = {
@@ -81,8 +86,14 @@ def serving(tmp_path_factory: pytest.TempPathFactory, docs: Path, **settings: st
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, docs: Path) -> Iterator[str]:
-    with serving(tmp_path_factory, docs) as url:
+def index_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The index folder of `server` (its trash and feedback file live there)."""
+    return tmp_path_factory.mktemp("ui-index")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, docs: Path, index_dir: Path) -> Iterator[str]:
+    with serving(tmp_path_factory, docs, index_dir) as url:
         yield url
 
 
@@ -180,6 +191,7 @@ def test_empty_question_gets_friendly_message(page: Page) -> None:
     reply = ask(page, "   ")
     assert "Please type a question" in reply.inner_text()
     assert "Traceback" not in page.content()
+    assert page.locator("#chat .msg").count() == 0  # issue 29: no blank bubble for the blank question
 
 
 FINAL = ("indexed", "reindexed", "renamed", "replaced", "duplicate", "rejected")
@@ -458,6 +470,9 @@ def test_clicking_a_badge_opens_and_flashes_its_source(page: Page) -> None:
 def test_phone_view_shows_the_start_of_the_answer(browser: Browser, server: str) -> None:
     page = _page(browser, server, "ar", width=390, height=844)
     try:
+        # Issue 29: the first screen was an empty chat, the question box below the fold.
+        box = page.locator("#question textarea").bounding_box()
+        assert box is not None and box["y"] + box["height"] <= 844, box
         answer = ask(page, "من هو وزير الدفاع الصيني الذي شارك في المؤتمر؟")
         page.wait_for_timeout(500)
         top = answer.evaluate("a => a.getBoundingClientRect().top")
@@ -628,11 +643,90 @@ def test_switching_the_language_keeps_the_conversation_and_the_settings(browser:
         # The conversation goes on: the follow-up is read against the question asked before the
         # switch (alone, "and when was it founded?" finds no answer).
         assert "2012" in ask(page, "ومتى تأسس؟").locator(".short-answer").inner_text()
-        # A reload that is no switch starts afresh, as before.
+        # An unsent question goes across the switch too (issue 29 lost it).
+        page.locator("#question textarea").fill("سؤال لم يرسل بعد")
+        page.locator("#lang").get_by_text("English").click()
+        page.wait_for_function("() => document.documentElement.lang === 'en'", timeout=30_000)
+        page.wait_for_function(
+            "() => document.querySelector('#question textarea').value === 'سؤال لم يرسل بعد'", timeout=30_000
+        )
+        assert page.locator("#chat .answer").count() == 2
+    finally:
+        page.context.close()
+
+
+def test_a_reload_keeps_the_tabs_conversation_until_a_new_one_is_started(browser: Browser, server: str) -> None:
+    """Issue 29: a reload lost the whole conversation. Each tab keeps its own; another tab starts
+    empty; "New conversation" forgets it for good."""
+    page = _page(browser, server, "en-US")
+    other = None
+    try:
+        first = ask(page, "ما الجهة التي تنظم مؤتمر موسكو للأمن الدولي كل سنة؟").inner_text()
+        page.reload()
+        page.wait_for_function(
+            "first => document.querySelector('#chat .answer')?.innerText === first", arg=first, timeout=30_000
+        )
+        # The history came back too: the follow-up is read against the question before the reload.
+        assert "2012" in ask(page, "ومتى تأسس؟").locator(".short-answer").inner_text()
+        other = _page(browser, server, "en-US")
+        other.wait_for_timeout(1_500)
+        assert other.locator("#chat .answer").count() == 0
+        page.locator("#new-conversation").click()
+        page.wait_for_function("() => !document.querySelector('#chat .answer')", timeout=10_000)
         page.reload()
         page.wait_for_selector("#question textarea")
         page.wait_for_timeout(1_500)
         assert page.locator("#chat .answer").count() == 0
+    finally:
+        page.context.close()
+        if other:
+            other.context.close()
+
+
+def test_an_answer_is_rated_corrected_and_downloaded(browser: Browser, server: str, index_dir: Path) -> None:
+    """Issue 29: 👍/👎 on each answer, the right answer after a 👎, kept in the index folder's
+    feedback file (what `python -m eval --feedback` reads); the conversation downloads as
+    Markdown and JSON with its sources. In Arabic, with the page's own words."""
+    page = _page(browser, server, "ar")
+    try:
+        question = "كم عدد المندوبين الذين حضروا المؤتمر؟"
+        ask(page, question)
+        before = len(FeedbackLog(index_dir).read()[0])
+        page.locator("#chat button[aria-label='Dislike']").last.click()
+        page.locator("#feedback-correction").wait_for(state="visible")
+        assert "شكرا" in page.locator("#feedback-note").inner_text()
+        page.locator("#feedback-correction-text textarea").fill("أكثر من 800 مندوب")
+        page.locator("#feedback-send").click()
+        page.wait_for_function(
+            "() => document.querySelector('#feedback-note').innerText.includes('حُفظ')", timeout=30_000
+        )
+        page.locator("#feedback-correction").wait_for(state="hidden")
+        given, unreadable = FeedbackLog(index_dir).read()
+        assert unreadable == 0 and [f.verdict for f in given[before:]] == ["wrong", "wrong"]
+        assert given[-1].question == question and given[-1].correction == "أكثر من 800 مندوب"
+        assert given[-1].citations and given[-1].answer_id == given[-2].answer_id
+        with page.expect_download() as download:
+            page.locator("#export-json").click()
+        exported = json.loads(Path(download.value.path()).read_text(encoding="utf-8"))
+        assert exported["turns"][0]["question"] == question
+        assert exported["turns"][0]["citations"][0]["source"] == given[-1].citations[0]["source"]
+        with page.expect_download() as download:
+            page.locator("#export-markdown").click()
+        markdown = Path(download.value.path()).read_text(encoding="utf-8")
+        assert markdown.startswith(f"## {question}") and f"({given[-1].citations[0]['source']})" in markdown
+    finally:
+        page.context.close()
+
+
+def test_an_example_asks_at_once_and_the_keyboard_starts_in_the_question_box(browser: Browser, server: str) -> None:
+    """Issue 29: an example filled the box and waited; Tab went through every answer before
+    reaching the box."""
+    page = _page(browser, server, "en-US")
+    try:
+        page.wait_for_function("() => document.activeElement.matches('#question textarea')", timeout=10_000)
+        page.get_by_text("How many delegates attended the 2023 conference?").first.click()
+        page.wait_for_selector("#chat .answer", timeout=60_000)
+        assert "How many delegates" in page.locator("#chat .msg").first.inner_text()
     finally:
         page.context.close()
 

@@ -24,8 +24,9 @@ from index.load import supported_suffixes
 from index.store import IndexProblem
 from rag.answer import Answer
 from rag.chain import Pipeline, reader_available
+from rag.feedback import Feedback, FeedbackLog, answer_record
 from rag.llm import MAX_HISTORY_TURNS
-from ui.handover import HANDOVER_LIMIT, HANDOVER_SECONDS, Handover, carried_values_fit
+from ui.handover import HANDOVER_LIMIT, HANDOVER_SECONDS, Conversations, Handover, carried_values_fit
 from ui.i18n import for_question
 from ui.render import answer_message, escape_text, notice_message, stream_message, upload_results, user_message
 
@@ -78,6 +79,8 @@ input[role="combobox"], input[role="combobox"]::placeholder, textarea::placehold
 *:focus-visible { outline: 2px solid #2563eb !important; outline-offset: 2px; }
 @media (max-width: 700px) {
   #documents th:nth-child(n+3), #documents td:nth-child(n+3) { display: none; }
+  /* A phone's first screen shows the question box (issue 29: an empty 680 px chat pushed it below). */
+  #chat { height: max(240px, calc(100dvh - 340px)) !important; }
 }
 """
 
@@ -144,11 +147,18 @@ HEAD = r"""<script>
 # itself, and under load the page's first event ran before HEAD had set the attribute, so an Arabic
 # page was served English column headers and messages now and then (seen in a full browser run).
 # With it, the token of a conversation carried across a language switch (ui/handover.py), once.
+# And the id of this tab's conversation (ui/handover.py's Conversations), made on its first load.
 CURRENT_LANGUAGE = """() => {
   const chosen = localStorage.getItem('rag-lang') || navigator.language || 'en';
   const carried = sessionStorage.getItem('rag-carry') || '';
   sessionStorage.removeItem('rag-carry');
-  return [chosen.toLowerCase().startsWith('ar') ? 'ar' : 'en', carried];
+  let conversation = sessionStorage.getItem('rag-conversation');
+  if (!conversation) {
+    const bytes = crypto.getRandomValues(new Uint8Array(18));
+    conversation = Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('');
+    sessionStorage.setItem('rag-conversation', conversation);
+  }
+  return [chosen.toLowerCase().startsWith('ar') ? 'ar' : 'en', carried, conversation];
 }"""
 SWITCH_LANGUAGE = """(lang, carried) => {
   if (lang && lang !== document.documentElement.lang) {
@@ -169,6 +179,31 @@ SHOW_NEW_ANSWER = """() => {
   last.scrollIntoView({block: 'start'});
 }"""
 
+# The conversation as a file (issue 29), from the answers' records (rag/feedback.py's
+# answer_record): each question with the conversation before it, the answer, its short answer and
+# the cited passages. FORMAT is "md" or "json".
+EXPORT_CONVERSATION = """(records) => {
+  const turns = Object.entries(records || {}).sort((a, b) => Number(a[0]) - Number(b[0])).map((e) => e[1]);
+  const format = 'FORMAT';
+  let text;
+  if (format === 'json') {
+    text = JSON.stringify({exported: new Date().toISOString(), turns}, null, 1);
+  } else {
+    text = turns.map((r) => {
+      const sources = (r.citations || []).map((c) =>
+        `[${c.n}] ${c.title} (${c.source})\n\n> ${c.text.replace(/\n+/g, ' ')}`).join('\n\n');
+      const short = r.short_answer ? `**${r.short_answer}**\n\n` : '';
+      return `## ${r.question}\n\n${short}${r.answer}\n\n${sources}`;
+    }).join('\n\n---\n\n') + '\n';
+  }
+  const link = document.createElement('a');
+  link.href = URL.createObjectURL(new Blob([text], {type: format === 'json' ? 'application/json' : 'text/markdown'}));
+  link.download = 'conversation.' + format;
+  document.body.appendChild(link);
+  link.click();
+  link.remove();
+  return [];
+}"""
 
 Turns = list[tuple[str, str]]
 MAX_PASSAGES = 10  # the Settings slider's top: more passages only lengthen the list of sources
@@ -186,21 +221,21 @@ def _replies(
     show_scores: bool,
     page_lang: str,
     read: bool | None = None,
-) -> Iterator[str | tuple[str, str]]:
+) -> Iterator[str | tuple[str, str, Answer | None]]:
     """The answer as it comes (an LLM's text, piece by piece), then (HTML reply, plain answer for
-    the history); every failure becomes a friendly message in the question's language (the page's,
+    the history, the Answer); every failure becomes a friendly message in the question's language (the page's,
     for an empty question). Closing it early (the Stop button) closes the LLM request."""
     lang = for_question(question or "", page_lang)
     try:
         for event in pipeline.stream(question, k=int(k), history=turns, mode=mode, reader=read):
-            yield (answer_message(event, show_scores), event.answer) if isinstance(event, Answer) else event
+            yield (answer_message(event, show_scores), event.answer, event) if isinstance(event, Answer) else event
     except IndexProblem as exc:
-        yield notice_message(t(lang, "index_unusable", reason=exc)), ""
+        yield notice_message(t(lang, "index_unusable", reason=exc)), "", None
     except UserError as exc:  # in the question's language where it has a code (QuestionError's do)
-        yield notice_message(exc.localized(lang)), ""
+        yield notice_message(exc.localized(lang)), "", None
     except Exception:  # the user sees a message, the log keeps the traceback
         log.exception("question failed")
-        yield notice_message(t(lang, "answer_failed")), ""
+        yield notice_message(t(lang, "answer_failed")), "", None
 
 
 def _preload_reader(pipeline: Pipeline, ticked: bool) -> None:
@@ -223,14 +258,21 @@ def _ask(
     turns: Turns,
     page_lang: str,
     read: bool | None = None,
+    on_answer: Callable[[Answer], None] | None = None,
 ) -> Iterator[tuple[list[dict[str, Any]], str, Turns]]:
-    """Chat handler: yields the conversation as the answer streams in (LLM mode) or once."""
-    history = [*list(history or []), {"role": "user", "content": user_message(question if question.strip() else " ")}]
+    """Chat handler: yields the conversation as the answer streams in (LLM mode) or once, and
+    hands the final Answer to `on_answer`. A blank question gets its notice without a bubble of
+    its own (issue 29: it added an empty one)."""
+    history = list(history or [])
+    if question.strip():
+        history.append({"role": "user", "content": user_message(question)})
     turns = list(turns or [])
     streamed, reply, plain = "", "", ""
     for event in _replies(pipeline, question, k, mode, turns, show_scores, page_lang, read):
         if isinstance(event, tuple):
-            reply, plain = event
+            reply, plain, answer = event
+            if answer is not None and on_answer is not None:
+                on_answer(answer)
         else:
             streamed += event
             yield [*history, {"role": "assistant", "content": stream_message(question, streamed)}], "", turns
@@ -261,6 +303,8 @@ def build_app(pipeline: Pipeline, i18n: gr.I18n) -> gr.Blocks:
     library = DocumentLibrary(pipeline)
     modes = ["llm", "extractive"] if config.llm_enabled else ["extractive"]
     handover = Handover(HANDOVER_SECONDS, HANDOVER_LIMIT)
+    conversations = Conversations()
+    feedback = FeedbackLog(config.index_dir)
 
     with gr.Blocks(title="اسأل مستنداتك · Ask your documents") as app:
         with gr.Row(elem_id="header"):
@@ -291,11 +335,13 @@ def build_app(pipeline: Pipeline, i18n: gr.I18n) -> gr.Blocks:
                     elem_id="question",
                     lines=1,
                     max_lines=6,
+                    # The keyboard starts in the question box: Tab reached every earlier answer first.
+                    autofocus=True,
                 )
                 send = gr.Button(i18n("ask"), variant="primary", scale=1, elem_id="ask")
                 # Shown while an LLM answer streams in; cancels it (the extractive answer is instant).
                 stop = gr.Button(i18n("stop"), variant="stop", scale=1, visible=False, elem_id="stop")
-            gr.Examples(EXAMPLES, inputs=question, label=i18n("examples"))
+            examples = gr.Examples(EXAMPLES, inputs=question, label=i18n("examples"))
             with gr.Accordion(i18n("settings"), open=False, elem_id="settings"):
                 k = gr.Slider(1, MAX_PASSAGES, value=config.k, step=1, label=i18n("passages"))
                 mode = gr.Radio(
@@ -313,8 +359,22 @@ def build_app(pipeline: Pipeline, i18n: gr.I18n) -> gr.Blocks:
                 )
                 use_reader.change(partial(_preload_reader, pipeline), use_reader, None, api_visibility="private")
                 gr.Markdown(i18n("question_limit"))
-            clear = gr.Button(i18n("new_conversation"), size="sm")
+            with gr.Row():
+                clear = gr.Button(i18n("new_conversation"), size="sm", elem_id="new-conversation")
+                export_md = gr.Button(i18n("export_markdown"), size="sm", elem_id="export-markdown")
+                export_json = gr.Button(i18n("export_json"), size="sm", elem_id="export-json")
             turns = gr.State([])
+            conversation = gr.State("")  # this tab's id, set by app.load below
+            # Each answer's feedback record (rag/feedback.py), by its index in the chat.
+            records = gr.State({})
+            # After a 👎: the right answer, if the user knows it (issue 29: feedback becomes a test set).
+            feedback_note = gr.Markdown(visible=False, elem_id="feedback-note")
+            with gr.Row(visible=False, elem_id="feedback-correction") as correction_row:
+                correction = gr.Textbox(
+                    label=i18n("feedback_correction"), scale=6, max_lines=2, elem_id="feedback-correction-text"
+                )
+                send_correction = gr.Button(i18n("feedback_send"), scale=1, elem_id="feedback-send")
+            rated = gr.State(None)  # the record the correction belongs to
 
             def ask(
                 q: str,
@@ -325,17 +385,33 @@ def build_app(pipeline: Pipeline, i18n: gr.I18n) -> gr.Blocks:
                 turns_: Turns,
                 lang: str,
                 read: bool,
-            ) -> Iterator[tuple[list[dict[str, Any]], str, Turns]]:
-                yield from _ask(pipeline, q, history, k_, scores, mode_, turns_, lang, read)
+                tab: str,
+                records_: dict[str, Any],
+            ) -> Iterator[tuple[Any, ...]]:
+                """The answer, its feedback record, and the conversation kept for a reload of this
+                tab. Each update is sent when the next one comes, so the last carries the record."""
+                answered: list[Answer] = []
+                last: tuple[Any, ...] | None = None
+                for shown in _ask(pipeline, q, history, k_, scores, mode_, turns_, lang, read, answered.append):
+                    if last is not None:
+                        yield *last, gr.update()
+                    last = shown
+                assert last is not None
+                records_ = dict(records_ or {})
+                if answered:
+                    records_[str(len(last[0]) - 1)] = answer_record(answered[-1], turns_ or [])
+                conversations.save(tab, last[0], list(last[2]), records_)
+                yield *last, records_
 
             answering = []
-            for trigger in (send.click, question.submit):
+            # An example asks at once (issue 29: it filled the box and waited).
+            for trigger in (send.click, question.submit, examples.load_input_event.then):
                 started = trigger(lambda m: gr.update(visible=m == "llm"), mode, stop, api_visibility="private")
                 answering.append(
                     started.then(
                         ask,
-                        [question, chat, k, show_scores, mode, turns, page_lang, use_reader],
-                        [chat, question, turns],
+                        [question, chat, k, show_scores, mode, turns, page_lang, use_reader, conversation, records],
+                        [chat, question, turns, records],
                         api_visibility="private",
                     )
                 )
@@ -343,7 +419,52 @@ def build_app(pipeline: Pipeline, i18n: gr.I18n) -> gr.Blocks:
                     None, js=SHOW_NEW_ANSWER
                 )
             stop.click(lambda: gr.update(visible=False), None, stop, cancels=answering, api_visibility="private")
-            clear.click(lambda: ([], "", []), None, [chat, question, turns], api_visibility="private")
+
+            def new_conversation(tab: str) -> tuple[Any, ...]:
+                conversations.forget(tab)
+                return [], "", [], {}
+
+            clear.click(new_conversation, conversation, [chat, question, turns, records], api_visibility="private")
+
+            def on_rate(records_: dict[str, Any], lang: str, data: gr.LikeData) -> tuple[Any, ...]:
+                """👍/👎 on an answer: one line in the feedback file; after 👎 the user may add the
+                right answer."""
+                record = (records_ or {}).get(str(data.index))
+                if record is None or not isinstance(data.liked, bool):
+                    note = t(lang, "feedback_unknown") if record is None else ""
+                    return gr.update(value=note, visible=bool(note)), gr.update(visible=False), None
+                verdict = "right" if data.liked else "wrong"
+                try:
+                    feedback.append(Feedback.from_record({**record, "verdict": verdict}))
+                except (UserError, OSError) as exc:
+                    message = exc.localized(lang) if isinstance(exc, UserError) else str(exc)
+                    return gr.update(value=message, visible=True), gr.update(visible=False), None
+                note = t(lang, f"feedback_thanks_{verdict}")
+                return gr.update(value=note, visible=True), gr.update(visible=not data.liked), record
+
+            # Made in the browser from the answers' records: nothing is written on the server.
+            export_md.click(None, records, None, js=EXPORT_CONVERSATION.replace("FORMAT", "md"))
+            export_json.click(None, records, None, js=EXPORT_CONVERSATION.replace("FORMAT", "json"))
+
+            chat.like(on_rate, [records, page_lang], [feedback_note, correction_row, rated], api_visibility="private")
+
+            def on_correct(text: str, record: dict[str, Any] | None, lang: str) -> tuple[Any, ...]:
+                if record is None or not text.strip():
+                    return gr.update(), gr.update(), text, record
+                try:
+                    feedback.append(Feedback.from_record({**record, "verdict": "wrong", "correction": text.strip()}))
+                except (UserError, OSError) as exc:
+                    message = exc.localized(lang) if isinstance(exc, UserError) else str(exc)
+                    return gr.update(value=message, visible=True), gr.update(), text, record
+                return gr.update(value=t(lang, "feedback_saved"), visible=True), gr.update(visible=False), "", None
+
+            for trigger in (send_correction.click, correction.submit):
+                trigger(
+                    on_correct,
+                    [correction, rated, page_lang],
+                    [feedback_note, correction_row, correction, rated],
+                    api_visibility="private",
+                )
             # A plain endpoint for scripts and load tests: question in, answer JSON out.
             api_in = gr.Textbox(visible=False)
             api_out = gr.JSON(visible=False)
@@ -533,23 +654,28 @@ def build_app(pipeline: Pipeline, i18n: gr.I18n) -> gr.Blocks:
         # label once, when the tab first renders, so a tab not yet opened kept the language the page
         # started in after a stored choice was applied.
         # The conversation and settings survive the switch's reload (ui/handover.py).
-        carried = [chat, turns, k, show_scores, mode, use_reader]
+        # So do an unsent question and, after any reload, the tab's conversation (issue 29).
+        carried = [chat, turns, question, k, show_scores, mode, use_reader]
         token = gr.Textbox(visible=False)
+        tab_id = gr.Textbox(visible=False)
 
-        def on_load(lang: str, handed: str) -> tuple[Any, ...]:
+        def on_load(lang: str, handed: str, tab: str) -> tuple[Any, ...]:
             lang = normalise_language(lang)
             tabs = (gr.update(label=t(lang, "tab_chat")), gr.update(label=t(lang, "tab_documents")))
             values = handover.take(handed)
-            if values is None or not carried_values_fit(values, modes, MAX_PASSAGES):
-                kept = [gr.update() for _ in carried]
-            else:
+            if values is not None and carried_values_fit(values, modes, MAX_PASSAGES):
                 kept = [gr.update(value=v) for v in values]
-            return lang, *tabs, *refreshed(lang), *kept
+            elif (saved := conversations.load(tab)) is not None:
+                kept = [gr.update(value=saved[0]), gr.update(value=saved[1])] + [gr.update() for _ in carried[2:]]
+            else:
+                kept = [gr.update() for _ in carried]
+            saved = conversations.load(tab)
+            return lang, *tabs, *refreshed(lang), *kept, tab, saved[2] if saved else {}
 
         app.load(
             on_load,
-            [page_lang, token],
-            [page_lang, chat_tab, documents_tab, *lists, *carried],
+            [page_lang, token, tab_id],
+            [page_lang, chat_tab, documents_tab, *lists, *carried, conversation, records],
             js=CURRENT_LANGUAGE,
             api_visibility="private",
         )
