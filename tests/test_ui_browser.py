@@ -692,7 +692,7 @@ def test_an_answer_is_rated_corrected_and_downloaded(browser: Browser, server: s
         question = "كم عدد المندوبين الذين حضروا المؤتمر؟"
         ask(page, question)
         before = len(FeedbackLog(index_dir).read()[0])
-        page.locator("#chat button[aria-label='Dislike']").last.click()
+        page.locator("#chat button[aria-label='عدم الإعجاب']").last.click()  # Gradio's own Arabic label
         page.locator("#feedback-correction").wait_for(state="visible")
         assert "شكرا" in page.locator("#feedback-note").inner_text()
         page.locator("#feedback-correction-text textarea").fill("أكثر من 800 مندوب")

@@ -770,11 +770,35 @@ def test_carried_values_that_do_not_fit_the_controls_are_not_restored() -> None:
     old language: the load that restores them failed (a new-user test)."""
     from ui.handover import carried_values_fit
 
-    good = ([{"role": "user", "content": "متى؟"}], [("متى؟", "2012 [1]")], 3, True, "extractive", False)
+    good = ([{"role": "user", "content": "متى؟"}], [("متى؟", "2012 [1]")], "ومتى؟", 3, True, "extractive", False)
     assert carried_values_fit(good, ["extractive"], 10)
-    for i, bad in [(2, 99), (2, 0), (2, "3"), (3, "yes"), (4, "llm"), (5, None), (0, "<b>x</b>"), (1, [("q",)])]:
+    for i, bad in [(3, 99), (3, 0), (3, "3"), (4, "yes"), (5, "llm"), (6, None), (0, "<b>x</b>"), (1, [("q",)])]:
         assert not carried_values_fit((*good[:i], bad, *good[i + 1 :]), ["extractive"], 10), (i, bad)
-    assert not carried_values_fit(good[:5], ["extractive"], 10)
+    for i, bad in [(2, None), (2, ["draft"]), (0, ["not a message"])]:
+        assert not carried_values_fit((*good[:i], bad, *good[i + 1 :]), ["extractive"], 10), (i, bad)
+    assert not carried_values_fit(good[:6], ["extractive"], 10)
+
+
+def test_a_tabs_conversation_is_kept_only_under_an_id_a_page_makes_and_forgotten_on_request() -> None:
+    """Issue 29: a reload lost the conversation. Kept per tab id (36 hex digits from the page),
+    bounded; a crafted id keeps nothing; New conversation forgets it."""
+    from ui.handover import Conversations
+
+    kept = Conversations(seconds=60, limit=2)
+    chat, turns, records = [{"role": "user", "content": "متى؟"}], [("متى؟", "2012")], {"1": {"question": "متى؟"}}
+    tab = "ab" * 18
+    assert kept.save(tab, chat, turns, records)
+    assert kept.load(tab) == (chat, turns, records)
+    assert kept.load(tab) == (chat, turns, records)  # not used up by a reload
+    for crafted in ("", "../../etc", "AB" * 18, "a" * 10, "x" * 36):
+        assert not kept.save(crafted, chat, turns, records)
+        assert kept.load(crafted) is None
+    assert not kept.save("cd" * 18, "not a chat", turns, records) or kept.load("cd" * 18) is None
+    kept.forget(tab)
+    assert kept.load(tab) is None
+    for n in range(3):  # the least recently saved goes first
+        kept.save(f"{n:02d}" * 18, chat, turns, records)
+    assert kept.load("00" * 18) is None and kept.load("02" * 18) is not None
 
 
 def test_opening_the_documents_tab_never_clears_a_choice_made_meanwhile(library: DocumentLibrary) -> None:

@@ -45,6 +45,7 @@ CSS = """
 .gradio-container { font-family: "Noto Naskh Arabic", "Noto Sans Arabic", "Noto Sans", Tahoma, sans-serif; }
 .msg, .answer, .passage, .notice { unicode-bidi: plaintext; line-height: 1.8; }
 .answer { font-size: 1.05em; }
+#chat .answer, #chat .notice { scroll-margin-top: 12px; }  /* a new answer lands just below the top edge */
 .answer.abstained { font-style: italic; }
 sup.cite { color: #1e40af; font-weight: 600; margin: 0 2px; }
 .sources-label { margin-top: .6em; font-size: .85em; color: #374151; }
@@ -59,6 +60,8 @@ button.copy-answer.copied { border-color: #15803d; color: #15803d; }
 details.source.flash { animation: flash 1.6s ease-out; }
 @keyframes flash { 0% { background: #fde68a; } 100% { background: transparent; } }
 #question textarea { unicode-bidi: plaintext; text-align: start; }
+/* The placeholder reads in the page's direction (issue 29: "(Enter …) …اكتب سؤالك" was scrambled). */
+html[dir="rtl"] #question textarea::placeholder { direction: rtl; text-align: right; unicode-bidi: isolate; }
 .upload-results { list-style: none; padding: 0; margin: .3em 0; }
 .upload-file { padding: .15em 0; }
 .upload-file.outcome-rejected { color: #b91c1c; }
@@ -182,7 +185,7 @@ SHOW_NEW_ANSWER = """() => {
 # The conversation as a file (issue 29), from the answers' records (rag/feedback.py's
 # answer_record): each question with the conversation before it, the answer, its short answer and
 # the cited passages. FORMAT is "md" or "json".
-EXPORT_CONVERSATION = """(records) => {
+EXPORT_CONVERSATION = r"""(records) => {
   const turns = Object.entries(records || {}).sort((a, b) => Number(a[0]) - Number(b[0])).map((e) => e[1]);
   const format = 'FORMAT';
   let text;
@@ -365,8 +368,9 @@ def build_app(pipeline: Pipeline, i18n: gr.I18n) -> gr.Blocks:
                 export_json = gr.Button(i18n("export_json"), size="sm", elem_id="export-json")
             turns = gr.State([])
             conversation = gr.State("")  # this tab's id, set by app.load below
-            # Each answer's feedback record (rag/feedback.py), by its index in the chat.
-            records = gr.State({})
+            # Each answer's feedback record (rag/feedback.py), by its index in the chat; a hidden
+            # component rather than a State because the browser builds the download from it.
+            records = gr.JSON({}, visible=False)
             # After a 👎: the right answer, if the user knows it (issue 29: feedback becomes a test set).
             feedback_note = gr.Markdown(visible=False, elem_id="feedback-note")
             with gr.Row(visible=False, elem_id="feedback-correction") as correction_row:
@@ -425,6 +429,8 @@ def build_app(pipeline: Pipeline, i18n: gr.I18n) -> gr.Blocks:
                 return [], "", [], {}
 
             clear.click(new_conversation, conversation, [chat, question, turns, records], api_visibility="private")
+            # The chat's own bin icon clears it too: the kept conversation goes with it.
+            chat.clear(new_conversation, conversation, [chat, question, turns, records], api_visibility="private")
 
             def on_rate(records_: dict[str, Any], lang: str, data: gr.LikeData) -> tuple[Any, ...]:
                 """👍/👎 on an answer: one line in the feedback file; after 👎 the user may add the
