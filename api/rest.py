@@ -9,16 +9,20 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import threading
+from collections import OrderedDict
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Literal
 
 from fastapi import APIRouter, Request, UploadFile
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
 from api.errors import APIError
 from api.service import MAX_UPLOAD_FILES, Service, service_of
+from core.errors import UserError
+from index.formats.marks import MAX_MARK_CHARS, PAGE_SUFFIXES, marked_page
 from index.library import DocumentLibrary, RestoreFailed
 from index.store import IndexProblem
 from index.trash import NotMoved, TrashError
@@ -210,6 +214,73 @@ async def remove_document(name: str, request: Request) -> dict[str, Any]:
         "message": removal.message(),
         "trash_id": removal.item.id if removal.item else None,
     }
+
+
+# Marked pages already drawn, newest last: a page is ~1 MB of PNG and takes 0.1 s (text layer) to
+# a few seconds (OCR) to make, and the same source is opened again and again while reading.
+PAGE_CACHE_ITEMS = 16
+_pages: OrderedDict[tuple[Any, ...], tuple[bytes, int, float]] = OrderedDict()
+_pages_lock = threading.Lock()
+
+
+@router.get(
+    "/api/page",
+    tags=["documents"],
+    summary="A cited page as PNG: the evidence sentence shaded, the short answer outlined (PDFs and page images)",
+    response_class=Response,
+    responses={200: {"content": {"image/png": {}}}},
+)
+async def page_image(
+    request: Request,
+    document: str,
+    page: int = 1,
+    page_end: int | None = None,
+    sentence: str = "",
+    answer: str = "",
+) -> Response:
+    """`page`..`page_end` is the cited passage's span; the page whose words match the sentence best
+    is shown (its number in the X-Page header, the share of the sentence's words found in X-Matched)."""
+    service = service_of(request.app)
+    library = await _library(service)
+    # Only a document the index holds, as a file inside the documents folder (never a path a
+    # request makes up: "../../etc/passwd" is not in the index, nor is a link leading out).
+    if document not in library.pipeline.index.files:
+        raise APIError(
+            404, f"{document!r} is not in the index; GET /api/documents lists the names.", "document_not_found"
+        )
+    folder = library.folder.resolve()
+    path = (library.folder / document).resolve()
+    if not path.is_relative_to(folder) or not path.is_file():
+        raise APIError(404, f"{document!r} is not a file in the documents folder.", "document_not_found")
+    suffix = path.suffix.lower()
+    if suffix not in PAGE_SUFFIXES:
+        raise APIError(400, f"{document!r} has no pages to show (only PDFs and page images do).", "no_pages")
+    if len(sentence) > MAX_MARK_CHARS or len(answer) > MAX_MARK_CHARS:
+        raise APIError(400, f"sentence and answer are at most {MAX_MARK_CHARS} characters.", "mark_too_long")
+    last = page_end if page_end is not None and page_end >= page else page
+    if page < 1 or last - page > 10:
+        raise APIError(400, "page is a page number from 1, page_end at most 10 pages after it.", "invalid_page")
+    stat = path.stat()
+    key = (str(path), stat.st_mtime_ns, stat.st_size, page, last, sentence, answer)
+    with _pages_lock:
+        cached = _pages.get(key)
+    if cached is None:
+        try:
+            cached = await service.run(_draw_page, path, suffix, list(range(page, last + 1)), sentence, answer)
+        except UserError as exc:
+            raise APIError(422, f"The page cannot be shown: {exc}", exc.code or "page_failed") from exc
+        with _pages_lock:
+            _pages[key] = cached
+            while len(_pages) > PAGE_CACHE_ITEMS:
+                _pages.popitem(last=False)
+    png, shown, matched = cached
+    headers = {"X-Page": str(shown), "X-Matched": f"{matched:.2f}", "Cache-Control": "private, max-age=3600"}
+    return Response(png, media_type="image/png", headers=headers)
+
+
+def _draw_page(path: Path, suffix: str, pages: list[int], sentence: str, answer: str) -> tuple[bytes, int, float]:
+    png, shown, marks = marked_page(path.read_bytes(), suffix, pages, sentence, answer)
+    return png, shown, marks.matched
 
 
 @router.get("/api/trash", tags=["documents"], summary="Removed and replaced documents, newest first")

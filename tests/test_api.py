@@ -366,6 +366,51 @@ def test_feedback_on_an_answer_is_kept_and_becomes_a_question(server: UIServer) 
     assert len(FeedbackLog(server.stderr_path.parent / "index").read()[0]) == len(given)
 
 
+def test_a_cited_pdf_page_is_served_marked_and_nothing_else_is(server: UIServer, tmp_path: Path) -> None:
+    """Issue 29: GET /api/page draws a document's page with the sentence and answer marked, only for
+    a PDF or page image the index holds, inside the documents folder, with the key."""
+    from eval.pdf_fixtures import Section, chromium, print_pdf, rtl_html
+
+    if chromium() is None:
+        pytest.skip("chromium is needed to print the PDF")
+    sentence = "وحضر مهرجان الربيع أكثر من 900 زائر من 14 مدينة."
+    pdf = print_pdf(
+        rtl_html("مهرجان الربيع", [Section("الأرقام", [f"أقيم المهرجان في حديقة المدينة. {sentence}"])]),
+        tmp_path / "spring.pdf",
+    )
+    with pdf.open("rb") as handle:
+        uploaded = httpx.post(
+            server.url + "/api/documents", files={"files": ("spring.pdf", handle)}, headers=auth(), timeout=CALL_TIMEOUT
+        )
+    assert uploaded.status_code == 200, uploaded.text
+    try:
+        query = {"document": "spring.pdf", "page": 1, "sentence": sentence, "answer": "أكثر من 900 زائر"}
+        shown = httpx.get(server.url + "/api/page", params=query, headers=auth(), timeout=CALL_TIMEOUT)
+        assert shown.status_code == 200, shown.text
+        assert shown.headers["content-type"] == "image/png" and shown.content.startswith(b"\x89PNG")
+        assert shown.headers["x-page"] == "1" and shown.headers["x-matched"] == "1.00"
+        check_error(httpx.get(server.url + "/api/page", params=query, timeout=30), 401, "invalid_api_key")
+        for document, status, code in [
+            ("../../../etc/passwd", 404, "document_not_found"),
+            ("/etc/passwd", 404, "document_not_found"),
+            ("spring.pdf/../../index/manifest.json", 404, "document_not_found"),
+            ("000_b5c95c8664f5005e.txt", 400, "no_pages"),
+        ]:
+            response = httpx.get(
+                server.url + "/api/page", params={**query, "document": document}, headers=auth(), timeout=30
+            )
+            check_error(response, status, code)
+        for bad, code in [
+            ({"sentence": "س" * 2001}, "mark_too_long"),
+            ({"page": 0}, "invalid_page"),
+            ({"page": 9}, "page_missing"),
+        ]:
+            response = httpx.get(server.url + "/api/page", params={**query, **bad}, headers=auth(), timeout=30)
+            check_error(response, 422 if code == "page_missing" else 400, code)
+    finally:
+        httpx.delete(server.url + "/api/documents/spring.pdf", headers=auth(), timeout=CALL_TIMEOUT)
+
+
 def test_upload_answer_remove_restore(server: UIServer, tmp_path: Path) -> None:
     docs = server_docs(server)
     files = [

@@ -16,6 +16,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import unquote
 
 import pytest
 from playwright.sync_api import Browser, Locator, Page, sync_playwright
@@ -716,6 +717,37 @@ def test_an_answer_is_rated_corrected_and_downloaded(browser: Browser, server: s
         assert markdown.startswith(f"## {question}") and f"({given[-1].citations[0]['source']})" in markdown
     finally:
         page.context.close()
+
+
+def test_a_pdf_answer_opens_its_page_with_the_answer_marked(
+    browser: Browser, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Issue 29: "Show on the page" under a PDF source opens the page itself, the sentence shaded and
+    the answer outlined (the link survives Gradio's sanitiser; the image is served on the UI's port)."""
+    from eval.pdf_fixtures import Section, chromium, print_pdf, rtl_html
+
+    if chromium() is None:
+        pytest.skip("chromium is needed to print the PDF")
+    docs = tmp_path_factory.mktemp("pdf-docs")
+    opening = "افتتح الوزير معرض الكتاب في الرياض يوم الأحد. وشارك في المعرض أكثر من 900 دار نشر من 32 دولة."
+    print_pdf(rtl_html("معرض الكتاب", [Section("الافتتاح", [opening])]), docs / "book-fair.pdf")
+    with serving(tmp_path_factory, docs) as url:
+        page = _page(browser, url, "ar")
+        try:
+            ask(page, "كم دار نشر شاركت في معرض الكتاب؟")
+            link = page.locator("#chat a.page-link").first
+            assert link.inner_text() == "اعرضها في الصفحة"
+            with page.context.expect_page() as opened:
+                link.click()
+            shown = opened.value
+            shown.wait_for_load_state()
+            assert "/api/page?" in shown.url and "book-fair.pdf" in unquote(shown.url)
+            response = page.request.get(shown.url)
+            assert response.status == 200 and response.headers["content-type"] == "image/png"
+            assert response.headers["x-matched"] == "1.00"
+            shown.close()
+        finally:
+            page.context.close()
 
 
 def test_an_example_asks_at_once_and_the_keyboard_starts_in_the_question_box(browser: Browser, server: str) -> None:

@@ -597,6 +597,37 @@ def test_answer_message_shows_the_short_answer_first_in_bold_and_marks_it_in_its
     assert page.count("<mark>") == 2  # the rest of the evidence sentence, in plain highlight
 
 
+def test_a_pdf_source_links_to_its_page_with_the_sentence_and_answer_and_a_text_source_does_not() -> None:
+    """Issue 29: the cited page with the answer marked. The link carries the evidence sentence and
+    the short answer; a hostile file name or text cannot break out of the attribute."""
+    from urllib.parse import parse_qs, urlsplit
+
+    text = 'مقدمة. وحضره أكثر من 800 مندوب" onmouseover="x". خاتمة.'
+    sentence = (text.index("وحضره"), text.index(". خاتمة") + 1)
+    short = (text.index("أكثر"), text.index(" مندوب") + len(" مندوب"))
+    for source, linked in [('تقرير "x" & <b>.pdf', True), ("scan.PNG", True), ("notes.txt", False), ("a.docx", False)]:
+        citation = Citation(1, source, "t", 0, len(text), text, 0.9, [sentence, short], page=2, page_end=3)
+        answer = Answer(
+            question="كم مندوبا حضر؟",
+            answer=f"{text[short[0] : short[1]]} [1]",
+            abstained=False,
+            citations=[citation],
+            short_answer=text[short[0] : short[1]],
+            short_answer_citation={"n": 1, "start": short[0], "end": short[1]},
+        )
+        page = answer_message(answer)
+        links = re.findall(r'<a class="page-link" href="([^"]*)" target="_blank" rel="noopener">([^<]*)</a>', page)
+        assert len(links) == (1 if linked else 0), page
+        if linked:
+            href, label = links[0]
+            assert label == "اعرضها في الصفحة"
+            query = parse_qs(urlsplit(html.unescape(href)).query)
+            assert query["document"] == [source] and query["page"] == ["2"] and query["page_end"] == ["3"]
+            assert query["sentence"] == [text[sentence[0] : sentence[1]]]
+            assert query["answer"] == [text[short[0] : short[1]]]
+            assert not set('"<>') & set(href)  # the file name and the text stay inside the attribute
+
+
 # --- per-file upload progress and results ----------------------------------------------------------
 
 
@@ -793,7 +824,6 @@ def test_a_tabs_conversation_is_kept_only_under_an_id_a_page_makes_and_forgotten
     for crafted in ("", "../../etc", "AB" * 18, "a" * 10, "x" * 36):
         assert not kept.save(crafted, chat, turns, records)
         assert kept.load(crafted) is None
-    assert not kept.save("cd" * 18, "not a chat", turns, records) or kept.load("cd" * 18) is None
     kept.forget(tab)
     assert kept.load(tab) is None
     for n in range(3):  # the least recently saved goes first

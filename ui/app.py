@@ -53,6 +53,7 @@ details.source { border: 1px solid #e5e7eb; border-radius: 8px; padding: .3em .6
 details.source .where { color: #374151; font-size: .85em; }
 .passage mark { background: #fde68a; padding: 0 2px; }
 .notice-error { color: #b91c1c; }
+a.page-link { display: inline-block; margin-top: .3em; font-size: .85em; color: #1e40af; }
 .notice-warn { color: #92400e; }
 sup.cite { cursor: pointer; }
 button.copy-answer { border: 1px solid #d1d5db; border-radius: 6px; padding: 0 .5em; font-size: .85em; color: #374151; background: #fff; }

@@ -9,9 +9,12 @@ as the characters it is, never as live markup.
 from __future__ import annotations
 
 import string
+from pathlib import PurePosixPath
+from urllib.parse import urlencode
 
 from index.arabic import language
 from index.formats import describe_location
+from index.formats.marks import PAGE_SUFFIXES
 from index.load import safe_name
 from rag.answer import MARKER_RE, Answer, Citation
 
@@ -112,8 +115,32 @@ def _passage(
         f'<details class="source src-{citation.n}"{" open" if open_ else ""}>'
         f'<summary dir="auto"><b>[{citation.n}]</b> <bdi>{escape_text(safe_name(citation.title))}</bdi> '
         f'<span class="where">— <bdi>{escape_text(safe_name(citation.source))}</bdi>{" · " if where else ""}<bdi>{where}{score}</bdi></span></summary>'
-        f'<div dir="{direction(citation.text)}" class="passage">{_highlighted(citation, short)}</div></details>'
+        f'<div dir="{direction(citation.text)}" class="passage">{_highlighted(citation, short)}</div>'
+        f"{_page_link(citation, short, arabic)}</details>"
     )
+
+
+def _page_link(citation: Citation, short: tuple[int, int] | None, arabic: bool) -> str:
+    """For a PDF or a page image: a link to the page itself with the evidence sentence shaded and
+    the short answer outlined (the API's /api/page, which checks the document is in the index)."""
+    if PurePosixPath(citation.source).suffix.lower() not in PAGE_SUFFIXES:
+        return ""
+    spans = sorted(citation.highlights)
+    # The evidence sentence: the highlight holding the short answer, else the first one.
+    sentence = next((s for s in spans if short and s[0] <= short[0] and short[1] <= s[1] and s != short), None)
+    sentence = sentence or next((s for s in spans if s != short), (0, min(len(citation.text), 300)))
+    query = {
+        "document": citation.source,
+        "page": citation.page or 1,
+        "page_end": citation.page_end or citation.page or 1,
+        "sentence": citation.text[sentence[0] : sentence[1]],
+        "answer": citation.text[short[0] : short[1]] if short else "",
+    }
+    label = "اعرضها في الصفحة" if arabic else "Show on the page"
+    # urlencode leaves no character that HTML treats specially but "&", escaped here.
+    href = "api/page?" + urlencode(query).replace("&", "&amp;")
+    return f'<a class="page-link" href="{href}" target="_blank" rel="noopener">{label}</a>'
+
 
 
 def answer_message(answer: Answer, show_scores: bool = False) -> str:

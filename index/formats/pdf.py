@@ -60,6 +60,17 @@ class _Glyph:
     right: float
     y: float  # baseline
     size: float
+    bottom: float = 0.0  # the glyph box's lower and upper edges (page points, from the bottom)
+    top: float = 0.0
+
+
+@dataclass(frozen=True)
+class PageWord:
+    """One word of a page as a reader sees it: logical-order text and its box in page points from
+    the top-left corner (left, top, right, bottom); for marking the cited words on the page."""
+
+    text: str
+    box: tuple[float, float, float, float]
 
 
 @dataclass
@@ -116,6 +127,37 @@ def extract_pdf(data: bytes) -> Extracted:
 
 def _page_lines(page: object) -> list[_Line]:
     """Lines of one page, top to bottom in stream order, each in logical order."""
+    lines = []
+    for run in _merge_split_lines(_page_runs(page)):
+        text = _visual_line(run)
+        if text.strip():
+            lines.append(_Line(text, run[0].y, statistics.median(g.size for g in run)))
+    return lines
+
+
+def page_words(page: object) -> list[PageWord]:
+    """The words of one page in reading order (lines top to bottom in stream order; in a line
+    right to left where it is mostly Arabic), each with its box."""
+    height = float(page.get_height())  # type: ignore[attr-defined]
+    out: list[PageWord] = []
+    for run in _merge_split_lines(_page_runs(page)):
+        words = [(w, visual_to_logical(_word_text(w))) for w in _line_words(run)]
+        letters = "".join(text for _, text in words)
+        if sum("\u0600" <= c <= "\u06ff" for c in letters) * 2 > sum(c.isalpha() for c in letters):
+            words.reverse()  # _line_words gives them left to right
+        for glyphs, text in words:
+            box = (
+                min(g.x for g in glyphs),
+                height - max(g.top for g in glyphs),
+                max(g.right for g in glyphs),
+                height - min(g.bottom for g in glyphs),
+            )
+            out.append(PageWord(text, box))
+    return out
+
+
+def _page_runs(page: object) -> list[list[_Glyph]]:
+    """The page's glyphs in stream order, cut where the baseline changes."""
     import pypdfium2.raw as raw
 
     textpage = page.get_textpage()  # type: ignore[attr-defined]
@@ -133,19 +175,14 @@ def _page_lines(page: object) -> list[_Line]:
             raw.FPDFText_GetCharOrigin(handle, i, x, y)
             raw.FPDFText_GetCharBox(handle, i, left, right, bottom, top)
             size = raw.FPDFText_GetFontSize(handle, i) or 1.0
-            glyph = _Glyph(chr(code), left.value, right.value, y.value, size)
+            glyph = _Glyph(chr(code), left.value, right.value, y.value, size, bottom.value, top.value)
             if runs and abs(runs[-1][-1].y - glyph.y) <= _SAME_LINE * max(glyph.size, runs[-1][-1].size):
                 runs[-1].append(glyph)
             else:
                 runs.append([glyph])
     finally:
         textpage.close()
-    lines = []
-    for run in _merge_split_lines(runs):
-        text = _visual_line(run)
-        if text.strip():
-            lines.append(_Line(text, run[0].y, statistics.median(g.size for g in run)))
-    return lines
+    return runs
 
 
 def _merge_split_lines(runs: list[list[_Glyph]]) -> list[list[_Glyph]]:
@@ -183,13 +220,17 @@ def _join_touching(words: list[list[_Glyph]]) -> list[list[_Glyph]]:
 
 
 def _visual_line(run: list[_Glyph]) -> str:
-    """Glyphs of one line into a logical-order string.
+    """Glyphs of one line into a logical-order string: its words (`_line_words`) placed by position,
+    then the visual string reversed into logical order with `visual_to_logical`."""
+    visual = " ".join(_word_text(word) for word in _line_words(run))
+    return " ".join(visual_to_logical(visual).split())
+
+
+def _line_words(run: list[_Glyph]) -> list[list[_Glyph]]:
+    """The words of one line, left to right.
 
     Words are the stream's space-separated groups (writers emit a line word by word, each word's
-    glyphs in visual order). Words are placed by position, and glyphs inside a word sorted left to
-    right; the letters of a ligature share one box and keep stream order, a diacritic is placed
-    just left of the letter whose box is nearest its own centre. The visual string is then reversed into
-    logical order with `visual_to_logical`.
+    glyphs in visual order), placed by position.
     """
     words: list[list[_Glyph]] = [[]]
     for glyph in run:
@@ -204,22 +245,24 @@ def _visual_line(run: list[_Glyph]) -> str:
             if max(glyph.x - last.right, last.x - glyph.right) > _JUMP * glyph.size:
                 words.append([])
         words[-1].append(glyph)
-    words = _join_touching([w for w in words if w])
-    visual: list[tuple[float, str]] = []
-    for word in words:
-        bases = [g for g in word if not _MARK_RE.match(g.char)] or word
-        keyed: list[tuple[float, int, int, str]] = []
-        for n, glyph in enumerate(word):
-            if _MARK_RE.match(glyph.char):
-                centre = (glyph.x + glyph.right) / 2
-                base = min(bases, key=lambda b: max(b.x - centre, centre - b.right, 0.0))
-                keyed.append((round(base.x, 1), 0, -n, glyph.char))
-            else:
-                keyed.append((round(glyph.x, 1), 1, n, glyph.char))
-        keyed.sort()
-        visual.append((min(g.x for g in word), "".join(k[3] for k in keyed)))
-    visual.sort(key=lambda w: w[0])
-    return " ".join(visual_to_logical(" ".join(w for _, w in visual)).split())
+    return sorted(_join_touching([w for w in words if w]), key=lambda w: min(g.x for g in w))
+
+
+def _word_text(word: list[_Glyph]) -> str:
+    """A word's glyphs in visual order: sorted left to right; the letters of a ligature share one
+    box and keep stream order, a diacritic is placed just left of the letter whose box is nearest
+    its own centre."""
+    bases = [g for g in word if not _MARK_RE.match(g.char)] or word
+    keyed: list[tuple[float, int, int, str]] = []
+    for n, glyph in enumerate(word):
+        if _MARK_RE.match(glyph.char):
+            centre = (glyph.x + glyph.right) / 2
+            base = min(bases, key=lambda b: max(b.x - centre, centre - b.right, 0.0))
+            keyed.append((round(base.x, 1), 0, -n, glyph.char))
+        else:
+            keyed.append((round(glyph.x, 1), 1, n, glyph.char))
+    keyed.sort()
+    return "".join(k[3] for k in keyed)
 
 
 def _usable(lines: list[_Line]) -> bool:
