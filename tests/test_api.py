@@ -384,7 +384,12 @@ def test_a_cited_pdf_page_is_served_marked_and_nothing_else_is(server: UIServer,
         )
     assert uploaded.status_code == 200, uploaded.text
     try:
-        query = {"document": "spring.pdf", "page": 1, "sentence": sentence, "answer": "أكثر من 900 زائر"}
+        query: dict[str, str | int] = {
+            "document": "spring.pdf",
+            "page": 1,
+            "sentence": sentence,
+            "answer": "أكثر من 900 زائر",
+        }
         shown = httpx.get(server.url + "/api/page", params=query, headers=auth(), timeout=CALL_TIMEOUT)
         assert shown.status_code == 200, shown.text
         assert shown.headers["content-type"] == "image/png" and shown.content.startswith(b"\x89PNG")
@@ -400,11 +405,12 @@ def test_a_cited_pdf_page_is_served_marked_and_nothing_else_is(server: UIServer,
                 server.url + "/api/page", params={**query, "document": document}, headers=auth(), timeout=30
             )
             check_error(response, status, code)
-        for bad, code in [
+        refusals: list[tuple[dict[str, str | int], str]] = [
             ({"sentence": "س" * 2001}, "mark_too_long"),
             ({"page": 0}, "invalid_page"),
             ({"page": 9}, "page_missing"),
-        ]:
+        ]
+        for bad, code in refusals:
             response = httpx.get(server.url + "/api/page", params={**query, **bad}, headers=auth(), timeout=30)
             check_error(response, 422 if code == "page_missing" else 400, code)
     finally:

@@ -100,6 +100,10 @@ def test_an_answer_in_another_sentence_is_not_marked(text_pdf: bytes) -> None:
         document.close()
 
 
+def _scaled(box: Box, factor: float) -> Box:
+    return (box[0] * factor, box[1] * factor, box[2] * factor, box[3] * factor)
+
+
 def _scan(text_pdf: bytes) -> tuple[object, list[tuple[str, Box]]]:
     """The page as a 300 dpi image, and the text layer's words in 150 dpi pixels."""
     document = pdfium.PdfDocument(text_pdf)
@@ -126,11 +130,11 @@ def test_a_scan_and_a_page_image_are_marked_where_the_words_are(text_pdf: bytes,
     assert marks.matched == 1.0
     # A page image is shown as it is (300 dpi); a scanned PDF at the display resolution.
     factor = 300 / RENDER_DPI if kind == ".png" else 1.0
-    truth = [tuple(v * factor for v in box) for box in expected.answer]
+    truth = [_scaled(box, factor) for box in expected.answer]
     assert len(marks.answer) == len(truth)
     for box in marks.answer:
         assert max(overlap(box, t) for t in truth) > 0.6, (box, truth)
-    sentence_truth = [tuple(v * factor for v in box) for box in expected.sentence]
+    sentence_truth = [_scaled(box, factor) for box in expected.sentence]
     assert all(max(overlap(box, t) for t in sentence_truth) > 0.6 for box in marks.sentence)
 
 
