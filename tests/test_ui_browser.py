@@ -21,8 +21,10 @@ from urllib.parse import unquote
 import pytest
 from playwright.sync_api import Browser, Locator, Page, sync_playwright
 
+from core.i18n import t
 from rag.feedback import FeedbackLog
 from tests.helpers import REPO_ROOT, SEEDS_DIR, start_ui
+from ui.app import EXAMPLES
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -274,6 +276,102 @@ def test_upload_results_speak_the_page_language(browser: Browser, server: str, t
         assert line.startswith("تالف.txt") and "مرفوض" in line, line
     finally:
         page.context.close()
+
+
+# Every piece of text a user can read or hear: visible text nodes and the labels, titles and
+# placeholders a screen reader says.
+SHOWN_TEXT = """() => {
+  const out = [];
+  const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+  while (walker.nextNode()) {
+    const node = walker.currentNode, el = node.parentElement;
+    if (!el || el.closest('script, style') || !el.checkVisibility()) continue;
+    if (node.textContent.trim()) out.push(node.textContent.trim());
+  }
+  document.querySelectorAll('[aria-label], [title], [placeholder]').forEach((el) => {
+    for (const a of ['aria-label', 'title', 'placeholder']) if (el.getAttribute(a)) out.push(el.getAttribute(a));
+  });
+  return out;
+}"""
+# Latin words that belong on an Arabic page: names of formats and keys, the other language's
+# name on the switch, and the English example questions (there on purpose).
+LATIN_ALLOWED = {"PDF", "Word", "Markdown", "JSON", "Enter", "Shift", "English", "OCR"}
+
+
+def _latin_left(texts: list[str], allowed: set[str]) -> set[str]:
+    """The Latin words in `texts` that are neither allowed nor part of an allowed text."""
+    from core.i18n import MESSAGES
+
+    keys = set(MESSAGES["en"])
+    left = set()
+    for text in texts:
+        cut = text.rstrip(".…")  # Gradio shortens a long example to its first characters
+        if text in allowed or (len(cut) > 10 and any(a.startswith(cut) for a in allowed)):
+            continue
+        for name in sorted(allowed, key=len, reverse=True):  # a file name inside a line
+            text = text.replace(name, " ")
+        text = re.sub(r"\bRAG_[A-Z_]+", " ", text)  # a setting's name is the same in both languages
+        for word in re.findall(r"[A-Za-z][A-Za-z'_]+", text):
+            if word not in allowed:
+                left.add(word)
+        left |= {text for key in keys if text == key}  # a catalogue key shown instead of its text
+    return left
+
+
+def test_the_arabic_page_shows_no_english_in_any_state(
+    browser: Browser, server: str, docs: Path, tmp_path: Path
+) -> None:
+    """Issue 29: English was left on the Arabic page: upload results, trash entries, scores, a raw
+    key in the live region, raw HTML in each answer's aria-label, Gradio's own labels. The page is
+    walked through an answer, an upload (one rejected), a removal, the trash and a restore, and
+    everything it shows or says is read."""
+    from index.formats import FORMATS
+
+    allowed = (
+        LATIN_ALLOWED | {e for e in EXAMPLES if e.isascii()} | {p.name for p in docs.iterdir()} | {str(docs.resolve())}
+    )
+    allowed |= {s.lstrip(".") for s in FORMATS} | {"txt", "md"}
+    bad = tmp_path / "تالف.txt"
+    bad.write_bytes(b"\x00\x01\x02binary\xff\xfe\x00" * 50)
+    good = tmp_path / "سوق.txt"
+    good.write_text("سوق الكتب المستعملة\nيفتح سوق الكتب أبوابه كل جمعة في ساحة البلدة القديمة.\n", encoding="utf-8")
+    allowed |= {bad.name, good.name}
+    page = _page(browser, server, "ar")
+    seen: list[str] = []
+    try:
+        ask(page, "كم عدد المندوبين الذين حضروا المؤتمر؟")
+        page.locator("#settings").get_by_text(t("ar", "settings")).click()
+        page.get_by_label(t("ar", "show_scores")).check()
+        ask(page, "من هو وزير الدفاع الصيني الذي شارك في المؤتمر؟")
+        page.locator("#chat button[aria-label='عدم الإعجاب']").last.click()
+        page.locator("#feedback-correction").wait_for(state="visible")
+        seen += page.evaluate(SHOWN_TEXT)
+        page.get_by_role("tab", name="المستندات").click()
+        page.locator("#upload input[type=file]").set_input_files([str(bad), str(good)])
+        page.wait_for_function(UPLOAD_FINISHED, arg=list(FINAL), timeout=120_000)
+        seen += page.evaluate(SHOWN_TEXT)
+        page.locator("#to-remove input").fill(good.name[:3])
+        page.get_by_role("option").filter(has_text=good.name).first.click()
+        page.locator("#remove").click()
+        page.locator("#confirm-remove").wait_for(state="visible")
+        seen += page.evaluate(SHOWN_TEXT)
+        page.locator("#confirm-remove-yes").click()
+        page.locator("#confirm-remove").wait_for(state="hidden")
+        page.locator("#trash").get_by_text(t("ar", "trash")).first.click()
+        page.locator("#trashed").wait_for(state="visible")
+        page.locator("#trashed input").click()
+        page.get_by_role("option").first.wait_for()
+        seen += page.evaluate(SHOWN_TEXT)
+        page.keyboard.press("Escape")
+        page.locator("#empty-trash").click()
+        page.locator("#confirm-empty").wait_for(state="visible")
+        seen += page.evaluate(SHOWN_TEXT)
+        page.locator("#confirm-empty-no").click()
+    finally:
+        page.context.close()
+    assert any("مرفوض" in text for text in seen) and any(good.name in text for text in seen)
+    left = _latin_left(seen, allowed)
+    assert not left, (sorted(left), [text for text in seen if any(word in text for word in left)][:20])
 
 
 def test_upload_then_ask_question_only_it_answers(page: Page, tmp_path: Path) -> None:

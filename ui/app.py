@@ -104,12 +104,43 @@ HEAD = r"""<script>
   const core = performance.getEntriesByType('resource').find((e) => /\/core-[^/]*\.js$/.test(e.name));
   if (stored && core) import(core.name).then((m) => m.changeLocale && m.changeLocale(lang));
   // A badge is a button for the keyboard too: reachable with Tab, opened with Enter or Space.
+  // Gradio's own labels that its Arabic catalogue leaves in English are said in Arabic, and a
+  // message's label is its plain text: Gradio put the message's raw HTML there (issue 29).
+  const arabicLabels = {
+    'More tabs': 'تبويبات أخرى', 'chatbot conversation': 'المحادثة', 'Table actions': 'إجراءات الجدول',
+    'Copy table data': 'نسخ بيانات الجدول', 'Fullscreen': 'ملء الشاشة', 'Open cell menu': 'قائمة الخلية',
+    'File upload': 'رفع الملفات', 'Click to upload or drop files': 'انقر لاختيار الملفات أو أفلتها هنا',
+    'Clear': 'مسح', 'Like': 'إعجاب', 'Dislike': 'عدم الإعجاب', 'Liked': 'أعجبني', 'Disliked': 'لم يعجبني',
+    'Copy': 'نسخ', 'Copied!': 'نُسخ', 'Reset': 'إعادة الضبط', 'Reset to default value': 'إعادة القيمة الافتراضية',
+  };
+  const arabicPatterns = [[/^number input for (.*)$/, 'حقل رقمي: $1'], [/^range slider for (.*)$/, 'منزلق: $1']];
+  const said = (label) => {
+    const message = label.match(/^(user|bot)'s message: ([\s\S]*)$/);
+    if (message) {
+      const text = new DOMParser().parseFromString(message[2], 'text/html').body.textContent.replace(/\s+/g, ' ').trim();
+      const who = lang === 'ar' ? (message[1] === 'user' ? 'سؤالك: ' : 'الجواب: ') : (message[1] === 'user' ? 'Your question: ' : 'Answer: ');
+      return who + text.slice(0, 300);
+    }
+    if (lang !== 'ar') return undefined;
+    const pattern = arabicPatterns.find(([re]) => re.test(label));
+    return pattern ? label.replace(pattern[0], pattern[1]) : arabicLabels[label];
+  };
+  const relabel = () => {
+    document.querySelectorAll('[aria-label], [title]').forEach((el) => {
+      for (const name of ['aria-label', 'title']) {
+        const value = el.getAttribute(name);
+        const better = value && said(value);
+        if (better && better !== value) el.setAttribute(name, better);
+      }
+    });
+  };
   new MutationObserver(() => {
     document.querySelectorAll('sup.cite:not([tabindex])').forEach((badge) => {
       badge.tabIndex = 0;
       badge.setAttribute('role', 'button');
     });
-  }).observe(document.documentElement, {childList: true, subtree: true});
+    relabel();
+  }).observe(document.documentElement, {childList: true, subtree: true, attributes: true, attributeFilter: ['aria-label', 'title']});
   document.addEventListener('keydown', (event) => {
     if ((event.key === 'Enter' || event.key === ' ') && event.target.matches && event.target.matches('sup.cite')) {
       event.preventDefault();
