@@ -142,7 +142,6 @@ def _page_link(citation: Citation, short: tuple[int, int] | None, arabic: bool) 
     return f'<a class="page-link" href="{href}" target="_blank" rel="noopener">{label}</a>'
 
 
-
 def answer_message(answer: Answer, show_scores: bool = False) -> str:
     """One bot message: the answer (or abstention) and, under it, the cited or related passages."""
     dir_ = direction(answer.question)
