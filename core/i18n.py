@@ -41,8 +41,8 @@ MESSAGES: dict[str, dict[str, str]] = {
         "col_file": "File",
         "col_chunks": "Chunks",
         "col_kb": "KB",
-        "upload_note": "Upload .txt/.md (up to {limit} MB), PDF (scans are OCR'd; up to 50 MB), Word .docx, "
-        "saved web pages .html or page images (up to 20 MB).",
+        "upload_note": "Upload `.txt` and `.md` (up to {limit} MB), PDF (scans are OCR'd; up to 50 MB), Word "
+        "`.docx`, saved web pages `.html` or page images (up to 20 MB).",
         "docs_folder": "Uploads are saved in `{folder}`, and removed documents wait in the trash until you empty it.",
         "upload": "Add documents",
         "status_label": "Status",
@@ -198,9 +198,9 @@ MESSAGES: dict[str, dict[str, str]] = {
         "col_file": "الملف",
         "col_chunks": "المقاطع",
         "col_kb": "ك.ب",
-        "upload_note": "ارفع ملفات ‎.txt‎/‎.md‎ (حتى {limit} ميغابايت)، أو PDF (تقرأ الصفحات الممسوحة ضوئيا؛ حتى 50 "
-        "ميغابايت)، أو Word ‎.docx‎، أو صفحات ويب محفوظة ‎.html‎، أو صور صفحات (حتى 20 ميغابايت).",
-        "docs_folder": "تحفظ الملفات المرفوعة في ‎`{folder}`‎، وتبقى المستندات المحذوفة في سلة المحذوفات حتى تفرغها.",
+        "upload_note": "ارفع ملفات `.txt` و`.md` (حتى {limit} ميغابايت)، أو PDF (تقرأ الصفحات الممسوحة ضوئيا؛ حتى 50 "
+        "ميغابايت)، أو Word `.docx`، أو صفحات ويب محفوظة `.html`، أو صور صفحات (حتى 20 ميغابايت).",
+        "docs_folder": "تحفظ الملفات المرفوعة في `{folder}`، وتبقى المستندات المحذوفة في سلة المحذوفات حتى تفرغها.",
         "upload": "إضافة مستندات",
         "status_label": "الحالة",
         "remove_pick": "حذف مستند",

@@ -76,7 +76,9 @@ _SUFFIXES = (
     "ه",
     "ي",
 )
-_SENTENCE_END_RE = re.compile(r"(?:\.(?!(?<=\d\.)\d)|[!?؟؛;])[\"'»”)\]]*|\n")
+# A dot between two ASCII letters or digits is inside a word (3.5, evil.example, report.pdf): a
+# source sentence was cut at "evil.example" (issue 29).
+_SENTENCE_END_RE = re.compile(r"(?:\.(?!(?<=[A-Za-z0-9]\.)[A-Za-z0-9])|[!?؟؛;])[\"'»”)\]]*|\n")
 _CLAUSE_END_RE = re.compile(r"[،,:](?!\d)")
 
 
@@ -177,7 +179,8 @@ def _split(text: str, boundary: re.Pattern[str], start: int, end: int) -> list[t
 def sentence_spans(text: str, start: int = 0, end: int | None = None) -> list[tuple[int, int]]:
     """Split text[start:end] into sentences; the spans tile the range exactly, in order.
 
-    Boundaries are . ! ? ؟ ؛ ; and newlines (not a dot between digits, as in 3.5). Tiling means no
+    Boundaries are . ! ? ؟ ؛ ; and newlines (not a dot inside a number, a domain or a file name, as
+    in 3.5 or evil.example). Tiling means no
     character is lost, so a chunk or citation span can always be mapped back to the source.
     """
     return _split(text, _SENTENCE_END_RE, start, len(text) if end is None else end)

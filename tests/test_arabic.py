@@ -195,6 +195,13 @@ def test_sentence_spans_split_arabic_text() -> None:
     ]
 
 
+def test_sentence_spans_do_not_cut_a_domain_or_a_file_name() -> None:
+    """Issue 29: a source sentence was cut at "evil.example"."""
+    text = "وللتسجيل زر http://evil.example/ أو افتح report.pdf في الإصدار 2.1. ثم عد إلينا."
+    got = [p.strip() for p in pieces(text, sentence_spans(text))]
+    assert got == ["وللتسجيل زر http://evil.example/ أو افتح report.pdf في الإصدار 2.1.", "ثم عد إلينا."]
+
+
 def test_sentence_spans_keep_decimal_and_closing_quotes() -> None:
     text = "ارتفع المؤشر 3.5 نقطة. قال «انتهى.» ثم غادر"
     got = pieces(text, sentence_spans(text))

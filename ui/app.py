@@ -70,6 +70,13 @@ html[dir="rtl"] #question textarea::placeholder { direction: rtl; text-align: ri
 .upload-file.outcome-indexed, .upload-file.outcome-reindexed, .upload-file.outcome-renamed,
 .upload-file.outcome-replaced { color: #15803d; }
 #documents td, #documents th { font-family: inherit; white-space: normal; }
+/* Gradio sets table cells in its monospace font, which has no Arabic (issue 29). */
+#documents td, #documents th, #documents td *, #documents th * {
+  font-family: "Noto Naskh Arabic", "Noto Sans Arabic", "Noto Sans", Tahoma, sans-serif !important;
+}
+/* Our own notes read in the page's direction: ".txt/.md" came out as "txt/.md." on the Arabic page. */
+html[dir="rtl"] .page-text, html[dir="rtl"] .page-text * { direction: rtl; text-align: right; }
+.page-text code { direction: ltr !important; unicode-bidi: isolate; }
 /* WCAG AA contrast (axe): Gradio's indigo and grey on white are just under 4.5:1. */
 #ask, button.primary { background: #4338ca !important; color: #fff !important; }
 [data-testid="upload-text"] { color: #4338ca !important; }
@@ -355,6 +362,7 @@ def build_app(pipeline: Pipeline, i18n: gr.I18n) -> gr.Blocks:
         with gr.Tab(i18n("tab_chat"), elem_id="tab-chat") as chat_tab:
             chat = gr.Chatbot(
                 label=i18n("chat"),
+                show_label=False,  # on a phone the label sat on the answer's first line (issue 29)
                 height=680,
                 elem_id="chat",
                 sanitize_html=True,
@@ -393,7 +401,7 @@ def build_app(pipeline: Pipeline, i18n: gr.I18n) -> gr.Blocks:
                     elem_id="use-reader",
                 )
                 use_reader.change(partial(_preload_reader, pipeline), use_reader, None, api_visibility="private")
-                gr.Markdown(i18n("question_limit"))
+                gr.Markdown(i18n("question_limit"), elem_classes="page-text")
             with gr.Row():
                 clear = gr.Button(i18n("new_conversation"), size="sm", elem_id="new-conversation")
                 export_md = gr.Button(i18n("export_markdown"), size="sm", elem_id="export-markdown")
@@ -404,7 +412,7 @@ def build_app(pipeline: Pipeline, i18n: gr.I18n) -> gr.Blocks:
             # component rather than a State because the browser builds the download from it.
             records = gr.JSON({}, visible=False)
             # After a 👎: the right answer, if the user knows it (issue 29: feedback becomes a test set).
-            feedback_note = gr.Markdown(visible=False, elem_id="feedback-note")
+            feedback_note = gr.Markdown(visible=False, elem_id="feedback-note", elem_classes="page-text")
             with gr.Row(visible=False, elem_id="feedback-correction") as correction_row:
                 correction = gr.Textbox(
                     label=i18n("feedback_correction"), scale=6, max_lines=2, elem_id="feedback-correction-text"
@@ -519,9 +527,9 @@ def build_app(pipeline: Pipeline, i18n: gr.I18n) -> gr.Blocks:
                 label=i18n("documents_table"),
                 elem_id="documents",
             )
-            gr.Markdown(i18n("upload_note"))
+            gr.Markdown(i18n("upload_note"), elem_classes="page-text")
             # Where uploads go, so nobody has to guess (issue 29: they landed unannounced in seeds/).
-            gr.Markdown(i18n("docs_folder"), elem_id="docs-folder")
+            gr.Markdown(i18n("docs_folder"), elem_id="docs-folder", elem_classes="page-text")
             upload = gr.File(
                 file_count="multiple", file_types=list(supported_suffixes()), label=i18n("upload"), elem_id="upload"
             )
@@ -534,12 +542,12 @@ def build_app(pipeline: Pipeline, i18n: gr.I18n) -> gr.Blocks:
                 )
                 remove = gr.Button(i18n("remove"), variant="stop", scale=1, elem_id="remove")
             with gr.Column(visible=False, elem_id="confirm-remove") as confirm_remove:
-                confirm_text = gr.Markdown()
+                confirm_text = gr.Markdown(elem_classes="page-text")
                 with gr.Row():
                     really_remove = gr.Button(i18n("remove_yes"), variant="stop", elem_id="confirm-remove-yes")
                     keep = gr.Button(i18n("cancel"), elem_id="confirm-remove-no")
             with gr.Accordion(i18n("trash"), open=False, elem_id="trash"):
-                gr.Markdown(i18n("trash_note"))
+                gr.Markdown(i18n("trash_note"), elem_classes="page-text")
                 with gr.Row():
                     trashed = gr.Dropdown(
                         choices=library.trash_choices(),
@@ -551,7 +559,7 @@ def build_app(pipeline: Pipeline, i18n: gr.I18n) -> gr.Blocks:
                     restore = gr.Button(i18n("restore"), scale=1, elem_id="restore")
                 empty = gr.Button(i18n("empty_trash"), variant="stop", size="sm", elem_id="empty-trash")
                 with gr.Column(visible=False, elem_id="confirm-empty") as confirm_empty:
-                    empty_question = gr.Markdown(i18n("empty_confirm"), elem_id="confirm-empty-text")
+                    empty_question = gr.Markdown(i18n("empty_confirm"), elem_id="confirm-empty-text", elem_classes="page-text")
                     with gr.Row():
                         really_empty = gr.Button(i18n("empty_yes"), variant="stop", elem_id="confirm-empty-yes")
                         keep_trash = gr.Button(i18n("cancel"), elem_id="confirm-empty-no")
