@@ -148,3 +148,13 @@ def test_the_best_page_of_a_span_is_shown_and_a_missing_page_is_refused(tmp_path
     with pytest.raises(FormatError) as raised:
         marked_page(data, ".pdf", [7], SENTENCE, ANSWER)
     assert raised.value.code == "page_missing"
+
+
+def test_a_word_the_next_sentence_shares_is_not_marked_there(text_pdf: bytes) -> None:
+    """"وزير" opens the next line's sentence too: seen shaded there in the first version."""
+    _, _, marks = marked_page(text_pdf, ".pdf", [1], OPENING, "وزير الدفاع الروسي سيرغي شويغو")
+    _, _, china = marked_page(text_pdf, ".pdf", [1], CHINA, "")
+    assert marks.matched == 1.0 and len(marks.sentence) == len(keys(OPENING))
+    china_top = min(box[1] for box in china.sentence)
+    assert all(box[3] < china_top for box in marks.sentence + marks.answer)
+    assert len(marks.answer) == 5

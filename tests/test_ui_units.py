@@ -606,7 +606,9 @@ def test_a_pdf_source_links_to_its_page_with_the_sentence_and_answer_and_a_text_
     sentence = (text.index("وحضره"), text.index(". خاتمة") + 1)
     short = (text.index("أكثر"), text.index(" مندوب") + len(" مندوب"))
     for source, linked in [('تقرير "x" & <b>.pdf', True), ("scan.PNG", True), ("notes.txt", False), ("a.docx", False)]:
-        citation = Citation(1, source, "t", 0, len(text), text, 0.9, [sentence, short], page=2, page_end=3)
+        # Highlighted as the product does: the sentence in pieces around the short answer.
+        pieces = [(sentence[0], short[0]), short, (short[1], sentence[1])]
+        citation = Citation(1, source, "t", 0, len(text), text, 0.9, pieces, page=2, page_end=3)
         answer = Answer(
             question="كم مندوبا حضر؟",
             answer=f"{text[short[0] : short[1]]} [1]",

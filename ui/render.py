@@ -125,10 +125,16 @@ def _page_link(citation: Citation, short: tuple[int, int] | None, arabic: bool) 
     the short answer outlined (the API's /api/page, which checks the document is in the index)."""
     if PurePosixPath(citation.source).suffix.lower() not in PAGE_SUFFIXES:
         return ""
-    spans = sorted(citation.highlights)
-    # The evidence sentence: the highlight holding the short answer, else the first one.
-    sentence = next((s for s in spans if short and s[0] <= short[0] and short[1] <= s[1] and s != short), None)
-    sentence = sentence or next((s for s in spans if s != short), (0, min(len(citation.text), 300)))
+    # The evidence sentence: the highlighted run holding the short answer (the sentence is
+    # highlighted in pieces around it), else the first run.
+    runs: list[tuple[int, int]] = []
+    for start, end in sorted(citation.highlights):
+        if runs and not citation.text[runs[-1][1] : start].strip():
+            runs[-1] = (runs[-1][0], max(runs[-1][1], end))
+        else:
+            runs.append((start, end))
+    holding = [r for r in runs if short and r[0] <= short[0] and short[1] <= r[1]]
+    sentence = (holding or runs or [(0, min(len(citation.text), 300))])[0]
     query = {
         "document": citation.source,
         "page": citation.page or 1,

@@ -69,18 +69,25 @@ def keys(text: str) -> list[str]:
 def _best_window(
     page: Sequence[str], target: Sequence[str], slack: int, within: tuple[int, int] | None = None
 ) -> tuple[int, int]:
-    """The stretch of `page` (start, end), `slack` words longer than `target`, that holds most of
-    its words (the first such stretch)."""
+    """The stretch of `page` (start, end), at most `slack` words longer than `target`, that holds
+    most of its words: the first such stretch, trimmed to its first and last useful word."""
     lo, hi = within or (0, len(page))
     size = max(1, min(len(target) + slack, hi - lo))
     wanted = Counter(target)
-    best, best_at = -1, (lo, lo)
-    for start in range(lo, max(lo, hi - size) + 1):
-        seen = Counter(page[start : start + size])
-        score = sum(min(n, wanted[k]) for k, n in seen.items())
-        if score > best:
-            best, best_at = score, (start, start + size)
-    return best_at
+
+    def score(start: int, end: int) -> int:
+        return sum(min(n, wanted[k]) for k, n in Counter(page[start:end]).items())
+
+    best, (start, end) = -1, (lo, lo)
+    for at in range(lo, max(lo, hi - size) + 1):
+        if (found := score(at, at + size)) > best:
+            best, (start, end) = found, (at, at + size)
+    # The tightest stretch with that score: the slack never takes in a neighbour's "من".
+    while start < end and score(start + 1, end) == best:
+        start += 1
+    while end > start and score(start, end - 1) == best:
+        end -= 1
+    return start, end
 
 
 def mark_words(words: Sequence[tuple[str, Box]], sentence: str, answer: str) -> Marks:
@@ -91,8 +98,15 @@ def mark_words(words: Sequence[tuple[str, Box]], sentence: str, answer: str) -> 
         return Marks([], [], 0.0)
     # A sentence may have lost or gained a word in extraction (a page number, a hyphen).
     start, end = _best_window(page, target, max(2, len(target) // 4))
+    # Each word of the sentence is marked as often as the sentence has it: "وزير" in the next
+    # sentence, inside the window's slack, stays unmarked.
+    left = Counter(target)
+    found = []
+    for i in range(start, end):
+        if left[page[i]] > 0:
+            left[page[i]] -= 1
+            found.append(i)
     wanted = set(target)
-    found = [i for i in range(start, end) if page[i] in wanted]
     matched = len({page[i] for i in found}) / len(wanted)
     # Trim the window to its first and last matched word: no shading of the neighbours.
     start, end = (found[0], found[-1] + 1) if found else (start, start)
