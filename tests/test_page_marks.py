@@ -151,7 +151,7 @@ def test_the_best_page_of_a_span_is_shown_and_a_missing_page_is_refused(tmp_path
 
 
 def test_a_word_the_next_sentence_shares_is_not_marked_there(text_pdf: bytes) -> None:
-    """"وزير" opens the next line's sentence too: seen shaded there in the first version."""
+    """ "وزير" opens the next line's sentence too: seen shaded there in the first version."""
     _, _, marks = marked_page(text_pdf, ".pdf", [1], OPENING, "وزير الدفاع الروسي سيرغي شويغو")
     _, _, china = marked_page(text_pdf, ".pdf", [1], CHINA, "")
     assert marks.matched == 1.0 and len(marks.sentence) == len(keys(OPENING))

@@ -559,7 +559,9 @@ def build_app(pipeline: Pipeline, i18n: gr.I18n) -> gr.Blocks:
                     restore = gr.Button(i18n("restore"), scale=1, elem_id="restore")
                 empty = gr.Button(i18n("empty_trash"), variant="stop", size="sm", elem_id="empty-trash")
                 with gr.Column(visible=False, elem_id="confirm-empty") as confirm_empty:
-                    empty_question = gr.Markdown(i18n("empty_confirm"), elem_id="confirm-empty-text", elem_classes="page-text")
+                    empty_question = gr.Markdown(
+                        i18n("empty_confirm"), elem_id="confirm-empty-text", elem_classes="page-text"
+                    )
                     with gr.Row():
                         really_empty = gr.Button(i18n("empty_yes"), variant="stop", elem_id="confirm-empty-yes")
                         keep_trash = gr.Button(i18n("cancel"), elem_id="confirm-empty-no")
