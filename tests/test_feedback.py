@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -23,6 +26,7 @@ from rag.feedback import (
     answer_record,
     regression_questions,
 )
+from tests.helpers import REPO_ROOT, SeedsIndex, child_env
 
 CITATION = Citation(
     n=1, source="moscow.txt", title="مؤتمر موسكو", start=0, end=40, text="حضر المؤتمر أكثر من 800 مندوب.", score=0.8
@@ -138,3 +142,35 @@ def test_the_questions_load_as_a_question_file_and_an_empty_log_says_so(tmp_path
     questions = from_feedback(tmp_path / "index", out)
     assert [q.answers for q in load_jsonl(out)] == [q.answers for q in questions] == [["أكثر من 800 مندوب"], ["800"]]
     assert all(json.loads(line)["kind"] == "feedback" for line in out.read_text(encoding="utf-8").splitlines())
+
+
+@pytest.mark.integration
+def test_python_m_eval_feedback_measures_the_verdicts_over_the_index_documents(
+    seeds_index: SeedsIndex, tmp_path: Path
+) -> None:
+    """The round trip of issue 29: verdicts in an index's feedback file, asked again by `python -m
+    eval --feedback INDEX` over the folder that index was built from, and scored."""
+    index = tmp_path / "index"
+    shutil.copytree(seeds_index.config.index_dir, index)
+    log = FeedbackLog(index)
+    log.append(rated(shown(), "wrong", correction="أكثر من 800 مندوب"))
+    log.append(
+        Feedback(
+            question="في أي سنة تأسس مؤتمر موسكو للأمن الدولي؟", answer="2012", short_answer="2012", verdict="right"
+        )
+    )
+    log.append(rated(shown("الصين"), "wrong"))  # nothing to score against
+    out = tmp_path / "result.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "eval", "--feedback", str(index), "--quiet", "--json", str(out)],
+        cwd=REPO_ROOT,
+        env=child_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "3 verdicts" in done.stderr and "-> 2 questions" in done.stderr and "1 👎 without" in done.stderr
+    result = json.loads(out.read_text(encoding="utf-8"))
+    assert result["metrics"]["questions"] == 2
+    assert result["metrics"]["answer_contains"] == 1.0  # both are in the seeds the index was built from
