@@ -193,12 +193,8 @@ class Pipeline:
 
         def answer(inputs: dict[str, Any], config: RunnableConfig) -> Iterator[str | Answer]:
             started = time.perf_counter()
-            # Retrieval searches with the stand-alone question; the extractive answerer reads the
-            # question as asked: the inherited topic words pulled its span back to the previous
-            # answer ("ومن مثّلها؟" answered with the message instead of the envoy). Follow-up set:
-            # containment 0.714 -> 0.786, short F1 0.27 -> 0.34; seeds unchanged. An LLM gets the
-            # rewritten question, which it wrote to stand alone.
-            asked = inputs["standalone_question"] if isinstance(answerer, LLMAnswerer) else inputs["question"]
+            # Retrieval searches with the stand-alone question; each answerer says which it reads.
+            asked = inputs["standalone_question" if answerer.reads_standalone else "question"]
             question = {"question": asked, "documents": inputs["documents"]}
             streaming = (config.get("configurable") or {}).get("stream")
             for event in answerer.stream(question, config) if streaming else [answerer.invoke(question, config)]:

@@ -12,7 +12,7 @@ import re
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextvars import ContextVar
-from typing import Any
+from typing import Any, ClassVar
 
 from langchain_core.callbacks import CallbackManagerForChainRun
 from langchain_core.documents import Document
@@ -207,6 +207,8 @@ class LLMAnswerer(RunnableSerializable[dict[str, Any], str | Answer]):
     the follow-up rewrite. Falls back to `fallback` (the extractive answerer) when the endpoint fails.
     """
 
+    # An LLM reads the rewritten question, which it wrote to stand alone (rag/chain.py).
+    reads_standalone: ClassVar[bool] = True
     config: Config
     fallback: ExtractiveAnswerer
     chat: ChatModels = chat_model

@@ -90,6 +90,7 @@ input[role="combobox"], input[role="combobox"]::placeholder, textarea::placehold
 *:focus-visible { outline: 2px solid #2563eb !important; outline-offset: 2px; }
 @media (max-width: 700px) {
   #documents th:nth-child(n+3), #documents td:nth-child(n+3) { display: none; }
+  #documents td, #documents td * { overflow-wrap: anywhere; }  /* long file names wrap, not cut */
   /* A phone's first screen shows the question box (issue 29: an empty 680 px chat pushed it below). */
   #chat { height: max(240px, calc(100dvh - 340px)) !important; }
 }
