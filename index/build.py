@@ -117,11 +117,11 @@ def apply_changes(
             files.pop(source, None)
 
         layout = {"index_type_requested": config.index_type, "ef_search": config.hnsw_ef_search}
-        docs_dir = str(config.docs_dir.resolve())
-        # A folder that moved (seeds/ → data/docs) is written anew, so the record names where it is now.
-        same_layout = old is not None and all(
-            old.manifest.get(k) == v for k, v in {**layout, "docs_dir": docs_dir}.items()
-        )
+        # The folder moving from seeds/ to data/docs is written anew, so the record names where it
+        # is now (a folder copied elsewhere with its index keeps its record until a change).
+        recorded = old.manifest.get("docs_dir") if old is not None else None
+        moving = isinstance(recorded, str) and moved_from_seeds(Path(recorded), config)
+        same_layout = old is not None and not moving and all(old.manifest.get(k) == v for k, v in layout.items())
         if not report.changed and same_layout and old is not None:
             target.tidy()
             report.total_chunks = len(old.chunks)
@@ -129,7 +129,7 @@ def apply_changes(
         new_vectors = embedder.encode_passages([embedding_text(c) for c in new_chunks], progress)
         report.embedded_chunks = len(new_chunks)
         # Recorded for repair hints and `--rebuild` (a build with no change keeps the old record).
-        manifest.update(layout, docs_dir=docs_dir)
+        manifest.update(layout, docs_dir=str(config.docs_dir.resolve()))
         changes = store.Changes(frozenset(drop | set(report.updated)), new_chunks, new_vectors)
         index = target.commit(manifest, changes, old)
         report.total_chunks = len(index.chunks)
