@@ -66,3 +66,15 @@ EMBEDDERS = Registry(
         "sentence-transformers": "index.embed:SentenceTransformerEmbeddings.from_argument",  # a user's own model
     },
 )
+
+# How a question is answered ("extractive", "llm": the `mode` of a question); each factory takes
+# (Config, the extractive answerer, the chat-model factory) and returns the mode's answerer, or
+# None where the settings do not enable it (no LLM endpoint). The extractive answerer is built
+# first because every other mode falls back to it.
+ANSWER_MODES = Registry(
+    "answer mode",
+    {
+        "extractive": "rag.answer:ExtractiveAnswerer.for_mode",  # a span and its evidence sentence
+        "llm": "rag.llm:LLMAnswerer.for_mode",  # an OpenAI-compatible endpoint, falling back to extractive
+    },
+)

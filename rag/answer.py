@@ -8,9 +8,9 @@ source. When no sentence is a convincing answer it abstains rather than guess.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 from langchain_core.documents import Document
@@ -118,6 +118,19 @@ def to_citation(n: int, passage: Document, highlights: list[tuple[int, int]] | N
     )
 
 
+class Answerer(Protocol):
+    """What every answer mode is (core/registry.py ANSWER_MODES): a Runnable from {"question",
+    "documents"} to an Answer; streamed, it may yield the reply's text first, the Answer last."""
+
+    # Reads the stand-alone question (a follow-up rewritten with its topic) rather than the
+    # question as asked; retrieval always searches with the stand-alone one.
+    reads_standalone: ClassVar[bool]
+
+    def invoke(self, input: dict[str, Any], config: RunnableConfig | None = None, **kwargs: Any) -> Any: ...
+
+    def stream(self, input: dict[str, Any], config: RunnableConfig | None = None, **kwargs: Any) -> Iterator[Any]: ...
+
+
 class ExtractiveAnswerer(RunnableSerializable[dict[str, Any], Answer]):
     """Runnable: {"question", "documents"} -> Answer: a short answer span and its evidence sentence.
 
@@ -143,6 +156,11 @@ class ExtractiveAnswerer(RunnableSerializable[dict[str, Any], Answer]):
     reader: SpanReader | None
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    @staticmethod
+    def for_mode(config: Config, extractive: ExtractiveAnswerer, chat: Any) -> ExtractiveAnswerer:
+        """The "extractive" entry of core/registry.py's ANSWER_MODES: the answerer itself."""
+        return extractive
 
     @classmethod
     def from_config(

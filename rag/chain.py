@@ -18,14 +18,15 @@ from langchain_core.runnables.config import patch_config
 
 from core.config import PROJECT_ROOT, Config
 from core.errors import UserError
+from core.registry import ANSWER_MODES
 from index import store
 from index.arabic import has_letters
 from index.build import Drift, adopt_seeds, build_folder, folder_drift, reconcile, store_for
 from index.embed import VectorEmbeddings, load_embedder
-from rag.answer import Answer, ExtractiveAnswerer
+from rag.answer import Answer, Answerer, ExtractiveAnswerer
 from rag.extract import SpanReader
 from rag.followup import FollowUpResolver
-from rag.llm import ChatModels, LLMAnswerer, QuestionRewriter, TokenFn, chat_model, deadline_for
+from rag.llm import ChatModels, QuestionRewriter, TokenFn, chat_model, deadline_for
 from rag.retrieve import HybridRetriever
 from rag.tokens import LIBRARY
 
@@ -134,9 +135,12 @@ class Pipeline:
         answerer = ExtractiveAnswerer.from_config(
             self.config, self.embedder, retriever.bm25.term_weight, default_reader
         )
-        chains = {"extractive": self._compose(retriever, answerer)}
-        if self.config.llm_enabled:
-            chains["llm"] = self._compose(retriever, LLMAnswerer(config=self.config, fallback=answerer, chat=self.chat))
+        # Every registered answer mode its settings enable (core/registry.py ANSWER_MODES).
+        chains = {}
+        for mode in ANSWER_MODES.names():
+            made = ANSWER_MODES.load(mode)(self.config, answerer, self.chat)
+            if made is not None:
+                chains[mode] = self._compose(retriever, made)
         with self._lock:
             self.index, self.retriever, self.answerer = index, retriever, answerer
             self.chains = chains
@@ -179,9 +183,7 @@ class Pipeline:
         return "llm" if self.config.llm_enabled else "extractive"
 
     @staticmethod
-    def _compose(
-        retriever: HybridRetriever, answerer: ExtractiveAnswerer | LLMAnswerer
-    ) -> Runnable[dict[str, Any], str | Answer]:
+    def _compose(retriever: HybridRetriever, answerer: Answerer) -> Runnable[dict[str, Any], str | Answer]:
         """retrieve | answer, each stage timing itself into the Answer's `timings_ms`. Streamed (the
         run's configurable "stream"), the answer stage yields the reply's text as it comes, then the
         Answer; invoked, only the Answer."""

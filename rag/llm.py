@@ -214,6 +214,11 @@ class LLMAnswerer(RunnableSerializable[dict[str, Any], str | Answer]):
     chat: ChatModels = chat_model
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
+    @classmethod
+    def for_mode(cls, config: Config, extractive: ExtractiveAnswerer, chat: ChatModels) -> LLMAnswerer | None:
+        """The "llm" entry of core/registry.py's ANSWER_MODES: on when an endpoint is configured."""
+        return cls(config=config, fallback=extractive, chat=chat) if config.llm_enabled else None
+
     def invoke(self, input: dict[str, Any], config: RunnableConfig | None = None, **kwargs: Any) -> Answer:
         answer = self._call_with_config(self._answer, input, config)
         assert isinstance(answer, Answer)

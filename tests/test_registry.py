@@ -9,19 +9,21 @@ import dataclasses
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
+from langchain_core.runnables import RunnableLambda
 
 from core.config import Config, choices
 from core.errors import ConfigError
-from core.registry import EMBEDDERS, STORES, Registry, load_attribute
+from core.registry import ANSWER_MODES, EMBEDDERS, STORES, Registry, load_attribute
 from index import formats
 from index.build import build_folder, store_for
 from index.embed import EmbedderUnavailable, VectorEmbeddings, load_embedder
 from index.formats import Extracted, Format
 from index.load import candidates, load_file
 from index.store import Changes, FaissStore, StoredIndex
+from rag.answer import Answer
 from rag.chain import Pipeline
 from tests.helpers import REPO_ROOT, SEEDS_DIR, HashEmbedder
 
@@ -141,7 +143,7 @@ def test_an_unknown_embedder_scheme_lists_the_registered_ones() -> None:
 
 @pytest.mark.parametrize(
     ("registry", "name"),
-    [(STORES, name) for name in STORES.names()] + [(EMBEDDERS, name) for name in EMBEDDERS.names()],
+    [(registry, name) for registry in (STORES, EMBEDDERS, ANSWER_MODES) for name in registry.names()],
 )
 def test_every_registry_entry_resolves_to_a_callable(registry: Registry, name: str) -> None:
     assert callable(registry.load(name))
@@ -155,7 +157,7 @@ def test_every_format_extractor_resolves(suffix: str) -> None:
 def test_registries_name_implementations_in_layers_above_core_only() -> None:
     """The tables are how core reaches an implementation without importing it; they must not
     become a way round the layers for core itself or point into tests."""
-    for registry in (STORES, EMBEDDERS):
+    for registry in (STORES, EMBEDDERS, ANSWER_MODES):
         for path in registry.entries.values():
             assert path.split(".")[0] in ("index", "rag"), path
 
@@ -172,6 +174,37 @@ def test_a_pipeline_over_a_registered_store_answers(
     answer = Pipeline(config).ask("متى عقد مؤتمر موسكو للأمن الدولي في نسخته الحادية عشرة؟")
     assert [citation.source for citation in answer.citations][:1] == ["001_e9389b4ffc57ddb8.txt"], answer
     assert len(JOURNALS[config.index_dir].journal) == 1  # built through the registered store, loaded from it
+
+
+class EchoAnswerer(RunnableLambda[dict[str, Any], Answer]):
+    """An answer mode a contributor might add: the first passage, whole, as the answer."""
+
+    reads_standalone: ClassVar[bool] = True
+
+    @classmethod
+    def for_mode(cls, config: Config, extractive: Any, chat: Any) -> EchoAnswerer:
+        def echo(inputs: dict[str, Any]) -> Answer:
+            first = inputs["documents"][0]
+            return Answer(question=inputs["question"], answer=first.page_content, abstained=False, citations=[])
+
+        return cls(echo)
+
+
+def test_a_registered_answer_mode_is_a_mode_a_question_can_ask_for(
+    monkeypatch: pytest.MonkeyPatch, seeds_pipeline: Pipeline
+) -> None:
+    """Adding an answer mode is one class plus one line in ANSWER_MODES: the pipeline offers it, a
+    question asks for it by name, and it reads the stand-alone question as it says it does."""
+    monkeypatch.setitem(ANSWER_MODES.entries, "echo", f"{__name__}:EchoAnswerer.for_mode")
+    seeds_pipeline.reload(seeds_pipeline.index)
+    try:
+        assert set(seeds_pipeline.chains) == {"extractive", "echo"}  # no LLM endpoint: no "llm"
+        answer = seeds_pipeline.ask("متى عقد مؤتمر موسكو للأمن الدولي في نسخته الحادية عشرة؟", mode="echo")
+        assert answer.answer in {c.page_content for c in seeds_pipeline.index.chunks}
+    finally:
+        monkeypatch.delitem(ANSWER_MODES.entries, "echo")
+        seeds_pipeline.reload(seeds_pipeline.index)
+    assert set(seeds_pipeline.chains) == {"extractive"}
 
 
 # --- no import cycles ----------------------------------------------------------------------------
