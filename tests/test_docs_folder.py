@@ -4,16 +4,19 @@ user had uploaded. These tests point the default folder and seeds/ at throwaway 
 
 from __future__ import annotations
 
+import json
+import shutil
+import urllib.request
 from pathlib import Path
 
 import pytest
 
-from core.config import Config
+from core.config import SEEDS_DIR, Config
 from eval.runner import Corpus, for_corpus
 from index import build, store
 from index.build import adopt_seeds, build_folder, resolve_docs_dir
 from rag.chain import open_index
-from tests.helpers import HashEmbedder, write_docs
+from tests.helpers import HashEmbedder, child_env, start_ui, write_docs
 
 SEEDS = {"a.txt": "مؤتمر موسكو للأمن الدولي عقد في أغسطس.\n", "b.md": "# النيل\nأطول أنهار أفريقيا.\n"}
 
@@ -95,3 +98,20 @@ def test_evaluation_of_a_folder_reads_that_folder_not_the_users(tmp_path: Path) 
     folder = write_docs(tmp_path / "eval-docs", SEEDS)
     config = for_corpus(Config(docs_dir=tmp_path / "uploads"), Corpus("docs-x", folder=folder))
     assert config.docs_dir == folder and config.index_dir != Config.default("index_dir")
+
+
+@pytest.mark.integration
+def test_the_ui_given_a_folder_and_a_new_index_builds_it_and_answers(tmp_path: Path) -> None:
+    """Issue 29: `python -m ui --docs D --index EMPTY` served "no index" (503) instead of building it."""
+    docs = tmp_path / "docs"
+    shutil.copytree(SEEDS_DIR, docs)
+    index = tmp_path / "new-index"
+    index.mkdir()  # an empty folder, as a user makes one
+    running = start_ui(child_env(), tmp_path, args=["--docs", str(docs), "--index", str(index)])
+    try:
+        with urllib.request.urlopen(running.url + "healthz", timeout=30) as response:
+            health = json.loads(response.read())
+        assert health["index_loaded"] and health["chunks"] > 0, health
+        assert set(store.read_manifest(index)["files"]) == {p.name for p in docs.iterdir()}
+    finally:
+        running.stop()
