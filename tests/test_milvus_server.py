@@ -25,7 +25,7 @@ import httpx
 import pytest
 
 from core.config import Config
-from eval.milvus_server import Server
+from eval.milvus_server import Server, healthy
 from eval.questions import load_jsonl
 from index import store
 from index.build import build_folder, store_for
@@ -131,6 +131,9 @@ def assert_clean(stderr: list[str], summary: str) -> None:
     assert stderr == [summary], stderr
 
 
+RECOVER_S = 30  # how long a resumed server gets to say it is healthy again
+
+
 @contextlib.contextmanager
 def frozen(server: Server) -> Iterator[None]:
     """The server process stopped (SIGSTOP): connections stay open, nothing answers. Keep it short:
@@ -141,6 +144,15 @@ def frozen(server: Server) -> Iterator[None]:
         yield
     finally:
         os.kill(pid, signal.SIGCONT)
+        # A freeze near that bound (a loaded CI machine answers the frozen request later) left the
+        # server up but "service not ready: Abnormal", and every later test failed: the next test
+        # gets a healthy server, restarted on the same data when it does not recover.
+        deadline = time.monotonic() + RECOVER_S
+        while not healthy(server.health_port()) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        if not healthy(server.health_port()):
+            server.kill()
+            server.start()
 
 
 # --- the server collection ------------------------------------------------------------------------

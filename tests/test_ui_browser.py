@@ -949,6 +949,36 @@ def test_keyboard_only_asks_opens_sources_and_removes_and_restores(browser: Brow
         page.context.close()
 
 
+def test_keyboard_only_rates_corrects_and_downloads(browser: Browser, server: str, index_dir: Path) -> None:
+    """Issue 29's new controls with the keyboard alone, focus always visible: 👎 on an answer, the
+    right answer typed and sent with Enter, the conversation downloaded."""
+    page = _page(browser, server, "en-US")
+    try:
+        page.wait_for_function("() => document.activeElement.matches('#question textarea')", timeout=10_000)
+        page.keyboard.type("كم عدد المندوبين الذين حضروا المؤتمر؟")
+        page.keyboard.press("Enter")
+        page.wait_for_selector("#chat .answer", timeout=60_000)
+        before = len(FeedbackLog(index_dir).read()[0])
+        _tab_to(page, "#question textarea")
+        _tab_to(page, "#chat button[aria-label='Dislike']", back=True, limit=60)
+        page.keyboard.press("Enter")
+        page.locator("#feedback-correction").wait_for(state="visible")
+        _tab_to(page, "#feedback-correction-text textarea")
+        page.keyboard.type("أكثر من 800 مندوب")
+        page.keyboard.press("Enter")
+        page.wait_for_function(
+            "() => document.querySelector('#feedback-note').innerText.startsWith('Saved')", timeout=30_000
+        )
+        assert [f.correction for f in FeedbackLog(index_dir).read()[0][before:]] == ["", "أكثر من 800 مندوب"]
+        _tab_to(page, "#export-json")
+        with page.expect_download() as download:
+            page.keyboard.press("Enter")
+        turns = json.loads(Path(download.value.path()).read_text(encoding="utf-8"))["turns"]
+        assert [t["question"] for t in turns] == ["كم عدد المندوبين الذين حضروا المؤتمر؟"]
+    finally:
+        page.context.close()
+
+
 def _choose_by_keyboard(page: Page, dropdown: str, text: str, then: str) -> None:
     """In a focused Gradio dropdown: type to filter, arrow down to the option, Enter to choose it;
     the focus then moves on to the button that acts on the choice (Gradio's dropdown drops it)."""
