@@ -52,9 +52,14 @@ class AskRequest(BaseModel):
     )
 
 
+def _turns(history: list[Turn | tuple[str, str]]) -> list[tuple[str, str]]:
+    """A conversation as (question, answer) pairs, however each turn was sent."""
+    return [(t.question, t.answer) if isinstance(t, Turn) else (t[0], t[1]) for t in history]
+
+
 @router.post("/api/ask", tags=["questions"], summary="Answer a question; the JSON of `rag ask --json`")
 async def ask(body: AskRequest, request: Request) -> JSONResponse:
-    history = [(t.question, t.answer) if isinstance(t, Turn) else (t[0], t[1]) for t in body.history]
+    history = _turns(body.history)
     answer = await service_of(request.app).ask(
         body.question, k=body.k, history=history, mode=body.mode, reader=body.reader
     )
@@ -93,7 +98,7 @@ async def feedback(body: FeedbackRequest, request: Request) -> dict[str, Any]:
             short_answer=body.short_answer,
             abstained=body.abstained,
             correction=body.correction,
-            history=tuple((t.question, t.answer) if isinstance(t, Turn) else (t[0], t[1]) for t in body.history),
+            history=tuple(_turns(body.history)),
             citations=tuple({k: c[k] for k in kept if k in c} for c in body.citations[:MAX_CITATIONS]),
             **({"answer_id": body.answer_id} if body.answer_id else {}),
         )

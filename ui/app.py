@@ -473,6 +473,16 @@ def build_app(pipeline: Pipeline, i18n: gr.I18n) -> gr.Blocks:
             # The chat's own bin icon clears it too: the kept conversation goes with it.
             chat.clear(new_conversation, conversation, [chat, question, turns, records], api_visibility="private")
 
+            def keep_feedback(record: dict[str, Any], lang: str) -> str:
+                """One line in the feedback file; "" when kept, else why not, in `lang`."""
+                try:
+                    feedback.append(Feedback.from_record(record))
+                except UserError as exc:
+                    return exc.localized(lang)
+                except OSError as exc:
+                    return str(exc)
+                return ""
+
             def on_rate(records_: dict[str, Any], lang: str, data: gr.LikeData) -> tuple[Any, ...]:
                 """👍/👎 on an answer: one line in the feedback file; after 👎 the user may add the
                 right answer."""
@@ -481,11 +491,8 @@ def build_app(pipeline: Pipeline, i18n: gr.I18n) -> gr.Blocks:
                     note = t(lang, "feedback_unknown") if record is None else ""
                     return gr.update(value=note, visible=bool(note)), gr.update(visible=False), None
                 verdict = "right" if data.liked else "wrong"
-                try:
-                    feedback.append(Feedback.from_record({**record, "verdict": verdict}))
-                except (UserError, OSError) as exc:
-                    message = exc.localized(lang) if isinstance(exc, UserError) else str(exc)
-                    return gr.update(value=message, visible=True), gr.update(visible=False), None
+                if failed := keep_feedback({**record, "verdict": verdict}, lang):
+                    return gr.update(value=failed, visible=True), gr.update(visible=False), None
                 note = t(lang, f"feedback_thanks_{verdict}")
                 return gr.update(value=note, visible=True), gr.update(visible=not data.liked), record
 
@@ -498,11 +505,8 @@ def build_app(pipeline: Pipeline, i18n: gr.I18n) -> gr.Blocks:
             def on_correct(text: str, record: dict[str, Any] | None, lang: str) -> tuple[Any, ...]:
                 if record is None or not text.strip():
                     return gr.update(), gr.update(), text, record
-                try:
-                    feedback.append(Feedback.from_record({**record, "verdict": "wrong", "correction": text.strip()}))
-                except (UserError, OSError) as exc:
-                    message = exc.localized(lang) if isinstance(exc, UserError) else str(exc)
-                    return gr.update(value=message, visible=True), gr.update(), text, record
+                if failed := keep_feedback({**record, "verdict": "wrong", "correction": text.strip()}, lang):
+                    return gr.update(value=failed, visible=True), gr.update(), text, record
                 return gr.update(value=t(lang, "feedback_saved"), visible=True), gr.update(visible=False), "", None
 
             for trigger in (send_correction.click, correction.submit):
@@ -712,13 +716,13 @@ def build_app(pipeline: Pipeline, i18n: gr.I18n) -> gr.Blocks:
             lang = normalise_language(lang)
             tabs = (gr.update(label=t(lang, "tab_chat")), gr.update(label=t(lang, "tab_documents")))
             values = handover.take(handed)
+            saved = conversations.load(tab)
             if values is not None and carried_values_fit(values, modes, MAX_PASSAGES):
                 kept = [gr.update(value=v) for v in values]
-            elif (saved := conversations.load(tab)) is not None:
+            elif saved is not None:
                 kept = [gr.update(value=saved[0]), gr.update(value=saved[1])] + [gr.update() for _ in carried[2:]]
             else:
                 kept = [gr.update() for _ in carried]
-            saved = conversations.load(tab)
             return lang, *tabs, *refreshed(lang), *kept, tab, saved[2] if saved else {}
 
         app.load(

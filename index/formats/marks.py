@@ -26,7 +26,7 @@ from typing import Any
 
 from index.arabic import normalize
 from index.formats import FORMATS, FormatError
-from index.formats.pdf import PageWord, page_words
+from index.formats.pdf import PageWord, mostly_arabic, page_words
 
 # Display resolution: sharp enough to read Arabic diacritics on a laptop screen, ~1.2 MB of PNG a page.
 RENDER_DPI = 150
@@ -153,8 +153,7 @@ def ocr_words(image: Any, layout: str = OCR_LAYOUTS[0]) -> list[tuple[str, Box]]
 
 def reading_order(line: list[tuple[str, Box]]) -> list[tuple[str, Box]]:
     """A line's words in reading order: right to left when most of its letters are Arabic."""
-    letters = "".join(text for text, _ in line)
-    arabic = sum("\u0600" <= c <= "\u06ff" for c in letters) * 2 > sum(c.isalpha() for c in letters)
+    arabic = mostly_arabic("".join(text for text, _ in line))
     return sorted(line, key=lambda w: -w[1][0] if arabic else w[1][0])
 
 

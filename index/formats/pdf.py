@@ -135,6 +135,11 @@ def _page_lines(page: object) -> list[_Line]:
     return lines
 
 
+def mostly_arabic(text: str) -> bool:
+    """Are most of the letters of a line Arabic (so its words read right to left)?"""
+    return sum("\u0600" <= c <= "\u06ff" for c in text) * 2 > sum(c.isalpha() for c in text)
+
+
 def page_words(page: object) -> list[PageWord]:
     """The words of one page in reading order (lines top to bottom in stream order; in a line
     right to left where it is mostly Arabic), each with its box."""
@@ -142,8 +147,7 @@ def page_words(page: object) -> list[PageWord]:
     out: list[PageWord] = []
     for run in _merge_split_lines(_page_runs(page)):
         words = [(w, visual_to_logical(_word_text(w))) for w in _line_words(run)]
-        letters = "".join(text for _, text in words)
-        if sum("\u0600" <= c <= "\u06ff" for c in letters) * 2 > sum(c.isalpha() for c in letters):
+        if mostly_arabic("".join(text for _, text in words)):
             words.reverse()  # _line_words gives them left to right
         for glyphs, text in words:
             box = (
