@@ -122,10 +122,12 @@ async def healthz(request: Request) -> Any:
         # "stale": the folder changed since the index was written and updating it failed at start.
         "status": "stale" if pipeline.drift.stale else "ok",
         "index_loaded": True,
-        "chunks": len(pipeline.index.chunks),
+        "chunks": pipeline.index.size,
         "documents": len(pipeline.index.files),
         "embedder": pipeline.embedder.name,
         "store": pipeline.config.store,
+        # Where BM25 runs: in Milvus, or in the app where the Milvus server has no BM25 function.
+        "lexical": pipeline.index.manifest.get("lexical", "BM25 in the app"),
         "modes": list(pipeline.chains),
         "reader": reader_available(),
         # Files of the documents folder the index does not hold as they are (checked at start).

@@ -20,7 +20,7 @@ from pydantic import Field, ValidationError, ValidationInfo, field_validator, mo
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core.errors import ConfigError
-from core.registry import STORES, Registry
+from core.registry import INGESTERS, STORES, Registry
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # The sample documents that ship with the repository: what `make eval` measures and the first
@@ -49,6 +49,13 @@ class Config(BaseSettings):
     # Symlinks in the documents folder are followed only to files inside it (a link to /etc/passwd
     # would otherwise be served in answers); True also follows links that leave the folder.
     follow_external_symlinks: bool = False
+    # Where `python -m index build` reads, chunks and embeds: "local" (this process) or "ray" (workers
+    # of a Ray cluster, `--ray [ADDRESS]`; core/registry.py's INGESTERS); the UI's uploads stay local.
+    # ray_address empty starts a Ray on this machine; "auto", "host:6379" or "ray://host:10001" joins
+    # a cluster. ray_workers 0: one worker per CPU Ray reports (each worker embeds on one core).
+    ingest: str = "local"
+    ray_address: str = ""
+    ray_workers: int = Field(0, ge=0, le=10_000)
     # Vector index: "auto" picks exact search below 50k chunks and HNSW above (see index/store/folder.py).
     index_type: IndexType = "auto"
     # HNSW search breadth, recorded in the manifest at build. Recall at a fixed efSearch falls as the
@@ -122,7 +129,7 @@ class Config(BaseSettings):
         the chain, the UI's mode choice and the API's model list all use."""
         return bool(self.llm_base_url and self.llm_model)
 
-    @field_validator("store")
+    @field_validator("store", "ingest")
     @classmethod
     def _registered(cls, name: str, info: ValidationInfo) -> str:
         try:
@@ -187,7 +194,7 @@ def chosen(args: argparse.Namespace, name: str) -> bool:
 
 
 # Fields whose values are the names of a registry's implementations.
-_REGISTRIES: dict[str, Registry] = {"store": STORES}
+_REGISTRIES: dict[str, Registry] = {"store": STORES, "ingest": INGESTERS}
 
 
 def choices(name: str) -> tuple[str, ...]:
@@ -205,6 +212,7 @@ _FLAGS: dict[str, tuple[str, str]] = {
     "index_type": ("--index-type", "vector index type"),
     "store": ("--store", "index store"),
     "milvus_uri": ("--milvus-uri", "Milvus Lite file path or http://host:19530"),
+    "ray_workers": ("--ray-workers", "Ray workers for --ray (0: one per CPU)"),
     "k": ("--k", "number of passages to retrieve"),
     "retriever": ("--retriever", "retrieval mode"),
     "llm_base_url": ("--llm-base-url", "OpenAI-compatible endpoint; enables LLM answers"),

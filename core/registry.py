@@ -57,6 +57,16 @@ STORES = Registry(
     },
 )
 
+# Where a build reads, chunks and embeds (`python -m index build --ray`); each factory takes (Config,
+# the build's embedder) and returns an `index.build.Ingest`, which the caller closes.
+INGESTERS = Registry(
+    "ingest",
+    {
+        "local": "index.build:LocalIngest.from_config",  # in the building process
+        "ray": "index.fanout:RayIngest.from_config",  # fanned out over a Ray cluster (requirements-scale.txt)
+    },
+)
+
 # Text encoders, by the scheme before ":" in RAG_EMBEDDER ("sentence-transformers:<model>"); each
 # factory takes (model argument, batch size) and returns an `index.embed.VectorEmbeddings`.
 EMBEDDERS = Registry(

@@ -362,7 +362,7 @@ class SyntheticCorpus:
     def __init__(self, config: Config, real: store.StoredIndex, questions: list[str], seed: int = 0) -> None:
         self.embedder = load_embedder(config.embedder, config.embed_batch_size)
         self.chunks = list(real.chunks)
-        vectors = real.vectors.reconstruct_n(0, real.vectors.ntotal)
+        vectors = real.all_vectors()
         self.dim = vectors.shape[1]
         self.mean = vectors.mean(axis=0)
         self.cov_factor = np.linalg.cholesky(np.cov(vectors, rowvar=False) + 1e-6 * np.eye(self.dim))
@@ -579,46 +579,22 @@ def bench_lexical(config: Config, arcd: Path | None, n: int, workdir: Path) -> d
     }
 
 
-def bench_milvus(
-    corpus: SyntheticCorpus, sizes: list[int], config: Config, workdir: Path, questions: int
-) -> list[dict[str, Any]]:
-    """Milvus Lite rows: write rate (insert + read back) and query latency at each size."""
-    from index.store.milvus import MilvusStore
-
-    rows = []
-    for n in sizes:
-        vectors = corpus.vectors(n)
-        chunks = []
-        for i in range(n):
-            real = corpus.chunks[i % len(corpus.chunks)]
-            chunks.append(
-                Document(page_content=real.page_content, id=f"syn-{i}", metadata={**real.metadata, "id": f"syn-{i}"})
-            )
-        target = MilvusStore(str(workdir / f"bench-{n}.milvus.db"), f"bench_{n}")
-        manifest = store.new_manifest("bench", corpus.dim, {})
-        index, seconds = timed(partial(target.commit, manifest, store.Changes(frozenset(), chunks, vectors), None))
-        bm25 = corpus.bm25(n)
-        retriever = HybridRetriever.from_config(config, index, corpus.embedder, bm25)
-        # Milvus Lite answers each search over gRPC (~0.3 s): a few questions keep this to minutes.
-        row = {
-            "chunks": n,
-            "write_s": seconds,
-            "rows_per_s": n / seconds,
-            **_milvus_latency(corpus, retriever, questions),
-        }
-        rows.append(row)
-        print(
-            f"  milvus lite {n:>9,} chunks: {row['rows_per_s']:.0f} rows/s, hybrid p50 {row['hybrid_p50_ms']:.1f} ms",
-            flush=True,
-        )
-        target.client().close()
-    return rows
+def _write_synthetic(target: Any, corpus: SyntheticCorpus, n: int, index_type: str, config: Config) -> float:
+    """Seconds to write n synthetic chunks (real chunk texts, synthetic vectors) into a new collection."""
+    chunks = [
+        Document(page_content=real.page_content, id=f"syn-{i}", metadata={**real.metadata, "id": f"syn-{i}"})
+        for i, real in ((i, corpus.chunks[i % len(corpus.chunks)]) for i in range(n))
+    ]
+    manifest = store.new_manifest("bench", corpus.dim, {})
+    manifest.update(index_type_requested=index_type, ef_search=config.hnsw_ef_search)
+    _, seconds = timed(partial(target.commit, manifest, store.Changes(frozenset(), chunks, corpus.vectors(n)), None))
+    return seconds
 
 
 def _milvus_latency(corpus: SyntheticCorpus, retriever: HybridRetriever, questions: int) -> dict[str, float]:
     """Dense search alone and the whole hybrid retrieval (empty embedding cache) over Milvus."""
     sample = list(range(questions))
-    dense = latency(searcher(retriever.index.vectors, corpus.queries, 50), sample)
+    dense = latency(lambda i: retriever.corpus.dense(corpus.queries[i], 50), sample)
     hybrid = latency(cold(corpus.embedder, retriever.invoke), [corpus.questions[i] for i in sample])
     return {
         "dense_p50_ms": dense["p50_ms"],
@@ -628,14 +604,80 @@ def _milvus_latency(corpus: SyntheticCorpus, retriever: HybridRetriever, questio
     }
 
 
+def bench_milvus_scale(
+    corpus: SyntheticCorpus | None, arcd: Path, sizes: list[int], config: Config, workdir: Path, questions: int
+) -> dict[str, Any]:
+    """Milvus serving the corpus (issue 30), through `milvus-lite server` in a process of its own as
+    deployed: ARCD recall@5 of the hybrid retriever with FAISS and with Milvus over the same chunks
+    and vectors (BM25 in Milvus), then per synthetic size (HNSW) the write time, what an app process
+    pays at start-up (seconds, and the resident MB that adds), and dense and hybrid latency."""
+    from eval.milvus_server import lite_server
+    from index.store.milvus import MilvusStore
+
+    out: dict[str, Any] = {"rows": []}
+    with lite_server(workdir / "lite-server") as uri:
+        if arcd.exists():
+            out["arcd"] = _recall_faiss_and_milvus(config, arcd, uri, workdir)
+            print(f"  ARCD recall@5: {out['arcd']}", flush=True)
+        for n in sizes if corpus is not None else []:
+            assert corpus is not None
+            target = MilvusStore(uri, f"scale_{n}", bm25=(config.bm25_k1, config.bm25_b))
+            write_s = _write_synthetic(target, corpus, n, "hnsw", config)
+            target.client().close()
+            # What each app process pays at start-up now: the manifest and a row count.
+            rss_before = rss_mb()
+            reader = MilvusStore(uri, f"scale_{n}", bm25=(config.bm25_k1, config.bm25_b))
+            index, load_s = timed(reader.load)
+            retriever, build_s = timed(partial(HybridRetriever.from_config, config, index, corpus.embedder))
+            row = {
+                "chunks": n,
+                "write_s": write_s,
+                "startup_s": load_s + build_s,
+                "process_mb": rss_mb() - rss_before,
+                **_milvus_latency(corpus, retriever, questions),
+            }
+            out["rows"].append(row)
+            print(
+                f"  milvus lite server {n:>9,} chunks: start-up {row['startup_s']:.2f} s, +{row['process_mb']:.0f} MB, "
+                f"hybrid p50 {row['hybrid_p50_ms']:.1f} ms",
+                flush=True,
+            )
+            reader.client().close()
+    return out
+
+
+def _recall_faiss_and_milvus(config: Config, arcd: Path, uri: str, workdir: Path) -> dict[str, Any]:
+    """Hybrid recall@5 on ARCD with FAISS and with Milvus over the same chunks and vectors: only the
+    engine differs (Milvus's HNSW and BM25 against FAISS and the in-process BM25)."""
+    from index.store.milvus import MilvusStore
+
+    documents, questions = load_squad(arcd)
+    embedder = load_embedder(config.embedder, config.embed_batch_size)
+    faiss_config = config.replace(index_dir=workdir / "arcd-faiss")
+    faiss_index, _ = apply_changes(faiss_config, embedder, documents, rebuild=True)
+    target = MilvusStore(uri, "arcd_recall", bm25=(config.bm25_k1, config.bm25_b))
+    manifest = {**faiss_index.manifest, "generation": 0, "files": dict(faiss_index.files)}
+    changes = store.Changes(frozenset(), list(faiss_index.chunks), faiss_index.all_vectors())
+    milvus_index = target.commit(manifest, changes, None)
+    out: dict[str, Any] = {"questions": len(questions), "chunks": faiss_index.size}
+    for name, index in (("faiss", faiss_index), ("milvus", milvus_index)):
+        retriever = HybridRetriever.from_config(config, index, embedder)
+        found = [
+            any(d.metadata["source"] in q.gold_sources for d in retriever.invoke(q.question, k=5)) for q in questions
+        ]
+        out[f"{name}_recall_at_5"] = sum(found) / len(found)
+    return out
+
+
 def bench_milvus_server(
     corpus: SyntheticCorpus | None, sizes: list[int], config: Config, workdir: Path, questions: int
 ) -> dict[str, Any]:
-    """A real Milvus server (eval/milvus_server.py, HNSW, searches at "Bounded"): hybrid retrieval on
+    """A real Milvus server (eval/milvus_server.py, HNSW, reads at "Session"): hybrid retrieval on
     the seeds beside FAISS in the same minute, then per synthetic size the write rate, dense and
-    hybrid latency, and what each app process pays at start-up for the BM25 side (reading every
-    chunk back, building BM25: seconds and resident MB). Skipped, with the reason, where the server
-    cannot run (not installed, or not inside a loopback-only network namespace)."""
+    hybrid latency, and what each app process pays at start-up (2.3.5 has no BM25 function, so the
+    process reads every chunk's saved terms back and scores BM25 itself: seconds and resident MB).
+    Skipped, with the reason, where the server cannot run (not installed, or not inside a
+    loopback-only network namespace)."""
     from eval import milvus_server
     from index.store.milvus import MilvusStore
 
@@ -661,16 +703,8 @@ def bench_milvus_server(
         for n in sizes if corpus is not None else []:
             assert corpus is not None
             target = MilvusStore(server.uri, f"bench_{n}", server.token)
-            chunks = [
-                Document(page_content=real.page_content, id=f"syn-{i}", metadata={**real.metadata, "id": f"syn-{i}"})
-                for i, real in ((i, corpus.chunks[i % len(corpus.chunks)]) for i in range(n))
-            ]
-            manifest = store.new_manifest("bench", corpus.dim, {})
-            manifest.update(index_type_requested="auto", ef_search=config.hnsw_ef_search)
-            changes = store.Changes(frozenset(), chunks, corpus.vectors(n))
-            _, write_s = timed(partial(target.commit, manifest, changes, None))
-            del chunks, changes
-            # What each app process pays at start-up: every chunk read back, then BM25 over their texts.
+            write_s = _write_synthetic(target, corpus, n, "auto", config)
+            # What each app process pays at start-up: the saved terms read back (load), BM25 over them.
             rss_before = rss_mb()
             reader = MilvusStore(server.uri, f"bench_{n}", server.token)
             index, load_s = timed(reader.load)
@@ -692,6 +726,37 @@ def bench_milvus_server(
     return out
 
 
+def _milvus_scale_lines(result: dict[str, Any] | None, measured: str) -> list[str]:
+    if not result:
+        return []
+    lines = [
+        "## Milvus serving the corpus (`milvus-lite server` in its own process, HNSW, BM25 in Milvus)",
+        "",
+        f"{measured + ' ' if measured else ''}The app process keeps no copy of the corpus: searches return ids and only the kept chunks "
+        "are fetched. Start-up = loading the index in an app process (manifest, row count) and building its "
+        "retriever; process MB = the resident memory that adds. Synthetic corpora as above.",
+        "",
+    ]
+    arcd = result.get("arcd")
+    if arcd:
+        lines += [
+            f"ARCD hybrid recall@5 over the same {arcd['chunks']} chunks and vectors ({arcd['questions']} questions): "
+            f"FAISS {arcd['faiss_recall_at_5']:.3f}, Milvus {arcd['milvus_recall_at_5']:.3f}.",
+            "",
+        ]
+    lines += [
+        "| chunks | write s | start-up s | process MB | dense p50 ms | dense p95 ms | hybrid p50 ms | hybrid p95 ms |",
+        "|---|---|---|---|---|---|---|---|",
+        *[
+            f"| {r['chunks']:,} | {r['write_s']:.0f} | {r['startup_s']:.2f} | {r['process_mb']:.0f} | "
+            f"{r['dense_p50_ms']:.1f} | {r['dense_p95_ms']:.1f} | {r['hybrid_p50_ms']:.1f} | {r['hybrid_p95_ms']:.1f} |"
+            for r in result["rows"]
+        ],
+        "",
+    ]
+    return lines
+
+
 def _milvus_server_lines(result: dict[str, Any] | None, measured: dict[str, str] | None) -> list[str]:
     if not result:
         return []
@@ -704,8 +769,8 @@ def _milvus_server_lines(result: dict[str, Any] | None, measured: dict[str, str]
         else ""
     )
     return [
-        f"## Milvus server (milvus=={result['version']} standalone, {result['index_type']} on the seeds, searches at "
-        '"Bounded")',
+        f"## Milvus server (milvus=={result['version']} standalone, {result['index_type']} on the seeds, reads at "
+        '"Session")',
         "",
         f"{run}Both seeds latencies include embedding the question with an empty cache, which the two stores share: "
         f"the server adds {server_p50 - faiss_p50:.1f} ms at p50.",
@@ -715,8 +780,9 @@ def _milvus_server_lines(result: dict[str, Any] | None, measured: dict[str, str]
         f"{server_p50:.1f} ms (p95 {result['seeds_server']['p95_ms']:.1f}), FAISS in the same minute p50 "
         f"{faiss_p50:.1f} ms (p95 {result['seeds_faiss']['p95_ms']:.1f}).",
         "",
-        "Per size: write = insert and read back; start-up = what each app process pays before its first answer "
-        "(read every chunk back, build BM25 over their texts) and the resident memory that adds.",
+        "Per size: write = insert; start-up = what each app process pays before its first answer (this server "
+        "has no BM25 function: read every chunk's saved terms back, then build BM25 over them) and the resident "
+        "memory that adds.",
         "",
         "| chunks | write s | start-up read s | BM25 build s | process MB | dense p50 ms | dense p95 ms | hybrid p50 ms "
         "| hybrid p95 ms |",
@@ -838,19 +904,7 @@ def report(results: dict[str, Any], path: Path, plot: Path) -> None:
         "",
         "![latency against corpus size](bench-latency.png)",
         "",
-        f"## Milvus Lite (RAG_STORE=milvus, embedded; same synthetic corpora, {results.get('milvus_questions', 0)} questions per size)",
-        "",
-        "Write = insert rows (text, metadata, vector) and read them back for BM25; dense = Milvus search "
-        "(FLAT, IP) through Milvus Lite's local gRPC server; hybrid as above.",
-        "",
-        "| chunks | write s | rows/s | dense p50 ms | dense p95 ms | hybrid p50 ms | hybrid p95 ms |",
-        "|---|---|---|---|---|---|---|",
-        *[
-            f"| {r['chunks']:,} | {r['write_s']:.1f} | {r['rows_per_s']:.0f} | {r['dense_p50_ms']:.1f} | "
-            f"{r['dense_p95_ms']:.1f} | {r['hybrid_p50_ms']:.1f} | {r['hybrid_p95_ms']:.1f} |"
-            for r in results.get("milvus", [])
-        ],
-        "",
+        *_milvus_scale_lines(results.get("milvus_scale"), _measured(results, "milvus_scale")),
         *_milvus_server_lines(results.get("milvus_server"), results.get("measured", {}).get("milvus_server")),
         *_reader_lines(results.get("reader"), _measured(results, "reader")),
         f"Peak RSS of the run: {results['peak_rss_mb']:.0f} MB.",
@@ -991,7 +1045,7 @@ def _plot(rows: list[dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
-SECTIONS = ("documents", "lexical", "milvus_server", "reader")  # the sections `--only` can run alone
+SECTIONS = ("documents", "lexical", "milvus_scale", "milvus_server", "reader")  # the sections `--only` can run alone
 REPORT_FILES = ("BENCHMARKS.md", "bench-latency.png", "benchmarks.json")
 
 
@@ -1037,6 +1091,13 @@ def main(argv: list[str] | None = None) -> int:
         "--lexical-chunks", type=int, metavar="N", help="chunks in the BM25 start-up section (100k; --quick 20k)"
     )
     parser.add_argument(
+        "--milvus-chunks",
+        type=int,
+        action="append",
+        metavar="N",
+        help="collection sizes of the Milvus serving section (repeatable; 100k and 1M; --quick 10k)",
+    )
+    parser.add_argument(
         "--report",
         action="store_true",
         help="write BENCHMARKS.md, bench-latency.png and benchmarks.json into --report-dir; refused for --quick "
@@ -1052,6 +1113,8 @@ def main(argv: list[str] | None = None) -> int:
         )
     if args.lexical_chunks is None:
         args.lexical_chunks = 20_000 if args.quick else 100_000
+    if not args.milvus_chunks:
+        args.milvus_chunks = [10_000] if args.quick else [100_000, 1_000_000]
     if args.lexical_chunks < 1:
         parser.error("--lexical-chunks must be at least 1")
     if args.report_from:
@@ -1087,6 +1150,10 @@ def main(argv: list[str] | None = None) -> int:
                     section("documents", bench_documents(workdir))
                 elif name == "lexical":
                     section("lexical", bench_lexical(config, args.arcd, args.lexical_chunks, workdir))
+                elif name == "milvus_scale":
+                    corpus = _seeds_and_corpus(config, workdir, args.arcd)
+                    scale = bench_milvus_scale(corpus, args.arcd, args.milvus_chunks, config, workdir, 30)
+                    section("milvus_scale", scale)
                 elif name == "reader":
                     corpus = _seeds_and_corpus(config, workdir, args.arcd)
                     section("reader", bench_reader(corpus, config, workdir / "seeds-index", 100_000, 200))
@@ -1135,11 +1202,11 @@ def run_all(args: argparse.Namespace, config: Config, workdir: Path, section: Ca
     sizes = [10_000, 100_000] if args.quick else [10_000, 100_000, 1_000_000]
     questions = 60 if args.quick else 200
     section("scaling", bench_scale(corpus, sizes, config, questions, lambda rows: section("scaling", rows)))
-    print("milvus lite…", flush=True)
     milvus_questions = 15 if args.quick else 30
-    section("milvus_questions", milvus_questions)
-    milvus_sizes = [10_000] if args.quick else [10_000, 100_000]
-    section("milvus", bench_milvus(corpus, milvus_sizes, config, workdir, milvus_questions))
+    print("milvus serving the corpus…", flush=True)
+    section(
+        "milvus_scale", bench_milvus_scale(corpus, args.arcd, args.milvus_chunks, config, workdir, milvus_questions)
+    )
     print("milvus server…", flush=True)
     section("milvus_server", bench_milvus_server(corpus, [100_000], config, workdir, 60))
     print("answer reader…", flush=True)

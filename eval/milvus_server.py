@@ -224,6 +224,44 @@ class Server:
         self.kill()
 
 
+def _listening(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+@contextlib.contextmanager
+def lite_server(data: Path, port: int | None = None) -> Iterator[str]:
+    """Milvus Lite's own gRPC server (`milvus-lite server`, PyPI milvus-lite) in a process of its
+    own, bound to loopback, its data in `data`: how several app processes share one Milvus Lite
+    collection (a Lite file opened directly belongs to one process). Yields its URI; stopped after."""
+    if port is None:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+    data.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, "-m", "milvus_lite", "server", "--data-dir", str(data / "db"), "--host", "127.0.0.1"]
+    with open(data / "server.log", "wb") as log:
+        process = subprocess.Popen(
+            [*command, "--port", str(port)], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+        )
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not _listening(port):
+            if process.poll() is not None or time.monotonic() > deadline:
+                log_tail = (data / "server.log").read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"milvus-lite server did not start: {log_tail}")
+            time.sleep(0.2)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=STOP_TIMEOUT_S)
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
 @contextlib.contextmanager
 def running(data: Path) -> Iterator[Server]:
     server = Server(data).start()

@@ -275,7 +275,7 @@ def run(
     ]
     return {
         "corpus": corpus.name,
-        "chunks": len(index.chunks),
+        "chunks": index.size,
         "retriever": config.retriever,
         "answer_mode": pipeline.default_mode,
         "embedder": config.embedder,

@@ -1,4 +1,4 @@
-"""`python -m index build [DOCS_DIR] [--index DIR] [--embedder NAME] [--rebuild]`."""
+"""`python -m index build [DOCS_DIR] [--index DIR] [--embedder NAME] [--rebuild] [--ray [ADDRESS]]`."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from tqdm import tqdm
 
 from core.config import Config, add_arguments, chosen
 from core.errors import ConfigError, UserError
-from index.build import adopt_seeds, build_folder, resolve_docs_dir, store_for
+from index.build import adopt_seeds, build_folder, open_ingest, resolve_docs_dir, store_for
 from index.embed import load_embedder
 
 
@@ -28,7 +28,19 @@ def main(argv: list[str] | None = None) -> int:
     add_arguments(build, "index_dir", "embedder", "index_type", "store", "milvus_uri")
     build.add_argument("--rebuild", action="store_true", help="ignore the existing index and build from scratch")
     build.add_argument("--quiet", action="store_true", help="no progress bar")
+    build.add_argument(
+        "--ray",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="ADDRESS",
+        help="read, chunk and embed on Ray workers (pip install -r requirements-scale.txt): a Ray started "
+        "here, or the cluster at ADDRESS (default: RAG_RAY_ADDRESS)",
+    )
+    add_arguments(build, "ray_workers")
     args = parser.parse_args(argv)
+    if args.ray is not None:
+        args.ingest, args.ray_address = "ray", args.ray or None
     try:
         config = resolve_docs_dir(Config.from_args(args), chosen(args, "docs_dir"), args.rebuild)
         adopt_seeds(config)
@@ -45,13 +57,20 @@ def main(argv: list[str] | None = None) -> int:
             bars[0].n = done
             bars[0].refresh()
 
+        ingest = open_ingest(config, embedder)
         try:
             _, report = build_folder(
-                config, embedder, rebuild=args.rebuild, progress=progress, log=lambda m: tqdm.write(m, file=sys.stderr)
+                config,
+                embedder,
+                rebuild=args.rebuild,
+                progress=progress,
+                log=lambda m: tqdm.write(m, file=sys.stderr),
+                ingest=ingest,
             )
         finally:
             for bar in bars:
                 bar.close()
+            ingest.close()
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2 if isinstance(exc, ConfigError) else 1

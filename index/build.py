@@ -11,13 +11,14 @@ import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
+import numpy as np
 from langchain_core.documents import Document
 
 from core.config import SEEDS_DIR, Config
 from core.errors import UserError
-from core.registry import STORES
+from core.registry import INGESTERS, STORES
 from index import store
 from index.arabic import NORMALIZATION_VERSION
 from index.chunk import CHUNKER_VERSION, ChunkSettings, embedding_text, split_document
@@ -54,6 +55,63 @@ class BuildReport:
         return f"{', '.join(parts)}; embedded {self.embedded_chunks} chunks, {self.total_chunks} in the index"
 
 
+class Ingest(Protocol):
+    """The work of a build that scales with the documents: reading files, chunking, embedding.
+
+    Here in this process (`LocalIngest`) or fanned out over workers (index/fanout.py), chosen by
+    `Config.ingest` from core/registry.py's INGESTERS. Every implementation returns what this
+    process would, in the same order, so the index and manifest written are the same; deciding
+    what changed and committing stay in `apply_changes`, under the store's lock.
+    """
+
+    def load(self, folder: Path, follow_external_symlinks: bool) -> tuple[list[Document], list[Skipped]]:
+        """`index.load.load_folder`'s result."""
+        ...
+
+    def chunk(self, documents: list[Document], settings: ChunkSettings) -> list[list[Document]]:
+        """Each document's chunks, as `split_document` makes them."""
+        ...
+
+    def embed(self, texts: list[str], progress: ProgressFn | None) -> np.ndarray:
+        """The build embedder's `encode_passages(texts, progress)`."""
+        ...
+
+    def close(self) -> None:
+        """Release what it holds (Ray's actors); whoever opened it closes it."""
+        ...
+
+
+@dataclass(frozen=True)
+class LocalIngest:
+    """Everything in this process: the ingest `apply_changes` uses unless given another."""
+
+    embedder: VectorEmbeddings
+
+    @classmethod
+    def from_config(cls, config: Config, embedder: VectorEmbeddings) -> LocalIngest:
+        """The ingest `local` of core/registry.py; this process needs no settings of its own."""
+        return cls(embedder)
+
+    def load(self, folder: Path, follow_external_symlinks: bool) -> tuple[list[Document], list[Skipped]]:
+        return load_folder(folder, follow_external_symlinks)
+
+    def chunk(self, documents: list[Document], settings: ChunkSettings) -> list[list[Document]]:
+        return [split_document(doc, settings) for doc in documents]
+
+    def embed(self, texts: list[str], progress: ProgressFn | None) -> np.ndarray:
+        return self.embedder.encode_passages(texts, progress)
+
+    def close(self) -> None:
+        """Nothing is held outside the embedder, which stays loaded for the process (load_embedder)."""
+
+
+def open_ingest(config: Config, embedder: VectorEmbeddings) -> Ingest:
+    """The configured ingest, from core/registry.py's table (Ray is imported only when chosen);
+    the caller closes it."""
+    opened: Ingest = INGESTERS.load(config.ingest)(config, embedder)
+    return opened
+
+
 def settings_record(config: Config) -> dict[str, Any]:
     """The settings that decide chunk boundaries and matching keys; a change forces re-chunking."""
     return {
@@ -71,11 +129,14 @@ def apply_changes(
     removals: list[str] | None = None,
     rebuild: bool = False,
     progress: ProgressFn | None = None,
+    ingest: Ingest | None = None,
 ) -> tuple[store.StoredIndex, BuildReport]:
     """Add or replace the given documents and drop `removals` (by source name), in one atomic write.
 
-    Used by the folder build and by UI uploads alike, so both follow the same rules.
+    Used by the folder build and by UI uploads alike, so both follow the same rules. `ingest`
+    chunks and embeds (default: in this process with `embedder`, whose name and size the index records).
     """
+    ingest = ingest or LocalIngest(embedder)
     target = store_for(config)
     settings = settings_record(config)
     report = BuildReport()
@@ -101,10 +162,10 @@ def apply_changes(
                 report.unchanged.append(source)
         report.removed = sorted(drop | (set(previous) - set(replace) if old is None else set()))
 
+        upserted = [replace[source] for source in report.added + report.updated]
         new_chunks: list[Document] = []
-        for source in report.added + report.updated:
-            doc = replace[source]
-            doc_chunks = split_document(doc, ChunkSettings.from_config(config))
+        for doc, doc_chunks in zip(upserted, ingest.chunk(upserted, ChunkSettings.from_config(config)), strict=True):
+            source = doc.metadata["source"]
             new_chunks.extend(doc_chunks)
             files[source] = {
                 "sha256": doc.metadata["sha256"],
@@ -124,15 +185,15 @@ def apply_changes(
         same_layout = old is not None and not moving and all(old.manifest.get(k) == v for k, v in layout.items())
         if not report.changed and same_layout and old is not None:
             target.tidy()
-            report.total_chunks = len(old.chunks)
+            report.total_chunks = old.size
             return old, report
-        new_vectors = embedder.encode_passages([embedding_text(c) for c in new_chunks], progress)
+        new_vectors = ingest.embed([embedding_text(c) for c in new_chunks], progress)
         report.embedded_chunks = len(new_chunks)
         # Recorded for repair hints and `--rebuild` (a build with no change keeps the old record).
         manifest.update(layout, docs_dir=str(config.docs_dir.resolve()))
         changes = store.Changes(frozenset(drop | set(report.updated)), new_chunks, new_vectors)
         index = target.commit(manifest, changes, old)
-        report.total_chunks = len(index.chunks)
+        report.total_chunks = index.size
         return index, report
 
 
@@ -221,15 +282,18 @@ def build_folder(
     rebuild: bool = False,
     progress: ProgressFn | None = None,
     log: LogFn | None = None,
+    ingest: Ingest | None = None,
 ) -> tuple[store.StoredIndex, BuildReport]:
-    """Bring the index in `config.index_dir` in line with the files in `config.docs_dir`."""
-    documents, skipped = load_folder(config.docs_dir, config.follow_external_symlinks)
+    """Bring the index in `config.index_dir` in line with the files in `config.docs_dir`; `ingest`
+    reads, chunks and embeds (default: in this process)."""
+    ingest = ingest or LocalIngest(embedder)
+    documents, skipped = ingest.load(config.docs_dir, config.follow_external_symlinks)
     for item in skipped:
         if log:
             log(str(item))
     present = {d.metadata["source"] for d in documents}
     known = set() if rebuild else set(_previous_files(store_for(config)))
-    index, report = apply_changes(config, embedder, documents, sorted(known - present), rebuild, progress)
+    index, report = apply_changes(config, embedder, documents, sorted(known - present), rebuild, progress, ingest)
     report.skipped = skipped
     return index, report
 

@@ -8,6 +8,10 @@ when documents change: rows of removed chunks are dropped, rows of new chunks ap
 weights (document frequencies, average length) are recomputed from the counts in one vectorised
 pass, so they are not stored and cannot disagree with the counts.
 
+`BM25` turns the counts into Okapi weights; it lives here, beside the counts, because both the
+retriever (rag/) and a store that serves its own lexical side (Milvus on a server without BM25)
+score with it.
+
 File format: one `.npz` (numpy's zip of `.npy` arrays, no pickle) with the counts as CSR arrays
 and the vocabulary as UTF-8 JSON bytes. It is read with `allow_pickle=False` and every array is
 checked, so a damaged, truncated or planted file is reported, never trusted and never unpickled.
@@ -16,6 +20,7 @@ checked, so a damaged, truncated or planted file is reported, never trusted and 
 from __future__ import annotations
 
 import json
+import math
 import zipfile
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -26,6 +31,7 @@ import numpy as np
 from langchain_core.documents import Document
 from scipy import sparse
 
+from core.config import Config
 from index.arabic import terms
 from index.chunk import embedding_text
 
@@ -173,3 +179,78 @@ def _checked(arrays: dict[str, np.ndarray], rows: int) -> tuple[sparse.csr_matri
         (data.astype(COUNT_DTYPE), indices.astype(np.int32), indptr.astype(np.int64)), shape=(n_rows, n_columns)
     )
     return counts, vocabulary
+
+
+class BM25:
+    """Okapi BM25 over stemmed, normalised Arabic terms, as a sparse doc-term weight matrix.
+
+    Weights are precomputed, so scoring a question is one sparse column sum over the corpus.
+    """
+
+    def __init__(self, counts: sparse.spmatrix, vocabulary: dict[str, int], k1: float, b: float) -> None:
+        """`counts`: documents x terms raw term frequencies; `vocabulary`: term -> column; `k1`, `b`:
+        Config.bm25_k1 and bm25_b."""
+        counts = sparse.csr_matrix(counts, dtype=np.float32)
+        self.vocabulary = vocabulary
+        n = counts.shape[0]
+        lengths = np.asarray(counts.sum(axis=1)).ravel()
+        df = np.bincount(counts.indices, minlength=counts.shape[1]).astype(np.float32)
+        self.idf = np.log1p((n - df + 0.5) / (df + 0.5)).astype(np.float32)
+        avg = float(lengths.mean()) if n else 1.0
+        rows = np.repeat(np.arange(n), np.diff(counts.indptr))
+        tf = counts.data
+        norm = k1 * (1 - b + b * lengths[rows] / max(avg, 1e-9))
+        weights = self.idf[counts.indices] * tf * (k1 + 1) / (tf + norm)
+        self.matrix = sparse.csr_matrix((weights, counts.indices, counts.indptr), shape=counts.shape).tocsc()
+        self.size = n
+
+    @classmethod
+    def from_documents(cls, documents: list[list[str]], config: Config) -> BM25:
+        """Build from token lists (stemmed, normalised terms)."""
+        return cls.from_lexical(LexicalIndex.from_terms(documents), config)
+
+    @classmethod
+    def from_lexical(cls, lexical: LexicalIndex, config: Config) -> BM25:
+        """Build from an index's saved term counts (no chunk is stemmed again)."""
+        return cls(lexical.counts, lexical.vocabulary, config.bm25_k1, config.bm25_b)
+
+    def term_weight(self, term: str) -> float:
+        """IDF of a stemmed term (unknown terms get the maximum: they are maximally specific)."""
+        col = self.vocabulary.get(term)
+        if col is None:
+            return math.log1p((self.size + 0.5) / 0.5)
+        return float(self.idf[col])
+
+    def scores(self, query_terms: list[str]) -> np.ndarray:
+        counts = Counter(t for t in query_terms if t in self.vocabulary)
+        if not counts:
+            return np.zeros(self.size, dtype=np.float32)
+        cols = [self.vocabulary[t] for t in counts]
+        weights = np.array(list(counts.values()), dtype=np.float32)
+        return np.asarray(self.matrix[:, cols] @ weights).ravel()
+
+
+def top_n(scores: np.ndarray, n: int) -> np.ndarray:
+    """Indices of the n largest scores, largest first.
+
+    A full partial sort of a 1M-score vector takes ~8 ms; instead a threshold is read off a strided
+    sample and only the scores above it are sorted (~1 ms). Exact: when at least n scores clear the
+    threshold they include the n largest; otherwise it falls back to the full partial sort.
+    """
+    n = min(n, len(scores))
+    if n <= 0:
+        return np.zeros(0, dtype=np.int64)
+    step = len(scores) // TOP_SAMPLE
+    if step >= 2:
+        sample = scores[::step]
+        rank = min(len(sample), 2 * (n // step) + 16)
+        threshold = np.partition(sample, len(sample) - rank)[len(sample) - rank]
+        above = np.flatnonzero(scores >= threshold)
+        if n <= len(above) <= len(scores) // 4:
+            part = above[np.argpartition(-scores[above], n - 1)[:n]]
+            return part[np.argsort(-scores[part], kind="stable")]
+    part = np.argpartition(-scores, n - 1)[:n]
+    return part[np.argsort(-scores[part], kind="stable")]
+
+
+TOP_SAMPLE = 20_000

@@ -301,21 +301,25 @@ def load_folder(folder: Path, follow_external_symlinks: bool = False) -> tuple[l
     """
     if not folder.is_dir():
         raise FileNotFoundError(f"documents folder not found: {folder}")
-    documents: list[Document] = []
-    skipped: list[Skipped] = []
-    for name, path in candidates(folder):
-        try:
-            name.encode("utf-8")
-        except UnicodeEncodeError:
-            skipped.append(Skipped(path, "file name is not valid UTF-8; rename it"))
-            continue
-        if len(name) > MAX_SOURCE_CHARS:
-            skipped.append(
-                Skipped(path, f"path of {len(name):,} characters, over {MAX_SOURCE_CHARS:,}; move it up or rename it")
-            )
-            continue
-        try:
-            documents.append(load_file(path, name, root=folder, follow_external_symlinks=follow_external_symlinks))
-        except (UnreadableFile, OSError) as exc:
-            skipped.append(Skipped(path, str(exc)))
-    return documents, skipped
+    loaded = [load_candidate(name, path, folder, follow_external_symlinks) for name, path in candidates(folder)]
+    return split_loaded(loaded)
+
+
+def load_candidate(name: str, path: Path, folder: Path, follow_external_symlinks: bool = False) -> Document | Skipped:
+    """One file of `candidates(folder)` read, or why it is left out: the unit of work a build hands
+    to a worker (index/fanout.py), so a fanned-out build reads and skips exactly as this one does."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return Skipped(path, "file name is not valid UTF-8; rename it")
+    if len(name) > MAX_SOURCE_CHARS:
+        return Skipped(path, f"path of {len(name):,} characters, over {MAX_SOURCE_CHARS:,}; move it up or rename it")
+    try:
+        return load_file(path, name, root=folder, follow_external_symlinks=follow_external_symlinks)
+    except (UnreadableFile, OSError) as exc:
+        return Skipped(path, str(exc))
+
+
+def split_loaded(loaded: list[Document | Skipped]) -> tuple[list[Document], list[Skipped]]:
+    """Documents and skipped files apart, each in folder order."""
+    return [d for d in loaded if isinstance(d, Document)], [s for s in loaded if isinstance(s, Skipped)]

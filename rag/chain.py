@@ -124,6 +124,7 @@ class Pipeline:
         self.reader: SpanReader | None = self._load_reader() if self.reads else None
         # What the folder holds that the index does not (shown by /healthz); none for an index given.
         self.drift = Drift([], [], [])
+        self.store = store_for(config)
         if index is None:
             index, self.drift = open_index(config, self.embedder, log, build_missing)
         self.reload(index)
@@ -133,7 +134,7 @@ class Pipeline:
         retriever = HybridRetriever.from_config(self.config, index, self.embedder)
         default_reader = self.reader if self.reads else None
         answerer = ExtractiveAnswerer.from_config(
-            self.config, self.embedder, retriever.bm25.term_weight, default_reader
+            self.config, self.embedder, retriever.corpus.term_weight, default_reader
         )
         # Every registered answer mode its settings enable (core/registry.py ANSWER_MODES).
         chains = {}
@@ -142,9 +143,26 @@ class Pipeline:
             if made is not None:
                 chains[mode] = self._compose(retriever, made)
         with self._lock:
-            self.index, self.retriever, self.answerer = index, retriever, answerer
+            self._index, self.retriever, self.answerer = index, retriever, answerer
             self.chains = chains
             self._switched = None
+
+    @property
+    def index(self) -> store.StoredIndex:
+        """The live index (see `sync`)."""
+        return self.sync()
+
+    def sync(self) -> store.StoredIndex:
+        """The live index. A store shared by several processes (Milvus) is asked, at most once a
+        second, whether another process changed it; if so its new state is swapped in, so replicas
+        list, cite and search each other's uploads (issue 30)."""
+        with self._lock:
+            current = self._index
+        newer = self.store.refreshed(current)
+        if newer is not None:
+            self.reload(newer)
+            return newer
+        return current
 
     @staticmethod
     def _load_reader() -> SpanReader:
@@ -171,7 +189,7 @@ class Pipeline:
             if read:
                 with self._reader_lock:
                     self.reader = reader = self.reader or self._load_reader()
-            answerer = ExtractiveAnswerer.from_config(self.config, self.embedder, retriever.bm25.term_weight, reader)
+            answerer = ExtractiveAnswerer.from_config(self.config, self.embedder, retriever.corpus.term_weight, reader)
             chain = self._compose(retriever, answerer)
             with self._lock:
                 if self.retriever is retriever:  # not replaced meanwhile by a reload
@@ -264,6 +282,7 @@ class Pipeline:
         streaming: bool,
     ) -> Iterator[str | Answer]:
         question = clean_question(question, self.config.max_question_chars)
+        self.sync()  # another replica's changes, before this question's chain is chosen
         mode = mode or self.default_mode
         started = time.perf_counter()
         if mode == "extractive" and reader is not None:

@@ -29,9 +29,9 @@ from tests.helpers import SEEDS_DIR, SeedsIndex
 MODULE_TIERS = {
     "integration": {"test_api", "test_cli", "test_config", "test_embed", "test_formats", "test_index_ownership"}
     | {"test_langchain", "test_llm", "test_pipeline", "test_readernet", "test_registry", "test_reliability2"}
-    | {"test_store", "test_ui_units", "test_train_resume", "test_page_marks"},
+    | {"test_store", "test_ui_units", "test_train_resume", "test_page_marks", "test_ray_build"},
     "slow": {"test_crash", "test_load", "test_hostile", "test_stores", "test_bench", "test_ui_server"}
-    | {"test_reliability3", "test_milvus_server"},
+    | {"test_reliability3", "test_milvus_server", "test_replicas"},
     "browser": {"test_ui_browser"},
 }
 # Fixtures that load a model or build an index: a test that takes one, directly or through

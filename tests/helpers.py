@@ -20,7 +20,7 @@ import pytest
 from core.config import Config
 from index.build import BuildReport
 from index.embed import VectorEmbeddings
-from index.store import StoredIndex
+from index.store import StoredIndex, VectorIndex
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SEEDS_DIR = REPO_ROOT / "seeds"
@@ -181,6 +181,22 @@ def start_ui(
     pytest.fail(f"the UI server {why}; its stderr:\n{server.stderr()}")
 
 
+def launch_api(env: Mapping[str, str], stderr_path: Path) -> UIServer:
+    """Start `python -m api` on a free loopback port with exactly env (stderr to stderr_path); the
+    caller waits for it to answer."""
+    port = free_port()
+    with open(stderr_path, "wb") as stderr:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "api", "--port", str(port)],
+            cwd=REPO_ROOT,
+            env=dict(env),
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            stdin=subprocess.DEVNULL,
+        )
+    return UIServer(process, f"http://127.0.0.1:{port}", port, stderr_path)
+
+
 def mark_async_tests(cls: type) -> type:
     """The standard suite's async tests carry no asyncio mark (LangChain's repositories run pytest
     with asyncio_mode=auto). Rather than switch the whole suite's mode, mark them here, in place:
@@ -191,3 +207,8 @@ def mark_async_tests(cls: type) -> type:
         if name.startswith("test_") and inspect.iscoroutinefunction(test):
             pytest.mark.asyncio(loop_scope="module")(test)
     return cls
+
+
+def vectors_of(index: StoredIndex) -> VectorIndex:
+    """The vectors of an index held in memory (a FAISS folder's)."""
+    return index.in_memory()[1]

@@ -39,7 +39,7 @@ from tests.helpers import (
     SeedsIndex,
     UIServer,
     child_env,
-    free_port,
+    launch_api,
     mark_async_tests,
     start_ui,
 )
@@ -71,19 +71,9 @@ def server(tmp_path_factory: pytest.TempPathFactory, seeds_index: SeedsIndex) ->
     docs, index = root / "docs", root / "index"
     shutil.copytree(seeds_index.config.docs_dir, docs)
     shutil.copytree(seeds_index.config.index_dir, index)
-    port = free_port()
-    stderr_path = root / "api.stderr"
     env = child_env(RAG_INDEX_DIR=str(index), RAG_DOCS_DIR=str(docs), RAG_API_KEY=KEY)
-    with open(stderr_path, "wb") as stderr:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "api", "--port", str(port)],
-            cwd=REPO_ROOT,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=stderr,
-            stdin=subprocess.DEVNULL,
-        )
-    running = UIServer(process, f"http://127.0.0.1:{port}", port, stderr_path)
+    running = launch_api(env, root / "api.stderr")
+    process = running.process
     deadline = time.monotonic() + STARTUP_TIMEOUT
     while process.poll() is None and time.monotonic() < deadline:
         with contextlib.suppress(httpx.HTTPError):

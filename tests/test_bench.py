@@ -8,7 +8,7 @@ import pytest
 from eval.bench import SyntheticCorpus
 from eval.questions import load_jsonl
 from index.store import StoredIndex, build_vectors
-from tests.helpers import QUESTIONS_DIR, SeedsIndex
+from tests.helpers import QUESTIONS_DIR, SeedsIndex, vectors_of
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +27,7 @@ def test_synthetic_vectors_match_the_real_neighbour_similarity(
 ) -> None:
     questions = [q.question for q in load_jsonl(QUESTIONS_DIR / "seeds.jsonl")][:20]
     corpus = SyntheticCorpus(seeds_index.config, clustered_index, questions)
-    real = clustered_index.vectors.reconstruct_n(0, 600)
+    real = vectors_of(clustered_index).reconstruct_n(0, 600)
     assert corpus.queries.shape == (20, 384)
     # Calibrated: as close to the real chunks' local structure as the 0.05 grid allows.
     assert abs(corpus.synthetic_neighbour_cosine - corpus.real_neighbour_cosine) < 0.03

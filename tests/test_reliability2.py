@@ -119,7 +119,7 @@ def test_milvus_lite_builds_a_200_kb_file_with_long_unbroken_words(tmp_path: Pat
     _, report = build_folder(config, HashEmbedder())
     assert sorted(report.added) == ["big.txt", "good.txt"]
     index = store_for(config).load("hash-test")
-    assert max(len(c.page_content) for c in index.chunks) <= MAX_CHUNK_CHARS
+    assert max(len(c.page_content) for c in index.serving(config).scan()) <= MAX_CHUNK_CHARS
 
 
 # --- 6. Milvus manifests of any size -------------------------------------------------------------
@@ -158,7 +158,8 @@ def test_milvus_builds_page_through_manifest_and_chunks(tmp_path: Path, monkeypa
     assert (len(report.removed), len(report.updated), len(report.unchanged)) == (15, 10, 15)
     index = store_for(config).load("hash-test")
     assert sorted(index.files) == [f"f{i:02}.txt" for i in range(15, 40)]
-    assert len(index.chunks) == index.manifest["count"] == sum(f["chunks"] for f in index.files.values())
+    chunks = list(index.serving(config).scan())  # read page by page too
+    assert len(chunks) == index.size == index.manifest["count"] == sum(f["chunks"] for f in index.files.values())
 
 
 # --- 9. long source paths on Milvus ---------------------------------------------------------------

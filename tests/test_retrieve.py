@@ -8,8 +8,7 @@ from scipy import sparse
 
 from core.config import Config
 from index.arabic import terms
-from index.lexical import LexicalIndex
-from rag.retrieve import BM25, _top
+from index.lexical import BM25, LexicalIndex, top_n
 
 
 def zipf_bm25(n_docs: int, vocabulary: int, seed: int) -> BM25:
@@ -25,8 +24,8 @@ def zipf_bm25(n_docs: int, vocabulary: int, seed: int) -> BM25:
     return BM25.from_lexical(LexicalIndex(counts, [f"t{i}" for i in range(vocabulary)]), Config())
 
 
-def assert_exact_top(scores: np.ndarray, n: int) -> None:
-    rows = _top(scores, n)
+def assert_exacttop_n(scores: np.ndarray, n: int) -> None:
+    rows = top_n(scores, n)
     expected = np.sort(scores)[::-1][: min(n, len(scores))]
     assert len(rows) == len(expected) and len(set(rows.tolist())) == len(rows)
     assert np.array_equal(scores[rows], expected)  # the n largest, largest first
@@ -44,7 +43,7 @@ def test_top_is_exact_on_all_shapes_of_scores(size: int, n: int) -> None:
         np.zeros(size, dtype=np.float32),
     ]
     for scores in shapes:
-        assert_exact_top(scores, n)
+        assert_exacttop_n(scores, n)
 
 
 def test_bm25_ranking_over_a_large_zipf_corpus() -> None:
@@ -52,7 +51,7 @@ def test_bm25_ranking_over_a_large_zipf_corpus() -> None:
     rng = np.random.default_rng(1)
     for _ in range(30):
         query = [f"t{int(i)}" for i in rng.choice(5_000, rng.integers(1, 8))] + ["unseen"]
-        assert_exact_top(bm25.scores(query), 50)
+        assert_exacttop_n(bm25.scores(query), 50)
 
 
 def test_bm25_scores_arabic_terms() -> None:

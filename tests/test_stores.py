@@ -14,13 +14,16 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pytest
+from langchain_core.documents import Document
 
 from core.config import Config
 from index import store
+from index.arabic import terms
 from index.build import BuildReport, build_folder, store_for
+from index.chunk import embedding_text
 from index.embed import VectorEmbeddings
+from index.lexical import BM25, LexicalIndex
 from rag.chain import Pipeline
 from tests.helpers import REPO_ROOT, SEEDS_DIR, CountingEmbedder, write_docs
 
@@ -75,9 +78,15 @@ def source_text(config: Config, source: str) -> str:
     return (config.docs_dir / source).read_text(encoding="utf-8")
 
 
+def chunks_of(index: store.StoredIndex) -> list[Document]:
+    """Every chunk, whichever store holds them (in memory, or served by Milvus), in file order."""
+    chunks = list(index.serving(Config()).scan())
+    return sorted(chunks, key=lambda c: (c.metadata["source"], c.metadata["position"], c.metadata["start"]))
+
+
 def ids_by_source(index: store.StoredIndex) -> dict[str, set[str]]:
     result: dict[str, set[str]] = {}
-    for chunk in index.chunks:
+    for chunk in chunks_of(index):
         result.setdefault(chunk.metadata["source"], set()).add(chunk.metadata["id"])
     return result
 
@@ -113,28 +122,43 @@ def pipeline(built: Built) -> Pipeline:
 
 def test_build_then_load_is_consistent(built: Built, embedder: VectorEmbeddings) -> None:
     index = store_for(built.config).load(embedder.name)
-    assert len(index.chunks) > 0
-    assert len(index.chunks) == index.manifest["count"] == index.vectors.ntotal == built.report.total_chunks
-    assert index.vectors.d == embedder.dim == index.manifest["dim"]
+    chunks = chunks_of(index)
+    assert len(chunks) > 0
+    assert len(chunks) == index.manifest["count"] == index.size == built.report.total_chunks
+    assert embedder.dim == index.manifest["dim"]
     assert set(index.files) == {p.name for p in built.config.docs_dir.iterdir()}
-    assert sum(info["chunks"] for info in index.files.values()) == len(index.chunks)
-    assert len({c.metadata["id"] for c in index.chunks}) == len(index.chunks)
+    assert sum(info["chunks"] for info in index.files.values()) == len(chunks)
+    assert len({c.metadata["id"] for c in chunks}) == len(chunks)
     texts = {name: source_text(built.config, name) for name in index.files}
-    for chunk in index.chunks:
+    for chunk in chunks:
         meta = chunk.metadata
         assert chunk.page_content == texts[meta["source"]][meta["start"] : meta["end"]], meta["id"]
         assert chunk.page_content.strip()
 
 
-def test_vectors_are_row_aligned_with_chunks(built: Built, embedder: VectorEmbeddings) -> None:
+def test_each_chunk_is_stored_with_its_own_vector(built: Built, embedder: VectorEmbeddings) -> None:
     index = store_for(built.config).load(embedder.name)
-    vectors = index.all_vectors()
-    assert vectors.shape == (len(index.chunks), embedder.dim)
-    # Searching with a chunk's own vector finds that chunk first.
-    for row in (0, len(index.chunks) // 2, len(index.chunks) - 1):
-        sims, rows = index.vectors.search(vectors[row : row + 1], 1)
-        assert rows[0, 0] == row
-        assert sims[0, 0] == pytest.approx(float(vectors[row] @ vectors[row]), abs=1e-3)
+    corpus = index.serving(built.config)
+    chunks = chunks_of(index)
+    # Searching with a chunk's own vector, embedded again, finds that chunk first at cosine 1.
+    for chunk in (chunks[0], chunks[len(chunks) // 2], chunks[-1]):
+        vector = embedder.encode_passages([embedding_text(chunk)])[0]
+        (key, cosine), *_ = corpus.dense(vector, 3)
+        assert corpus.passages([key])[key].metadata["id"] == chunk.metadata["id"]
+        assert cosine == pytest.approx(1.0, abs=1e-3)
+
+
+def assert_term_weights(index: store.StoredIndex, config: Config, words: str) -> None:
+    """Each store's term weights (IDF, which answer extraction uses) are BM25's over its chunks."""
+    reference = BM25.from_lexical(LexicalIndex.from_chunks(chunks_of(index)), config)
+    corpus = index.serving(config)
+    for term in [*terms(words), "كلمةغيرموجودة"]:
+        assert corpus.term_weight(term) == pytest.approx(reference.term_weight(term), rel=1e-5), term
+
+
+def test_term_weights_are_bm25s_over_the_stored_chunks(built: Built, embedder: VectorEmbeddings) -> None:
+    index = store_for(built.config).load(embedder.name)
+    assert_term_weights(index, built.config, f"{ARABIC_QUESTION} {ENGLISH_QUESTION}")
 
 
 def test_embedder_mismatch(built: Built) -> None:
@@ -183,15 +207,16 @@ def test_incremental_updates(
 
     def reload() -> store.StoredIndex:
         index = store_for(config).load(embedder.name)
-        assert len(index.chunks) == index.manifest["count"] == index.vectors.ntotal
+        assert len(chunks_of(index)) == index.manifest["count"] == index.size
         assert set(index.files) == {p.name for p in docs.iterdir()}
-        for chunk in index.chunks:
+        for chunk in chunks_of(index):
             meta = chunk.metadata
             assert chunk.page_content == source_text(config, meta["source"])[meta["start"] : meta["end"]]
+        assert_term_weights(index, config, f"{NILE} {COFFEE} {DATES}")
         return index
 
     index, report = build_folder(config, counting)
-    assert report.embedded_chunks == len(counting.passages) == len(index.chunks)
+    assert report.embedded_chunks == len(counting.passages) == index.size
     before = ids_by_source(reload())
 
     # Nothing changed: nothing is embedded and the index is the same.
@@ -228,7 +253,7 @@ def test_incremental_updates(
     _, report = build_folder(config, counting)
     assert report.removed == ["coffee.txt"] and counting.passages == []
     removed = reload()
-    assert not any(c.metadata["source"] == "coffee.txt" for c in removed.chunks)
+    assert not any(c.metadata["source"] == "coffee.txt" for c in chunks_of(removed))
     assert "coffee.txt" not in removed.files
     assert ids_by_source(removed) == {s: ids for s, ids in added.items() if s != "coffee.txt"}
 
@@ -256,9 +281,10 @@ def test_milvus_second_client_loads_same_chunks(built: Built, embedder: VectorEm
     first = store_for(config).load(embedder.name)
     second = MilvusStore(config.milvus_uri, config.milvus_collection, config.milvus_token).load(embedder.name)
     assert second is not first
-    assert [(c.metadata, c.page_content) for c in second.chunks] == [(c.metadata, c.page_content) for c in first.chunks]
+    assert [(c.metadata, c.page_content) for c in chunks_of(second)] == [
+        (c.metadata, c.page_content) for c in chunks_of(first)
+    ]
     assert second.manifest["files"] == first.manifest["files"]
-    np.testing.assert_allclose(second.all_vectors(), first.all_vectors(), atol=1e-6)
 
 
 def test_milvus_unreachable_server(tmp_path: Path, embedder: VectorEmbeddings) -> None:

@@ -329,6 +329,11 @@ class FaissStore:
     def tidy(self) -> None:
         remove_stale(self.folder)
 
+    def refreshed(self, index: StoredIndex) -> StoredIndex | None:
+        """None: a folder index is written by the process that serves it (its write lock is a
+        file lock on one machine); a second app process sees changes when it restarts."""
+        return None
+
     def commit(self, manifest: dict[str, Any], changes: Changes, old: StoredIndex | None) -> StoredIndex:
         kept = [i for i, c in enumerate(old.chunks) if c.metadata["source"] not in changes.drop] if old else []
         chunks = [old.chunks[i] for i in kept] if old else []

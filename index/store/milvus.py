@@ -1,27 +1,44 @@
-"""The Milvus store: chunks, vectors and the manifest live in Milvus collections (pymilvus).
+"""The Milvus store: chunks, vectors and the manifest live in Milvus collections (pymilvus), and
+Milvus serves them: the app process keeps no copy of the corpus.
 
 `uri` is a local file path (embedded Milvus Lite, from PyPI `milvus-lite`) or a server URL such as
-http://host:19530 (Milvus standalone or cluster). Nothing is kept in local side files, so several
-app processes on several machines can share one collection. Dense search runs in Milvus; each
-process also holds the chunk rows in memory for BM25 and exact re-scoring, as with FAISS. Unlike
-the FAISS folder, which saves BM25's term counts with each generation (index/lexical.py), this store
-counts them from the chunk rows at each load: a local copy would go stale whenever another machine
-writes the shared collection, and reading every row back already costs more than counting them
-(`python -m eval.bench`, sections "Milvus Lite" and "BM25 start-up").
+http://host:19530 (Milvus standalone or cluster, or `milvus-lite server`). A question's dense search
+and BM25 search run in Milvus and return chunk ids; the text of the few chunks a question keeps is
+fetched by id (`MilvusCorpus`). So start-up reads the manifest (one row per file) and a row count,
+and does not grow with the collection (`python -m eval.bench --only milvus_scale`), and several
+app processes on several machines serve one collection: an upload through one is searched by all
+(within Milvus's read consistency), and each notices the new manifest within `SYNC_S`.
+
+BM25 runs inside Milvus where the engine has it (Milvus Lite 3, servers from 2.5): each chunk's
+`terms` field holds the project's own analysis (normalised, light-stemmed terms, index/arabic.py),
+each term written as a short hash token so the engine's tokenizer only splits at spaces and
+matching stays the project's; Milvus's BM25 function turns it into a sparse vector. On an older
+server (2.3.x) the same `terms` field is read back at load and scored in the process (no stemming
+at start), said in the log and in `/healthz`.
 
 Updates are incremental: a changed or removed file's chunks are deleted by source and the new
 chunks inserted; the manifest rows are written last, and a load that finds the row count and the
-manifest disagreeing reports it with the rebuild command.
+manifest disagreeing reports it with the rebuild command. Writers take a lease (a row of its own
+collection) so two processes never write one collection at once.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
+import math
 import os
+import re
 import shlex
-from collections.abc import Iterator
+import socket
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +48,7 @@ from langchain_core.documents import Document
 from core.config import Config
 from index.chunk import MAX_CHUNK_CHARS
 from index.formats import LOCATION_KEYS
+from index.lexical import BM25, LexicalIndex, chunk_terms, top_n
 from index.load import MAX_SOURCE_CHARS, safe_name
 from index.store.base import (
     FORMAT_VERSION,
@@ -41,6 +59,7 @@ from index.store.base import (
     IndexMismatch,
     IndexMissing,
     IndexProblem,
+    Key,
     StoredIndex,
     StoreUnavailable,
     check_embedder,
@@ -81,6 +100,7 @@ logging.getLogger("milvus_lite").propagate = False
 
 _MANIFEST_ID = "__manifest__"
 _FILE_PREFIX = "file:"
+_LEASE_ID = "__writer__"
 # VARCHAR limits, from the same caps the loader and chunker enforce. Milvus Lite counts characters,
 # some Milvus servers count UTF-8 bytes: 4 bytes a character covers both.
 _TEXT_MAX = 4 * MAX_CHUNK_CHARS
@@ -89,56 +109,187 @@ _TITLE_MAX = 2048
 _BODY_MAX = 65_535
 _BATCH = 500
 _LOCATION_MAX = 4_096  # a section name is cut at 300 characters (index.formats.locate)
+# A term is at least one character and a space, so a chunk has at most MAX_CHUNK_CHARS / 2 + 1
+# terms; each is written as a 12-character token and a space.
+_TOKEN_CHARS = 12
+_TERMS_MAX = (_TOKEN_CHARS + 1) * (MAX_CHUNK_CHARS // 2 + 1)
 _TIMEOUT_S = 10.0
-# Collections are "Strong" (their default for every call that names no level): a process that
-# loads right after a build, its own or another process's, must see every row the manifest counts,
-# and pymilvus's query iterator always reads at the collection's level. Searches name "Bounded":
-# they only need the rows this process loaded at start, and "Strong" waits for the server's next
-# time tick on every call (issue 18: a direct search took 201 ms "Strong", 1.9 ms "Bounded"; the
-# hybrid p50 with "Bounded" is `python -m eval.bench --only milvus_server`'s).
+# Collections are "Strong" (their default for every call that names no level): a load right after
+# a build, its own or another process's, must count every row the manifest counts. A question's
+# searches and fetches read "Session": this process's own writes at once (an upload is answered
+# from right after it commits), another process's as soon as the server has applied them, without
+# waiting for the server's next time tick on every call ("Strong" took 201 ms a search on the
+# 2.3.5 server, issue 18).
 COLLECTION_CONSISTENCY = "Strong"
-SEARCH_CONSISTENCY = "Bounded"
-_FIELDS = ["id", "vector", "text", "source", "title", "start", "end", "position", "location"]
+READ_CONSISTENCY = "Session"
+# How often a process asks whether another process changed the collection's manifest (one row).
+SYNC_S = 1.0
+# A writer's lease: renewed while it writes, so only a crashed writer's lease runs out; a second
+# writer waits this long for it before saying who holds it.
+LEASE_S = 60.0
+LEASE_WAIT_S = 30.0
+# The lease is written, then read back after this pause: of two writers racing, both read the
+# same last write, so exactly one goes on.
+LEASE_SETTLE_S = 0.3
+_PASSAGE_FIELDS = ["id", "text", "source", "title", "start", "end", "position", "location"]
 
 
-class MilvusVectors:
-    """The `VectorIndex` the retriever uses (search, reconstruct, ntotal, d), over Milvus."""
+class StoreBusy(IndexProblem):
+    """Another process holds the collection's writer lease."""
 
-    def __init__(self, store: MilvusStore, ids: list[str], vectors: np.ndarray) -> None:
-        self.store = store
+
+@lru_cache(maxsize=200_000)
+def lexical_token(term: str) -> str:
+    """A stemmed term as the token Milvus indexes: 12 hex digits of its hash. Any engine's
+    tokenizer keeps it whole and unchanged, so Milvus matches exactly the project's terms; two
+    terms share a token with odds of about 1 in 10^7 even at a million distinct terms."""
+    return hashlib.blake2b(term.encode("utf-8"), digest_size=_TOKEN_CHARS // 2).hexdigest()
+
+
+def lexical_text(terms: Sequence[str]) -> str:
+    return " ".join(lexical_token(t) for t in terms)
+
+
+def _quoted(values: Sequence[Key]) -> str:
+    """A Milvus `in` list of ids (json quoting is Milvus's string syntax)."""
+    return json.dumps([str(v) for v in values], ensure_ascii=False)
+
+
+class EngineBM25:
+    """BM25 inside Milvus: a `BM25` function over `terms` into a sparse vector with a BM25 index.
+    A term's weight (IDF, for answer extraction) reads its document frequency from `<name>_df`,
+    kept by each commit: Milvus Lite answers a TEXT_MATCH count by scanning every row (1.2 s at
+    10k chunks), and a get by id takes milliseconds at any size."""
+
+    description = "BM25 in Milvus"
+
+    def __init__(self, store: MilvusStore, size: int) -> None:
+        self.store, self.size = store, size
+        self._df: dict[str, int] = {}
+
+    def _search(self, query_terms: Sequence[str], n: int, keys: Sequence[Key] | None = None) -> list[tuple[Key, float]]:
+        text = lexical_text(query_terms)
+        if not text or n < 1:
+            return []
+        kwargs: dict[str, Any] = {"filter": f"id in {_quoted(keys)}"} if keys is not None else {}
+        hits = self.store.search([text], n, "sparse", {"metric_type": "BM25"}, **kwargs)
+        # Milvus Lite reports a BM25 match as a negative distance, servers as the score itself.
+        return [(str(h["id"]), abs(float(h["distance"]))) for h in hits[0]]
+
+    def top(self, query_terms: Sequence[str], n: int) -> list[tuple[Key, float]]:
+        return self._search(query_terms, n)
+
+    def scores(self, keys: Sequence[Key], query_terms: Sequence[str]) -> np.ndarray:
+        found = dict(self._search(query_terms, len(keys), keys)) if keys else {}
+        return np.array([found.get(k, 0.0) for k in keys], dtype=np.float32)
+
+    def term_weight(self, term: str) -> float:
+        token = lexical_token(term)
+        df = self._df.get(token)
+        if df is None:
+            rows = self.store.call(
+                "get", self.store.frequencies, ids=[token], output_fields=["df"], consistency_level=READ_CONSISTENCY
+            )
+            df = self._df[token] = int(rows[0]["df"]) if rows else 0
+            if len(self._df) > 100_000:
+                self._df.clear()
+        return math.log1p((self.size - df + 0.5) / (df + 0.5))
+
+
+class LocalBM25:
+    """BM25 in the process over the `terms` field read back at load: for a server without Milvus's
+    BM25 function (2.3.x). Nothing is stemmed at start; the counts are the saved tokens'."""
+
+    description = "BM25 in the app (this Milvus server has no BM25 function: upgrade to 2.5 or later)"
+
+    def __init__(self, ids: list[str], bm25: BM25) -> None:
+        self.ids, self.bm25 = ids, bm25
         self.row_of = {chunk_id: row for row, chunk_id in enumerate(ids)}
-        self.vectors = vectors
-        self.ntotal = len(ids)
-        self.d = vectors.shape[1]
 
-    def search(self, queries: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-        hits = self.store.search([q.tolist() for q in queries], max(1, n))
-        sims = np.full((len(queries), n), -1.0, dtype=np.float32)
-        rows = np.full((len(queries), n), -1, dtype=np.int64)
-        for qi, result in enumerate(hits):
-            known = [(h["distance"], row) for h in result if (row := self.row_of.get(h["id"])) is not None]
-            for j, (distance, row) in enumerate(known):
-                sims[qi, j], rows[qi, j] = distance, row
-        return sims, rows
+    def top(self, query_terms: Sequence[str], n: int) -> list[tuple[Key, float]]:
+        scores = self.bm25.scores([lexical_token(t) for t in query_terms])
+        return [(self.ids[r], float(scores[r])) for r in top_n(scores, n) if scores[r] > 0]
 
-    def reconstruct(self, row: int) -> np.ndarray:
-        return self.vectors[row]
+    def scores(self, keys: Sequence[Key], query_terms: Sequence[str]) -> np.ndarray:
+        scores = self.bm25.scores([lexical_token(t) for t in query_terms])
+        return np.array([scores[r] if (r := self.row_of.get(str(k))) is not None else 0.0 for k in keys], np.float32)
 
-    def reconstruct_n(self, start: int, n: int) -> np.ndarray:
-        return self.vectors[start : start + n]
+    def term_weight(self, term: str) -> float:
+        return self.bm25.term_weight(lexical_token(term))
+
+
+class MilvusCorpus:
+    """The `Corpus` retrieval reads, served by Milvus: searches return chunk ids, and only the
+    chunks a question keeps are fetched."""
+
+    def __init__(self, store: MilvusStore, size: int, lexical: EngineBM25 | LocalBM25) -> None:
+        self.store, self.size, self.lexical_side = store, size, lexical
+
+    def dense(self, query: np.ndarray, n: int) -> list[tuple[Key, float]]:
+        hits = self.store.search([query.tolist()], max(1, n), "vector", self.store.search_params)
+        return [(str(h["id"]), float(h["distance"])) for h in hits[0]]
+
+    def lexical(self, query_terms: Sequence[str], n: int) -> list[tuple[Key, float]]:
+        return self.lexical_side.top(query_terms, n)
+
+    def rescore(
+        self, keys: Sequence[Key], query: np.ndarray, query_terms: Sequence[str]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        rows = {r["id"]: r["vector"] for r in self.store.fetch(keys, ["id", "vector"])}
+        cosines = np.array(
+            [float(np.asarray(rows[k], dtype=np.float32) @ query) if k in rows else -1.0 for k in keys], np.float32
+        )
+        return cosines, self.lexical_side.scores(keys, query_terms)
+
+    def passages(self, keys: Sequence[Key]) -> dict[Key, Document]:
+        return {r["id"]: _document(r) for r in self.store.fetch(keys, _PASSAGE_FIELDS)}
+
+    def term_weight(self, term: str) -> float:
+        return self.lexical_side.term_weight(term)
+
+    def scan(self) -> Iterator[Document]:
+        """Every chunk, page by page (tools and tests; never on a question's path)."""
+        for row in self.store.rows(self.store.collection, _PASSAGE_FIELDS):
+            yield _document(row)
+
+
+def _document(row: dict[str, Any]) -> Document:
+    return Document(
+        page_content=row["text"],
+        id=row["id"],
+        metadata={
+            **{k: row[k] for k in ("id", "source", "title", "start", "end", "position")},
+            **json.loads(row["location"]),
+        },
+    )
 
 
 class MilvusStore:
-    """Chunks collection `<name>` plus manifest collection `<name>_meta` at `uri`."""
+    """Chunks collection `<name>`, manifest collection `<name>_meta` and the writer's lease
+    `<name>_lease` at `uri`."""
 
     page_size = 1000  # rows per read when paging through a collection
 
-    def __init__(self, uri: str, collection: str, token: str = "", folder: Path | None = None) -> None:
+    def __init__(
+        self,
+        uri: str,
+        collection: str,
+        token: str = "",
+        folder: Path | None = None,
+        bm25: tuple[float, float] = (Config.default("bm25_k1"), Config.default("bm25_b")),
+    ) -> None:
         self.uri, self.collection, self.token = uri, collection, token
         self.folder = folder or Path(uri).expanduser().with_suffix("")
         self.meta = f"{collection}_meta"
+        self.lease = f"{collection}_lease"
+        self.frequencies = f"{collection}_df"
+        self.bm25_k1, self.bm25_b = bm25
         self.description = f"Milvus collection {collection!r} at {uri}"
         self._client: Any = None
+        self._holding: str | None = None  # this process's lease owner id while it writes
+        self._renewed = 0.0
+        self._synced = 0.0  # when this process last asked for the live generation
+        self._sync_lock = threading.Lock()
         self.search_params: dict[str, Any] = {"metric_type": "IP"}  # set from the manifest at load
 
     @classmethod
@@ -146,7 +297,7 @@ class MilvusStore:
         """The store `milvus` of core/registry.py: milvus_uri, or a Milvus Lite file beside index_dir."""
         folder = config.index_dir
         uri = config.milvus_uri or str(folder.parent / f"{folder.name}.milvus.db")
-        return cls(uri, config.milvus_collection, config.milvus_token, folder)
+        return cls(uri, config.milvus_collection, config.milvus_token, folder, (config.bm25_k1, config.bm25_b))
 
     @property
     def is_local(self) -> bool:
@@ -172,7 +323,7 @@ class MilvusStore:
                     raise StoreUnavailable(
                         f"the Milvus Lite file {self.uri} is in use by another process (the UI, a build or an "
                         "ask; Milvus Lite allows one process at a time): stop it and retry, or share the index "
-                        "through a Milvus server (--milvus-uri http://host:19530)"
+                        "through a Milvus server (--milvus-uri http://host:19530, e.g. `milvus-lite server`)"
                     ) from None
                 raise self._failure("connect", exc) from exc
         return self._client
@@ -205,19 +356,22 @@ class MilvusStore:
             with contextlib.suppress(Exception):
                 client.close()
 
-    def search(self, vectors: list[list[float]], limit: int) -> Any:
-        """Dense search; a restarted server may hold the collection released ("collection not
-        loaded"), so that failure loads it once and searches again."""
-        params = self.search_params
+    def search(self, data: list[Any], limit: int, field: str, params: dict[str, Any], filter: str = "") -> Any:
+        """A search of `field` (dense "vector" or BM25 "sparse"); a restarted server may hold the
+        collection released ("collection not loaded"), so that failure loads it once and searches
+        again."""
         if "params" in params:  # Milvus refuses an HNSW ef below the number of hits asked for
             params = {**params, "params": {"ef": max(limit, params["params"]["ef"])}}
-        kwargs = {
-            "data": vectors,
+        kwargs: dict[str, Any] = {
+            "data": data,
             "limit": limit,
+            "anns_field": field,
             "output_fields": ["id"],
             "search_params": params,
-            "consistency_level": SEARCH_CONSISTENCY,
+            "consistency_level": READ_CONSISTENCY,
         }
+        if filter:
+            kwargs["filter"] = filter
         try:
             return self.call("search", self.collection, **kwargs)
         except StoreUnavailable as exc:
@@ -226,15 +380,29 @@ class MilvusStore:
         self.call("load_collection", self.collection)
         return self.call("search", self.collection, **kwargs)
 
+    def fetch(self, keys: Sequence[Key], fields: list[str]) -> list[dict[str, Any]]:
+        """The rows of these chunk ids (fewer if another process removed some meanwhile)."""
+        if not keys:
+            return []
+        rows: list[dict[str, Any]] = self.call(
+            "get", self.collection, ids=[str(k) for k in keys], output_fields=fields, consistency_level=READ_CONSISTENCY
+        )
+        return rows
+
     # --- manifest --------------------------------------------------------------------------------
 
     def recorded_docs_dir(self) -> Path | None:
         try:
-            rows = self.call("query", self.meta, filter=f'id == "{_MANIFEST_ID}"', output_fields=["body"])
-            docs = json.loads(rows[0]["body"]).get("docs_dir")
+            docs = self._head().get("docs_dir")
         except (IndexProblem, IndexError, KeyError, ValueError, AttributeError):
             return None
         return Path(docs) if isinstance(docs, str) else None
+
+    def _head(self) -> dict[str, Any]:
+        """The manifest row alone (no file rows): what a sync check and the docs folder need."""
+        rows = self.call("get", self.meta, ids=[_MANIFEST_ID], output_fields=["body"])
+        head: dict[str, Any] = json.loads(rows[0]["body"])
+        return head
 
     def rebuild_hint(self) -> str:
         """The repair command with this store's own coordinates, so it rebuilds this collection."""
@@ -249,7 +417,7 @@ class MilvusStore:
             )
         for name in (self.collection, self.meta):
             self.call("load_collection", name)  # a restarted server holds collections released
-        bodies = {r["id"]: r["body"] for r in self._rows(self.meta, ["id", "body"])}
+        bodies = {r["id"]: r["body"] for r in self.rows(self.meta, ["id", "body"])}
         if _MANIFEST_ID not in bodies:
             raise IndexCorrupt(f"{self.description} has no manifest row; rebuild with `{self.rebuild_hint()}`")
         try:
@@ -274,92 +442,204 @@ class MilvusStore:
             {"id": _FILE_PREFIX + name, "body": json.dumps(info, ensure_ascii=False), "v": [0.0, 0.0]}
             for name, info in files.items()
         ]
-        existing = {r["id"] for r in self._rows(self.meta, ["id"])}
+        existing = {r["id"] for r in self.rows(self.meta, ["id"])}
         stale = sorted(existing - {r["id"] for r in rows})
         for start in range(0, len(stale), _BATCH):
             self.call("delete", self.meta, ids=stale[start : start + _BATCH])
-        self._upsert(self.meta, rows)
+        # The manifest row last: a reader that sees the new generation sees every file row.
+        self._upsert(self.meta, rows[1:])
+        self._upsert(self.meta, rows[:1])
 
-    def _rows(self, collection: str, fields: list[str]) -> list[dict[str, Any]]:
-        """Every row of a collection, page by page: a plain query returns at most 16,384 rows, which
-        broke the manifest (one row a file) of bigger collections."""
-        rows: list[dict[str, Any]] = []
-        iterator = self.call("query_iterator", collection, batch_size=self.page_size, output_fields=fields)
+    def rows(self, collection: str, fields: list[str], filter: str = "") -> Iterator[dict[str, Any]]:
+        """Every row of a collection (that matches `filter`), page by page: a plain query returns at
+        most 16,384 rows, which broke the manifest (one row a file) of bigger collections."""
+        iterator = self.call(
+            "query_iterator", collection, batch_size=self.page_size, output_fields=fields, filter=filter
+        )
         try:
             while batch := iterator.next():
-                rows.extend(batch)
+                yield from batch
+        except StoreUnavailable:
+            raise
         except Exception as exc:
             raise self._failure(f"reading {collection}", exc) from exc
         finally:
             iterator.close()
-        return rows
 
     def _upsert(self, collection: str, rows: list[dict[str, Any]]) -> None:
         for start in range(0, len(rows), _BATCH):
+            self._renew()
             self.call("upsert", collection, data=rows[start : start + _BATCH])
 
     # --- load ------------------------------------------------------------------------------------
 
     def load(self, embedder: str | None = None) -> StoredIndex:
+        """The manifest and a corpus served by Milvus: no chunk or vector is read here (on a server
+        without BM25, the chunks' saved terms are)."""
         manifest = self.read_manifest()
         if embedder is not None:
             check_embedder(manifest, embedder, self.description, self.rebuild_hint())
-        records = self._rows(self.collection, _FIELDS)
-        records.sort(key=lambda r: (r["source"], r["position"], r["start"]))
-        if len(records) != manifest["count"]:
+        fields = {f["name"] for f in self.call("describe_collection", self.collection).get("fields", [])}
+        if "terms" not in fields:
+            raise IndexMismatch(
+                f"{self.description} was made by an older version (it holds no BM25 terms, so every process "
+                f"had to copy the corpus); rebuild it with `{self.rebuild_hint()}`"
+            )
+        count = self._count()
+        if count != manifest["count"]:
             raise IndexCorrupt(
-                f"{self.description} holds {len(records)} chunks but its manifest says {manifest['count']} "
+                f"{self.description} holds {count} chunks but its manifest says {manifest['count']} "
                 f"(an interrupted update?); rebuild with `{self.rebuild_hint()}`"
             )
-        chunks = [
-            Document(
-                page_content=r["text"],
-                id=r["id"],
-                metadata={
-                    **{k: r[k] for k in ("id", "source", "title", "start", "end", "position")},
-                    **json.loads(r["location"]),
-                },
-            )
-            for r in records
-        ]
-        vectors = np.array([r["vector"] for r in records], dtype=np.float32).reshape(len(records), manifest["dim"])
         self.search_params = _search_params(manifest)
-        return StoredIndex(
-            manifest=manifest, chunks=chunks, vectors=MilvusVectors(self, [r["id"] for r in records], vectors)
-        )
+        lexical: EngineBM25 | LocalBM25
+        if "sparse" in fields:
+            lexical = EngineBM25(self, count)
+        else:
+            ids, tokens = [], []
+            for row in self.rows(self.collection, ["id", "terms"]):
+                ids.append(row["id"])
+                tokens.append(row["terms"].split())
+            lexical = LocalBM25(ids, BM25.from_lexical(LexicalIndex.from_terms(tokens), self._bm25_config()))
+        manifest["lexical"] = lexical.description
+        self._synced = time.monotonic()
+        return StoredIndex(manifest=manifest, corpus=MilvusCorpus(self, count, lexical))
+
+    def _bm25_config(self) -> Config:
+        return Config(bm25_k1=self.bm25_k1, bm25_b=self.bm25_b)
+
+    def _count(self) -> int:
+        rows = self.call("query", self.collection, filter="", output_fields=["count(*)"])
+        return int(rows[0]["count(*)"]) if rows else 0
+
+    def refreshed(self, index: StoredIndex) -> StoredIndex | None:
+        """The index as another process left it, when its manifest moved on since `index` was read
+        (checked at most every SYNC_S: one row); None when nothing changed."""
+        with self._sync_lock:
+            if time.monotonic() - self._synced < SYNC_S:
+                return None
+            self._synced = time.monotonic()
+            try:
+                live = int(self._head().get("generation", 0))
+            except (IndexProblem, IndexError, KeyError, ValueError):
+                return None
+        if live == int(index.manifest.get("generation", 0)):
+            return None
+        return self.load()
 
     # --- write -----------------------------------------------------------------------------------
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
-        """Writers on one machine take a file lock (Milvus Lite is one local file); a shared server
-        relies on Milvus's own per-row atomicity and on one writer at a time by convention."""
+        """Writers on one machine take a file lock (Milvus Lite is one local file); writers of a
+        shared server take the collection's lease, so a second writer waits or is told who writes."""
         if not self.is_local:
-            yield
+            with self._lease():
+                yield
             return
         path = Path(self.uri).expanduser().resolve()
         path.parent.mkdir(parents=True, exist_ok=True)
         with file_lock(path.with_name(path.name + ".lock")):
             yield
 
+    @contextlib.contextmanager
+    def _lease(self) -> Iterator[None]:
+        owner = f"{socket.gethostname()} pid {os.getpid()} ({uuid.uuid4().hex[:8]})"
+        self._ensure_lease_collection()
+        deadline = time.monotonic() + LEASE_WAIT_S
+        holder = ""
+        while True:
+            held = self._lease_holder()
+            if held is None or held[0] == owner or held[1] < time.time():
+                self._write_lease(owner)
+                time.sleep(LEASE_SETTLE_S)
+                held = self._lease_holder()
+                if held is not None and held[0] == owner:
+                    break
+            holder = held[0] if held else holder
+            if time.monotonic() > deadline:
+                raise StoreBusy(
+                    f"{self.description} is being written by {holder or 'another process'}; "
+                    "retry when it finishes (one writer at a time)"
+                )
+            time.sleep(0.5)
+        self._holding, self._renewed = owner, time.monotonic()
+        try:
+            yield
+        finally:
+            self._holding = None
+            with contextlib.suppress(IndexProblem):
+                held = self._lease_holder()
+                if held is not None and held[0] == owner:
+                    self.call("delete", self.lease, ids=[_LEASE_ID])
+
+    def _ensure_lease_collection(self) -> None:
+        if self.call("has_collection", self.lease):
+            return
+        from pymilvus import DataType, MilvusClient
+
+        schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+        schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=64)
+        schema.add_field("body", DataType.VARCHAR, max_length=1024)
+        schema.add_field("v", DataType.FLOAT_VECTOR, dim=2)  # Milvus requires a vector field
+        index = self.client().prepare_index_params()
+        index.add_index(field_name="v", index_type="FLAT", metric_type="L2")
+        consistency = {"consistency_level": COLLECTION_CONSISTENCY}
+        try:
+            self.call("create_collection", self.lease, schema=schema, index_params=index, **consistency)
+        except StoreUnavailable:
+            if not self.call("has_collection", self.lease):  # else made meanwhile by another writer
+                raise
+        self.call("load_collection", self.lease)
+
+    def _lease_holder(self) -> tuple[str, float] | None:
+        rows = self.call("get", self.lease, ids=[_LEASE_ID], output_fields=["body"])
+        if not rows:
+            return None
+        body = json.loads(rows[0]["body"])
+        return str(body["owner"]), float(body["until"])
+
+    def _write_lease(self, owner: str) -> None:
+        body = json.dumps({"owner": owner, "until": time.time() + LEASE_S})
+        self.call("upsert", self.lease, data=[{"id": _LEASE_ID, "body": body, "v": [0.0, 0.0]}])
+
+    def _renew(self) -> None:
+        """Keep this writer's lease while a long write goes on."""
+        if self._holding is not None and time.monotonic() - self._renewed > LEASE_S / 3:
+            self._write_lease(self._holding)
+            self._renewed = time.monotonic()
+
     def tidy(self) -> None:
         """Nothing to tidy: Milvus writes are row-level; a mismatch is reported at load."""
 
     def vector_index(self, requested: str) -> str:
-        """HNSW on a server unless exact search is asked for; Milvus Lite searches FLAT only.
+        """HNSW on a server unless exact search is asked for; a Milvus Lite file searches exactly
+        unless HNSW is asked for (its collections are one machine's).
 
         Not FAISS's size rule (exact below 50k chunks): a shared server collection grows by other
         processes' builds, and an index type fixed at creation must stay fast when it does; at the
         manifest's ef (768) HNSW explores most of a small collection anyway.
         """
-        return "flat" if self.is_local or requested == "flat" else "hnsw"
+        if requested == "flat" or (self.is_local and requested != "hnsw"):
+            return "flat"
+        return "hnsw"
+
+    def engine_bm25(self) -> bool:
+        """Does this Milvus run BM25 functions (Milvus Lite 3, servers from 2.5)?"""
+        version = str(self.call("get_server_version"))
+        match = re.search(r"(\d+)\.(\d+)", version)
+        if match is None:
+            return False
+        major, minor = int(match.group(1)), int(match.group(2))
+        return major >= 3 if "lite" in version.lower() else (major, minor) >= (2, 5)
 
     def _create(self, dim: int, index_type: str = "flat") -> None:
-        from pymilvus import DataType, MilvusClient
+        from pymilvus import DataType, Function, FunctionType, MilvusClient
 
-        for name in (self.collection, self.meta):
+        for name in (self.collection, self.meta, self.frequencies):
             if self.call("has_collection", name):
                 self.call("drop_collection", name)
+        engine_bm25 = self.engine_bm25()
         schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
         schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=64)
         schema.add_field("vector", DataType.FLOAT_VECTOR, dim=dim)
@@ -370,12 +650,29 @@ class MilvusStore:
             schema.add_field(name, DataType.INT64)
         # page / page_end / section / ocr as JSON ("{}" for plain text): optional keys, one column.
         schema.add_field("location", DataType.VARCHAR, max_length=_LOCATION_MAX)
+        if engine_bm25:
+            analysed = {"enable_analyzer": True, "analyzer_params": {"tokenizer": "standard"}}
+            schema.add_field("terms", DataType.VARCHAR, max_length=_TERMS_MAX, **analysed)
+            schema.add_field("sparse", DataType.SPARSE_FLOAT_VECTOR)
+            schema.add_function(
+                Function(
+                    name="bm25",
+                    function_type=FunctionType.BM25,
+                    input_field_names=["terms"],
+                    output_field_names=["sparse"],
+                )
+            )
+        else:
+            schema.add_field("terms", DataType.VARCHAR, max_length=_TERMS_MAX)
         index = self.client().prepare_index_params()
         if index_type == "hnsw":
             params = {"M": HNSW_M, "efConstruction": HNSW_EF_CONSTRUCTION}
             index.add_index(field_name="vector", index_type="HNSW", metric_type="IP", params=params)
         else:
             index.add_index(field_name="vector", index_type="FLAT", metric_type="IP")
+        if engine_bm25:
+            bm25 = {"bm25_k1": self.bm25_k1, "bm25_b": self.bm25_b}
+            index.add_index(field_name="sparse", index_type="SPARSE_INVERTED_INDEX", metric_type="BM25", params=bm25)
         consistency = {"consistency_level": COLLECTION_CONSISTENCY}
         self.call("create_collection", self.collection, schema=schema, index_params=index, **consistency)
         meta = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
@@ -385,13 +682,46 @@ class MilvusStore:
         meta_index = self.client().prepare_index_params()
         meta_index.add_index(field_name="v", index_type="FLAT", metric_type="L2")
         self.call("create_collection", self.meta, schema=meta, index_params=meta_index, **consistency)
+        if engine_bm25:
+            df = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+            df.add_field("id", DataType.VARCHAR, is_primary=True, max_length=_TOKEN_CHARS)
+            df.add_field("df", DataType.INT64)
+            df.add_field("v", DataType.FLOAT_VECTOR, dim=2)
+            df_index = self.client().prepare_index_params()
+            df_index.add_index(field_name="v", index_type="FLAT", metric_type="L2")
+            self.call("create_collection", self.frequencies, schema=df, index_params=df_index, **consistency)
+
+    def _count_terms(self, added: Counter[str], gone: Counter[str], fresh: bool) -> None:
+        """Bring the document frequencies in `<name>_df` in line with a commit's added and removed
+        chunks (derived data: a rebuild recounts them)."""
+        delta = Counter(added)
+        delta.subtract(gone)
+        tokens = sorted(t for t, change in delta.items() if change)
+        current: dict[str, int] = {}
+        for start in range(0, len(tokens) if not fresh else 0, _BATCH):
+            batch = tokens[start : start + _BATCH]
+            current.update(
+                (r["id"], int(r["df"])) for r in self.call("get", self.frequencies, ids=batch, output_fields=["df"])
+            )
+        counts = {t: current.get(t, 0) + delta[t] for t in tokens}
+        self._upsert(self.frequencies, [{"id": t, "df": n, "v": [0.0, 0.0]} for t, n in counts.items() if n > 0])
+        unused = [t for t, n in counts.items() if n <= 0]
+        for start in range(0, len(unused), _BATCH):
+            self.call("delete", self.frequencies, ids=unused[start : start + _BATCH])
+
+    def _flush_lite(self) -> None:
+        """Milvus Lite searches rows still in its write buffer by copying the whole buffer on every
+        search (340 ms a search at 10k chunks against 33 ms once flushed and indexed); a flush after
+        each commit moves them into indexed segments. Servers index growing segments themselves."""
+        if "lite" in str(self.call("get_server_version")).lower():
+            self.call("flush", self.collection)
 
     def _check_lengths(self, rows: list[dict[str, Any]]) -> None:
         """Fail before the first write, naming the file, when a value exceeds this collection's
         limits: a collection made by an older version had a 1,024-character source field."""
         limits = _limits(self.call("describe_collection", self.collection))
         for row in rows:
-            for name in ("text", "source", "title"):
+            for name in ("text", "source", "title", "terms"):
                 if name in limits and len(row[name]) > limits[name]:
                     raise IndexMismatch(
                         f"{_shown(row['source'])}: its {name} has {len(row[name]):,} characters, over the "
@@ -403,9 +733,14 @@ class MilvusStore:
         if old is None:
             manifest["index_type"] = self.vector_index(str(manifest.get("index_type_requested", "auto")))
             self._create(int(manifest["dim"]), manifest["index_type"])
-        elif changes.drop:
-            sources = json.dumps(sorted(changes.drop), ensure_ascii=False)
-            self.call("delete", self.collection, filter=f"source in {sources}")
+        counted = self.call("has_collection", self.frequencies)
+        gone: Counter[str] = Counter()
+        if old is not None and changes.drop:
+            dropped = f"source in {json.dumps(sorted(changes.drop), ensure_ascii=False)}"
+            if counted:
+                for row in self.rows(self.collection, ["terms"], dropped):
+                    gone.update(set(row["terms"].split()))
+            self.call("delete", self.collection, filter=dropped)
         rows = [
             {
                 "id": c.metadata["id"],
@@ -419,13 +754,18 @@ class MilvusStore:
                 "location": json.dumps(
                     {k: c.metadata[k] for k in LOCATION_KEYS if k in c.metadata}, ensure_ascii=False
                 ),
+                "terms": lexical_text(chunk_terms(c)),
             }
             for c, v in zip(changes.chunks, changes.vectors)
         ]
         self._check_lengths(rows)
         self._upsert(self.collection, rows)
-        kept = sum(1 for c in old.chunks if c.metadata["source"] not in changes.drop) if old else 0
+        if counted:
+            self._count_terms(Counter(t for row in rows for t in set(row["terms"].split())), gone, fresh=old is None)
+        self._flush_lite()
+        kept = old.size - sum(int(old.files[s]["chunks"]) for s in changes.drop if s in old.files) if old else 0
         manifest.update(count=kept + len(rows), generation=int(manifest.get("generation", 0)) + 1)
+        manifest.pop("lexical", None)  # said at load, from the collection itself
         self._write_manifest(manifest)
         return self.load()
 
