@@ -25,7 +25,7 @@ from index.library import DocumentLibrary
 from index.store import IndexProblem
 from rag.answer import Answer
 from rag.chain import Pipeline, QuestionError
-from rag.llm import REQUEST_OPTIONS, TokenFn
+from rag.llm import TokenFn
 
 log = logging.getLogger("api")
 T = TypeVar("T")
@@ -119,9 +119,9 @@ class Service:
             )
 
         def work() -> Answer:
-            # Each pooled call runs in a copy of the context, so the options stay this request's own.
-            REQUEST_OPTIONS.set(llm_options)
-            return pipeline.ask(question, k=k, history=list(history), on_token=on_token, mode=mode, reader=reader)
+            return pipeline.ask(
+                question, k=k, history=list(history), on_token=on_token, mode=mode, reader=reader, options=llm_options
+            )
 
         try:
             return await self.run(work)

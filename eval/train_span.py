@@ -27,7 +27,7 @@ from eval.questions import Question, load_squad
 from eval.results import ARCD
 from eval.runner import MARKER_RE as _MARKER_RE
 from eval.runner import Corpus, for_corpus, prepare_index, short_answer_scores
-from rag.answer import ExtractiveAnswerer
+from rag.answer import AnswerRequest, ExtractiveAnswerer
 from rag.chain import Pipeline, clean_question
 from rag.extract import FEATURES, Sentence, SpanModel, sentence_candidates, span_candidates
 from rag.scoring import SPAN_WEIGHTS, AnswerScoring
@@ -153,7 +153,7 @@ def cross_validate(
 
                 pipeline.answerer.reader = AnswerReader.load(reader_folds / f"fold{fold}.npz")
             for c in (c for c in cases if fold_of[c.article] == fold):
-                answer = pipeline.answerer.invoke({"question": c.text, "documents": c.passages})
+                answer = pipeline.answerer.invoke(AnswerRequest(c.text, c.passages))
                 gold = [] if answer.abstained else c.question.answers
                 row = short_answer_scores(answer.short_answer, gold)
                 row["contains"] = float(contains(answer.answer, gold)) if gold else 0.0

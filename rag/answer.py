@@ -8,9 +8,9 @@ source. When no sentence is a convincing answer it abstains rather than guess.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any, ClassVar, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 from langchain_core.documents import Document
@@ -64,9 +64,11 @@ class Citation:
     paragraph: int = 0  # 1-based paragraph of the document the passage starts in (0: unknown)
 
 
-@dataclass
+@dataclass(frozen=True)
 class Answer:
-    """The chain's output, shared by the CLI, the UI and the evaluation script."""
+    """The chain's output, shared by the CLI, the UI and the evaluation script. Frozen: a stage
+    that adds to it (the chain's timings, LLM mode's fallback notice) makes a new one with
+    `dataclasses.replace`, so an answer handed on is never changed behind its reader's back."""
 
     question: str
     answer: str
@@ -118,21 +120,43 @@ def to_citation(n: int, passage: Document, highlights: list[tuple[int, int]] | N
     )
 
 
+@dataclass(frozen=True)
+class AnswerRequest:
+    """One question put to an answerer: the typed input of every answer mode. Everything a request
+    carries is here (it used to travel partly in the run's `configurable` and a ContextVar)."""
+
+    question: str  # as asked
+    passages: Sequence[Document]  # what retrieval found, best first
+    # The question made stand-alone for retrieval (a follow-up rewritten with its topic); "" when
+    # it is the question itself.
+    standalone: str = ""
+    # time.monotonic() by which an LLM must have answered, shared with the follow-up rewrite of the
+    # same request; None: the configured timeout from the answer's start.
+    deadline: float | None = None
+    # Per-request LLM options from the API (max_tokens, temperature); extractive mode ignores them.
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def searched(self) -> str:
+        """The stand-alone question, which retrieval searched with."""
+        return self.standalone or self.question
+
+
 class Answerer(Protocol):
-    """What every answer mode is (core/registry.py ANSWER_MODES): a Runnable from {"question",
-    "documents"} to an Answer; streamed, it may yield the reply's text first, the Answer last."""
+    """What every answer mode is (core/registry.py ANSWER_MODES): a Runnable from an
+    `AnswerRequest` to an `Answer`; streamed, it may yield the reply's text first, the Answer last.
+    Each mode reads the question it answers best: the extractive one the question as asked, an LLM
+    the stand-alone one it wrote itself."""
 
-    # Reads the stand-alone question (a follow-up rewritten with its topic) rather than the
-    # question as asked; retrieval always searches with the stand-alone one.
-    reads_standalone: ClassVar[bool]
+    def invoke(self, input: AnswerRequest, config: RunnableConfig | None = None, **kwargs: Any) -> Answer: ...
 
-    def invoke(self, input: dict[str, Any], config: RunnableConfig | None = None, **kwargs: Any) -> Any: ...
-
-    def stream(self, input: dict[str, Any], config: RunnableConfig | None = None, **kwargs: Any) -> Iterator[Any]: ...
+    def stream(
+        self, input: AnswerRequest, config: RunnableConfig | None = None, **kwargs: Any
+    ) -> Iterator[str | Answer]: ...
 
 
-class ExtractiveAnswerer(RunnableSerializable[dict[str, Any], Answer]):
-    """Runnable: {"question", "documents"} -> Answer: a short answer span and its evidence sentence.
+class ExtractiveAnswerer(RunnableSerializable[AnswerRequest, Answer]):
+    """Runnable: AnswerRequest -> Answer: a short answer span and its evidence sentence.
 
     A sentence's score mixes lexical coverage of the question's content words (IDF-weighted,
     stemmed), its embedding similarity to the question (what makes English questions work on
@@ -142,11 +166,6 @@ class ExtractiveAnswerer(RunnableSerializable[dict[str, Any], Answer]):
     and threshold lives in `scoring` (rag/scoring.py).
     """
 
-    # Which question it reads (the chain's contract): the question as asked. Retrieval searches with
-    # the stand-alone question, but its inherited topic words pulled the span back to the previous
-    # answer ("ومن مثّلها؟" answered with the message instead of the envoy). Follow-up set:
-    # containment 0.714 -> 0.786, short F1 0.27 -> 0.34; seeds unchanged.
-    reads_standalone: ClassVar[bool] = False
     embedder: VectorEmbeddings
     term_weight: Callable[[str], float]
     scoring: AnswerScoring
@@ -179,13 +198,17 @@ class ExtractiveAnswerer(RunnableSerializable[dict[str, Any], Answer]):
             reader=reader,
         )
 
-    def invoke(self, input: dict[str, Any], config: RunnableConfig | None = None, **kwargs: Any) -> Answer:
+    def invoke(self, input: AnswerRequest, config: RunnableConfig | None = None, **kwargs: Any) -> Answer:
         # Through `_call_with_config`, so callbacks and tracing see the answerer as a run of its own.
         return self._call_with_config(self._answer, input, config)
 
-    def _answer(self, input: dict[str, Any]) -> Answer:
-        question: str = input["question"]
-        passages: list[Document] = input["documents"]
+    def _answer(self, request: AnswerRequest) -> Answer:
+        # It reads the question as asked. Retrieval searches with the stand-alone question, but its
+        # inherited topic words pulled the span back to the previous answer ("ومن مثّلها؟" answered
+        # with the message instead of the envoy). Follow-up set: containment 0.714 -> 0.786, short
+        # F1 0.27 -> 0.34; seeds unchanged.
+        question = request.question
+        passages = list(request.passages)
         lang = language(question)
         related = [to_citation(i + 1, p) for i, p in enumerate(passages)]
         if not passages:

@@ -10,7 +10,8 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections.abc import Callable, Generator, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
+from dataclasses import replace
 from typing import Any, cast
 
 from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda
@@ -23,7 +24,7 @@ from index import store
 from index.arabic import has_letters
 from index.build import Drift, adopt_seeds, build_folder, folder_drift, reconcile, store_for
 from index.embed import VectorEmbeddings, load_embedder
-from rag.answer import Answer, Answerer, ExtractiveAnswerer
+from rag.answer import Answer, Answerer, AnswerRequest, ExtractiveAnswerer
 from rag.extract import SpanReader
 from rag.followup import FollowUpResolver
 from rag.llm import ChatModels, QuestionRewriter, TokenFn, chat_model, deadline_for
@@ -213,18 +214,26 @@ class Pipeline:
 
         def answer(inputs: dict[str, Any], config: RunnableConfig) -> Iterator[str | Answer]:
             started = time.perf_counter()
-            # Retrieval searches with the stand-alone question; each answerer says which it reads.
-            asked = inputs["standalone_question" if answerer.reads_standalone else "question"]
-            question = {"question": asked, "documents": inputs["documents"]}
+            request = AnswerRequest(
+                question=inputs["question"],
+                passages=inputs["documents"],
+                standalone=inputs["standalone_question"],
+                deadline=inputs.get("deadline"),
+                options=inputs.get("options") or {},
+            )
             streaming = (config.get("configurable") or {}).get("stream")
-            for event in answerer.stream(question, config) if streaming else [answerer.invoke(question, config)]:
+            for event in answerer.stream(request, config) if streaming else [answerer.invoke(request, config)]:
                 if isinstance(event, Answer):
-                    event.question = inputs["question"]
-                    event.standalone_question = inputs["standalone_question"]
-                    event.timings_ms = {
+                    timings = {
                         "retrieval": round(inputs["retrieval_ms"], 2),
                         "answer": round((time.perf_counter() - started) * 1000, 2),
                     }
+                    event = replace(
+                        event,
+                        question=inputs["question"],
+                        standalone_question=inputs["standalone_question"],
+                        timings_ms=timings,
+                    )
                 yield event
 
         # A generator stage streams its items (and `invoke` returns the last one, the Answer).
@@ -239,6 +248,7 @@ class Pipeline:
         mode: str | None = None,
         config: RunnableConfig | None = None,
         reader: bool | None = None,
+        options: Mapping[str, Any] | None = None,
     ) -> Answer:
         """Answer one question; raises QuestionError for questions that cannot be asked.
 
@@ -247,10 +257,11 @@ class Pipeline:
         only the earlier questions) in extractive mode. `on_token`, when given, receives an LLM
         answer as it streams (see `stream`); `config` brings callbacks. `reader` switches the
         fine-tuned reader on or off for this question in extractive mode (None: the config's
-        RAG_ANSWER_READER; the LLM mode's own answer does not use it).
+        RAG_ANSWER_READER; the LLM mode's own answer does not use it). `options` (max_tokens,
+        temperature) go to the LLM in LLM mode.
         """
         answer = None
-        for event in self._run(question, k, history, mode, config, reader, streaming=on_token is not None):
+        for event in self._run(question, k, history, mode, config, reader, options, streaming=on_token is not None):
             if isinstance(event, Answer):
                 answer = event
             elif on_token is not None:
@@ -266,10 +277,11 @@ class Pipeline:
         mode: str | None = None,
         config: RunnableConfig | None = None,
         reader: bool | None = None,
+        options: Mapping[str, Any] | None = None,
     ) -> Generator[str | Answer, None, None]:
         """Like `ask`, as the answer comes: an LLM's reply text in pieces, then the Answer (only the
         Answer in extractive mode). Closing the iterator early closes the LLM request."""
-        yield from self._run(question, k, history, mode, config, reader, streaming=True)
+        yield from self._run(question, k, history, mode, config, reader, options, streaming=True)
 
     def _run(
         self,
@@ -279,6 +291,7 @@ class Pipeline:
         mode: str | None,
         config: RunnableConfig | None,
         reader: bool | None,
+        options: Mapping[str, Any] | None,
         streaming: bool,
     ) -> Iterator[str | Answer]:
         question = clean_question(question, self.config.max_question_chars)
@@ -298,15 +311,22 @@ class Pipeline:
         deadline = deadline_for(self.config) if mode == "llm" and history else None
         if mode == "llm" and history:
             standalone = clean_question(
-                QuestionRewriter(self.config, self.chat).rewrite(history, question, deadline), 10**6
+                QuestionRewriter(self.config, self.chat).rewrite(history, question, deadline, options), 10**6
             )
         elif history:
             standalone = self.follow_ups.resolve(
                 [asked for asked, _ in history], question, [said for _, said in history]
             )
-        run = patch_config(config, configurable={"deadline": deadline, "stream": streaming})
-        inputs = {"question": question, "standalone_question": standalone, "k": k or self.config.k}
+        run = patch_config(config, configurable={"stream": streaming})
+        inputs = {
+            "question": question,
+            "standalone_question": standalone,
+            "k": k or self.config.k,
+            "deadline": deadline,
+            "options": options,
+        }
         for event in chain.stream(inputs, run) if streaming else [chain.invoke(inputs, run)]:
             if isinstance(event, Answer):
-                event.timings_ms["total"] = round((time.perf_counter() - started) * 1000, 2)
+                total = round((time.perf_counter() - started) * 1000, 2)
+                event = replace(event, timings_ms={**event.timings_ms, "total": total})
             yield event

@@ -7,6 +7,7 @@ HTML. Endpoint failures must end in the labelled extractive fallback, never an e
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import re
@@ -19,13 +20,14 @@ from typing import Any
 import pytest
 from langchain_core.language_models import BaseChatModel
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
-from langchain_core.messages import AIMessage
+from langchain_core.messages import AIMessage, BaseMessage
+from pydantic import Field
 
 from core.config import Config
 from index.build import build_folder
 from index.embed import VectorEmbeddings
 from index.store import StoredIndex
-from rag.answer import ABSTAIN_MESSAGE, Answer, Citation
+from rag.answer import ABSTAIN_MESSAGE, Answer, AnswerRequest, Citation
 from rag.chain import Pipeline
 from rag.llm import (
     MAX_HISTORY_TURNS,
@@ -715,7 +717,7 @@ def test_closing_the_stream_early_closes_the_llm_request(pipeline: Pipeline, fak
 
 def test_answerer_astream_yields_what_stream_yields(pipeline: Pipeline, fake: FakeOpenAI) -> None:
     answerer = LLMAnswerer(config=pipeline.config, fallback=pipeline.answerer)
-    question = {"question": QUESTION, "documents": pipeline.retriever.invoke(QUESTION)}
+    question = AnswerRequest(QUESTION, pipeline.retriever.invoke(QUESTION))
 
     async def collect() -> list[str | Answer]:
         return [event async for event in answerer.astream(question)]
@@ -779,3 +781,40 @@ def test_in_process_failing_model_falls_back_to_extractive(scripted: tuple[Pipel
     answer = pipeline.ask(QUESTION)
     assert answer.mode == "extractive-fallback" and "did not answer in time" in answer.notice
     assert answer.citations  # the extractive answer, cited
+
+
+class RecordingChat(GenericFakeChatModel):
+    """langchain-core's fake chat model that keeps the keyword arguments each call was made with."""
+
+    calls: list[dict[str, Any]] = Field(default_factory=list)
+
+    def _generate(self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None, **kwargs: Any) -> Any:
+        self.calls.append(kwargs)
+        return super()._generate(messages, stop, run_manager, **kwargs)
+
+
+def test_a_requests_own_llm_options_reach_the_model_it_asks(seeds_index: SeedsIndex) -> None:
+    """The options of one request (the API's max_tokens, capped by the configured one, and
+    temperature) travel in its AnswerRequest to the model (they used to ride a ContextVar set by
+    the API's worker thread), and a request without options binds none."""
+    made: list[RecordingChat] = []
+
+    def chat(config: Config, deadline: float, streaming: bool) -> BaseChatModel:
+        made.append(RecordingChat(messages=iter([AIMessage("عقد المؤتمر في 15 أغسطس 2023 [1].")])))
+        return made[-1]
+
+    pipeline = llm_pipeline(seeds_index.config, seeds_index.index, "http://127.0.0.1:9/v1", chat=chat)
+    answer = pipeline.ask(QUESTION, options={"max_tokens": 10**6, "temperature": 0.7})
+    assert answer.mode == "llm"
+    assert made[-1].calls == [{"max_tokens": pipeline.config.llm_max_tokens, "temperature": 0.7}]
+    pipeline.ask(QUESTION, options={"max_tokens": 5})
+    assert made[-1].calls == [{"max_tokens": 5}]
+    pipeline.ask(QUESTION)
+    assert made[-1].calls == [{}]
+
+
+def test_answers_are_frozen(seeds_index: SeedsIndex) -> None:
+    """A stage that adds to an answer makes a new one: nothing changes an answer already handed on."""
+    answer = Pipeline(seeds_index.config, index=seeds_index.index).ask(QUESTION)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        answer.mode = "llm"  # type: ignore[misc]

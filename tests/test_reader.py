@@ -14,7 +14,7 @@ import torch
 from langchain_core.documents import Document
 
 from core.config import PROJECT_ROOT, Config
-from rag.answer import ExtractiveAnswerer
+from rag.answer import AnswerRequest, ExtractiveAnswerer
 from rag.extract import ReadSpan, SpanReader
 from rag.reader import AnswerReader
 from rag.readernet import (
@@ -298,7 +298,7 @@ def _documents() -> list[Document]:
 def test_the_readers_span_becomes_the_short_answer_inside_its_sentence() -> None:
     marked = "مندوبون من 76 دولة"
     reader = FixedReader(0, marked)
-    question = {"question": "كم عدد الدول المشاركة في المؤتمر؟", "documents": _documents()}
+    question = AnswerRequest("كم عدد الدول المشاركة في المؤتمر؟", _documents())
     assert _answerer(None).invoke(question).short_answer != marked  # the span ranker's choice differs
     answer = _answerer(reader, reader_passages=2).invoke(question)
     assert answer.short_answer == marked
@@ -312,7 +312,7 @@ def test_the_readers_span_becomes_the_short_answer_inside_its_sentence() -> None
 def test_the_readers_span_loses_the_punctuation_at_its_edges() -> None:
     # Token offsets may take the full stop after a word: the short answer is quoted without it.
     answer = _answerer(FixedReader(0, "76 دولة حول العالم.")).invoke(
-        {"question": "كم عدد الدول المشاركة في المؤتمر؟", "documents": _documents()}
+        AnswerRequest("كم عدد الدول المشاركة في المؤتمر؟", _documents())
     )
     assert answer.short_answer == "76 دولة حول العالم"
     where = answer.short_answer_citation
@@ -323,15 +323,13 @@ def test_the_reader_reads_only_the_best_passages_and_ranks_them() -> None:
     reader = FixedReader(1, "أغسطس من عام 2023")
     # A question of no particular kind ("when" would pass over the first passage's dateless span).
     question = "ماذا جرى في المؤتمر؟"
-    one = _answerer(reader, reader_passages=1).invoke({"question": question, "documents": _documents()})
+    one = _answerer(reader, reader_passages=1).invoke(AnswerRequest(question, _documents()))
     assert reader.calls[-1][1] == PASSAGES[:1]
     assert one.short_answer != "أغسطس من عام 2023"  # passage 2 was not read
-    two = _answerer(reader, reader_passages=2).invoke({"question": question, "documents": _documents()})
+    two = _answerer(reader, reader_passages=2).invoke(AnswerRequest(question, _documents()))
     assert two.short_answer == "أغسطس من عام 2023"
     # A rank penalty larger than the score gap keeps the first passage's span.
-    ranked = _answerer(reader, reader_passages=2, reader_rank_penalty=9.0).invoke(
-        {"question": question, "documents": _documents()}
-    )
+    ranked = _answerer(reader, reader_passages=2, reader_rank_penalty=9.0).invoke(AnswerRequest(question, _documents()))
     assert ranked.short_answer != "أغسطس من عام 2023"
 
 
@@ -352,13 +350,13 @@ def test_the_readers_best_span_of_the_asked_kind_wins() -> None:
     # "How many" takes the best span holding a count, though the reader ranks a name first (the
     # shipped reader answered «الصين وإيران» to "قديش مندوب حضر مؤتمر موسكو 2023؟").
     reader = RankedReader(("مؤتمر موسكو", -0.5), ("76 دولة", -1.5), ("المؤتمر", -2.0))
-    question = {"question": "كم عدد الدول المشاركة في المؤتمر؟", "documents": _documents()}
+    question = AnswerRequest("كم عدد الدول المشاركة في المؤتمر؟", _documents())
     answer = _answerer(reader).invoke(question)
     assert answer.short_answer == "76 دولة"
     assert answer.short_answer_check["features"]["reader_margin"] == pytest.approx(-1.5 + 3.0)
     # A question that asks for no particular kind takes the reader's first choice.
     reader = RankedReader(("مندوبون من 76 دولة", -0.5), ("76 دولة", -1.5))
-    answer = _answerer(reader).invoke({"question": "من شارك في المؤتمر؟", "documents": _documents()})
+    answer = _answerer(reader).invoke(AnswerRequest("من شارك في المؤتمر؟", _documents()))
     assert answer.short_answer == "مندوبون من 76 دولة"
     # When no offered span is of the asked kind, the best one stays (the gate then says wrong_type).
     reader = RankedReader(("مندوبون", -0.5), ("المؤتمر", -1.0))
@@ -379,7 +377,7 @@ def test_reading_offers_the_n_best_spans_best_first() -> None:
 def test_a_withheld_readers_sentence_follows_the_span_rankers() -> None:
     # Unsure of the span (the gate withholds everything at 1.0): the evidence is led by the span
     # ranker's sentence, as without the reader, and the reader's sentence follows when both fit.
-    question = {"question": "كم عدد الدول المشاركة في المؤتمر؟", "documents": _documents()}
+    question = AnswerRequest("كم عدد الدول المشاركة في المؤتمر؟", _documents())
     ranked_first = _answerer(None).invoke(question).answer.split(" — ", 1)[-1].split(" [")[0]
     assert "76 دولة" in ranked_first
     read = "أغسطس من عام 2023"
@@ -396,15 +394,15 @@ def test_a_span_outside_every_evidence_sentence_falls_back_to_the_span_ranker() 
     # The heading is not an evidence sentence; the span ranker answers instead.
     reader = FixedReader(0, "مؤتمر موسكو")
     question = "كم عدد الدول المشاركة في المؤتمر؟"
-    with_reader = _answerer(reader).invoke({"question": question, "documents": _documents()})
-    without = _answerer(None).invoke({"question": question, "documents": _documents()})
+    with_reader = _answerer(reader).invoke(AnswerRequest(question, _documents()))
+    without = _answerer(None).invoke(AnswerRequest(question, _documents()))
     assert reader.calls and with_reader.short_answer == without.short_answer != "مؤتمر موسكو"
     assert with_reader.short_answer_by == without.short_answer_by == "span_ranker"
 
 
 def test_the_answer_says_which_method_chose_its_short_answer() -> None:
     # A user comparing the two modes (or a reader that fell back) can see who chose the span.
-    question = {"question": "كم عدد الدول المشاركة في المؤتمر؟", "documents": _documents()}
+    question = AnswerRequest("كم عدد الدول المشاركة في المؤتمر؟", _documents())
     assert _answerer(FixedReader(0, "76 دولة")).invoke(question).short_answer_by == "reader"
     assert _answerer(None).invoke(question).to_json()["short_answer_by"] == "span_ranker"
     abstained = _answerer(None, abstain_threshold=2.0).invoke(question)
@@ -415,7 +413,7 @@ def test_an_english_question_about_arabic_text_is_read_too() -> None:
     # The encoder is multilingual, so the reader trained on Arabic questions reads English ones.
     reader = FixedReader(0, "76 دولة")
     answerer = _answerer(reader, cross_language_abstain_threshold=0.0)
-    answer = answerer.invoke({"question": "How many countries took part?", "documents": _documents()})
+    answer = answerer.invoke(AnswerRequest("How many countries took part?", _documents()))
     assert reader.calls and answer.short_answer == "76 دولة"
 
 

@@ -9,7 +9,7 @@ import dataclasses
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import pytest
 from langchain_core.runnables import RunnableLambda
@@ -23,7 +23,7 @@ from index.embed import EmbedderUnavailable, VectorEmbeddings, load_embedder
 from index.formats import Extracted, Format
 from index.load import candidates, load_file
 from index.store import Changes, FaissStore, StoredIndex
-from rag.answer import Answer
+from rag.answer import Answer, AnswerRequest
 from rag.chain import Pipeline
 from tests.helpers import REPO_ROOT, SEEDS_DIR, HashEmbedder
 
@@ -176,16 +176,15 @@ def test_a_pipeline_over_a_registered_store_answers(
     assert len(JOURNALS[config.index_dir].journal) == 1  # built through the registered store, loaded from it
 
 
-class EchoAnswerer(RunnableLambda[dict[str, Any], Answer]):
-    """An answer mode a contributor might add: the first passage, whole, as the answer."""
-
-    reads_standalone: ClassVar[bool] = True
+class EchoAnswerer(RunnableLambda[AnswerRequest, Answer]):
+    """An answer mode a contributor might add: the first passage, whole, as the answer; it reads
+    the stand-alone question."""
 
     @classmethod
     def for_mode(cls, config: Config, extractive: Any, chat: Any) -> EchoAnswerer:
-        def echo(inputs: dict[str, Any]) -> Answer:
-            first = inputs["documents"][0]
-            return Answer(question=inputs["question"], answer=first.page_content, abstained=False, citations=[])
+        def echo(request: AnswerRequest) -> Answer:
+            first = request.passages[0]
+            return Answer(question=request.searched, answer=first.page_content, abstained=False, citations=[])
 
         return cls(echo)
 
@@ -194,7 +193,7 @@ def test_a_registered_answer_mode_is_a_mode_a_question_can_ask_for(
     monkeypatch: pytest.MonkeyPatch, seeds_pipeline: Pipeline
 ) -> None:
     """Adding an answer mode is one class plus one line in ANSWER_MODES: the pipeline offers it, a
-    question asks for it by name, and it reads the stand-alone question as it says it does."""
+    question asks for it by name, and it gets the typed request."""
     monkeypatch.setitem(ANSWER_MODES.entries, "echo", f"{__name__}:EchoAnswerer.for_mode")
     seeds_pipeline.reload(seeds_pipeline.index)
     try:

@@ -24,7 +24,7 @@ from index.build import build_folder, store_for
 from index.chunk import MAX_CHUNK_CHARS, ChunkSettings, split_document
 from index.load import Skipped, UnreadableFile, decode, load_file, load_folder
 from rag.__main__ import render as cli_render
-from rag.answer import Answer, Citation, ExtractiveAnswerer
+from rag.answer import Answer, AnswerRequest, Citation, ExtractiveAnswerer
 from rag.scoring import AnswerScoring
 from tests.helpers import REPO_ROOT, HashEmbedder, child_env, run_cli, write_docs
 from ui.render import answer_message
@@ -337,7 +337,7 @@ def test_footnote_markers_copied_from_documents_are_not_citation_badges() -> Non
         max_words=Config().answer_max_words,
         reader=None,
     )
-    answer = answerer.invoke({"question": "متى انعقد المؤتمر؟", "documents": [passage]})
+    answer = answerer.invoke(AnswerRequest("متى انعقد المؤتمر؟", [passage]))
     assert not answer.abstained
     html = answer_message(answer)
     badges = re.findall(r'<sup class="cite cite-(\d+)"', html)

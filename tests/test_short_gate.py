@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rag.answer import ExtractiveAnswerer
+from rag.answer import AnswerRequest, ExtractiveAnswerer
 from rag.chain import Pipeline
 from rag.short_gate import FEATURES, GATE_WEIGHTS, ShortAnswerGate, echo, fit, gate_features, type_mismatch
 
@@ -89,8 +89,8 @@ def _answerer(pipeline: Pipeline, threshold: float) -> ExtractiveAnswerer:
 def test_a_withheld_short_answer_leaves_the_evidence_alone(seeds_pipeline: Pipeline) -> None:
     question = "متى عقد مؤتمر موسكو للأمن الدولي في نسخته الحادية عشرة؟"
     passages = seeds_pipeline.retriever.invoke(question, k=5)
-    shown = _answerer(seeds_pipeline, 0.0).invoke({"question": question, "documents": passages})
-    withheld = _answerer(seeds_pipeline, 1.0).invoke({"question": question, "documents": passages})
+    shown = _answerer(seeds_pipeline, 0.0).invoke(AnswerRequest(question, passages))
+    withheld = _answerer(seeds_pipeline, 1.0).invoke(AnswerRequest(question, passages))
     assert shown.short_answer and shown.short_answer_check["withheld"] == ""
     assert withheld.short_answer == "" and withheld.short_answer_by == "" and not withheld.short_answer_citation
     assert withheld.short_answer_check["withheld"] == "low_probability"
