@@ -9,7 +9,6 @@ the response (and of the final stream chunk), which clients that do not know it 
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 import uuid
@@ -252,28 +251,8 @@ async def _stream(
     The response starts only once the first token (LLM mode) or the whole answer (extractive mode)
     exists, so a question that cannot be answered still gets a proper status code and error body.
     """
-    loop = asyncio.get_running_loop()
-    tokens: asyncio.Queue[str] = asyncio.Queue()
-
-    def on_token(token: str) -> None:  # called from the worker thread
-        loop.call_soon_threadsafe(tokens.put_nowait, token)
-
-    task = asyncio.ensure_future(
-        service.ask(
-            question,
-            history=history,
-            mode=mode,
-            on_token=on_token if mode == "llm" else None,
-            llm_options=options,
-            reader=reader,
-        )
-    )
-    task.add_done_callback(lambda t: t.cancelled() or t.exception())  # never "exception was never retrieved"
-    first = asyncio.ensure_future(tokens.get())
-    await asyncio.wait({task, first}, return_when=asyncio.FIRST_COMPLETED)
-    if task.done() and not first.done():
-        first.cancel()
-        task.result()  # raises the APIError: a real status, not a broken stream
+    events = service.astream(question, history=history, mode=mode, llm_options=options, reader=reader)
+    first = await anext(events)  # raises the APIError: a real status, not a broken stream
     created = int(time.time())
 
     def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> bytes:
@@ -289,36 +268,29 @@ async def _stream(
             }
         )
 
-    def drain() -> str:
-        pieces = []
-        while not tokens.empty():
-            pieces.append(tokens.get_nowait())
-        return "".join(pieces)
+    async def answered() -> AsyncIterator[str | Answer]:
+        yield first
+        async for event in events:
+            yield event
 
-    async def events() -> AsyncIterator[bytes]:
+    async def sent() -> AsyncIterator[bytes]:
         yield chunk({"role": "assistant", "content": ""})
         shown = ""
-        getter = first
-        while True:
-            if not getter.done():
-                await asyncio.wait({task, getter}, return_when=asyncio.FIRST_COMPLETED)
-            if not getter.done() or getter.cancelled():
-                getter.cancel()
-                break
-            # The LLM's text arrives a character at a time: send what has piled up as one chunk.
-            piece = getter.result() + drain()
-            shown += piece
-            yield chunk({"content": piece})
-            getter = asyncio.ensure_future(tokens.get())
-        if rest := drain():
-            shown += rest
-            yield chunk({"content": rest})
+        answer: Answer | None = None
         try:
-            answer = task.result()
+            async for event in answered():
+                if isinstance(event, str):
+                    shown += event
+                    yield chunk({"content": event})
+                else:
+                    answer = event
         except APIError as exc:
             yield _sse(exc.payload())
             yield _sse("[DONE]")
             return
+        finally:
+            await events.aclose()  # a client gone mid-answer: the LLM request is closed
+        assert answer is not None  # a stream ends with its Answer
         if answer.answer.startswith(shown):
             rest = answer.answer[len(shown) :]
         elif answer.notice:
@@ -346,5 +318,5 @@ async def _stream(
         yield _sse("[DONE]")
 
     return StreamingResponse(
-        events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+        sent(), media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     )

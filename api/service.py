@@ -9,10 +9,11 @@ instead of oversubscribing the two cores.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import anyio
@@ -25,7 +26,6 @@ from index.library import DocumentLibrary
 from index.store import IndexProblem
 from rag.answer import Answer
 from rag.chain import Pipeline, QuestionError
-from rag.llm import TokenFn
 
 log = logging.getLogger("api")
 T = TypeVar("T")
@@ -99,7 +99,6 @@ class Service:
         k: int | None = None,
         history: Sequence[tuple[str, str]] = (),
         mode: str | None = None,
-        on_token: TokenFn | None = None,
         llm_options: dict[str, Any] | None = None,
         reader: bool | None = None,
     ) -> Answer:
@@ -107,7 +106,40 @@ class Service:
 
         `llm_options` (max_tokens, temperature) reach the LLM in LLM mode; extractive mode has no use for them.
         """
-        pipeline = await self.ready_async()
+        pipeline = self._checked(await self.ready_async(), k, mode)
+
+        def work() -> Answer:
+            return pipeline.ask(question, k=k, history=list(history), mode=mode, reader=reader, options=llm_options)
+
+        with _answer_errors():
+            return await self.run(work)
+
+    async def astream(
+        self,
+        question: str,
+        history: Sequence[tuple[str, str]] = (),
+        mode: str | None = None,
+        llm_options: dict[str, Any] | None = None,
+        reader: bool | None = None,
+    ) -> AsyncGenerator[str | Answer, None]:
+        """Pipeline.astream (an LLM's text as it comes, then the Answer), holding a place in the
+        same bounded pool as `ask` while it runs, with the same errors."""
+        pipeline = self._checked(await self.ready_async(), None, mode)
+        # Held on behalf of the stream, not of a task: a response goes on in another task than the one
+        # that started it.
+        borrower = object()
+        await self.limiter.acquire_on_behalf_of(borrower)
+        try:
+            with _answer_errors():
+                events = pipeline.astream(
+                    question, history=list(history), mode=mode, reader=reader, options=llm_options
+                )
+                async for event in events:
+                    yield event
+        finally:
+            self.limiter.release_on_behalf_of(borrower)
+
+    def _checked(self, pipeline: Pipeline, k: int | None, mode: str | None) -> Pipeline:
         if k is not None and not 1 <= k <= self.config.candidates:
             raise APIError(400, f"k must be between 1 and {self.config.candidates}; got {k}.", "invalid_k")
         if mode is not None and mode not in pipeline.chains:
@@ -117,22 +149,22 @@ class Service:
                 f"Answer mode {mode!r} is not available (available: {', '.join(pipeline.chains)}){hint}.",
                 "invalid_mode",
             )
+        return pipeline
 
-        def work() -> Answer:
-            return pipeline.ask(
-                question, k=k, history=list(history), on_token=on_token, mode=mode, reader=reader, options=llm_options
-            )
 
-        try:
-            return await self.run(work)
-        except QuestionError as exc:
-            raise APIError(400, str(exc), "invalid_question") from exc
-        except IndexProblem as exc:
-            log.warning("index problem while answering: %s", exc)
-            raise APIError(503, f"The index cannot be used: {exc}", "index_unavailable") from exc
-        except UserError as exc:
-            log.warning("could not answer: %s", exc)
-            raise APIError(503, f"The question could not be answered: {exc}", "service_unavailable") from exc
+@contextlib.contextmanager
+def _answer_errors() -> Iterator[None]:
+    """A question's failures as API errors: 400 for the question, 503 for the index or the service."""
+    try:
+        yield
+    except QuestionError as exc:
+        raise APIError(400, str(exc), "invalid_question") from exc
+    except IndexProblem as exc:
+        log.warning("index problem while answering: %s", exc)
+        raise APIError(503, f"The index cannot be used: {exc}", "index_unavailable") from exc
+    except UserError as exc:
+        log.warning("could not answer: %s", exc)
+        raise APIError(503, f"The question could not be answered: {exc}", "service_unavailable") from exc
 
 
 def service_of(app: Any) -> Service:

@@ -7,10 +7,12 @@ swapped in without touching retrieval.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import threading
 import time
-from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Generator, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any, cast
 
@@ -282,6 +284,30 @@ class Pipeline:
         """Like `ask`, as the answer comes: an LLM's reply text in pieces, then the Answer (only the
         Answer in extractive mode). Closing the iterator early closes the LLM request."""
         yield from self._run(question, k, history, mode, config, reader, options, streaming=True)
+
+    async def astream(
+        self,
+        question: str,
+        k: int | None = None,
+        history: Sequence[tuple[str, str]] = (),
+        mode: str | None = None,
+        config: RunnableConfig | None = None,
+        reader: bool | None = None,
+        options: Mapping[str, Any] | None = None,
+    ) -> AsyncGenerator[str | Answer, None]:
+        """`stream` for async callers, the one streaming path of the UI and the API: each event is
+        awaited from a worker thread of its own, so the event loop stays free while retrieval runs
+        or an LLM is slow. Closing it early (a client gone, the Stop button) closes the stream in
+        that thread, after the event under way, which closes the LLM request."""
+        events = self.stream(question, k, history, mode, config, reader, options)
+        worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="answer")
+        loop = asyncio.get_running_loop()
+        try:
+            while (event := await loop.run_in_executor(worker, next, events, None)) is not None:
+                yield event
+        finally:
+            worker.submit(events.close)  # one worker: it runs after the `next` under way, if any
+            worker.shutdown(wait=False)
 
     def _run(
         self,

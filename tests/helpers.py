@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import inspect
 import os
@@ -10,9 +11,10 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import pytest
@@ -21,6 +23,8 @@ from core.config import Config
 from index.build import BuildReport
 from index.embed import VectorEmbeddings
 from index.store import StoredIndex, VectorIndex
+
+T = TypeVar("T")
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SEEDS_DIR = REPO_ROOT / "seeds"
@@ -179,6 +183,15 @@ def start_ui(
     server.stop()
     why = f"exited with code {code}" if code is not None else f"did not answer within {timeout} s ({last_error})"
     pytest.fail(f"the UI server {why}; its stderr:\n{server.stderr()}")
+
+
+def collected(stream: AsyncIterator[T]) -> list[T]:
+    """Every item of an async stream (the UI's answer handlers), gathered on an event loop of its own."""
+
+    async def gather() -> list[T]:
+        return [item async for item in stream]
+
+    return asyncio.run(gather())
 
 
 def launch_api(env: Mapping[str, str], stderr_path: Path) -> UIServer:

@@ -680,6 +680,7 @@ def test_unexpected_failure_is_a_generic_500(pipeline: Pipeline, monkeypatch: py
         raise RuntimeError("secret internal detail")
 
     monkeypatch.setattr(pipeline, "ask", boom)
+    monkeypatch.setattr(pipeline, "stream", boom)  # what the streamed answer runs (Pipeline.astream)
     with live(create_app(pipeline)) as url:
         for stream in (False, True):
             body = {"model": "arabic-rag", "messages": [{"role": "user", "content": "سؤال"}], "stream": stream}

@@ -15,7 +15,7 @@ from eval.questions import load_jsonl
 from rag import __main__ as cli
 from rag.chain import Pipeline
 from rag.followup import FollowUpResolver, answered_entity
-from tests.helpers import QUESTIONS_DIR
+from tests.helpers import QUESTIONS_DIR, collected
 
 RESOLVER = FollowUpResolver()
 FOLLOW_UPS = {q.id: q for q in load_jsonl(QUESTIONS_DIR / "followups.jsonl")}
@@ -128,7 +128,7 @@ def test_ui_chat_resolves_follow_ups_in_extractive_mode(seeds_pipeline: Pipeline
     chat: list[dict[str, Any]] = []
     turns: list[tuple[str, str]] = []
     for asked in (*question.history, question.question):
-        *_, (chat, _, turns) = _ask(seeds_pipeline, asked, chat, 5, False, "extractive", turns, "ar")
+        *_, (chat, _, turns) = collected(_ask(seeds_pipeline, asked, chat, 5, False, "extractive", turns, "ar"))
     assert [asked for asked, _ in turns] == [*question.history, question.question]
     assert "عزيز نصير زاده" in chat[-1]["content"]
 

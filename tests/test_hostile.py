@@ -38,7 +38,7 @@ from index.load import MAX_FILE_BYTES, decode
 from rag.answer import Answer, Citation
 from rag.chain import Pipeline, QuestionError, clean_question
 from rag.retrieve import HybridRetriever
-from tests.helpers import REPO_ROOT, HashEmbedder, SeedsIndex, child_env, run_cli, vectors_of, write_docs
+from tests.helpers import REPO_ROOT, HashEmbedder, SeedsIndex, child_env, collected, run_cli, vectors_of, write_docs
 from ui.app import _ask
 from ui.render import CHOSEN_BY, answer_message
 
@@ -434,7 +434,7 @@ def test_hostile_question_gets_an_answer_or_a_clear_refusal(seeds_pipeline: Pipe
 @pytest.mark.parametrize("qid", list(QUESTIONS))
 def test_hostile_question_in_the_chat_is_shown_escaped_without_failure(seeds_pipeline: Pipeline, qid: str) -> None:
     question, _ = QUESTIONS[qid]
-    *_, (history, box, _turns) = _ask(seeds_pipeline, question, [], 5, False, "extractive", [], "en")
+    *_, (history, box, _turns) = collected(_ask(seeds_pipeline, question, [], 5, False, "extractive", [], "en"))
     assert box == ""
     if not question.strip():  # a blank question gets its notice and no bubble of its own (issue 29)
         assert len(history) == 1

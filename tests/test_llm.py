@@ -40,7 +40,7 @@ from rag.llm import (
 )
 from rag.retrieve import HybridRetriever
 from tests.fake_openai import Behaviour, BrokenStream, FakeOpenAI, Malformed, Reply, Slow, Status, Trickle
-from tests.helpers import REPO_ROOT, SeedsIndex, free_port, write_docs
+from tests.helpers import REPO_ROOT, SeedsIndex, collected, free_port, write_docs
 from ui.app import _ask
 from ui.render import CHOSEN_BY, answer_message, escape_text
 
@@ -597,7 +597,7 @@ def test_cli_stream_does_not_show_a_marker_to_a_missing_passage(cli_env: dict[st
 
 def test_ui_streams_then_shows_the_cited_answer(pipeline: Pipeline, fake: FakeOpenAI) -> None:
     fake.script(Reply(CITED, chunk_chars=4))
-    updates = list(_ask(pipeline, QUESTION, [], 5, False, "llm", [], "ar"))
+    updates = collected(_ask(pipeline, QUESTION, [], 5, False, "llm", [], "ar"))
     assert len(updates) > 2
     partials = [chat[-1]["content"] for chat, _, _ in updates[:-1]]
     assert all('class="answer streaming"' in p for p in partials)
@@ -615,7 +615,7 @@ def test_ui_streams_then_shows_the_cited_answer(pipeline: Pipeline, fake: FakeOp
 
 def test_ui_shows_the_fallback_on_401(pipeline: Pipeline, fake: FakeOpenAI, extractive: Answer) -> None:
     fake.script(Status(401))
-    updates = list(_ask(pipeline, QUESTION, [], 5, False, "llm", [], "ar"))
+    updates = collected(_ask(pipeline, QUESTION, [], 5, False, "llm", [], "ar"))
     chat, _, turns = updates[-1]
     final = chat[-1]["content"]
     assert "LLM unavailable" in final and "401" in final
@@ -629,7 +629,7 @@ def test_ui_shows_the_fallback_on_401(pipeline: Pipeline, fake: FakeOpenAI, extr
 
 def test_ui_answer_with_invalid_marker_ends_clean(pipeline: Pipeline, fake: FakeOpenAI) -> None:
     fake.script(Reply("عقد المؤتمر في 15 أغسطس 2023 [9]."))
-    chat, _, _ = list(_ask(pipeline, QUESTION, [], 5, False, "llm", [], "ar"))[-1]
+    chat, _, _ = collected(_ask(pipeline, QUESTION, [], 5, False, "llm", [], "ar"))[-1]
     final = chat[-1]["content"]
     assert "[9]" not in final and "تنبيه" in final
 

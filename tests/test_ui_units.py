@@ -22,7 +22,7 @@ from index.embed import VectorEmbeddings
 from index.library import DocumentLibrary, UploadReport, safe_name
 from rag.answer import Answer, Citation
 from rag.chain import Pipeline, reader_available
-from tests.helpers import REPO_ROOT, SEEDS_DIR, SeedsIndex, free_port
+from tests.helpers import REPO_ROOT, SEEDS_DIR, SeedsIndex, collected, free_port
 from ui.app import _reopened_lists, make_i18n
 from ui.render import answer_message, escape_text
 
@@ -716,7 +716,7 @@ def test_the_reader_checkbox_reaches_the_answer(seeds_index: SeedsIndex) -> None
     pipeline = Pipeline(seeds_index.config.replace(short_answer_threshold=0.0), index=seeds_index.index)
     answers = {}
     for read in (False, True):
-        *_, (chat, _, _) = _ask(pipeline, question, [], 5, False, "extractive", [], "en", read)
+        *_, (chat, _, _) = collected(_ask(pipeline, question, [], 5, False, "extractive", [], "en", read))
         answers[read] = chat[-1]["content"]
     assert '<b class="short-answer" title="Chosen by the fine-tuned reader">لي شانغفو</b>' in answers[True]
     assert "لي شانغفو</b>" not in answers[False]
@@ -786,7 +786,7 @@ def test_a_refused_question_without_letters_speaks_the_pages_language(seeds_pipe
     from ui.app import _ask
 
     for page in ("ar", "en"):
-        *_, (chat, _, _) = _ask(seeds_pipeline, question, [], 5, False, "extractive", [], page)
+        *_, (chat, _, _) = collected(_ask(seeds_pipeline, question, [], 5, False, "extractive", [], page))
         assert escape_text(MESSAGES[page]["question_no_words"]) in chat[-1]["content"], page
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import AsyncIterator, Callable, Generator, Iterator
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
@@ -255,7 +255,7 @@ R = TypeVar("R")
 Y = TypeVar("Y")
 
 
-def _replies(
+async def _replies(
     pipeline: Pipeline,
     question: str,
     k: int,
@@ -264,13 +264,13 @@ def _replies(
     show_scores: bool,
     page_lang: str,
     read: bool | None = None,
-) -> Iterator[str | tuple[str, str, Answer | None]]:
+) -> AsyncIterator[str | tuple[str, str, Answer | None]]:
     """The answer as it comes (an LLM's text, piece by piece), then (HTML reply, plain answer for
     the history, the Answer); every failure becomes a friendly message in the question's language (the page's,
     for an empty question). Closing it early (the Stop button) closes the LLM request."""
     lang = for_question(question or "", page_lang)
     try:
-        for event in pipeline.stream(question, k=int(k), history=turns, mode=mode, reader=read):
+        async for event in pipeline.astream(question, k=int(k), history=turns, mode=mode, reader=read):
             yield (answer_message(event, show_scores), event.answer, event) if isinstance(event, Answer) else event
     except IndexProblem as exc:
         yield notice_message(t(lang, "index_unusable", reason=exc)), "", None
@@ -291,7 +291,7 @@ def _preload_reader(pipeline: Pipeline, ticked: bool) -> None:
             log.warning("the answer reader could not be loaded: %s", exc)
 
 
-def _ask(
+async def _ask(
     pipeline: Pipeline,
     question: str,
     history: list[dict[str, Any]],
@@ -302,7 +302,7 @@ def _ask(
     page_lang: str,
     read: bool | None = None,
     on_answer: Callable[[Answer], None] | None = None,
-) -> Iterator[tuple[list[dict[str, Any]], str, Turns]]:
+) -> AsyncIterator[tuple[list[dict[str, Any]], str, Turns]]:
     """Chat handler: yields the conversation as the answer streams in (LLM mode) or once, and
     hands the final Answer to `on_answer`. A blank question gets its notice without a bubble of
     its own (issue 29: it added an empty one)."""
@@ -311,7 +311,7 @@ def _ask(
         history.append({"role": "user", "content": user_message(question)})
     turns = list(turns or [])
     streamed, reply, plain = "", "", ""
-    for event in _replies(pipeline, question, k, mode, turns, show_scores, page_lang, read):
+    async for event in _replies(pipeline, question, k, mode, turns, show_scores, page_lang, read):
         if isinstance(event, tuple):
             reply, plain, answer = event
             if answer is not None and on_answer is not None:
@@ -421,7 +421,7 @@ def build_app(pipeline: Pipeline, i18n: gr.I18n) -> gr.Blocks:
                 send_correction = gr.Button(i18n("feedback_send"), scale=1, elem_id="feedback-send")
             rated = gr.State(None)  # the record the correction belongs to
 
-            def ask(
+            async def ask(
                 q: str,
                 history: list[dict[str, Any]],
                 k_: int,
@@ -432,12 +432,12 @@ def build_app(pipeline: Pipeline, i18n: gr.I18n) -> gr.Blocks:
                 read: bool,
                 tab: str,
                 records_: dict[str, Any],
-            ) -> Iterator[tuple[Any, ...]]:
+            ) -> AsyncIterator[tuple[Any, ...]]:
                 """The answer, its feedback record, and the conversation kept for a reload of this
                 tab. Each update is sent when the next one comes, so the last carries the record."""
                 answered: list[Answer] = []
                 last: tuple[Any, ...] | None = None
-                for shown in _ask(pipeline, q, history, k_, scores, mode_, turns_, lang, read, answered.append):
+                async for shown in _ask(pipeline, q, history, k_, scores, mode_, turns_, lang, read, answered.append):
                     if last is not None:
                         yield *last, gr.update()
                     last = shown
