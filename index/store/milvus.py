@@ -716,15 +716,21 @@ class MilvusStore:
         if "lite" in str(self.call("get_server_version")).lower():
             self.call("flush", self.collection)
 
-    def _check_lengths(self, rows: list[dict[str, Any]]) -> None:
+    def _check_lengths(self, chunks: Sequence[Document], terms: Sequence[str]) -> None:
         """Fail before the first write, naming the file, when a value exceeds this collection's
         limits: a collection made by an older version had a 1,024-character source field."""
         limits = _limits(self.call("describe_collection", self.collection))
-        for row in rows:
-            for name in ("text", "source", "title", "terms"):
-                if name in limits and len(row[name]) > limits[name]:
+        for chunk, tokens in zip(chunks, terms):
+            values = {
+                "text": chunk.page_content,
+                "source": chunk.metadata["source"],
+                "title": _title(chunk),
+                "terms": tokens,
+            }
+            for name, value in values.items():
+                if name in limits and len(value) > limits[name]:
                     raise IndexMismatch(
-                        f"{_shown(row['source'])}: its {name} has {len(row[name]):,} characters, over the "
+                        f"{_shown(values['source'])}: its {name} has {len(value):,} characters, over the "
                         f"{limits[name]:,} of {self.description} (made by an older version); rebuild it with "
                         f"`{self.rebuild_hint()}`"
                     )
@@ -741,33 +747,49 @@ class MilvusStore:
                 for row in self.rows(self.collection, ["terms"], dropped):
                     gone.update(set(row["terms"].split()))
             self.call("delete", self.collection, filter=dropped)
-        rows = [
-            {
-                "id": c.metadata["id"],
-                "vector": v.tolist(),
-                "text": c.page_content,
-                "source": c.metadata["source"],
-                "title": c.metadata["title"][: _TITLE_MAX // 4],
-                "start": int(c.metadata["start"]),
-                "end": int(c.metadata["end"]),
-                "position": int(c.metadata["position"]),
-                "location": json.dumps(
-                    {k: c.metadata[k] for k in LOCATION_KEYS if k in c.metadata}, ensure_ascii=False
-                ),
-                "terms": lexical_text(chunk_terms(c)),
-            }
-            for c, v in zip(changes.chunks, changes.vectors)
-        ]
-        self._check_lengths(rows)
-        self._upsert(self.collection, rows)
+        # Rows are made a batch at a time (a million rows of vectors as Python lists took 19 GB); the
+        # lengths are checked for all of them before the first write.
+        terms = [lexical_text(chunk_terms(c)) for c in changes.chunks]
+        self._check_lengths(changes.chunks, terms)
+        added: Counter[str] = Counter()
+        for start in range(0, len(terms), _BATCH):
+            end = start + _BATCH
+            batch = [
+                _row(c, v, t)
+                for c, v, t in zip(changes.chunks[start:end], changes.vectors[start:end], terms[start:end])
+            ]
+            self._upsert(self.collection, batch)
+            if counted:
+                added.update(token for row in batch for token in set(row["terms"].split()))
         if counted:
-            self._count_terms(Counter(t for row in rows for t in set(row["terms"].split())), gone, fresh=old is None)
+            self._count_terms(added, gone, fresh=old is None)
         self._flush_lite()
         kept = old.size - sum(int(old.files[s]["chunks"]) for s in changes.drop if s in old.files) if old else 0
-        manifest.update(count=kept + len(rows), generation=int(manifest.get("generation", 0)) + 1)
+        manifest.update(count=kept + len(terms), generation=int(manifest.get("generation", 0)) + 1)
         manifest.pop("lexical", None)  # said at load, from the collection itself
         self._write_manifest(manifest)
         return self.load()
+
+
+def _title(chunk: Document) -> str:
+    return str(chunk.metadata["title"])[: _TITLE_MAX // 4]
+
+
+def _row(chunk: Document, vector: np.ndarray, terms: str) -> dict[str, Any]:
+    """A chunk as a row of the chunks collection."""
+    meta = chunk.metadata
+    return {
+        "id": meta["id"],
+        "vector": vector.tolist(),
+        "text": chunk.page_content,
+        "source": meta["source"],
+        "title": _title(chunk),
+        "start": int(meta["start"]),
+        "end": int(meta["end"]),
+        "position": int(meta["position"]),
+        "location": json.dumps({k: meta[k] for k in LOCATION_KEYS if k in meta}, ensure_ascii=False),
+        "terms": terms,
+    }
 
 
 def _shown(source: str) -> str:
