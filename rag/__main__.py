@@ -22,7 +22,7 @@ from core.errors import ConfigError, UserError
 from index.arabic import language
 from index.formats import describe_location
 from index.load import safe_name, terminal_safe
-from rag.answer import Answer
+from rag.answer import Answer, cited_pages
 from rag.chain import Pipeline, QuestionError
 from rag.followup import MAX_HISTORY_TURNS
 
@@ -52,7 +52,8 @@ def render(answer: Answer, streamed: bool = False) -> str:
     for c in shown:
         snippet = " ".join(c.text.split())
         snippet = snippet if len(snippet) <= 200 else snippet[:200] + " …"
-        where = describe_location(c.page, c.page_end, c.section, c.ocr, arabic=arabic, paragraph=c.paragraph)
+        page, page_end = cited_pages(c)
+        where = describe_location(page, page_end, c.section, c.ocr, arabic=arabic, paragraph=c.paragraph)
         lines.append(
             f"[{c.n}] {safe_name(c.title)} — {safe_name(c.source)}{' · ' + where if where else ''} "
             f"({c.start}–{c.end})\n    {snippet}"

@@ -7,6 +7,7 @@ source. When no sentence is a convincing answer it abstains rather than guess.
 
 from __future__ import annotations
 
+import bisect
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -59,9 +60,21 @@ class Citation:
     highlights: list[tuple[int, int]] = field(default_factory=list)  # offsets within `text`
     page: int | None = None  # 1-based, documents with pages (PDF, scans)
     page_end: int | None = None  # set only when the passage runs onto later pages
+    page_breaks: list[int] = field(default_factory=list)  # offsets in `text` where pages page+1.. start
     section: str = ""  # nearest heading before the passage (DOCX, HTML, Markdown, PDF)
     ocr: bool = False  # text read by OCR from a scan: may hold recognition errors
     paragraph: int = 0  # 1-based paragraph of the document the passage starts in (0: unknown)
+
+
+def cited_pages(citation: Citation) -> tuple[int | None, int | None]:
+    """The page (and last page) of what the answer used from a passage: the highlighted text's,
+    when the passage runs across pages and records where they break (a sentence on page 2 of a
+    passage over pages 1–2 was cited «ص 1–2»: issue 29); else the passage's own pages."""
+    if not (citation.page and citation.page_end and citation.page_breaks and citation.highlights):
+        return citation.page, citation.page_end
+    first = citation.page + bisect.bisect_right(citation.page_breaks, min(h[0] for h in citation.highlights))
+    last = citation.page + bisect.bisect_right(citation.page_breaks, max(h[1] for h in citation.highlights) - 1)
+    return first, last if last != first else None
 
 
 @dataclass(frozen=True)
@@ -114,6 +127,7 @@ def to_citation(n: int, passage: Document, highlights: list[tuple[int, int]] | N
         highlights=highlights or [],
         page=meta.get("page"),
         page_end=meta.get("page_end"),
+        page_breaks=list(meta.get("page_breaks") or []),
         section=meta.get("section", ""),
         ocr=bool(meta.get("ocr", False)),
         paragraph=int(meta.get("paragraph", 0)),

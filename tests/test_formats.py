@@ -16,6 +16,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from langchain_core.documents import Document
 
 from core.config import Config
 from eval.pdf_fixtures import Section, chromium, print_pdf, rtl_html
@@ -28,7 +29,7 @@ from index.formats import ocr as ocr_module
 from index.formats import pdf as pdf_module
 from index.formats.repair import repair_extracted, visual_to_logical
 from index.load import UnreadableFile, load_file, load_folder
-from rag.answer import Answer
+from rag.answer import Answer, cited_pages, to_citation
 from rag.chain import Pipeline
 from tests.helpers import SEEDS_DIR
 
@@ -201,12 +202,39 @@ def test_image_of_a_page_is_read_by_ocr(report_pdf: Path, tmp_path: Path) -> Non
 def test_locate_maps_spans_to_pages_and_sections() -> None:
     meta = {"pages": [0, 100, 250], "sections": [[0, "أ"], [120, "ب"]], "ocr_pages": [3]}
     assert formats.locate(meta, 10, 90) == {"page": 1, "section": "أ"}
-    assert formats.locate(meta, 90, 130) == {"page": 1, "page_end": 2, "section": "أ"}
-    assert formats.locate(meta, 130, 300) == {"page": 2, "page_end": 3, "ocr": True, "section": "ب"}
+    assert formats.locate(meta, 90, 130) == {"page": 1, "page_end": 2, "page_breaks": [10], "section": "أ"}
+    assert formats.locate(meta, 130, 300) == {
+        "page": 2,
+        "page_end": 3,
+        "page_breaks": [120],
+        "ocr": True,
+        "section": "ب",
+    }
+    assert formats.locate(meta, 50, 300)["page_breaks"] == [50, 200]
     assert formats.locate(meta, 100, 101) == {"page": 2, "section": "أ"}
     assert formats.locate({}, 0, 10) == {}
     md = "# عنوان\nنص.\n\n## القسم الثاني ##\nنص آخر."
     assert formats.markdown_sections(md) == [[0, "عنوان"], [md.index("## القسم"), "القسم الثاني"]]
+
+
+def test_a_citation_names_the_page_of_the_sentence_it_uses() -> None:
+    """A passage over pages 1–2 whose cited sentence is on page 2 was headed «ص 1–2» (issue 29):
+    the header names the page of the highlighted text, and both pages when it crosses the break."""
+    text = "الجملة الأولى في الصفحة الأولى. " + "الجملة الثانية في الصفحة الثانية."
+    second = text.index("الجملة الثانية")
+    meta = {"pages": [0, 1000 + second], "source": "a.pdf", "title": "t", "start": 1000, "end": 1000 + len(text)}
+    location = formats.locate(meta, 1000, 1000 + len(text))
+    assert location == {"page": 1, "page_end": 2, "page_breaks": [second]}
+    passage = Document(page_content=text, metadata={**meta, **location, "id": "a"})
+    on_two = dataclasses.replace(to_citation(1, passage), highlights=[(second, len(text))])
+    on_one = dataclasses.replace(to_citation(1, passage), highlights=[(0, second - 1)])
+    across = dataclasses.replace(to_citation(1, passage), highlights=[(5, second + 5)])
+    assert cited_pages(on_two) == (2, None) and cited_pages(on_one) == (1, None) and cited_pages(across) == (1, 2)
+    assert cited_pages(to_citation(1, passage)) == (1, 2)  # nothing highlighted: the passage's pages
+    assert formats.describe_location(*cited_pages(on_two), "", False, arabic=True) == "ص 2"
+    # An index built before page breaks were recorded keeps its range.
+    old = Document(page_content=text, metadata={**meta, "page": 1, "page_end": 2, "id": "a"})
+    assert cited_pages(dataclasses.replace(to_citation(1, old), highlights=[(second, len(text))])) == (1, 2)
 
 
 def test_markdown_chunks_name_their_section(tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ from index.arabic import language
 from index.formats import describe_location
 from index.formats.marks import PAGE_SUFFIXES
 from index.load import safe_name
-from rag.answer import MARKER_RE, Answer, Citation
+from rag.answer import MARKER_RE, Answer, Citation, cited_pages
 
 # Every ASCII punctuation mark is made a numeric character reference, so neither the HTML
 # sanitiser nor the Markdown renderer can find a tag, a link, emphasis or an autolink in it.
@@ -106,8 +106,9 @@ def _passage(
     """A cited passage, folded under its header; the header speaks the message's language (`arabic`),
     whatever the passage's own: "الفقرة 1" on an English page was a new user's complaint."""
     score = f" · {'الدرجة' if arabic else 'score'} {citation.score:.3f}" if show_scores else ""
+    page, page_end = cited_pages(citation)
     located = describe_location(
-        citation.page, citation.page_end, citation.section, citation.ocr, arabic=arabic, paragraph=citation.paragraph
+        page, page_end, citation.section, citation.ocr, arabic=arabic, paragraph=citation.paragraph
     )
     # The section name comes from the document: escaped like every other piece of document text.
     where = escape_text(located)

@@ -145,11 +145,13 @@ def markdown_sections(text: str) -> list[list[Any]]:
 
 
 # Chunk metadata keys `locate` may set; stores with a fixed schema (Milvus) keep them as one JSON field.
-LOCATION_KEYS = ("page", "page_end", "section", "ocr", "paragraph")
+LOCATION_KEYS = ("page", "page_end", "page_breaks", "section", "ocr", "paragraph")
 
 
 def locate(metadata: dict[str, Any], start: int, end: int) -> dict[str, Any]:
     """Page, last page (only when the span crosses a page break), section and OCR flag of a span.
+    A span that crosses page breaks also gets `page_breaks`: where in it each later page starts
+    (offsets from the span's start), so a citation can name the page of the sentence it uses.
 
     Keys are present only when the document has that information, so plain-text chunks keep the
     metadata (and store records) they always had.
@@ -162,6 +164,7 @@ def locate(metadata: dict[str, Any], start: int, end: int) -> dict[str, Any]:
         out["page"] = max(first, 1)
         if last > first:
             out["page_end"] = last
+            out["page_breaks"] = [pages[p - 1] - start for p in range(out["page"] + 1, last + 1)]
         ocr = set(metadata.get("ocr_pages") or ())
         if ocr and any(p in ocr for p in range(out["page"], last + 1)):
             out["ocr"] = True
