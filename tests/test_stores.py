@@ -14,6 +14,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 from langchain_core.documents import Document
 
@@ -156,9 +157,26 @@ def assert_term_weights(index: store.StoredIndex, config: Config, words: str) ->
         assert corpus.term_weight(term) == pytest.approx(reference.term_weight(term), rel=1e-5), term
 
 
-def test_term_weights_are_bm25s_over_the_stored_chunks(built: Built, embedder: VectorEmbeddings) -> None:
+def assert_bm25_scores(index: store.StoredIndex, config: Config, question: str) -> None:
+    """The BM25 scores the fusion uses are the in-memory BM25's over the same chunks, whichever
+    store finds the candidates (Milvus's own BM25 ranks them; the scores are the project's)."""
+    chunks = chunks_of(index)
+    reference = BM25.from_lexical(LexicalIndex.from_chunks(chunks), config)
+    expected = dict(zip((c.metadata["id"] for c in chunks), reference.scores(terms(question)), strict=True))
+    corpus = index.serving(config)
+    keys = [key for key, _ in corpus.lexical(terms(question), 10)]
+    assert keys
+    _, scores = corpus.rescore(keys, np.zeros(index.manifest["dim"], np.float32), terms(question))
+    found = corpus.passages(keys)
+    assert scores.tolist() == pytest.approx([expected[found[k].metadata["id"]] for k in keys], rel=1e-4)
+
+
+def test_term_weights_and_bm25_are_the_projects_over_the_stored_chunks(
+    built: Built, embedder: VectorEmbeddings
+) -> None:
     index = store_for(built.config).load(embedder.name)
     assert_term_weights(index, built.config, f"{ARABIC_QUESTION} {ENGLISH_QUESTION}")
+    assert_bm25_scores(index, built.config, ARABIC_QUESTION)
 
 
 def test_embedder_mismatch(built: Built) -> None:
@@ -213,6 +231,7 @@ def test_incremental_updates(
             meta = chunk.metadata
             assert chunk.page_content == source_text(config, meta["source"])[meta["start"] : meta["end"]]
         assert_term_weights(index, config, f"{NILE} {COFFEE} {DATES}")
+        assert_bm25_scores(index, config, "من أين ينبع النيل وأين تزرع القهوة والنخيل؟")
         return index
 
     index, report = build_folder(config, counting)

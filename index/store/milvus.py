@@ -37,7 +37,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -101,6 +101,7 @@ logging.getLogger("milvus_lite").propagate = False
 _MANIFEST_ID = "__manifest__"
 _FILE_PREFIX = "file:"
 _LEASE_ID = "__writer__"
+_LENGTH_ID = "__length__"  # the df collection's row holding the total number of terms of all chunks
 # VARCHAR limits, from the same caps the loader and chunker enforce. Milvus Lite counts characters,
 # some Milvus servers count UTF-8 bytes: 4 bytes a character covers both.
 _TEXT_MAX = 4 * MAX_CHUNK_CHARS
@@ -150,16 +151,14 @@ def lexical_text(terms: Sequence[str]) -> str:
     return " ".join(lexical_token(t) for t in terms)
 
 
-def _quoted(values: Sequence[Key]) -> str:
-    """A Milvus `in` list of ids (json quoting is Milvus's string syntax)."""
-    return json.dumps([str(v) for v in values], ensure_ascii=False)
-
-
 class EngineBM25:
-    """BM25 inside Milvus: a `BM25` function over `terms` into a sparse vector with a BM25 index.
-    A term's weight (IDF, for answer extraction) reads its document frequency from `<name>_df`,
-    kept by each commit: Milvus Lite answers a TEXT_MATCH count by scanning every row (1.2 s at
-    10k chunks), and a get by id takes milliseconds at any size."""
+    """BM25 inside Milvus: a `BM25` function over `terms` into a sparse vector with a BM25 index
+    finds the lexical candidates. The candidates' scores for the fusion are then computed here,
+    by the same Okapi formula and settings as the in-memory BM25, from their saved terms and the
+    document frequencies (and total length) kept by each commit in `<name>_df`: the fusion stays
+    the FAISS store's, and no second, filtered search runs (Milvus Lite evaluates a filter on
+    every row). Those frequencies also give a term's weight for answer extraction: a TEXT_MATCH
+    count in Milvus Lite scans every row (1.2 s at 10k chunks); a get by id takes milliseconds."""
 
     description = "BM25 in Milvus"
 
@@ -167,33 +166,47 @@ class EngineBM25:
         self.store, self.size = store, size
         self._df: dict[str, int] = {}
 
-    def _search(self, query_terms: Sequence[str], n: int, keys: Sequence[Key] | None = None) -> list[tuple[Key, float]]:
+    def top(self, query_terms: Sequence[str], n: int) -> list[tuple[Key, float]]:
         text = lexical_text(query_terms)
         if not text or n < 1:
             return []
-        kwargs: dict[str, Any] = {"filter": f"id in {_quoted(keys)}"} if keys is not None else {}
-        hits = self.store.search([text], n, "sparse", {"metric_type": "BM25"}, **kwargs)
+        hits = self.store.search([text], n, "sparse", {"metric_type": "BM25"})
         # Milvus Lite reports a BM25 match as a negative distance, servers as the score itself.
         return [(str(h["id"]), abs(float(h["distance"]))) for h in hits[0]]
 
-    def top(self, query_terms: Sequence[str], n: int) -> list[tuple[Key, float]]:
-        return self._search(query_terms, n)
-
-    def scores(self, keys: Sequence[Key], query_terms: Sequence[str]) -> np.ndarray:
-        found = dict(self._search(query_terms, len(keys), keys)) if keys else {}
-        return np.array([found.get(k, 0.0) for k in keys], dtype=np.float32)
+    def scores(self, keys: Sequence[Key], query_terms: Sequence[str], terms_of: Mapping[Key, str]) -> np.ndarray:
+        weights = Counter(lexical_token(t) for t in query_terms)
+        frequencies = self._frequencies([*weights, _LENGTH_ID])
+        idf = {token: self._idf(frequencies[token]) for token in weights}
+        average = max(frequencies[_LENGTH_ID] / max(self.size, 1), 1e-9)
+        k1, b = self.store.bm25_k1, self.store.bm25_b
+        out = np.zeros(len(keys), dtype=np.float32)
+        for i, key in enumerate(keys):
+            tokens = terms_of.get(key, "").split()
+            counts = Counter(t for t in tokens if t in weights)
+            norm = k1 * (1 - b + b * len(tokens) / average)
+            out[i] = sum(weights[t] * idf[t] * tf * (k1 + 1) / (tf + norm) for t, tf in counts.items())
+        return out
 
     def term_weight(self, term: str) -> float:
         token = lexical_token(term)
-        df = self._df.get(token)
-        if df is None:
+        return self._idf(self._frequencies([token])[token])
+
+    def _idf(self, df: int) -> float:
+        return math.log1p((self.size - df + 0.5) / (df + 0.5))
+
+    def _frequencies(self, tokens: Sequence[str]) -> dict[str, int]:
+        """Document frequencies (and the total length under _LENGTH_ID), read once per loaded index."""
+        missing = [t for t in tokens if t not in self._df]
+        if missing:
             rows = self.store.call(
-                "get", self.store.frequencies, ids=[token], output_fields=["df"], consistency_level=READ_CONSISTENCY
+                "get", self.store.frequencies, ids=missing, output_fields=["df"], consistency_level=READ_CONSISTENCY
             )
-            df = self._df[token] = int(rows[0]["df"]) if rows else 0
+            found = {r["id"]: int(r["df"]) for r in rows}
             if len(self._df) > 100_000:
                 self._df.clear()
-        return math.log1p((self.size - df + 0.5) / (df + 0.5))
+            self._df.update((t, found.get(t, 0)) for t in missing)
+        return {t: self._df[t] for t in tokens}
 
 
 class LocalBM25:
@@ -210,7 +223,8 @@ class LocalBM25:
         scores = self.bm25.scores([lexical_token(t) for t in query_terms])
         return [(self.ids[r], float(scores[r])) for r in top_n(scores, n) if scores[r] > 0]
 
-    def scores(self, keys: Sequence[Key], query_terms: Sequence[str]) -> np.ndarray:
+    def scores(self, keys: Sequence[Key], query_terms: Sequence[str], terms_of: Mapping[Key, str]) -> np.ndarray:
+        """From the counts held here (`terms_of`, the candidates' fetched terms, is not needed)."""
         scores = self.bm25.scores([lexical_token(t) for t in query_terms])
         return np.array([scores[r] if (r := self.row_of.get(str(k))) is not None else 0.0 for k in keys], np.float32)
 
@@ -235,11 +249,13 @@ class MilvusCorpus:
     def rescore(
         self, keys: Sequence[Key], query: np.ndarray, query_terms: Sequence[str]
     ) -> tuple[np.ndarray, np.ndarray]:
-        rows = {r["id"]: r["vector"] for r in self.store.fetch(keys, ["id", "vector"])}
+        rows = {r["id"]: r for r in self.store.fetch(keys, ["id", "vector", "terms"])}
         cosines = np.array(
-            [float(np.asarray(rows[k], dtype=np.float32) @ query) if k in rows else -1.0 for k in keys], np.float32
+            [float(np.asarray(rows[k]["vector"], dtype=np.float32) @ query) if k in rows else -1.0 for k in keys],
+            np.float32,
         )
-        return cosines, self.lexical_side.scores(keys, query_terms)
+        terms_of = {k: str(row["terms"]) for k, row in rows.items()}
+        return cosines, self.lexical_side.scores(keys, query_terms, terms_of)
 
     def passages(self, keys: Sequence[Key]) -> dict[Key, Document]:
         return {r["id"]: _document(r) for r in self.store.fetch(keys, _PASSAGE_FIELDS)}
@@ -745,7 +761,9 @@ class MilvusStore:
             dropped = f"source in {json.dumps(sorted(changes.drop), ensure_ascii=False)}"
             if counted:
                 for row in self.rows(self.collection, ["terms"], dropped):
-                    gone.update(set(row["terms"].split()))
+                    tokens = row["terms"].split()
+                    gone.update(set(tokens))
+                    gone[_LENGTH_ID] += len(tokens)
             self.call("delete", self.collection, filter=dropped)
         # Rows are made a batch at a time (a million rows of vectors as Python lists took 19 GB); the
         # lengths are checked for all of them before the first write.
@@ -760,7 +778,10 @@ class MilvusStore:
             ]
             self._upsert(self.collection, batch)
             if counted:
-                added.update(token for row in batch for token in set(row["terms"].split()))
+                for row in batch:
+                    tokens = row["terms"].split()
+                    added.update(set(tokens))
+                    added[_LENGTH_ID] += len(tokens)
         if counted:
             self._count_terms(added, gone, fresh=old is None)
         self._flush_lite()
