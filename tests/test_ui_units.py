@@ -3,6 +3,7 @@ documents library (add / reject / remove on a throwaway index), and the network-
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import itertools
 import os
@@ -595,6 +596,18 @@ def test_answer_message_shows_the_short_answer_first_in_bold_and_marks_it_in_its
     )
     assert f'<mark class="short-answer"><b>{escape_text(short)}</b></mark>' in page
     assert page.count("<mark>") == 2  # the rest of the evidence sentence, in plain highlight
+
+
+def test_a_source_header_names_the_page_of_the_cited_sentence() -> None:
+    """Issue 29: a passage over pages 1–2 whose evidence sentence is on page 2 was headed «ص 1–2»."""
+    text = "افتتح الوزير المعرض يوم الأحد. وشارك في المعرض أكثر من 900 دار نشر."
+    second = text.index("وشارك")
+    citation = Citation(1, "fair.pdf", "t", 0, len(text), text, 0.9, [(second, len(text))], page=1, page_end=2)
+    answer = Answer("كم دار نشر شاركت؟", "أكثر من 900 دار نشر [1]", False, [citation])
+    assert "ص 1–2" in answer_message(answer)  # no page breaks recorded: the passage's pages
+    citation = dataclasses.replace(citation, page_breaks=[second])
+    shown = answer_message(dataclasses.replace(answer, citations=[citation]))
+    assert "ص 2" in shown and "ص 1–2" not in shown
 
 
 def test_a_pdf_source_links_to_its_page_with_the_sentence_and_answer_and_a_text_source_does_not() -> None:
