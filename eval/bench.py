@@ -605,17 +605,25 @@ def _milvus_latency(corpus: SyntheticCorpus, retriever: HybridRetriever, questio
 
 
 def bench_milvus_scale(
-    corpus: SyntheticCorpus | None, arcd: Path, sizes: list[int], config: Config, workdir: Path, questions: int
+    corpus: SyntheticCorpus | None,
+    arcd: Path,
+    sizes: list[int],
+    config: Config,
+    workdir: Path,
+    questions: int,
+    engine: str = "lite",
 ) -> dict[str, Any]:
-    """Milvus serving the corpus (issue 30), through `milvus-lite server` in a process of its own as
-    deployed: ARCD recall@5 of the hybrid retriever with FAISS and with Milvus over the same chunks
-    and vectors (BM25 in Milvus), then per synthetic size (HNSW) the write time, what an app process
-    pays at start-up (seconds, and the resident MB that adds), and dense and hybrid latency."""
-    from eval.milvus_server import lite_server
+    """Milvus serving the corpus (issue 30), the engine in a process of its own as deployed
+    (`MILVUS_ENGINES`): ARCD recall@5 of the hybrid retriever with FAISS and with Milvus over the
+    same chunks and vectors (BM25 in Milvus), then per synthetic size (HNSW) the write time, what an
+    app process pays at start-up (seconds, and the resident MB that adds), and dense and hybrid
+    latency."""
+    from eval import milvus_server
     from index.store.milvus import MilvusStore
 
-    out: dict[str, Any] = {"rows": []}
-    with lite_server(workdir / "lite-server") as uri:
+    out: dict[str, Any] = {"engine": engine, "rows": []}
+    serve = getattr(milvus_server, MILVUS_ENGINES[engine][0])
+    with serve(workdir / f"{engine}-server") as uri:
         if arcd.exists():
             out["arcd"] = _recall_faiss_and_milvus(config, arcd, uri, workdir)
             print(f"  ARCD recall@5: {out['arcd']}", flush=True)
@@ -644,6 +652,13 @@ def bench_milvus_scale(
             )
             reader.client().close()
     return out
+
+
+# The engines the Milvus serving sections measure: (eval.milvus_server's server, its title).
+MILVUS_ENGINES = {
+    "lite": ("lite_server", "`milvus-lite server` (Milvus Lite 3.2, pure Python) in its own process"),
+    "lite25": ("lite25_server", "Milvus Lite 2.5 (Milvus 2.5's C++ engine) serving over TCP in its own process"),
+}
 
 
 def _recall_faiss_and_milvus(config: Config, arcd: Path, uri: str, workdir: Path) -> dict[str, Any]:
@@ -730,7 +745,7 @@ def _milvus_scale_lines(result: dict[str, Any] | None, measured: str) -> list[st
     if not result:
         return []
     lines = [
-        "## Milvus serving the corpus (`milvus-lite server` in its own process, HNSW, BM25 in Milvus)",
+        f"## Milvus serving the corpus: {MILVUS_ENGINES[result.get('engine', 'lite')][1]}, HNSW, BM25 in Milvus",
         "",
         f"{measured + ' ' if measured else ''}The app process keeps no copy of the corpus: searches return ids and only the kept chunks "
         "are fetched. Start-up = loading the index in an app process (manifest, row count) and building its "
@@ -905,6 +920,7 @@ def report(results: dict[str, Any], path: Path, plot: Path) -> None:
         "![latency against corpus size](bench-latency.png)",
         "",
         *_milvus_scale_lines(results.get("milvus_scale"), _measured(results, "milvus_scale")),
+        *_milvus_scale_lines(results.get("milvus_scale_lite25"), _measured(results, "milvus_scale_lite25")),
         *_milvus_server_lines(results.get("milvus_server"), results.get("measured", {}).get("milvus_server")),
         *_reader_lines(results.get("reader"), _measured(results, "reader")),
         f"Peak RSS of the run: {results['peak_rss_mb']:.0f} MB.",
@@ -1045,7 +1061,14 @@ def _plot(rows: list[dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
-SECTIONS = ("documents", "lexical", "milvus_scale", "milvus_server", "reader")  # the sections `--only` can run alone
+SECTIONS = (
+    "documents",
+    "lexical",
+    "milvus_scale",
+    "milvus_scale_lite25",
+    "milvus_server",
+    "reader",
+)  # the sections `--only` can run alone
 REPORT_FILES = ("BENCHMARKS.md", "bench-latency.png", "benchmarks.json")
 
 
@@ -1150,10 +1173,12 @@ def main(argv: list[str] | None = None) -> int:
                     section("documents", bench_documents(workdir))
                 elif name == "lexical":
                     section("lexical", bench_lexical(config, args.arcd, args.lexical_chunks, workdir))
-                elif name == "milvus_scale":
+                elif name.startswith("milvus_scale"):
                     corpus = _seeds_and_corpus(config, workdir, args.arcd)
-                    scale = bench_milvus_scale(corpus, args.arcd, args.milvus_chunks, config, workdir, 30)
-                    section("milvus_scale", scale)
+                    engine = "lite25" if name.endswith("lite25") else "lite"
+                    section(
+                        name, bench_milvus_scale(corpus, args.arcd, args.milvus_chunks, config, workdir, 30, engine)
+                    )
                 elif name == "reader":
                     corpus = _seeds_and_corpus(config, workdir, args.arcd)
                     section("reader", bench_reader(corpus, config, workdir / "seeds-index", 100_000, 200))

@@ -75,24 +75,53 @@ def installed() -> bool:
 
 
 def install() -> Path:
-    """The server's venv at VENV, built beside it and renamed into place so a failed install
+    """The server's venv at VENV (see `_install`)."""
+    return _install(VENV, [f"milvus=={VERSION}"], VERSION)
+
+
+def _install(venv: Path, packages: list[str], version: str) -> Path:
+    """A venv holding `packages`, built beside `venv` and renamed into place so a failed install
     leaves nothing half-made; a venv already there is kept."""
-    if installed():
-        return VENV
-    if VENV.exists():
-        raise SystemExit(f"{VENV} exists but is not a finished install by this tool: remove it and retry")
-    VENV.parent.mkdir(parents=True, exist_ok=True)
-    building = VENV.with_name(f"{VENV.name}.building-{os.getpid()}")
+    if (venv / _MARKER).is_file():
+        return venv
+    if venv.exists():
+        raise SystemExit(f"{venv} exists but is not a finished install by this tool: remove it and retry")
+    venv.parent.mkdir(parents=True, exist_ok=True)
+    building = venv.with_name(f"{venv.name}.building-{os.getpid()}")
     try:
         subprocess.run([sys.executable, "-m", "venv", str(building)], check=True)
-        subprocess.run(
-            [str(building / "bin" / "python"), "-m", "pip", "install", "--quiet", f"milvus=={VERSION}"], check=True
-        )
-        (building / _MARKER).write_text(VERSION + "\n", encoding="utf-8")
-        building.rename(VENV)
+        subprocess.run([str(building / "bin" / "python"), "-m", "pip", "install", "--quiet", *packages], check=True)
+        (building / _MARKER).write_text(version + "\n", encoding="utf-8")
+        building.rename(venv)
     finally:
         shutil.rmtree(building, ignore_errors=True)
-    return VENV
+    return venv
+
+
+# Milvus Lite 2.5: Milvus 2.5's C++ engine (BM25 functions, knowhere HNSW) in one binary, which
+# serves a data file over TCP. Milvus Lite 3 (requirements.txt) is a pure-Python engine whose
+# searches cost a Python loop over every row (eval/BENCHMARKS.md); the benchmark measures the
+# million-chunk collection on this one. Its own venv: it needs pymilvus 2.5 and pkg_resources.
+LITE25_VERSION = "2.5.1"
+LITE25_VENV = Path(
+    os.environ.get("RAG_MILVUS_LITE25_VENV", Path.home() / ".cache" / "arabic-rag" / f"milvus-lite-{LITE25_VERSION}")
+)
+_LITE25_SERVE = """
+import signal, sys, threading
+from milvus_lite.server import Server
+server = Server(sys.argv[1], address=sys.argv[2])
+if not server.start():
+    sys.exit("milvus-lite did not start")
+stop = threading.Event()
+signal.signal(signal.SIGTERM, lambda *_: stop.set())
+stop.wait()
+server.stop()
+"""
+
+
+def install_lite25() -> Path:
+    """Milvus Lite 2.5's venv at LITE25_VENV (needs pip's network once)."""
+    return _install(LITE25_VENV, [f"milvus-lite=={LITE25_VERSION}", "setuptools<70"], LITE25_VERSION)
 
 
 def interfaces() -> list[str]:
@@ -231,26 +260,44 @@ def _listening(port: int) -> bool:
 
 
 @contextlib.contextmanager
-def lite_server(data: Path, port: int | None = None) -> Iterator[str]:
+def lite_server(data: Path) -> Iterator[str]:
     """Milvus Lite's own gRPC server (`milvus-lite server`, PyPI milvus-lite) in a process of its
     own, bound to loopback, its data in `data`: how several app processes share one Milvus Lite
     collection (a Lite file opened directly belongs to one process). Yields its URI; stopped after."""
-    if port is None:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = int(sock.getsockname()[1])
-    data.mkdir(parents=True, exist_ok=True)
+    port = _free_port()
     command = [sys.executable, "-m", "milvus_lite", "server", "--data-dir", str(data / "db"), "--host", "127.0.0.1"]
+    with _serving(data, [*command, "--port", str(port)], port) as uri:
+        yield uri
+
+
+@contextlib.contextmanager
+def lite25_server(data: Path) -> Iterator[str]:
+    """Milvus Lite 2.5 (install_lite25) serving `data`/milvus.db on a loopback port; yields its URI."""
+    port = _free_port()
+    python = str(install_lite25() / "bin" / "python")
+    data.mkdir(parents=True, exist_ok=True)
+    with _serving(data, [python, "-c", _LITE25_SERVE, str(data / "milvus.db"), f"127.0.0.1:{port}"], port) as uri:
+        yield uri
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def _serving(data: Path, command: list[str], port: int) -> Iterator[str]:
+    """`command` running until the `with` ends, its output in data/server.log, once `port` answers."""
+    data.mkdir(parents=True, exist_ok=True)
     with open(data / "server.log", "wb") as log:
-        process = subprocess.Popen(
-            [*command, "--port", str(port)], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
-        )
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + START_TIMEOUT_S
         while not _listening(port):
             if process.poll() is not None or time.monotonic() > deadline:
                 log_tail = (data / "server.log").read_text(errors="replace")[-2000:]
-                raise RuntimeError(f"milvus-lite server did not start: {log_tail}")
+                raise RuntimeError(f"{command[0]} did not start: {log_tail}")
             time.sleep(0.2)
         yield f"http://127.0.0.1:{port}"
     finally:

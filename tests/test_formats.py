@@ -545,7 +545,7 @@ def test_stores_keep_page_and_section_and_update_only_the_changed_file(
     (docs / "notes.md").write_text("# مقدمة\nنص المقدمة عن الزيتون.\n\n## خاتمة\nنص الخاتمة.\n", encoding="utf-8")
     config = make_config(kind, docs, tmp_path)
     build_folder(config, embedder)
-    chunks = store_for(config).load(embedder.name).chunks
+    chunks = list(store_for(config).load(embedder.name).serving(config).scan())
     located = {(c.metadata["source"], c.metadata.get("page"), c.metadata.get("section")) for c in chunks}
     assert ("report.pdf", 2, "أهداف المؤتمر") in located
     assert ("olive.docx", None, "موسم القطاف") in located and ("notes.md", None, "خاتمة") in located

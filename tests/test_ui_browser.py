@@ -747,7 +747,9 @@ def test_switching_the_language_keeps_the_conversation_and_the_settings(browser:
         page.locator("#lang").get_by_text("English").click()
         page.wait_for_function("() => document.documentElement.lang === 'en'", timeout=30_000)
         page.wait_for_function(
-            "() => document.querySelector('#question textarea').value === 'سؤال لم يرسل بعد'", timeout=30_000
+            # ?. : right after the switch the page is still being built and has no box yet.
+            "() => document.querySelector('#question textarea')?.value === 'سؤال لم يرسل بعد'",
+            timeout=30_000,
         )
         assert page.locator("#chat .answer").count() == 2
     finally:

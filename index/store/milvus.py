@@ -640,16 +640,48 @@ class MilvusStore:
             return "flat"
         return "hnsw"
 
+    def version(self) -> str:
+        """The engine's version; "" where it has no version call (Milvus Lite 2.5's C++ server)."""
+        try:
+            return str(self.client().get_server_version(timeout=_TIMEOUT_S))
+        except StoreUnavailable:
+            raise
+        except Exception as exc:
+            chain = [exc, *(e for e in (exc.__cause__, exc.__context__) if e is not None)]
+            if "UNIMPLEMENTED" in {_grpc_status(e) for e in chain} or "UNIMPLEMENTED" in repr(exc):
+                return ""
+            raise self._failure("get_server_version", exc) from exc
+
     def engine_bm25(self) -> bool:
-        """Does this Milvus run BM25 functions (Milvus Lite 3, servers from 2.5)?"""
-        version = str(self.call("get_server_version"))
+        """Does this Milvus run BM25 functions (Milvus Lite 3, servers from 2.5)? An engine that
+        does not say its version is asked to make a collection with one."""
+        version = self.version()
         match = re.search(r"(\d+)\.(\d+)", version)
+        if not version:
+            return self._bm25_probe()
         if match is None:
             return False
         major, minor = int(match.group(1)), int(match.group(2))
         return major >= 3 if "lite" in version.lower() else (major, minor) >= (2, 5)
 
-    def _create(self, dim: int, index_type: str = "flat") -> None:
+    def _bm25_probe(self) -> bool:
+        from pymilvus import DataType, Function, FunctionType, MilvusClient
+
+        probe = f"{self.collection}_probe"
+        schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+        schema.add_field("id", DataType.INT64, is_primary=True)
+        schema.add_field("terms", DataType.VARCHAR, max_length=64, enable_analyzer=True)
+        schema.add_field("sparse", DataType.SPARSE_FLOAT_VECTOR)
+        schema.add_function(Function("bm25", FunctionType.BM25, ["terms"], ["sparse"]))
+        try:
+            self.call("create_collection", probe, schema=schema)
+        except StoreUnavailable:
+            return False
+        self.call("drop_collection", probe)
+        return True
+
+    def _create(self, dim: int, index_type: str = "flat") -> str:
+        """Make the collections; returns the vector index type made (the engine may refuse HNSW)."""
         from pymilvus import DataType, Function, FunctionType, MilvusClient
 
         for name in (self.collection, self.meta, self.frequencies):
@@ -680,17 +712,17 @@ class MilvusStore:
             )
         else:
             schema.add_field("terms", DataType.VARCHAR, max_length=_TERMS_MAX)
-        index = self.client().prepare_index_params()
-        if index_type == "hnsw":
-            params = {"M": HNSW_M, "efConstruction": HNSW_EF_CONSTRUCTION}
-            index.add_index(field_name="vector", index_type="HNSW", metric_type="IP", params=params)
-        else:
-            index.add_index(field_name="vector", index_type="FLAT", metric_type="IP")
-        if engine_bm25:
-            bm25 = {"bm25_k1": self.bm25_k1, "bm25_b": self.bm25_b}
-            index.add_index(field_name="sparse", index_type="SPARSE_INVERTED_INDEX", metric_type="BM25", params=bm25)
         consistency = {"consistency_level": COLLECTION_CONSISTENCY}
-        self.call("create_collection", self.collection, schema=schema, index_params=index, **consistency)
+        try:
+            index = self._index_params(index_type, engine_bm25)
+            self.call("create_collection", self.collection, schema=schema, index_params=index, **consistency)
+        except StoreUnavailable as exc:
+            # Milvus Lite 2.5's engine builds FLAT and IVF indexes only ("local mode only support").
+            if index_type != "hnsw" or "only support" not in str(exc):
+                raise
+            index_type = "flat"
+            index = self._index_params(index_type, engine_bm25)
+            self.call("create_collection", self.collection, schema=schema, index_params=index, **consistency)
         meta = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
         meta.add_field("id", DataType.VARCHAR, is_primary=True, max_length=len(_FILE_PREFIX) + _SOURCE_MAX)
         meta.add_field("body", DataType.VARCHAR, max_length=_BODY_MAX)
@@ -706,6 +738,7 @@ class MilvusStore:
             df_index = self.client().prepare_index_params()
             df_index.add_index(field_name="v", index_type="FLAT", metric_type="L2")
             self.call("create_collection", self.frequencies, schema=df, index_params=df_index, **consistency)
+        return index_type
 
     def _count_terms(self, added: Counter[str], gone: Counter[str], fresh: bool) -> None:
         """Bring the document frequencies in `<name>_df` in line with a commit's added and removed
@@ -729,8 +762,20 @@ class MilvusStore:
         """Milvus Lite searches rows still in its write buffer by copying the whole buffer on every
         search (340 ms a search at 10k chunks against 33 ms once flushed and indexed); a flush after
         each commit moves them into indexed segments. Servers index growing segments themselves."""
-        if "lite" in str(self.call("get_server_version")).lower():
+        if "lite" in self.version().lower():
             self.call("flush", self.collection)
+
+    def _index_params(self, index_type: str, engine_bm25: bool) -> Any:
+        index = self.client().prepare_index_params()
+        if index_type == "hnsw":
+            params = {"M": HNSW_M, "efConstruction": HNSW_EF_CONSTRUCTION}
+            index.add_index(field_name="vector", index_type="HNSW", metric_type="IP", params=params)
+        else:
+            index.add_index(field_name="vector", index_type="FLAT", metric_type="IP")
+        if engine_bm25:
+            bm25 = {"bm25_k1": self.bm25_k1, "bm25_b": self.bm25_b}
+            index.add_index(field_name="sparse", index_type="SPARSE_INVERTED_INDEX", metric_type="BM25", params=bm25)
+        return index
 
     def _check_lengths(self, chunks: Sequence[Document], terms: Sequence[str]) -> None:
         """Fail before the first write, naming the file, when a value exceeds this collection's
@@ -754,7 +799,7 @@ class MilvusStore:
     def commit(self, manifest: dict[str, Any], changes: Changes, old: StoredIndex | None) -> StoredIndex:
         if old is None:
             manifest["index_type"] = self.vector_index(str(manifest.get("index_type_requested", "auto")))
-            self._create(int(manifest["dim"]), manifest["index_type"])
+            manifest["index_type"] = self._create(int(manifest["dim"]), manifest["index_type"])
         counted = self.call("has_collection", self.frequencies)
         gone: Counter[str] = Counter()
         if old is not None and changes.drop:
