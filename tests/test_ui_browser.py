@@ -18,8 +18,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import unquote
 
+import httpx
 import pytest
-from playwright.sync_api import Browser, Locator, Page, sync_playwright
+from playwright.sync_api import Browser, Locator, Page, Route, sync_playwright
 
 from core.i18n import t
 from rag.feedback import FeedbackLog
@@ -274,6 +275,62 @@ def test_upload_results_speak_the_page_language(browser: Browser, server: str, t
         page.wait_for_function(UPLOAD_FINISHED, arg=list(FINAL), timeout=120_000)
         [line] = _result_lines(page)
         assert line.startswith("تالف.txt") and "مرفوض" in line, line
+    finally:
+        page.context.close()
+
+
+def test_the_switch_holds_the_page_language_before_the_server_answers_the_page_load(
+    browser: Browser, server: str
+) -> None:
+    """On a busy server the page's load event came back late, and until then the language switch
+    said "en", which every event sends as the page's language: a file uploaded meanwhile got its
+    results in English on the Arabic page (seen in a parallel test run). Here the load event is
+    accepted and never answered."""
+    [load_id] = [
+        d["id"]
+        for d in httpx.get(f"{server.rstrip('/')}/config").json()["dependencies"]
+        if "rag-conversation" in (d.get("js") or "")
+    ]
+    context = browser.new_context(viewport={"width": 1200, "height": 1100}, locale="ar")
+    held: list[int] = []
+
+    def hold_the_load_event(route: Route) -> None:
+        if (route.request.post_data_json or {}).get("fn_index") == load_id:
+            held.append(load_id)
+            route.fulfill(json={"event_id": "held"})
+        else:
+            route.continue_()
+
+    context.route("**/gradio_api/queue/join*", hold_the_load_event)
+    page = context.new_page()
+    try:
+        page.goto(server)
+        page.wait_for_selector("#question textarea")
+        page.wait_for_function("() => document.querySelector('#lang input[value=ar]')?.checked", timeout=10_000)
+        assert held, "the page's load event was not seen"
+    finally:
+        context.close()
+
+
+def test_gradio_queue_status_reads_arabic_on_the_arabic_page(browser: Browser, server: str) -> None:
+    """Gradio's queue status, shown while the server is busy, came out in English on the Arabic page
+    ("In queue: 1 of 1", seen in a parallel test run); these are the three forms its frontend writes."""
+    page = _page(browser, server, "ar")
+    try:
+        shown = page.evaluate(
+            """async (texts) => {
+              const box = document.createElement('div');
+              document.body.append(box);
+              const nodes = texts.map((text) => box.appendChild(document.createElement('span')));
+              nodes.forEach((node, i) => { node.textContent = texts[i]; });
+              await new Promise((done) => setTimeout(done, 100));
+              nodes[0].firstChild.nodeValue = 'In queue: 2 of 3';  // Gradio updates a node in place
+              await new Promise((done) => setTimeout(done, 100));
+              return nodes.map((node) => node.textContent);
+            }""",
+            ["In queue: 1 of 1", "queue: 1/2 |", "processing |"],
+        )
+        assert shown == ["في الانتظار: 2 من 3", "في الانتظار: 1/2 |", "قيد المعالجة |"], shown
     finally:
         page.context.close()
 

@@ -142,13 +142,38 @@ HEAD = r"""<script>
       }
     });
   };
-  new MutationObserver(() => {
+  // Gradio's queue status, shown while the server is busy, is English in its Arabic catalogue
+  // ("In queue: 1 of 2") or written into the page as it is ("queue: 1/2 |", "processing |").
+  const arabicTexts = [
+    [/^In queue: (\d+) of (\d+)$/, 'في الانتظار: $1 من $2'],
+    [/^queue: (\d+)\/(\d*) \|$/, 'في الانتظار: $1/$2 |'],
+    [/^processing \|$/, 'قيد المعالجة |'],
+  ];
+  const retext = (node) => {
+    const value = (node.nodeValue || '').trim();
+    const rule = value && arabicTexts.find(([re]) => re.test(value));
+    if (rule) node.nodeValue = value.replace(rule[0], rule[1]);
+  };
+  const retextAll = (root) => {
+    if (root.nodeType === Node.TEXT_NODE) return retext(root);
+    if (root.nodeType !== Node.ELEMENT_NODE) return;
+    const walker = document.createTreeWalker(root, NodeFilter.SHOW_TEXT);
+    while (walker.nextNode()) retext(walker.currentNode);
+  };
+  new MutationObserver((records) => {
     document.querySelectorAll('sup.cite:not([tabindex])').forEach((badge) => {
       badge.tabIndex = 0;
       badge.setAttribute('role', 'button');
     });
     relabel();
-  }).observe(document.documentElement, {childList: true, subtree: true, attributes: true, attributeFilter: ['aria-label', 'title']});
+    if (lang !== 'ar') return;
+    for (const record of records) {
+      if (record.type === 'characterData') retext(record.target);
+      else record.addedNodes.forEach(retextAll);
+    }
+  }).observe(document.documentElement, {
+    childList: true, subtree: true, characterData: true, attributes: true, attributeFilter: ['aria-label', 'title'],
+  });
   document.addEventListener('keydown', (event) => {
     if ((event.key === 'Enter' || event.key === ' ') && event.target.matches && event.target.matches('sup.cite')) {
       event.preventDefault();
@@ -203,6 +228,11 @@ CURRENT_LANGUAGE = """() => {
   }
   return [chosen.toLowerCase().startsWith('ar') ? 'ar' : 'en', carried, conversation];
 }"""
+# The same choice set on the switch at once, in the browser: until the load event that takes
+# CURRENT_LANGUAGE came back from the server, the switch said "en", so on a busy server a file
+# uploaded in the first seconds got its results in English on the Arabic page (seen in a parallel
+# test run).
+PAGE_LANGUAGE = """() => ((localStorage.getItem('rag-lang') || navigator.language || 'en').toLowerCase().startsWith('ar') ? 'ar' : 'en')"""
 SWITCH_LANGUAGE = """(lang, carried) => {
   if (lang && lang !== document.documentElement.lang) {
     localStorage.setItem('rag-lang', lang);
@@ -725,6 +755,7 @@ def build_app(pipeline: Pipeline, i18n: gr.I18n) -> gr.Blocks:
                 kept = [gr.update() for _ in carried]
             return lang, *tabs, *refreshed(lang), *kept, tab, saved[2] if saved else {}
 
+        app.load(None, None, page_lang, js=PAGE_LANGUAGE, api_visibility="private")
         app.load(
             on_load,
             [page_lang, token, tab_id],
