@@ -43,7 +43,7 @@ test: $(VENV)/.installed $(NATIVE)
 	$(PY) -m ruff check .
 	$(PY) -m mypy
 	$(PY) -m eval.milvus_server install
-	$(PY) -m pytest -q -m "not milvus_server"
+	$(PY) -m pytest -q -m "not milvus_server" -n 3 --dist loadscope
 	$(PY) -m eval.milvus_server loopback -- $(PY) -m pytest -q -m milvus_server
 
 test-fast: $(VENV)/.installed $(NATIVE)

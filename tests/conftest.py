@@ -54,7 +54,17 @@ def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool 
     return None
 
 
+# `make test` runs the suite on 3 pytest-xdist workers, a module to a worker (`--dist loadscope`,
+# so a module's server or browser starts once); the modules that take longest go first, so that no
+# worker starts a long module last. Seconds each took on one of 3 workers (2026-12-05, 2 cores):
+LONGEST_FIRST = ["test_crash", "test_ui_browser", "test_load", "test_llm", "test_ray_build", "test_hostile"]
+LONGEST_FIRST += ["test_api", "test_pipeline", "test_ui_units", "test_stores", "test_reliability3", "test_cli"]
+# 381, 327, 672 (220 since the soak was bounded), 185, 166, 151, 141, 139, 115, 81, 78, 75.
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {module: i for i, module in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(_module(item.nodeid), len(rank)))
     for item in items:
         module = _module(item.nodeid)
         own = next((m.name for m in item.iter_markers() if m.name in ("integration", "slow", "browser")), None)

@@ -2,7 +2,8 @@
 
 `python -m ui` runs in a subprocess over a copy of the seeds (index built with `python -m index build`).
 - 50 concurrent questions, each through its own gradio_client Client on api_name "/answer".
-- 1,000 sequential questions through Gradio's REST API: all answered, server RSS stays flat.
+- sequential questions through Gradio's REST API (300 in `make test`, RAG_SOAK_QUESTIONS=1000 for the
+  full soak): all answered, server RSS stays flat.
 - Hostile questions over HTTP get an answer or a refusal as JSON, never an error event.
 - Security: loopback bind by default, a login everywhere else, the upload cap enforced by the server
   (HTTP 413), and the upload handler called directly (page bypassed) still refuses bad files.
@@ -11,6 +12,7 @@
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import shutil
 import socket
@@ -40,6 +42,10 @@ CALL_TIMEOUT = 180
 # Gradio's own cap: the largest per-type cap (PDF, 50 MB); each type's cap is DocumentLibrary's.
 UPLOAD_MAX_BYTES = max(10 * 2**20, largest_cap())
 RSS_GROWTH_LIMIT_MB = 150
+# The soak's length: 300 questions in `make test` (it was 1,000, eight of the suite's 20 minutes on
+# these 2 cores); `RAG_SOAK_QUESTIONS=1000 pytest tests/test_load.py -k soak` runs the full one
+# (docs/RELIABILITY.md: +68 MB over 1,000 after the warm-up, the caches filling to their bounds).
+SOAK_QUESTIONS = int(os.environ.get("RAG_SOAK_QUESTIONS", "300"))
 
 SEEDS = {q.id: q for q in load_jsonl(QUESTIONS_DIR / "seeds.jsonl")}
 # Seed questions the pipeline answers (tests/test_pipeline.py), Arabic, dialect and English.
@@ -181,7 +187,7 @@ def test_50_concurrent_questions_all_answered_correctly(server: UIServer) -> Non
     assert server.process.poll() is None, server.stderr()
 
 
-def test_1000_sequential_questions_keep_memory_flat(server: UIServer, http: httpx.Client) -> None:
+def test_soak_sequential_questions_keep_memory_flat(server: UIServer, http: httpx.Client) -> None:
     """Three in four questions are seed questions checked against their gold answer; every fourth is
     a question never seen before, so the caches fill up to their bounds instead of hitting."""
 
@@ -203,15 +209,16 @@ def test_1000_sequential_questions_keep_memory_flat(server: UIServer, http: http
         ask(10_000 + i)
     before = rss_mb(server)
     started = time.perf_counter()
-    for i in range(1000):
+    for i in range(SOAK_QUESTIONS):
         ask(i)
-        if i == 499:
+        if i == SOAK_QUESTIONS // 2 - 1:
             middle = rss_mb(server)
     elapsed = time.perf_counter() - started
     after = rss_mb(server)
     print(
-        f"\n1000 sequential questions in {elapsed:.0f} s ({elapsed:.0f} ms per question on average); "
-        f"server RSS before {before:.0f} MB, after 500 {middle:.0f} MB, after 1000 {after:.0f} MB, "
+        f"\n{SOAK_QUESTIONS} sequential questions in {elapsed:.0f} s "
+        f"({elapsed * 1000 / SOAK_QUESTIONS:.0f} ms per question on average); server RSS before {before:.0f} MB, "
+        f"after {SOAK_QUESTIONS // 2} {middle:.0f} MB, after {SOAK_QUESTIONS} {after:.0f} MB, "
         f"growth {after - before:+.0f} MB"
     )
     assert after - before < RSS_GROWTH_LIMIT_MB
@@ -248,10 +255,10 @@ def test_questions_in_one_session_keep_memory_flat(server: UIServer, http: httpx
     for i in range(80):
         ask(i)
     before = statistics.median(ask(i) for i in range(20))
-    for i in range(260):
+    for i in range(100):
         ask(i)
     after = statistics.median(ask(i) for i in range(20))
-    print(f"\n300 questions in one session: RSS before {before:.0f} MB, after {after:.0f} MB (medians of 20)")
+    print(f"\n140 questions in one session: RSS before {before:.0f} MB, after {after:.0f} MB (medians of 20)")
     assert after - before < 20
     assert server.process.poll() is None, server.stderr()
 
