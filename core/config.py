@@ -69,6 +69,9 @@ class Config(BaseSettings):
     milvus_uri: str = ""
     milvus_collection: str = Field("rag_chunks", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,200}$")
     milvus_token: str = Field("", repr=False)
+    # How long one call to Milvus may take before the question gets "no reply" (a frozen or
+    # overloaded server): a cluster far away or under a bulk load may want more.
+    milvus_timeout_s: float = Field(10.0, gt=0.0, le=600.0)
     # Retrieval: passages returned, candidates each side fuses, weight of the dense side (ARCD-tuned).
     retriever: Retriever = "hybrid"
     k: int = Field(5, ge=1, le=100)

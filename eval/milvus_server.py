@@ -199,7 +199,7 @@ class Server:
             start_new_session=True,
         )
         deadline = time.monotonic() + START_TIMEOUT_S
-        while not healthy(self.health_port()):
+        while not (healthy(self.health_port()) and self.serving()):
             if self.launcher.poll() is not None or time.monotonic() > deadline:
                 self.stop()
                 tail = (self.data / "launcher.log").read_text(errors="replace")[-2000:]
@@ -212,6 +212,31 @@ class Server:
                 f"the Milvus launcher did not take port {self.port} (see {self.data}/configs/milvus.yaml)"
             )
         return self
+
+    def serving(self) -> bool:
+        """Whether the server creates, loads and searches a collection. /healthz alone is not enough:
+        after a freeze near its sessions' expiry it said OK while every load failed with "nodes not
+        enough", and the server exited soon after (a CI run, 2026-12-05)."""
+        from pymilvus import MilvusClient
+
+        probe = "_serving_probe"
+        try:
+            client = MilvusClient(uri=self.uri, token=self.token, timeout=10, dedicated=True)
+        except Exception:
+            return False
+        try:
+            if client.has_collection(probe):
+                client.drop_collection(probe)
+            client.create_collection(probe, dimension=2)  # with an index, loaded
+            client.insert(probe, [{"id": 1, "vector": [1.0, 0.0]}])
+            found = client.search(probe, [[1.0, 0.0]], limit=1, consistency_level="Strong")
+            client.drop_collection(probe)
+            return bool(found and found[0])
+        except Exception:
+            return False
+        finally:
+            with contextlib.suppress(Exception):
+                client.close()
 
     def health_port(self) -> int:
         """The launcher takes the first free port from 9091 up for /healthz (after a kill, 9091 can

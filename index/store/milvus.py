@@ -114,7 +114,6 @@ _LOCATION_MAX = 4_096  # a section name is cut at 300 characters (index.formats.
 # terms; each is written as a 12-character token and a space.
 _TOKEN_CHARS = 12
 _TERMS_MAX = (_TOKEN_CHARS + 1) * (MAX_CHUNK_CHARS // 2 + 1)
-_TIMEOUT_S = 10.0
 # Collections are "Strong" (their default for every call that names no level): a load right after
 # a build, its own or another process's, must count every row the manifest counts. A question's
 # searches and fetches read "Session": this process's own writes at once (an upload is answered
@@ -293,8 +292,10 @@ class MilvusStore:
         token: str = "",
         folder: Path | None = None,
         bm25: tuple[float, float] = (Config.default("bm25_k1"), Config.default("bm25_b")),
+        timeout_s: float = Config.default("milvus_timeout_s"),
     ) -> None:
         self.uri, self.collection, self.token = uri, collection, token
+        self.timeout_s = timeout_s
         self.folder = folder or Path(uri).expanduser().with_suffix("")
         self.meta = f"{collection}_meta"
         self.lease = f"{collection}_lease"
@@ -313,7 +314,8 @@ class MilvusStore:
         """The store `milvus` of core/registry.py: milvus_uri, or a Milvus Lite file beside index_dir."""
         folder = config.index_dir
         uri = config.milvus_uri or str(folder.parent / f"{folder.name}.milvus.db")
-        return cls(uri, config.milvus_collection, config.milvus_token, folder, (config.bm25_k1, config.bm25_b))
+        bm25 = (config.bm25_k1, config.bm25_b)
+        return cls(uri, config.milvus_collection, config.milvus_token, folder, bm25, config.milvus_timeout_s)
 
     @property
     def is_local(self) -> bool:
@@ -333,7 +335,7 @@ class MilvusStore:
                 # A connection of its own (pymilvus shares one per address): closing it after a
                 # failure cannot break another store's client in the same process.
                 extra = {} if self.is_local else {"dedicated": True}
-                self._client = MilvusClient(uri=self.uri, token=self.token, timeout=_TIMEOUT_S, **extra)
+                self._client = MilvusClient(uri=self.uri, token=self.token, timeout=self.timeout_s, **extra)
             except Exception as exc:
                 if self.is_local and type(_LITE_FAILURES.last).__name__ == "DataDirLockedError":
                     raise StoreUnavailable(
@@ -347,7 +349,7 @@ class MilvusStore:
     def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
         """A client call with a timeout; failures become StoreUnavailable with the reason."""
         try:
-            return getattr(self.client(), method)(*args, timeout=_TIMEOUT_S, **kwargs)
+            return getattr(self.client(), method)(*args, timeout=self.timeout_s, **kwargs)
         except StoreUnavailable:
             raise
         except Exception as exc:
@@ -359,7 +361,7 @@ class MilvusStore:
         reason = _reason(exc)
         if reason in (_UNREACHABLE, _NO_REPLY, _REFUSED):
             self._reconnect_next_time()
-            return StoreUnavailable(f"Milvus at {self.uri} is unavailable: {reason}")
+            return StoreUnavailable(f"Milvus at {self.uri} is unavailable: {reason.format(timeout=self.timeout_s)}")
         if stage == "connect":
             return StoreUnavailable(f"cannot connect to Milvus at {self.uri}: {reason}")
         return StoreUnavailable(f"Milvus at {self.uri} failed ({stage}): {reason}")
@@ -643,7 +645,7 @@ class MilvusStore:
     def version(self) -> str:
         """The engine's version; "" where it has no version call (Milvus Lite 2.5's C++ server)."""
         try:
-            return str(self.client().get_server_version(timeout=_TIMEOUT_S))
+            return str(self.client().get_server_version(timeout=self.timeout_s))
         except StoreUnavailable:
             raise
         except Exception as exc:
@@ -879,7 +881,8 @@ def _search_params(manifest: dict[str, Any]) -> dict[str, Any]:
     return {"metric_type": "IP", "params": {"ef": int(manifest.get("ef_search", Config.default("hnsw_ef_search")))}}
 
 
-_NO_REPLY = f"no reply within {_TIMEOUT_S:.0f} s (the server is frozen, overloaded or still starting); retry shortly"
+# The three reasons a server cannot be used at all; the first names the store's own timeout.
+_NO_REPLY = "no reply within {timeout:g} s (the server is frozen, overloaded or still starting); retry shortly"
 _REFUSED = "the server refused the credentials; set RAG_MILVUS_TOKEN to user:password (or an API key)"
 _UNREACHABLE = "the server is not reachable (stopped, restarting, or a wrong address); start it or fix --milvus-uri"
 
