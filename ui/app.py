@@ -96,13 +96,18 @@ input[role="combobox"], input[role="combobox"]::placeholder, textarea::placehold
 }
 """
 
+# The page's language, in one place for the three scripts that work it out: the stored choice (the
+# header switch), else the browser's; 'ar' for any Arabic locale, else 'en'.
+LANGUAGE_EXPRESSION = (
+    "((localStorage.getItem('rag-lang') || navigator.language || 'en').toLowerCase().startsWith('ar') ? 'ar' : 'en')"
+)
 # Runs as the page loads: the page language is a stored choice (the header switch) or the
 # browser's, normalised to 'ar' or 'en' so Gradio's own translations follow it; the whole page then
 # reads right-to-left in Arabic. Clicking a [n] badge opens source n of that answer and flashes it.
 HEAD = r"""<script>
 (() => {
   const stored = localStorage.getItem('rag-lang');
-  const lang = (stored || navigator.language || 'en').toLowerCase().startsWith('ar') ? 'ar' : 'en';
+  const lang = __LANGUAGE__;
   Object.defineProperty(navigator, 'language', {get: () => lang});
   Object.defineProperty(navigator, 'languages', {get: () => [lang]});
   document.documentElement.lang = lang;
@@ -210,14 +215,13 @@ HEAD = r"""<script>
     if (event.target.matches && event.target.matches('#question textarea')) event.target.setAttribute('dir', 'auto');
   });
 })();
-</script>"""
+</script>""".replace("__LANGUAGE__", LANGUAGE_EXPRESSION)
 # The page's language worked out again rather than read from <html lang>: Gradio injects HEAD
 # itself, and under load the page's first event ran before HEAD had set the attribute, so an Arabic
 # page was served English column headers and messages now and then (seen in a full browser run).
 # With it, the token of a conversation carried across a language switch (ui/handover.py), once.
 # And the id of this tab's conversation (ui/handover.py's Conversations), made on its first load.
 CURRENT_LANGUAGE = """() => {
-  const chosen = localStorage.getItem('rag-lang') || navigator.language || 'en';
   const carried = sessionStorage.getItem('rag-carry') || '';
   sessionStorage.removeItem('rag-carry');
   let conversation = sessionStorage.getItem('rag-conversation');
@@ -226,13 +230,13 @@ CURRENT_LANGUAGE = """() => {
     conversation = Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('');
     sessionStorage.setItem('rag-conversation', conversation);
   }
-  return [chosen.toLowerCase().startsWith('ar') ? 'ar' : 'en', carried, conversation];
-}"""
+  return [__LANGUAGE__, carried, conversation];
+}""".replace("__LANGUAGE__", LANGUAGE_EXPRESSION)
 # The same choice set on the switch at once, in the browser: until the load event that takes
 # CURRENT_LANGUAGE came back from the server, the switch said "en", so on a busy server a file
 # uploaded in the first seconds got its results in English on the Arabic page (seen in a parallel
 # test run).
-PAGE_LANGUAGE = """() => ((localStorage.getItem('rag-lang') || navigator.language || 'en').toLowerCase().startsWith('ar') ? 'ar' : 'en')"""
+PAGE_LANGUAGE = f"() => {LANGUAGE_EXPRESSION}"
 SWITCH_LANGUAGE = """(lang, carried) => {
   if (lang && lang !== document.documentElement.lang) {
     localStorage.setItem('rag-lang', lang);
