@@ -58,6 +58,7 @@ _QUESTION_WORDS = frozenset(
     tokenize("من ما ماذا متى كم أين كيف لماذا هل أي ماهو ماهي منو مين شو شنو ايش وين قديش امتى ليش")
     + "what which who whom whose when where why how".split()
 )
+_CONTRACTED_QUESTION_WORDS = frozenset(tokenize("إلام علام فيم حتام"))
 # A pronoun after a relative pronoun usually points back to the relative's own noun, inside the
 # sentence: "الجائزة التي حصل عليها" (the prize that he won it).
 _RELATIVE_PRONOUNS = frozenset(tokenize("الذي التي الذين اللذان اللتان اللذين اللتين اللواتي اللاتي اللي"))
@@ -137,7 +138,12 @@ def continues_conversation(text: str) -> bool:
     first = words[0]
     if first in _ENGLISH_LEADS or words[:2] in (["what", "about"], ["how", "about"]):
         return True
-    return _conjunction_free(first) != first
+    if _conjunction_free(first) != first:
+        return True
+    # و/ف, then a preposition glued to the question word (وبماذا، وبكم، ولمن) or a question word
+    # contracted with one (وإلامَ = و + إلى + ما، وعلامَ، وفيمَ).
+    rest = first[1:] if first[:1] in ("و", "ف") else ""
+    return rest in _CONTRACTED_QUESTION_WORDS or (len(rest) > 2 and rest[0] in "بل" and rest[1:] in _QUESTION_WORDS)
 
 
 def content_words(text: str) -> list[str]:

@@ -159,3 +159,16 @@ def test_a_pronoun_follow_up_carries_the_person_the_previous_answer_named() -> N
     # A self-contained question stays exactly as typed, answers or not.
     alone = "كم عدد المندوبين الذين حضروا مؤتمر موسكو للأمن الدولي؟"
     assert RESOLVER.resolve([earlier], alone, [answer]) == alone
+
+
+def test_a_preposition_between_the_conjunction_and_the_question_word_is_still_a_follow_up() -> None:
+    """ "وبماذا يزوّده الغرب بحسب بوتين؟" was searched as typed: و + ب + ماذا was not read as a reply
+    opening like "وماذا"; nor were the contracted question words (إلامَ = إلى + ما, علامَ, فيمَ)."""
+    earlier = "من الذين أشار إليهم بوتين بوصف «النازيين الجدد» في رسالته؟"
+    for question in ("وبماذا يزوّده الغرب بحسب بوتين؟", "وبكم قارة؟", "ولمن قدّم الشكر في ختام رسالته؟"):
+        resolved = RESOLVER.resolve([earlier], question)
+        assert resolved.startswith(question) and "النازيين" in resolved, resolved
+    for question in ("وإلامَ يهدف الترويج لهذه الاستراتيجيات؟", "وعلامَ اعتمد في ذلك؟", "وفيمَ تحدث أيضاً؟"):
+        assert RESOLVER.is_follow_up(question), question
+    # A word that only starts with those letters is not a question word.
+    assert not RESOLVER.is_follow_up("وبلغ عدد المندوبين في مؤتمر موسكو للأمن الدولي 800 مندوب من 76 دولة؟")
