@@ -720,6 +720,8 @@ class MilvusStore:
             self.call("create_collection", self.collection, schema=schema, index_params=index, **consistency)
         except StoreUnavailable as exc:
             # Milvus Lite 2.5's engine builds FLAT and IVF indexes only ("local mode only support").
+            # Not IVF: its searches there found 0.41 of the exact top 10 at 100k synthetic chunks
+            # whatever nlist (16 to 1,024) or nprobe (8 to 1,024) was set (2026-12-05).
             if index_type != "hnsw" or "only support" not in str(exc):
                 raise
             index_type = "flat"
