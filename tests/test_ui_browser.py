@@ -312,13 +312,7 @@ def test_the_switch_holds_the_page_language_before_the_server_answers_the_page_l
         context.close()
 
 
-def test_gradio_queue_status_reads_arabic_on_the_arabic_page(browser: Browser, server: str) -> None:
-    """Gradio's queue status, shown while the server is busy, came out in English on the Arabic page
-    ("In queue: 1 of 1", seen in a parallel test run); these are the three forms its frontend writes."""
-    page = _page(browser, server, "ar")
-    try:
-        shown = page.evaluate(
-            """async (texts) => {
+GRADIO_STATUS_TEXTS = """async (texts) => {
               const box = document.createElement('div');
               document.body.append(box);
               const nodes = texts.map((text) => box.appendChild(document.createElement('span')));
@@ -327,10 +321,25 @@ def test_gradio_queue_status_reads_arabic_on_the_arabic_page(browser: Browser, s
               nodes[0].firstChild.nodeValue = 'In queue: 2 of 3';  // Gradio updates a node in place
               await new Promise((done) => setTimeout(done, 100));
               return nodes.map((node) => node.textContent);
-            }""",
-            ["In queue: 1 of 1", "queue: 1/2 |", "processing |"],
+            }"""
+
+
+def test_gradio_queue_status_reads_arabic_on_the_arabic_page(browser: Browser, server: str) -> None:
+    """Gradio's queue status, shown while the server is busy, came out in English on the Arabic page
+    ("In queue: 1 of 1", seen in a parallel test run); these are the three forms its frontend writes.
+    Its status tracker showed the bare key "common.complete" after an upload (seen in CI)."""
+    page = _page(browser, server, "ar")
+    try:
+        shown = page.evaluate(
+            GRADIO_STATUS_TEXTS, ["In queue: 1 of 1", "queue: 1/2 |", "processing |", "common.complete"]
         )
-        assert shown == ["في الانتظار: 2 من 3", "في الانتظار: 1/2 |", "قيد المعالجة |"], shown
+        assert shown == ["في الانتظار: 2 من 3", "في الانتظار: 1/2 |", "قيد المعالجة |", "اكتمل"], shown
+    finally:
+        page.context.close()
+    page = _page(browser, server, "en")
+    try:
+        shown = page.evaluate(GRADIO_STATUS_TEXTS, ["In queue: 1 of 1", "common.complete"])
+        assert shown == ["In queue: 2 of 3", "Done"], shown
     finally:
         page.context.close()
 

@@ -148,15 +148,18 @@ HEAD = r"""<script>
     });
   };
   // Gradio's queue status, shown while the server is busy, is English in its Arabic catalogue
-  // ("In queue: 1 of 2") or written into the page as it is ("queue: 1/2 |", "processing |").
-  const arabicTexts = [
+  // ("In queue: 1 of 2") or written into the page as it is ("queue: 1/2 |", "processing |"). Its
+  // status tracker also shows the key of a message no catalogue holds, "common.complete", when an
+  // event ends (seen on the Arabic page after an upload, in CI): said in both languages.
+  const texts = lang === 'ar' ? [
     [/^In queue: (\d+) of (\d+)$/, 'في الانتظار: $1 من $2'],
     [/^queue: (\d+)\/(\d*) \|$/, 'في الانتظار: $1/$2 |'],
     [/^processing \|$/, 'قيد المعالجة |'],
-  ];
+    [/^common\.complete$/, 'اكتمل'],
+  ] : [[/^common\.complete$/, 'Done']];
   const retext = (node) => {
     const value = (node.nodeValue || '').trim();
-    const rule = value && arabicTexts.find(([re]) => re.test(value));
+    const rule = value && texts.find(([re]) => re.test(value));
     if (rule) node.nodeValue = value.replace(rule[0], rule[1]);
   };
   const retextAll = (root) => {
@@ -171,7 +174,6 @@ HEAD = r"""<script>
       badge.setAttribute('role', 'button');
     });
     relabel();
-    if (lang !== 'ar') return;
     for (const record of records) {
       if (record.type === 'characterData') retext(record.target);
       else record.addedNodes.forEach(retextAll);
