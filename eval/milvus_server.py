@@ -199,7 +199,7 @@ class Server:
             start_new_session=True,
         )
         deadline = time.monotonic() + START_TIMEOUT_S
-        while not (healthy(self.health_port()) and self.serving()):
+        while not self.ready():
             if self.launcher.poll() is not None or time.monotonic() > deadline:
                 self.stop()
                 tail = (self.data / "launcher.log").read_text(errors="replace")[-2000:]
@@ -212,6 +212,10 @@ class Server:
                 f"the Milvus launcher did not take port {self.port} (see {self.data}/configs/milvus.yaml)"
             )
         return self
+
+    def ready(self) -> bool:
+        """Healthy and serving: what `start` waits for and a test checks after freezing the server."""
+        return healthy(self.health_port()) and self.serving()
 
     def serving(self) -> bool:
         """Whether the server creates, loads and searches a collection. /healthz alone is not enough:

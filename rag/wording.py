@@ -73,13 +73,17 @@ _MIN_CLITIC_HOST_LETTERS = 4
 _RAW_WORD_RE = re.compile(r"\w+")
 
 
+def _after_conjunction(word: str) -> str:
+    """What follows a leading و/ف in a normalised word ("" when it has none or is too short to)."""
+    return word[1:] if len(word) > 2 and word[0] in "وف" else ""
+
+
 def _conjunction_free(word: str) -> str:
     """A normalised word without a leading و/ف conjunction when what remains is itself a word we
     know how to read (a function word or a pronoun host), so وزير keeps its و but ومن loses it."""
-    if len(word) > 2 and word[0] in "وف":
-        rest = word[1:]
-        if rest in STOPWORDS or rest in _HOSTED_PRONOUNS or rest in _DEMONSTRATIVES:
-            return rest
+    rest = _after_conjunction(word)
+    if rest in STOPWORDS or rest in _HOSTED_PRONOUNS or rest in _DEMONSTRATIVES:
+        return rest
     return word
 
 
@@ -138,12 +142,14 @@ def continues_conversation(text: str) -> bool:
     first = words[0]
     if first in _ENGLISH_LEADS or words[:2] in (["what", "about"], ["how", "about"]):
         return True
-    if _conjunction_free(first) != first:
-        return True
-    # و/ف, then a preposition glued to the question word (وبماذا، وبكم، ولمن) or a question word
-    # contracted with one (وإلامَ = و + إلى + ما، وعلامَ، وفيمَ).
-    rest = first[1:] if first[:1] in ("و", "ف") else ""
-    return rest in _CONTRACTED_QUESTION_WORDS or (len(rest) > 2 and rest[0] in "بل" and rest[1:] in _QUESTION_WORDS)
+    # و/ف glued to a word we read (ومن، فما), to a preposition glued to the question word (وبماذا،
+    # وبكم، ولمن) or to a question word contracted with one (وإلامَ = و + إلى + ما، وعلامَ، وفيمَ).
+    rest = _after_conjunction(first)
+    return bool(rest) and (
+        _conjunction_free(first) == rest
+        or rest in _CONTRACTED_QUESTION_WORDS
+        or (len(rest) > 2 and rest[0] in "بل" and rest[1:] in _QUESTION_WORDS)
+    )
 
 
 def content_words(text: str) -> list[str]:

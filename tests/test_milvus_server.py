@@ -25,7 +25,7 @@ import httpx
 import pytest
 
 from core.config import Config
-from eval.milvus_server import Server, healthy
+from eval.milvus_server import Server
 from eval.questions import load_jsonl
 from index import store
 from index.build import build_folder, store_for
@@ -151,9 +151,9 @@ def frozen(server: Server) -> Iterator[None]:
         # The next test gets a server that loads and searches, restarted on the same data when the
         # resumed one does not.
         deadline = time.monotonic() + RECOVER_S
-        while not (healthy(server.health_port()) and server.serving()) and time.monotonic() < deadline:
+        while not server.ready() and time.monotonic() < deadline:
             time.sleep(0.5)
-        if not (healthy(server.health_port()) and server.serving()):
+        if not server.ready():
             server.kill()
             server.start()
 
