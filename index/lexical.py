@@ -86,9 +86,13 @@ class LexicalIndex:
         vocabulary does not grow with every replaced document; BM25 scores do not depend on the
         order of columns, so they equal those of counts made from scratch.
         """
+        return self.update_terms(keep, [chunk_terms(c) for c in added])
+
+    def update_terms(self, keep: Sequence[int], added: Iterable[list[str]]) -> LexicalIndex:
+        """`update` for chunks already analysed: `added` holds each new chunk's terms."""
         vocabulary = dict(self.vocabulary)
         kept = self.counts[np.asarray(keep, dtype=np.int64)]
-        new = _count((chunk_terms(c) for c in added), vocabulary)
+        new = _count(added, vocabulary)
         kept.resize((kept.shape[0], len(vocabulary)))
         counts = sparse.vstack([kept, new], format="csr", dtype=COUNT_DTYPE)
         terms_ = list(vocabulary)
@@ -116,7 +120,7 @@ class LexicalIndex:
         )
 
     @classmethod
-    def read(cls, path: Path, rows: int) -> LexicalIndex:
+    def read(cls, path: Path | IO[bytes], rows: int) -> LexicalIndex:
         """Load and check a saved index of `rows` chunks; any flaw raises LexicalFileError with the reason."""
         try:
             with np.load(path, allow_pickle=False) as saved:

@@ -11,8 +11,10 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -275,6 +277,47 @@ def test_incremental_updates(
     assert not any(c.metadata["source"] == "coffee.txt" for c in chunks_of(removed))
     assert "coffee.txt" not in removed.files
     assert ids_by_source(removed) == {s: ids for s, ids in added.items() if s != "coffee.txt"}
+
+
+@pytest.mark.parametrize("kind", ["milvus-server"])
+def test_a_server_without_bm25_loads_its_saved_counts_not_every_chunks_terms(
+    kind: str,
+    tmp_path: Path,
+    embedder: VectorEmbeddings,
+    request: pytest.FixtureRequest,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Issue 30: on a 2.3.x server each process read back and counted every chunk's terms at start
+    (24 s at 100k chunks); each commit now saves the counts, and a load reads those."""
+    from index.store.milvus import LocalBM25, MilvusCorpus, MilvusStore
+
+    docs = tmp_path / "docs"
+    shutil.copytree(SEEDS_DIR, docs)
+    config = make_config(kind, docs, tmp_path, request)
+    build_folder(config, embedder)
+    write_docs(docs, {"nile.txt": NILE})  # an incremental commit over the first one's counts
+    build_folder(config, embedder)
+    reads: list[tuple[str, tuple[str, ...]]] = []
+    rows = MilvusStore.rows
+
+    def spy(self: MilvusStore, collection: str, fields: list[str], filter: str = "") -> Iterator[dict[str, Any]]:
+        reads.append((collection, tuple(fields)))
+        return rows(self, collection, fields, filter)
+
+    monkeypatch.setattr(MilvusStore, "rows", spy)
+    target = MilvusStore.from_config(config)
+    index = target.load(embedder.name)
+    assert isinstance(index.corpus, MilvusCorpus) and isinstance(index.corpus.lexical_side, LocalBM25)
+    assert not [read for read in reads if read[0] == target.collection], reads
+    assert_bm25_scores(index, config, "من أين ينبع النيل وأين تزرع القهوة؟")
+    assert_term_weights(index, config, f"{NILE} {ARABIC_QUESTION}")
+
+    # A collection written before the counts were saved is counted from its chunks, as before.
+    target.call("drop_collection", target.counts)
+    reads.clear()
+    index = target.load(embedder.name)
+    assert (target.collection, ("id", "terms")) in reads
+    assert_bm25_scores(index, config, "من أين ينبع النيل وأين تزرع القهوة؟")
 
 
 # --- Milvus only ---------------------------------------------------------------------------------
