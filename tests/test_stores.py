@@ -289,7 +289,7 @@ def test_a_server_without_bm25_loads_its_saved_counts_not_every_chunks_terms(
 ) -> None:
     """Issue 30: on a 2.3.x server each process read back and counted every chunk's terms at start
     (24 s at 100k chunks); each commit now saves the counts, and a load reads those."""
-    from index.store.milvus import LocalBM25, MilvusCorpus, MilvusStore
+    from index.store.milvus import LocalBM25, MilvusCorpus, MilvusStore, _part_id
 
     docs = tmp_path / "docs"
     shutil.copytree(SEEDS_DIR, docs)
@@ -311,6 +311,14 @@ def test_a_server_without_bm25_loads_its_saved_counts_not_every_chunks_terms(
     assert not [read for read in reads if read[0] == target.collection], reads
     assert_bm25_scores(index, config, "من أين ينبع النيل وأين تزرع القهوة؟")
     assert_term_weights(index, config, f"{NILE} {ARABIC_QUESTION}")
+
+    # Flawed saved counts are a cache gone bad: they cost a recount from the chunks, never the index.
+    flawed = {"id": _part_id(int(index.manifest["generation"]), 0), "body": "bm90IGFuIG5weg==", "v": [0.0, 0.0]}
+    target.call("upsert", target.counts, data=[flawed])
+    reads.clear()
+    index = target.load(embedder.name)
+    assert (target.collection, ("id", "terms")) in reads
+    assert_bm25_scores(index, config, "من أين ينبع النيل وأين تزرع القهوة؟")
 
     # A collection written before the counts were saved is counted from its chunks, as before.
     target.call("drop_collection", target.counts)

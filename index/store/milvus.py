@@ -100,6 +100,7 @@ class _LiteFailures(logging.Handler):
 _LITE_FAILURES = _LiteFailures()
 logging.getLogger("milvus_lite").addHandler(_LITE_FAILURES)
 logging.getLogger("milvus_lite").propagate = False
+_LOG = logging.getLogger(__name__)
 
 _MANIFEST_ID = "__manifest__"
 _FILE_PREFIX = "file:"
@@ -504,7 +505,11 @@ class MilvusStore:
 
     def load(self, embedder: str | None = None) -> StoredIndex:
         """The manifest and a corpus served by Milvus: no chunk or vector is read here (on a server
-        without BM25, the chunks' saved terms are)."""
+        without BM25, the in-app BM25's saved counts are)."""
+        return self._load(embedder)
+
+    def _load(self, embedder: str | None = None, known: tuple[list[str], LexicalIndex] | None = None) -> StoredIndex:
+        """`load`; `known` are the ids and counts a commit just saved for this manifest (not read back)."""
         manifest = self.read_manifest()
         if embedder is not None:
             check_embedder(manifest, embedder, self.description, self.rebuild_hint())
@@ -525,28 +530,22 @@ class MilvusStore:
         if "sparse" in fields:
             lexical = EngineBM25(self, count)
         else:
-            saved = self._read_counts(manifest, count)
-            if saved is None:
-                return self.load(embedder) if self._generation_moved(manifest) else self._counted(manifest, count)
-            lexical = LocalBM25(*saved, self._bm25_config())
+            saved = known or self._read_counts(manifest, count)
+            if saved is None and self._generation_moved(manifest):
+                return self.load(embedder)
+            lexical = LocalBM25(*(saved or self._counted()), Config(bm25_k1=self.bm25_k1, bm25_b=self.bm25_b))
         manifest["lexical"] = lexical.description
         self._synced = time.monotonic()
         return StoredIndex(manifest=manifest, corpus=MilvusCorpus(self, count, lexical))
 
-    def _bm25_config(self) -> Config:
-        return Config(bm25_k1=self.bm25_k1, bm25_b=self.bm25_b)
-
-    def _counted(self, manifest: dict[str, Any], count: int) -> StoredIndex:
-        """The index with the in-app BM25 counted from every chunk's saved `terms` (a collection
-        written before its counts were saved)."""
+    def _counted(self) -> tuple[list[str], LexicalIndex]:
+        """The chunk ids and the in-app BM25's counts, counted from every chunk's saved `terms` (a
+        collection written before its counts were saved, or whose saved counts cannot be used)."""
         ids, tokens = [], []
         for row in self.rows(self.collection, ["id", "terms"]):
             ids.append(row["id"])
             tokens.append(row["terms"].split())
-        lexical = LocalBM25(ids, LexicalIndex.from_terms(tokens), self._bm25_config())
-        manifest["lexical"] = lexical.description
-        self._synced = time.monotonic()
-        return StoredIndex(manifest=manifest, corpus=MilvusCorpus(self, count, lexical))
+        return ids, LexicalIndex.from_terms(tokens)
 
     def _generation_moved(self, manifest: dict[str, Any]) -> bool:
         try:
@@ -555,8 +554,8 @@ class MilvusStore:
             return False
 
     def _read_counts(self, manifest: dict[str, Any], count: int) -> tuple[list[str], LexicalIndex] | None:
-        """The chunk ids and term counts the manifest's commit saved, or None when it saved none or
-        a later commit has replaced them meanwhile (the caller reloads or counts)."""
+        """The chunk ids and term counts the manifest's commit saved, or None when it saved none, a
+        later commit has replaced them meanwhile, or they are flawed (the caller reloads or counts)."""
         parts = int(manifest.get("counts_parts", 0))
         if not parts or not self.call("has_collection", self.counts):
             return None
@@ -568,16 +567,18 @@ class MilvusStore:
             found.update((r["id"], r["body"]) for r in rows)
         if len(found) != parts:
             return None
+        # The saved counts are a cache of what the chunks hold: any flaw in them (unreadable, or not
+        # matching the collection) costs a recount from the chunks, never the index.
         try:
             with np.load(io.BytesIO(base64.b64decode("".join(found[i] for i in ids))), allow_pickle=False) as saved:
                 chunk_ids = json.loads(saved["ids"].tobytes().decode())
                 counts = LexicalIndex.read(io.BytesIO(saved["counts"].tobytes()), count)
+            if not isinstance(chunk_ids, list) or len(chunk_ids) != count:
+                raise LexicalFileError(f"its ids are not the collection's {count} chunks")
         except (LexicalFileError, KeyError, OSError, ValueError, zipfile.BadZipFile) as exc:
-            raise IndexCorrupt(
-                f"{self.description}: the saved term counts cannot be read ({exc}); rebuild with "
-                f"`{self.rebuild_hint()}`"
-            ) from exc
-        if len(chunk_ids) != count:
+            _LOG.warning(
+                "%s: the saved term counts cannot be used (%s); counting them from the chunks", self.description, exc
+            )
             return None
         return chunk_ids, counts
 
@@ -934,18 +935,22 @@ class MilvusStore:
         manifest.update(count=kept + len(terms), generation=int(manifest.get("generation", 0)) + 1)
         manifest.pop("lexical", None)  # said at load, from the collection itself
         manifest.pop("counts_parts", None)
+        saved = None
         if not counted and (old is None or local is not None):
+            # The new counts: a fresh collection's from nothing, else this process's (an index it did
+            # not load itself has none here and is counted from the chunks at the next load).
+            base_ids, base = (local.ids, local.counts) if local is not None else ([], LexicalIndex.from_terms([]))
             new_ids = [str(c.metadata["id"]) for c in changes.chunks]
-            ids, counts = local.ids if local else [], local.counts if local else LexicalIndex.from_terms([])
             gone_ids = dropped_ids | set(new_ids)
-            keep = [row for row, chunk_id in enumerate(ids) if chunk_id not in gone_ids]
-            new_ids = [ids[row] for row in keep] + new_ids
+            keep = [row for row, chunk_id in enumerate(base_ids) if chunk_id not in gone_ids]
+            new_ids = [base_ids[row] for row in keep] + new_ids
             if len(new_ids) == manifest["count"]:  # else counted from the chunks at the next load
-                self._save_counts(manifest, new_ids, counts.update_terms(keep, (t.split() for t in terms)))
+                saved = (new_ids, base.update_terms(keep, (t.split() for t in terms)))
+                self._save_counts(manifest, *saved)
         self._write_manifest(manifest)
-        if "counts_parts" in manifest:
+        if saved is not None:
             self._drop_old_counts(int(manifest["generation"]))
-        return self.load()
+        return self._load(known=saved)
 
 
 def _local_bm25(index: StoredIndex | None) -> LocalBM25 | None:
