@@ -16,7 +16,7 @@ from langchain_core.documents import Document
 from core.config import PROJECT_ROOT, Config
 from rag.answer import AnswerRequest, ExtractiveAnswerer
 from rag.extract import ReadSpan, SpanReader
-from rag.reader import AnswerReader
+from rag.reader import READER_WEIGHTS, AnswerReader
 from rag.readernet import (
     MAX_ANSWER_TOKENS,
     BaseModel,
@@ -25,6 +25,7 @@ from rag.readernet import (
     ReaderWeightsError,
     Reading,
     Window,
+    length_batches,
     load_base,
     load_reader,
     pad_states,
@@ -202,7 +203,7 @@ def test_saved_reader_loads_back_with_the_same_outputs(base: BaseModel, tmp_path
             p.add_(torch.randn_like(p) * 0.05)
     path = tmp_path / "reader.npz"
     net.save(path, {"command": "test"})
-    loaded = load_reader(path, default_model())
+    loaded = load_reader(path, default_model(), torch.float32)
     states, _, _ = _tiny_case()
     x, mask = torch.from_numpy(states)[None], torch.ones(1, len(states), dtype=torch.bool)
     with torch.no_grad():
@@ -433,6 +434,47 @@ def test_answer_reader_reads_real_passages_with_the_engine(base: BaseModel) -> N
         assert len(token_encoder().tokenize(text[s.start : s.end])[0]) <= MAX_ANSWER_TOKENS
     # Sure enough of the first passage (any span will do at a threshold of 0), the others are not read.
     assert {s.passage for s in reader.read("كم عدد الدول المشاركة؟", [PASSAGES[0], PASSAGES[1]], 1e-9)} == {0}
+
+
+@pytest.mark.parametrize("lengths", [[382, 134, 382, 119], [5], [300, 290, 280, 20, 19, 1], list(range(1, 40))])
+def test_windows_are_read_in_batches_of_similar_length(lengths: list[int]) -> None:
+    batches = length_batches(lengths)
+    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
+    for batch in batches:  # padded to its longest window by at most a quarter of its tokens
+        assert max(lengths[i] for i in batch) * len(batch) <= 1.25 * sum(lengths[i] for i in batch)
+    assert length_batches([382, 134, 382, 119]) == [[0, 2], [1, 3]]
+
+
+def test_windows_of_different_lengths_read_as_in_one_padded_batch(base: BaseModel) -> None:
+    # Batching by length changes the cost, not the numbers: the same readings as one padded batch.
+    torch.manual_seed(2)
+    net = ReaderNet(base, FIRST, "lora", 4)
+    states, _, _ = _tiny_case()
+    long = Window(np.zeros(22, np.int32), 3, np.array([0, 4, 8]), np.array([3, 7, 11]))
+    short = Window(np.zeros(4, np.int32), 3, np.array([20]), np.array([23]))
+    got = read(net, [[long], [short]], [states, states[:6]])
+    start, end = net(*pad_states([states, states[:6]]))
+    flat = torch.cat([start[0, 3:6], start[1, 3:4], start[0, :1], start[1, :1]])
+    assert got.passages[1].start_logp[0] == pytest.approx(float(start[1, 3] - torch.logsumexp(flat, 0)), abs=1e-4)
+    assert np.isfinite(got.no_answer) and len(end) == 2
+
+
+@pytest.mark.integration  # loads the encoder and the shipped reader twice
+def test_the_shipped_reader_answers_alike_in_bfloat16_and_float32() -> None:
+    # On a CPU that multiplies bfloat16 natively the reader answers in it (twice as fast here): its
+    # best spans over real passages must be float32's.
+    encoder = token_encoder()
+    readers = [
+        AnswerReader(encoder, load_reader(READER_WEIGHTS, encoder.model_path, dt))
+        for dt in (torch.float32, torch.bfloat16)
+    ]
+    seed = sorted((PROJECT_ROOT / "seeds").glob("*.txt"))[0].read_text(encoding="utf-8")[:3000]
+    for question in ("كم عدد الدول المشاركة؟", "متى عقد المؤتمر؟", "How many countries took part?"):
+        exact, fast = (reader.read(question, [*PASSAGES, seed]) for reader in readers)
+        assert [(s.passage, s.start, s.end) for s in exact] == [(s.passage, s.start, s.end) for s in fast]
+        # As probabilities (what the short-answer gate reads): within a hundredth.
+        assert np.exp([s.score for s in fast]) == pytest.approx(np.exp([s.score for s in exact]), abs=0.01)
+        assert np.exp(fast[0].no_answer) == pytest.approx(np.exp(exact[0].no_answer), abs=0.01)
 
 
 def test_switching_the_reader_on_without_its_weights_names_the_command(tmp_path: Path) -> None:
