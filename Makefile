@@ -40,6 +40,11 @@ ask: $(VENV)/.installed $(NATIVE)
 # wait on the server (6 min of wall time, 2.4 CPU-minutes, 2026-12-05), so after it they added
 # their whole 6 minutes to `make test`.
 SERVER_SUITE_LOG := test-output/milvus-server-suite.log
+# One OpenMP thread per test process: three xdist workers, their servers and the server suite share
+# 2 cores, and torch's and the C engine's OpenMP threads spun waiting for each other's cores. Three
+# answering modules under -n 3: 187 s of wall time and 363 CPU-s with the default, 65 s and 121
+# CPU-s with one thread; the main suite 889 -> 584 s (2026-12-06). The product keeps its threads.
+test: export OMP_NUM_THREADS = 1
 test: $(VENV)/.installed $(NATIVE)
 	$(PY) -m ruff check .
 	$(PY) -m mypy

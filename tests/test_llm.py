@@ -268,12 +268,12 @@ def test_slow_endpoint_times_out_and_falls_back(
     quick_pipeline: Pipeline, fake: FakeOpenAI, extractive: Answer, stream: bool
 ) -> None:
     fake.script(Slow(3.0))
-    started = time.monotonic()
     answer, tokens = ask_collecting(quick_pipeline, QUESTION, stream)
-    elapsed = time.monotonic() - started
     assert_fallback(answer, extractive, "did not answer in time")
     assert tokens == []
-    assert elapsed < 10, elapsed
+    # Asked once: no retry waited out another timeout (a wall-clock bound said this only on a quiet
+    # machine: beside the rest of the suite the extractive fallback alone once took 10 s).
+    assert len(fake.requests) == 1
 
 
 def test_stream_that_outlasts_the_timeout_falls_back(
@@ -281,11 +281,10 @@ def test_stream_that_outlasts_the_timeout_falls_back(
 ) -> None:
     """Every chunk arrives within the timeout, but the whole answer takes 2.4 s against 1 s."""
     fake.script(Trickle(CITED, delay=0.3, pieces=8))
-    started = time.monotonic()
     answer, tokens = ask_collecting(quick_pipeline, QUESTION, stream=True)
     assert_fallback(answer, extractive, "did not answer in time")
     assert tokens  # the start had streamed before the deadline
-    assert time.monotonic() - started < 10
+    assert "".join(tokens) != CITED and len(fake.requests) == 1  # it stopped reading at the deadline
 
 
 @pytest.mark.parametrize(
