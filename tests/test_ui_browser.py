@@ -21,6 +21,7 @@ from urllib.parse import unquote
 import httpx
 import pytest
 from playwright.sync_api import Browser, Locator, Page, Route, sync_playwright
+from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
 from core.i18n import t
 from rag.feedback import FeedbackLog
@@ -791,8 +792,17 @@ def test_switching_the_language_keeps_the_conversation_and_the_settings(browser:
     page = _page(browser, server, "en-US")
     try:
         first = ask(page, "ما الجهة التي تنظم مؤتمر موسكو للأمن الدولي كل سنة؟").inner_text()
-        page.get_by_text("Settings").click()
-        page.get_by_label("Show retrieval scores").check()
+        # A click while Gradio still re-renders after the answer can be lost (once in a loaded CI
+        # run the box never showed): open the panel until it shows, three tries.
+        scores = page.get_by_label("Show retrieval scores")
+        for _ in range(3):
+            page.get_by_text("Settings").click()
+            try:
+                scores.wait_for(state="visible", timeout=5_000)
+                break
+            except PlaywrightTimeoutError:
+                continue
+        scores.check()
         passages = page.locator("#settings input[type=number]")
         passages.fill("3")
         passages.press("Enter")
