@@ -20,23 +20,16 @@ import numpy as np
 import torch
 
 from eval.questions import SQUAD_SETS, squad_set
-from rag.reader import READER_WEIGHTS
-from rag.readernet import (
-    MAX_ANSWER_TOKENS,
-    QUESTION_TOKENS,
-    WINDOW_POSITIONS,
-    WINDOW_STRIDE,
-    Readings,
-    load_reader,
-    read,
-    windows,
-)
-from rag.tokens import PASSAGE_PREFIX, QUERY_PREFIX, token_encoder
+from rag.extract import ReadSpan
+from rag.reader import READER_WEIGHTS, AnswerReader
+from rag.readernet import load_reader
+from rag.tokens import token_encoder
 
 
-def best(readings: Readings) -> tuple[float, int, int, int]:
-    """(log-probability, first token, last token, passage) of the best span of any passage."""
-    return max((*r.best(MAX_ANSWER_TOKENS), i) for i, r in enumerate(readings.passages))
+def best(spans: list[ReadSpan]) -> tuple[float, int, int, int]:
+    """(log-probability, passage, start, end) of the best span of any passage."""
+    top = max(spans, key=lambda s: s.score)
+    return top.score, top.passage, top.start, top.end
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,7 +39,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     encoder = token_encoder()
-    nets = [load_reader(READER_WEIGHTS, encoder.model_path, dtype) for dtype in (torch.float32, torch.bfloat16)]
+    readers = [
+        AnswerReader(encoder, load_reader(READER_WEIGHTS, encoder.model_path, dtype))
+        for dtype in (torch.float32, torch.bfloat16)
+    ]
     print("set                questions  same_best_span  best_dlogp_p50  best_dlogp_p95  no_answer_p50  no_answer_p95")
     for name in args.sets or list(SQUAD_SETS):
         documents, questions = squad_set(name).load()
@@ -55,24 +51,12 @@ def main(argv: list[str] | None = None) -> int:
         sample = rng.sample(questions, min(args.questions, len(questions)))
         same, moved, no_answer = 0, [], []
         for q in sample:
-            others = rng.sample([s for s in text if s != q.doc], 2)
-            q_ids = encoder.tokenize(q.question, QUERY_PREFIX, QUESTION_TOKENS)[0]
-            groups = [
-                windows(
-                    q_ids,
-                    encoder.tokenize(text[s], PASSAGE_PREFIX, 100_000),
-                    encoder.eos,
-                    WINDOW_POSITIONS,
-                    WINDOW_STRIDE,
-                )
-                for s in [str(q.doc), *others]
-            ]
-            states = encoder.forward([w.ids for ws in groups for w in ws], nets[0].first)
+            passages = [text[s] for s in [str(q.doc), *rng.sample([s for s in text if s != q.doc], 2)]]
             with torch.inference_mode():
-                exact, fast = (read(net, groups, states) for net in nets)
+                exact, fast = (reader.read(q.question, passages) for reader in readers)
             same += best(exact)[1:] == best(fast)[1:]
             moved.append(abs(best(exact)[0] - best(fast)[0]))
-            no_answer.append(abs(exact.no_answer - fast.no_answer))
+            no_answer.append(abs(exact[0].no_answer - fast[0].no_answer))
         p = np.percentile
         print(
             f"{name:<18} {len(sample):>9}  {same / len(sample):>14.3f}  {p(moved, 50):>14.4f}  {p(moved, 95):>14.4f}"

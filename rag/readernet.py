@@ -548,9 +548,8 @@ def answering_dtype() -> torch.dtype:
     natively (AVX512-BF16 or AMX), float32 elsewhere (where bfloat16 is emulated, and slower).
 
     Measured on this machine's AMX CPU, 2 cores, the shipped reader: the 12 layers over one
-    382-token window 92.5 -> 57.7 ms, and the best span of 200 XQuAD-ar questions read alone
-    unchanged for all 200 (median |change of its log-probability| 0.002; `python -m eval.bench
-    --only reader` and eval/ANSWERS.md have the pipeline's numbers)."""
+    382-token window 92.5 -> 57.7 ms; the best span unchanged for 0.990-1.000 of 300 questions a
+    set (`python -m eval.reader_dtype`; the pipeline's latency: `python -m eval.bench --only reader`)."""
     cpu = torch.cpu
     native = cpu._is_avx512_bf16_supported() or cpu._is_amx_tile_supported()
     return torch.bfloat16 if native else torch.float32
