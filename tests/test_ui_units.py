@@ -870,3 +870,18 @@ def test_the_documents_tab_says_where_uploads_go(tmp_path: Path) -> None:
     translations = make_i18n(Config(docs_dir=folder)).translations
     for lang in ("en", "ar"):
         assert str(folder.resolve()) in translations[lang]["docs_folder"]
+
+
+@pytest.mark.parametrize("lang", ["ar", "en"])
+def test_the_upload_progress_bar_counts_in_the_page_language(lang: str) -> None:
+    """Issue 29, seen in CI: under load the Arabic page showed Gradio's progress bar as
+    «قراءة 2/2: سوق.txt: 1 / 2 steps»: gr.Progress names its unit "steps" unless told. Each stage
+    gives the bar a unit in the page's language (files while reading, passages while indexing)."""
+    from index.library import UploadStep
+    from ui.app import UploadLines
+
+    lines = UploadLines(lang, ["سوق.txt", "b.txt"])
+    for step in (UploadStep("reading", 1, 2, "سوق.txt"), UploadStep("embedding", 3, 7)):
+        shown = lines.advance(step)
+        assert shown.unit and shown.unit != "steps"
+        assert bool(re.search("[A-Za-z]", shown.unit)) == (lang == "en"), shown

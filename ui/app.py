@@ -12,7 +12,7 @@ import threading
 from collections.abc import AsyncIterator, Callable, Generator, Iterator
 from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import gradio as gr
 
@@ -635,7 +635,8 @@ def build_app(pipeline: Pipeline, i18n: gr.I18n) -> gr.Blocks:
                 unchanged = (gr.update(),) * len(lists)
 
                 def shown(step: UploadStep) -> tuple[Any, ...]:
-                    progress(*lines.advance(step))
+                    bar = lines.advance(step)
+                    progress(bar.done_total, desc=bar.desc, unit=bar.unit)
                     return *unchanged, t(lang, "indexing"), lines.html(), gr.update()
 
                 try:
@@ -776,6 +777,15 @@ def build_app(pipeline: Pipeline, i18n: gr.I18n) -> gr.Blocks:
     return app
 
 
+class ProgressBar(NamedTuple):
+    """gr.Progress's arguments for one upload step. The unit is given because Gradio's default,
+    "steps", is English on every page (seen on the Arabic page in CI)."""
+
+    done_total: tuple[int, int]
+    desc: str
+    unit: str
+
+
 class UploadLines:
     """The per-file list while an upload runs: files before the one being read are read, later
     ones wait; while the accepted files are embedded (one batch) each says how far it is."""
@@ -785,15 +795,17 @@ class UploadLines:
         self.states = ["waiting"] * len(names)
         self.embedded: tuple[int, int] = (0, 0)
 
-    def advance(self, step: UploadStep) -> tuple[tuple[int, int], str]:
-        """Moves the list to `step`; returns gr.Progress's (done, total) and description."""
+    def advance(self, step: UploadStep) -> ProgressBar:
+        """Moves the list to `step`; returns what gr.Progress shows for it."""
         if step.stage == "reading":
             current = step.done - 1
             self.states = ["read"] * current + ["reading"] + ["waiting"] * (len(self.names) - current - 1)
-            return (step.done - 1, step.total), t(self.lang, "upload_reading", **vars(step))
+            desc = t(self.lang, "upload_reading", **vars(step))
+            return ProgressBar((step.done - 1, step.total), desc, t(self.lang, "unit_files"))
         self.states = ["embedding"] * len(self.names)
         self.embedded = (step.done, step.total)
-        return (step.done, step.total), t(self.lang, "upload_embedding", done=step.done, total=step.total)
+        desc = t(self.lang, "upload_embedding", done=step.done, total=step.total)
+        return ProgressBar((step.done, step.total), desc, t(self.lang, "unit_passages"))
 
     def html(self) -> str:
         done, total = self.embedded
