@@ -119,6 +119,20 @@ def page(browser: Browser, server: str) -> Iterator[Page]:
     pg.context.close()
 
 
+def open_settings(opener: Locator, inside: Locator) -> Locator:
+    """Clicks `opener` until `inside` (a control in the Settings panel) shows, and returns it: under
+    load a click while Gradio re-renders was lost, and the control never showed (CI, twice)."""
+    for _ in range(3):
+        opener.click()
+        try:
+            inside.wait_for(state="visible", timeout=5_000)
+            return inside
+        except PlaywrightTimeoutError:
+            continue
+    inside.wait_for(state="visible", timeout=5_000)
+    return inside
+
+
 def ask(page: Page, question: str) -> Locator:
     """Type a question, send it, and return the locator of the newest bot message."""
     before = page.locator("#chat .answer, #chat .notice").count()
@@ -153,20 +167,14 @@ def test_english_question_finds_arabic_passage(page: Page) -> None:
     shot(page, "ui-english-answer.png")
 
 
-def test_the_reader_switch_in_settings_reaches_the_short_answer(
-    browser: Browser, tmp_path_factory: pytest.TempPathFactory, docs: Path
-) -> None:
-    # The reader is the default; unticking its box in Settings gives the span ranker's answer.
+def test_the_reader_switch_in_settings_reaches_the_short_answer(page: Page) -> None:
+    """The reader is the default; unticking its box in Settings gives the span ranker's answer.
+    (It had a server of its own while the reader was off by default, to keep torch out of the
+    shared one; the shared one loads the reader now.)"""
     question = 'Which Chinese defense minister warned against "playing with fire" over Taiwan?'
-    with serving(tmp_path_factory, docs) as url:
-        page = _page(browser, url, "en-US")
-        try:
-            assert ask(page, question).locator(".short-answer").inner_text() == "لي شانغفو"
-            page.get_by_text("Settings").click()
-            page.get_by_label("Short answer by the fine-tuned reader").uncheck()
-            assert "لي شانغفو" not in ask(page, question).locator(".short-answer").inner_text()
-        finally:
-            page.context.close()
+    assert ask(page, question).locator(".short-answer").inner_text() == "لي شانغفو"
+    open_settings(page.get_by_text("Settings"), page.get_by_label("Short answer by the fine-tuned reader")).uncheck()
+    assert "لي شانغفو" not in ask(page, question).locator(".short-answer").inner_text()
 
 
 def test_with_a_key_the_browser_signs_in_once_then_asks(
@@ -407,8 +415,8 @@ def test_the_arabic_page_shows_no_english_in_any_state(
     seen: list[str] = []
     try:
         ask(page, "كم عدد المندوبين الذين حضروا المؤتمر؟")
-        page.locator("#settings").get_by_text(t("ar", "settings")).click()
-        page.get_by_label(t("ar", "show_scores")).check()
+        opener = page.locator("#settings").get_by_text(t("ar", "settings"))
+        open_settings(opener, page.get_by_label(t("ar", "show_scores"))).check()
         ask(page, "من هو وزير الدفاع الصيني الذي شارك في المؤتمر؟")
         page.locator("#chat button[aria-label='عدم الإعجاب']").last.click()
         page.locator("#feedback-correction").wait_for(state="visible")
@@ -794,15 +802,7 @@ def test_switching_the_language_keeps_the_conversation_and_the_settings(browser:
         first = ask(page, "ما الجهة التي تنظم مؤتمر موسكو للأمن الدولي كل سنة؟").inner_text()
         # A click while Gradio still re-renders after the answer can be lost (once in a loaded CI
         # run the box never showed): open the panel until it shows, three tries.
-        scores = page.get_by_label("Show retrieval scores")
-        for _ in range(3):
-            page.get_by_text("Settings").click()
-            try:
-                scores.wait_for(state="visible", timeout=5_000)
-                break
-            except PlaywrightTimeoutError:
-                continue
-        scores.check()
+        open_settings(page.get_by_text("Settings"), page.get_by_label("Show retrieval scores")).check()
         passages = page.locator("#settings input[type=number]")
         passages.fill("3")
         passages.press("Enter")
