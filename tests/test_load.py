@@ -420,11 +420,13 @@ def test_upload_handler_called_directly_still_refuses_bad_files(root: Path, http
     assert "secret.txt" not in store.load(index).files
 
 
-def test_other_host_requires_login(tmp_path: Path) -> None:
+def test_other_host_requires_login(root: Path, tmp_path: Path) -> None:
     """Any host but loopback needs RAG_UI_USERNAME/RAG_UI_PASSWORD, and then every route wants them.
     127.0.0.2 stands in for a network address (it is not in the app's loopback list) without
-    exposing anything beyond this machine."""
-    prepare(tmp_path)
+    exposing anything beyond this machine. (A copy of the module's folder: building another index
+    cost a subprocess and the encoder.)"""
+    for part in ("docs", "index"):
+        shutil.copytree(root / part, tmp_path / part)
     password = secrets.token_urlsafe(16)
     server = start(tmp_path, host="127.0.0.2", RAG_UI_USERNAME="reader", RAG_UI_PASSWORD=password)
     try:
