@@ -46,14 +46,15 @@ SERVER_SUITE_LOG := test-output/milvus-server-suite.log
 # CPU-s with one thread; the main suite 889 -> 584 s (2026-12-06). The product keeps its threads.
 test: export OMP_NUM_THREADS = 1
 test: $(VENV)/.installed $(NATIVE)
+	@date +"%T installed; lint and types"
 	$(PY) -m ruff check .
 	$(PY) -m mypy
 	$(PY) -m eval.milvus_server install
 	@mkdir -p test-output
-	@echo "Milvus server suite: started beside the main suite (output in $(SERVER_SUITE_LOG))"
-	@$(PY) -m eval.milvus_server loopback -- $(PY) -m pytest -q -m milvus_server > $(SERVER_SUITE_LOG) 2>&1 & server=$$!; \
-	$(PY) -m pytest -q -m "not milvus_server" -n 3 --dist loadscope; main=$$?; \
-	wait $$server; servers=$$?; \
+	@echo "$$(date +%T) Milvus server suite: started beside the main suite (output in $(SERVER_SUITE_LOG))"
+	@$(PY) -m eval.milvus_server loopback -- $(PY) -m pytest -q -m milvus_server --durations=8 > $(SERVER_SUITE_LOG) 2>&1 & server=$$!; \
+	$(PY) -m pytest -q -m "not milvus_server" -n 3 --dist loadscope --durations=15; main=$$?; \
+	date +"%T main suite done"; wait $$server; servers=$$?; \
 	echo "--- Milvus server suite (ran beside the main suite) ---"; cat $(SERVER_SUITE_LOG); \
 	test $$main -eq 0 && test $$servers -eq 0
 
