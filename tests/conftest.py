@@ -56,10 +56,11 @@ def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool 
 
 # `make test` runs the suite on 3 pytest-xdist workers, a module to a worker (`--dist loadscope`,
 # so a module's server or browser starts once); the modules that take longest go first, so that no
-# worker starts a long module last. Seconds each took on one of 3 workers (2026-12-05, 2 cores):
-LONGEST_FIRST = ["test_crash", "test_ui_browser", "test_load", "test_llm", "test_ray_build", "test_hostile"]
-LONGEST_FIRST += ["test_api", "test_pipeline", "test_ui_units", "test_stores", "test_reliability3", "test_cli"]
-# 381, 327, 672 (220 since the soak was bounded), 185, 166, 151, 141, 139, 115, 81, 78, 75.
+# worker starts a long module last. Seconds each took on one of 3 workers, the server suite beside
+# (2026-12-06, 2 cores, on a day the machine ran eval.bench's reader at 421 ms p50 against 225):
+LONGEST_FIRST = ["test_ui_browser", "test_load", "test_api", "test_stores", "test_crash", "test_ray_build"]
+LONGEST_FIRST += ["test_reader", "test_cli", "test_reliability2", "test_llm", "test_hostile", "test_reliability3"]
+# 779, 616, 338, 270, 203, 187, 139, 138, 125, 107, 105, 104.
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
