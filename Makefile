@@ -40,23 +40,27 @@ ask: $(VENV)/.installed $(NATIVE)
 # wait on the server (6 min of wall time, 2.4 CPU-minutes, 2026-12-05), so after it they added
 # their whole 6 minutes to `make test`.
 SERVER_SUITE_LOG := test-output/milvus-server-suite.log
+# ruff and mypy (about 100 s from a fresh clone, mostly mypy on one core) run beside the suites,
+# which leave part of the 2 cores idle while they wait on servers and browsers (2026-12-06: the
+# main suite used 1.4 cores on average); they ran before them.
+LINT_LOG := test-output/lint.log
 # One OpenMP thread per test process: three xdist workers, their servers and the server suite share
 # 2 cores, and torch's and the C engine's OpenMP threads spun waiting for each other's cores. Three
 # answering modules under -n 3: 187 s of wall time and 363 CPU-s with the default, 65 s and 121
 # CPU-s with one thread; the main suite 889 -> 584 s (2026-12-06). The product keeps its threads.
 test: export OMP_NUM_THREADS = 1
 test: $(VENV)/.installed $(NATIVE)
-	@date +"%T installed; lint and types"
-	$(PY) -m ruff check .
-	$(PY) -m mypy
+	@date +"%T installed"
 	$(PY) -m eval.milvus_server install
 	@mkdir -p test-output
-	@echo "$$(date +%T) Milvus server suite: started beside the main suite (output in $(SERVER_SUITE_LOG))"
-	@$(PY) -m eval.milvus_server loopback -- $(PY) -m pytest -q -m milvus_server --durations=8 > $(SERVER_SUITE_LOG) 2>&1 & server=$$!; \
+	@echo "$$(date +%T) lint and types, the Milvus server suite and the main suite: started together (the first two print when all are done)"
+	@($(PY) -m ruff check . && $(PY) -m mypy) > $(LINT_LOG) 2>&1 & lint=$$!; \
+	$(PY) -m eval.milvus_server loopback -- $(PY) -m pytest -q -m milvus_server --durations=8 > $(SERVER_SUITE_LOG) 2>&1 & server=$$!; \
 	$(PY) -m pytest -q -m "not milvus_server" -n 3 --dist loadscope --durations=15; main=$$?; \
-	date +"%T main suite done"; wait $$server; servers=$$?; \
+	date +"%T main suite done"; wait $$lint; lints=$$?; wait $$server; servers=$$?; \
+	echo "--- ruff and mypy (ran beside the main suite) ---"; cat $(LINT_LOG); \
 	echo "--- Milvus server suite (ran beside the main suite) ---"; cat $(SERVER_SUITE_LOG); \
-	test $$main -eq 0 && test $$servers -eq 0
+	test $$main -eq 0 && test $$lints -eq 0 && test $$servers -eq 0
 
 test-fast: $(VENV)/.installed $(NATIVE)
 	$(PY) -m pytest -q -m unit

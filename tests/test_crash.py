@@ -51,7 +51,8 @@ FORKS.set_forkserver_preload([__name__])
 
 
 def arm(point: str) -> None:
-    """ "fsync:3" = SIGKILL this process just before its 3rd os.fsync call (likewise replace, unlink)."""
+    """SIGKILL this process just before the call `point` names: "fsync:3" is its 3rd os.fsync call
+    (likewise replace, unlink)."""
     if not point:
         return
     name, _, nth = point.partition(":")
