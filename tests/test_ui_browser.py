@@ -14,7 +14,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import unquote
 
@@ -119,17 +119,26 @@ def page(browser: Browser, server: str) -> Iterator[Page]:
     pg.context.close()
 
 
-def open_settings(opener: Locator, inside: Locator) -> Locator:
-    """Clicks `opener` until `inside` (a control in the Settings panel) shows, and returns it: under
-    load a click while Gradio re-renders was lost, and the control never showed (CI, twice)."""
-    for _ in range(3):
-        opener.click()
+def click_until(
+    target: Locator, happened: Callable[[float], object], reset: Callable[[], object] = lambda: None
+) -> None:
+    """Clicks `target` until `happened(timeout_ms)` passes, three tries of 5 s (`reset` undoes a
+    half-done try first): under load a click while Gradio re-renders was lost, or the redraw
+    after it undid what it did (CI, three times). A user who clicks again sees it work."""
+    for attempt in range(3):
+        reset()
+        target.click()
         try:
-            inside.wait_for(state="visible", timeout=5_000)
-            return inside
+            happened(5_000)
+            return
         except PlaywrightTimeoutError:
-            continue
-    inside.wait_for(state="visible", timeout=5_000)
+            if attempt == 2:
+                raise
+
+
+def open_settings(opener: Locator, inside: Locator) -> Locator:
+    """Opens the Settings panel with `opener` until `inside` (a control in it) shows; returns it."""
+    click_until(opener, lambda ms: inside.wait_for(state="visible", timeout=ms))
     return inside
 
 
@@ -635,18 +644,12 @@ def test_clicking_a_badge_opens_and_flashes_its_source(page: Page) -> None:
         "n => { const all = document.querySelectorAll('#chat details.source.src-' + n);"
         " const d = all[all.length - 1]; return d.open && d.classList.contains('flash'); }"
     )
-    # The answer's last update (its feedback record) may redraw the chat just after it shows,
-    # dropping what a click did; under load that took the first click in a full run. A user who
-    # clicks again sees it, so the test clicks again too.
-    for attempt in range(3):
-        message.evaluate("d => { d.open = false; d.classList.remove('flash'); }")
-        badges.first.click()
-        try:
-            page.wait_for_function(opened_and_flashed, arg=n, timeout=5_000)
-            break
-        except PlaywrightTimeoutError:
-            if attempt == 2:
-                raise
+    # The answer's last update (its feedback record) may redraw the chat just after it shows.
+    click_until(
+        badges.first,
+        lambda ms: page.wait_for_function(opened_and_flashed, arg=n, timeout=ms),
+        lambda: message.evaluate("d => { d.open = false; d.classList.remove('flash'); }"),
+    )
 
 
 def test_phone_view_shows_the_start_of_the_answer(browser: Browser, server: str) -> None:
@@ -808,8 +811,6 @@ def test_switching_the_language_keeps_the_conversation_and_the_settings(browser:
     page = _page(browser, server, "en-US")
     try:
         first = ask(page, "ما الجهة التي تنظم مؤتمر موسكو للأمن الدولي كل سنة؟").inner_text()
-        # A click while Gradio still re-renders after the answer can be lost (once in a loaded CI
-        # run the box never showed): open the panel until it shows, three tries.
         open_settings(page.get_by_text("Settings"), page.get_by_label("Show retrieval scores")).check()
         passages = page.locator("#settings input[type=number]")
         passages.fill("3")
