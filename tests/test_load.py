@@ -246,7 +246,7 @@ def test_questions_in_one_session_keep_memory_flat(server: UIServer, http: httpx
 
     One RSS reading swings by up to 25 MB with what the allocator holds at that instant, so each end
     is the median of the readings after 20 questions; the warm-up lets the request threads' malloc
-    arenas reach the reader's peak (they grew for about 100 questions, api.__main__.MALLOC_ARENAS)."""
+    arenas reach the reader's peak (they grew for about 100 questions, api.server.MALLOC_ARENAS)."""
     session = uuid.uuid4().hex
 
     def ask(i: int) -> float:

@@ -246,3 +246,12 @@ def test_no_import_cycles_among_modules() -> None:
     for name in sorted(graph):
         if name not in state:
             visit(name, [name])
+
+
+def test_no_module_imports_an_entry_point() -> None:
+    """`python -m api` and `python -m ui` share their wiring through api/server.py; an entry point
+    imported as a library (ui's __main__ once imported api's) is how two front ends end up tangled."""
+    for package in PACKAGES:
+        for path in (REPO_ROOT / package).rglob("*.py"):
+            entry_points = {name for name in _module_imports(path) if name.split(".")[-1] == "__main__"}
+            assert not entry_points, f"{path.relative_to(REPO_ROOT)} imports {sorted(entry_points)}"

@@ -9,9 +9,9 @@ import sys
 
 import gradio as gr
 
-from api.__main__ import cap_malloc_arenas, configure, key_problem, serve
 from api.app import create_app
 from api.security import LOOPBACK
+from api.server import cap_malloc_arenas, configure, key_problem, serve
 from core.config import add_arguments, chosen
 from core.errors import ConfigError, UserError
 from index.library import largest_upload
