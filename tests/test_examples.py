@@ -4,7 +4,7 @@ shown, is right (issue 26, point 6).
 
 A wrong bold answer shown with confidence is worse than the evidence sentence alone, so what this
 holds the product to is that none of its own examples gets one; how many are answered in bold is
-printed and bounded from below, and the evidence must still hold the answer.
+printed and bounded from below, and so is how many evidence sentences hold the answer.
 """
 
 from __future__ import annotations
@@ -41,6 +41,11 @@ FOLLOW_UPS = [
 # three right ones with the eight wrong ones; the span ranker's spans are right too rarely for any
 # to pass). Fewer means the gate or the span choice got worse.
 MIN_SHOWN = {False: 0, True: 1}
+# Evidence that misses the answer, in both modes (measured 2026-12-06), two of eleven: «من هو وزير
+# الدفاع الصيني…», whose evidence clause ends at the semicolon before "إذ حذر “لي شانغفو”" (showing
+# the sentence whole through the semicolon lost two seed questions for none gained), and «كم عدد
+# الدول المشاركة في المؤتمر؟», answered by a sentence about a welcome letter to the participants.
+MAX_EVIDENCE_MISSED = 2
 
 
 def _readme_examples() -> list[str]:
@@ -63,7 +68,7 @@ def test_no_example_gets_a_wrong_bold_answer(seeds_pipeline: Pipeline, reader: b
 
         if not reader_available():
             pytest.skip("the reader's C library is not built (make)")
-    shown, wrong, lines = 0, [], []
+    shown, wrong, missed, lines = 0, [], [], []
     cases: list[tuple[str, list[tuple[str, str]], list[str]]] = [(q, [], g) for q, g in GOLD.items()]
     cases += [(f, [(e, "")], g) for e, f, g in FOLLOW_UPS]
     for question, history, gold in cases:
@@ -73,10 +78,13 @@ def test_no_example_gets_a_wrong_bold_answer(seeds_pipeline: Pipeline, reader: b
         answer = seeds_pipeline.ask(question, history=history, reader=reader)
         check = answer.short_answer_check
         lines.append(f"{question} -> {answer.short_answer or '(withheld: ' + check.get('candidate', '') + ')'}")
+        if not contains(answer.answer, gold):
+            missed.append(question)
         if answer.short_answer:
             shown += 1
             if not contains(answer.short_answer, gold):
                 wrong.append((question, answer.short_answer, check.get("probability")))
     print("\n" + "\n".join(lines) + f"\n{shown} of {len(cases)} with a bold short answer")
     assert not wrong, wrong
+    assert len(missed) <= MAX_EVIDENCE_MISSED, missed
     assert shown >= MIN_SHOWN[reader]
