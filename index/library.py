@@ -133,7 +133,12 @@ class UploadReport:
         self.rejected.append(f"{result.name}: {result.why()}")
 
     def message(self, lang: str = "en") -> str:
-        """One line per kind of fate, in the page's language (file names and reasons as they are)."""
+        """One line per kind of fate, in the page's language (file names as they are)."""
+        duplicates = [
+            f.name if f.name == f.same_as else t(lang, "duplicate_of", name=f.name, same=f.same_as)
+            for f in self.files
+            if f.outcome == "duplicate"
+        ]
         lines = [
             t(lang, key, names=", ".join(names))
             for key, names in (
@@ -141,7 +146,7 @@ class UploadReport:
                 ("reindexed", self.updated),
                 ("renamed", self.renamed),
                 ("replaced", self.replaced),
-                ("duplicates", self.duplicates),
+                ("duplicates", duplicates),
             )
             if names
         ]
@@ -299,7 +304,7 @@ class DocumentLibrary(Generic[S]):
                     (d.metadata["source"] for d, _ in accepted if d.metadata["sha256"] == sha), None
                 )
                 if same:
-                    report.duplicates.append(f"{original} (same content as {same})")
+                    report.duplicates.append(original if original == same else f"{original} (same content as {same})")
                     result.outcome, result.same_as = "duplicate", same
                     report.files.append(result)
                     continue

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from core.config import Config
+from core.i18n import t
 from index import store
 from index.build import build_folder
 from index.embed import VectorEmbeddings
@@ -413,6 +414,40 @@ def test_a_loaders_reason_reads_in_the_pages_language(library: DocumentLibrary, 
     # A trash item gone meanwhile: the restore says so in Arabic too.
     gone = library.restore("no-such-item", "ar")
     assert gone == "تعذرت الاستعادة: لم يعد هذا المستند في سلة المحذوفات", gone
+
+
+@pytest.mark.parametrize("lang", ["ar", "en"])
+def test_a_mislabelled_or_empty_file_and_a_duplicate_read_in_the_pages_language(
+    library: DocumentLibrary, tmp_path: Path, lang: str
+) -> None:
+    """A new user saw «ليس ملف PDF (يبدو أنه something else)», «ليس ملف DOCX (يبدو أنه empty)» and
+    «مفهرس من قبل: garden.md (same content as garden.md)» on the Arabic page: what the bytes look
+    like and the duplicate's note were English text inside Arabic messages."""
+    report = add(
+        library,
+        tmp_path,
+        (b"MZ\x90\x00" + b"\x00" * 60, "invoice.pdf"),
+        (b"", "zero.docx"),
+        (b"<!DOCTYPE html><html><body>x</body></html>", "page.pdf"),
+        ((SEEDS_DIR / SEED).read_bytes(), SEED),
+        ((SEEDS_DIR / SEED).read_bytes(), "copy.txt"),
+    )
+    invoice, zero, page, same, copy = report.files
+    assert zero.reason_key == "unreadable_empty" and zero.text(lang) == t(
+        lang, "file_rejected", reason=t(lang, "unreadable_empty")
+    )
+    said = report.message(lang) + "\n" + "\n".join(f.line(lang) for f in report.files)
+    names = (SEED, "copy.txt", "invoice.pdf", "zero.docx", "page.pdf", "PDF", "DOCX", "HTML")
+    for name in names:
+        said = said.replace(name, "")
+    if lang == "ar":
+        assert not re.search("[A-Za-z]", said), said
+    else:
+        assert "something else" not in said and "looks like HTML" in page.text("en")
+    # The same name twice is said once: "x.txt", not "x.txt (same content as x.txt)".
+    assert same.outcome == "duplicate" and f"{SEED} (" not in report.message(lang)
+    assert copy.outcome == "duplicate" and SEED in copy.line(lang)
+    assert invoice.outcome == "rejected"
 
 
 def test_mixed_batch_adds_the_good_and_rejects_the_bad(library: DocumentLibrary, tmp_path: Path) -> None:

@@ -20,7 +20,6 @@ from core.config import Config
 from core.errors import UserError
 from core.i18n import MESSAGES, normalise_language, t
 from index.library import DocumentLibrary, FileResult, UploadStep
-from index.load import supported_suffixes
 from index.store import IndexProblem
 from rag.answer import Answer
 from rag.chain import Pipeline, reader_available
@@ -571,9 +570,9 @@ def build_app(pipeline: Pipeline, i18n: gr.I18n) -> gr.Blocks:
             gr.Markdown(i18n("upload_note"), elem_classes="page-text")
             # Where uploads go, so nobody has to guess (issue 29: they landed unannounced in seeds/).
             gr.Markdown(i18n("docs_folder"), elem_id="docs-folder", elem_classes="page-text")
-            upload = gr.File(
-                file_count="multiple", file_types=list(supported_suffixes()), label=i18n("upload"), elem_id="upload"
-            )
+            # No file_types: Gradio's check of them answers in English only, and drops the file before
+            # the library can say why in the page's language (the note above lists the types).
+            upload = gr.File(file_count="multiple", label=i18n("upload"), elem_id="upload")
             # Each file's line, live during an upload and kept until the next one.
             results = gr.HTML(elem_id="upload-results", label=i18n("upload_results"))
             status = gr.Textbox(label=i18n("status_label"), interactive=False, elem_id="upload-status", lines=3)

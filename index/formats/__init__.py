@@ -97,19 +97,18 @@ def largest_cap() -> int:
 
 
 def sniff(data: bytes) -> str:
-    """What the bytes look like, for a reason such as "not a PDF (looks like HTML)"."""
+    """What the bytes look like, as the catalogue key of a reason such as "not a PDF file (it looks
+    like HTML)": a key, not English words, so the reason reads in the page's language."""
     head = data[:1024].lstrip().lower()
     if head.startswith((b"<!doctype html", b"<html", b"<head", b"<body")) or b"<html" in head:
-        return "HTML"
+        return "unreadable_looks_html"
     if data.startswith(b"PK\x03\x04"):
-        return "a ZIP archive"
+        return "unreadable_looks_zip"
     if data.startswith(b"\xd0\xcf\x11\xe0"):
-        return "an encrypted Word file or an old .doc; save it as an unprotected .docx"
+        return "unreadable_looks_old_word"
     if data.startswith(b"%PDF-") or b"%PDF-" in data[:1024]:
-        return "a PDF"
-    if not data.strip():
-        return "empty"
-    return "something else"
+        return "unreadable_looks_pdf"
+    return "unreadable_looks_other"
 
 
 def extract(data: bytes, suffix: str) -> Extracted:
@@ -118,9 +117,11 @@ def extract(data: bytes, suffix: str) -> Extracted:
     if found is None:
         raise FormatError(code="unreadable_type", params={"suffix": suffix})
     kind = suffix.lstrip(".").upper()
+    if not data.strip():
+        raise FormatError(code="unreadable_empty")
     head = data[: found.magic_within or 8]
     if found.magic and not any(m in head if found.magic_within else head.startswith(m) for m in found.magic):
-        raise FormatError(code="unreadable_not_kind", params={"kind": kind, "looks": sniff(data)})
+        raise FormatError(code=sniff(data), params={"kind": kind})
     try:
         extracted: Extracted = load_attribute(found.extractor)(data)
     except FormatError:
