@@ -108,6 +108,7 @@ MESSAGES: dict[str, dict[str, str]] = {
         "file_renamed": "indexed as {stored} (the name was taken)",
         "file_replaced": "indexed; the previous version is in the trash (restorable)",
         "file_duplicate": "already indexed (same content as {same})",
+        "file_duplicate_same_name": "already indexed",
         "file_rejected": "rejected — {reason}",
         "file_pending": "waiting",
         "reason_type": "only {types} files are accepted",
@@ -271,9 +272,12 @@ MESSAGES: dict[str, dict[str, str]] = {
         "file_renamed": "فهرس باسم {stored} (الاسم مستخدم)",
         "file_replaced": "تمت فهرسته؛ والنسخة السابقة في سلة المحذوفات (يمكن استعادتها)",
         "file_duplicate": "مفهرس من قبل (المحتوى نفسه في {same})",
+        "file_duplicate_same_name": "مفهرس من قبل",
         "file_rejected": "مرفوض — {reason}",
         "file_pending": "في الانتظار",
-        "reason_type": "لا تقبل إلا ملفات {types}",
+        # The list of suffixes isolated left to right (U+2066 … U+2069): in a right-to-left line
+        # ".txt .md" showed as "txt .md ." with the first dot at the far end.
+        "reason_type": "لا تقبل إلا ملفات \u2066{types}\u2069",
         "reason_size": "حجمه {size} ميغابايت، والحد لملفات {suffix} هو {limit} ميغابايت",
         "reason_store": "تعذر حفظه ({error})",
         "reason_foreign": "ليس ملفا رفع إلى هذا الخادم",

@@ -88,7 +88,12 @@ class FileResult:
 
     def text(self, lang: str = "en") -> str:
         """What happened to the file, in `lang`."""
-        return t(lang, f"file_{self.outcome}", stored=self.stored, same=self.same_as, reason=self.why(lang))
+        key = (
+            "file_duplicate_same_name"
+            if self.outcome == "duplicate" and self.same_as == self.name
+            else f"file_{self.outcome}"
+        )
+        return t(lang, key, stored=self.stored, same=self.same_as, reason=self.why(lang))
 
     def line(self, lang: str = "en") -> str:
         """'name: what happened', in `lang`."""

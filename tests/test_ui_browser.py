@@ -621,6 +621,31 @@ def test_arabic_browser_gets_an_arabic_right_to_left_interface(browser: Browser,
         page.context.close()
 
 
+def test_the_documents_tab_reads_right_to_left_in_its_own_font_on_the_arabic_page(
+    browser: Browser, server: str
+) -> None:
+    """A new user saw the documents table run left to right (العنوان on the left, ك.ب on the
+    right) with Arabic titles drawn in the monospace font, and the status and per-file lines
+    scrambled ("txt.نادي_الشطرنج :تمت فهرسته"): Gradio draws the table's visible rows as divs, which
+    the rules for td missed, and marks its boxes ltr."""
+    page = _page(browser, server, "ar")
+    try:
+        page.get_by_role("tab", name="المستندات").click()
+        page.locator("#documents .body-cell").first.wait_for()
+        cells = page.locator("#documents .virtual-row").first.locator(".body-cell")
+        title, file = cells.nth(0).bounding_box(), cells.nth(1).bounding_box()
+        assert title and file and title["x"] > file["x"], (title, file)  # the first column on the right
+        fonts = page.evaluate(
+            "() => Array.from(document.querySelectorAll('#documents .body-cell, #documents .body-cell *'))"
+            ".map((e) => getComputedStyle(e).fontFamily)"
+        )
+        assert fonts and not any("mono" in f.lower() for f in fonts), set(fonts)
+        for box in ("#upload-status textarea", "#upload-results"):
+            assert page.locator(box).evaluate("e => getComputedStyle(e).direction") == "rtl", box
+    finally:
+        page.context.close()
+
+
 def test_english_interface_answers_and_typed_arabic_reads_right_to_left(browser: Browser, server: str) -> None:
     page = _page(browser, server, "en-US")
     try:

@@ -446,6 +446,7 @@ def test_a_mislabelled_or_empty_file_and_a_duplicate_read_in_the_pages_language(
         assert "something else" not in said and "looks like HTML" in page.text("en")
     # The same name twice is said once: "x.txt", not "x.txt (same content as x.txt)".
     assert same.outcome == "duplicate" and f"{SEED} (" not in report.message(lang)
+    assert same.text(lang) == t(lang, "file_duplicate_same_name")
     assert copy.outcome == "duplicate" and SEED in copy.line(lang)
     assert invoice.outcome == "rejected"
 

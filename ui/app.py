@@ -69,10 +69,19 @@ html[dir="rtl"] #question textarea::placeholder { direction: rtl; text-align: ri
 .upload-file.outcome-indexed, .upload-file.outcome-reindexed, .upload-file.outcome-renamed,
 .upload-file.outcome-replaced { color: #15803d; }
 #documents td, #documents th { font-family: inherit; white-space: normal; }
-/* Gradio sets table cells in its monospace font, which has no Arabic (issue 29). */
-#documents td, #documents th, #documents td *, #documents th * {
+/* Gradio sets table cells in its monospace font, which has no Arabic (issue 29); the rows it
+   shows are divs (.virtual-row .body-cell), the td and th only its measuring table. */
+#documents td, #documents th, #documents td *, #documents th *, #documents .virtual-row,
+#documents .virtual-row * {
   font-family: "Noto Naskh Arabic", "Noto Sans Arabic", "Noto Sans", Tahoma, sans-serif !important;
 }
+/* The table, the status and each file's line read right to left on the Arabic page (Gradio marks
+   its boxes ltr): "txt.نادي_الشطرنج :تمت فهرسته" was a file's line scrambled. */
+html[dir="rtl"] #documents .table-wrap, html[dir="rtl"] #upload-status textarea,
+html[dir="rtl"] #upload-results { direction: rtl; text-align: right; }
+/* A cell takes its direction from its own text: "000_b5c9….txt" stays in order in an Arabic row. */
+#documents .body-cell .cell-wrap, #documents .body-cell .cell-wrap > * { unicode-bidi: plaintext; }
+html[dir="rtl"] #documents .body-cell .cell-wrap { text-align: right; }
 /* Our own notes read in the page's direction: ".txt/.md" came out as "txt/.md." on the Arabic page. */
 html[dir="rtl"] .page-text, html[dir="rtl"] .page-text * { direction: rtl; text-align: right; }
 .page-text code { direction: ltr !important; unicode-bidi: isolate; }
