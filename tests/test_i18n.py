@@ -52,3 +52,11 @@ def test_arabic_messages_are_arabic_and_english_ones_english(lang: str) -> None:
         if lang == "en":
             assert not arabic_letters.search(bare), (key, text)
         assert t(lang, key, **dict.fromkeys(letters, "x"))
+
+
+@pytest.mark.parametrize("lang", LANGUAGES)
+def test_what_a_user_is_thanked_with_names_no_command(lang: str) -> None:
+    """A new user sending a correction was shown "(python -m eval --feedback)": a developer's
+    command in a thank-you. Errors may name the command that fixes them; a thank-you has no fix."""
+    for key in ("feedback_thanks_right", "feedback_thanks_wrong", "feedback_saved"):
+        assert "python" not in MESSAGES[lang][key] and "`" not in MESSAGES[lang][key], key
