@@ -88,11 +88,11 @@ class FileResult:
 
     def text(self, lang: str = "en") -> str:
         """What happened to the file, in `lang`."""
-        key = (
-            "file_duplicate_same_name"
-            if self.outcome == "duplicate" and self.same_as == self.name
-            else f"file_{self.outcome}"
-        )
+        key = f"file_{self.outcome}"
+        if self.outcome == "duplicate" and self.same_as == self.name:
+            key = "file_duplicate_same_name"
+        elif self.outcome == "indexed" and self.stored and self.stored != unicodedata.normalize("NFC", self.name):
+            key = "file_indexed_as"  # made safe (path characters, length): say under what name
         return t(lang, key, stored=self.stored, same=self.same_as, reason=self.why(lang))
 
     def line(self, lang: str = "en") -> str:

@@ -451,6 +451,20 @@ def test_a_mislabelled_or_empty_file_and_a_duplicate_read_in_the_pages_language(
     assert invoice.outcome == "rejected"
 
 
+@pytest.mark.parametrize("lang", ["ar", "en"])
+def test_a_name_made_safe_says_what_it_is_stored_as(library: DocumentLibrary, tmp_path: Path, lang: str) -> None:
+    """A new user's 242-character Arabic name was cut to 200 bytes mid-word, and "..\\..\\evil2.txt"
+    stored as evil2.txt, each reported only as "indexed": the line must name what it is stored as."""
+    long_name = "تقرير_" + "المؤتمر_الدولي_" * 16 + ".txt"
+    report = add(library, tmp_path, (OLIVE_DOC, "..\\..\\evil2.txt"), ("نص آخر عن الحديقة.\n" * 3, long_name))
+    escaped, long = report.files
+    assert escaped.stored == "evil2.txt" and long.stored != long_name and len(long.stored.encode()) <= 200
+    for result in (escaped, long):
+        assert result.outcome == "indexed" and result.stored in result.text(lang), result.text(lang)
+    plain = add(library, tmp_path, ("سطر عادي عن السوق.\n" * 3, "سوق.txt")).files[0]
+    assert plain.text(lang) == t(lang, "file_indexed")  # a name kept as given is not repeated
+
+
 def test_mixed_batch_adds_the_good_and_rejects_the_bad(library: DocumentLibrary, tmp_path: Path) -> None:
     report = add(
         library, tmp_path, (b"\x00\x00\x00\x01binary", "bad.txt"), (OLIVE_DOC, "good.md"), (SMALL_DOC, "slides.pdf")
