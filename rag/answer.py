@@ -394,8 +394,15 @@ class ExtractiveAnswerer(RunnableSerializable[AnswerRequest, Answer]):
         budget = max(1, self.max_words - (short.words if shown else 0))
         words = [c.words for c in sentences]
         chosen = self.scoring.evidence(short.sentence if shown else lead, words, scores, own, budget)
+        # Overlapping chunks hold some sentences twice: a sentence is shown once, the words it took
+        # left for the withheld span's own sentence below.
+        chosen = [i for n, i in enumerate(chosen) if all(sentences[j].text != sentences[i].text for j in chosen[:n])]
         other = short.sentence
-        if not shown and other not in chosen and sum(words[i] for i in chosen) + words[other] <= budget:
+        if (
+            not shown
+            and all(sentences[i].text != sentences[other].text for i in chosen)
+            and sum(words[i] for i in chosen) + words[other] <= budget
+        ):
             chosen.append(other)
         numbers: dict[int, int] = {}
         highlights: dict[int, list[tuple[int, int]]] = {}

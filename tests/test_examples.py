@@ -69,6 +69,7 @@ def test_no_example_gets_a_wrong_bold_answer(seeds_pipeline: Pipeline, reader: b
         if not reader_available():
             pytest.skip("the reader's C library is not built (make)")
     shown, wrong, missed, lines = 0, [], [], []
+    repeated: list[tuple[str, str]] = []
     cases: list[tuple[str, list[tuple[str, str]], list[str]]] = [(q, [], g) for q, g in GOLD.items()]
     cases += [(f, [(e, "")], g) for e, f, g in FOLLOW_UPS]
     for question, history, gold in cases:
@@ -80,11 +81,15 @@ def test_no_example_gets_a_wrong_bold_answer(seeds_pipeline: Pipeline, reader: b
         lines.append(f"{question} -> {answer.short_answer or '(withheld: ' + check.get('candidate', '') + ')'}")
         if not contains(answer.answer, gold):
             missed.append(question)
+        # Two overlapping passages hold the same sentence: it is evidence once, not [1] and [2].
+        said = [part.strip() for part in re.split(r"\[\d+\]", answer.answer.split(" — ")[-1]) if part.strip()]
+        repeated.extend((question, part) for part in set(said) if said.count(part) > 1)
         if answer.short_answer:
             shown += 1
             if not contains(answer.short_answer, gold):
                 wrong.append((question, answer.short_answer, check.get("probability")))
     print("\n" + "\n".join(lines) + f"\n{shown} of {len(cases)} with a bold short answer")
     assert not wrong, wrong
+    assert not repeated, repeated
     assert len(missed) <= MAX_EVIDENCE_MISSED, missed
     assert shown >= MIN_SHOWN[reader]
