@@ -404,6 +404,10 @@ class ExtractiveAnswerer(RunnableSerializable[AnswerRequest, Answer]):
             and sum(words[i] for i in chosen) + words[other] <= budget
         ):
             chosen.append(other)
+        # Pieces of one passage read in the document's order ("مُنذ تأسيسه عام 2012، [1] يعقد المؤتمر
+        # بشكل سنوي…، [1]", not the reverse); the passages stay in the order they were chosen.
+        passage_order = {p: n for n, p in reversed(list(enumerate(sentences[i].passage for i in chosen)))}
+        chosen.sort(key=lambda i: (passage_order[sentences[i].passage], sentences[i].start))
         numbers: dict[int, int] = {}
         highlights: dict[int, list[tuple[int, int]]] = {}
         evidence = []

@@ -267,3 +267,18 @@ def test_a_question_switches_the_reader_on_or_off(seeds_index: SeedsIndex, reade
     # And the other way: a reader-on pipeline answers one question without it.
     assert reader_pipeline.ask(question, reader=False).short_answer == ranked
     assert "لي شانغفو" in reader_pipeline.ask(question).short_answer
+
+
+@pytest.mark.parametrize(
+    "question", ["متى عقد المؤتمر؟", "Who opened the conference?", "كم عدد الدول المشاركة في المؤتمر؟"]
+)
+def test_the_evidence_of_one_passage_reads_in_the_documents_order(seeds_pipeline: Pipeline, question: str) -> None:
+    """A new user got "وحتى عام 2014، … [1] يعقد المؤتمر بشكل سنوي…، [1] مُنذ تأسيسه عام 2012، [1]":
+    three pieces of one passage in ranked order, reading backwards (highlights too)."""
+    answer = seeds_pipeline.ask(question)
+    evidence = answer.answer.split(" — ", 1)[-1] if answer.short_answer else answer.answer
+    for citation in answer.citations:
+        assert citation.highlights == sorted(citation.highlights), (question, citation.highlights)
+        pieces = [evidence.find(citation.text[a:b]) for a, b in citation.highlights]
+        shown = [at for at in pieces if at >= 0]
+        assert shown == sorted(shown), (question, answer.answer)
