@@ -111,6 +111,25 @@ def test_login_page_sets_a_signed_cookie_that_opens_the_ui() -> None:
     assert client.post("/gradio_api/queue/join").text == "inner"
 
 
+def test_the_login_page_follows_the_language_chosen_in_the_app_and_can_switch() -> None:
+    """A new user who chose Arabic in the app met an English login page (its language came only
+    from the browser's Accept-Language; a client with none got English) with no way to switch."""
+    client = gated()
+    # The header switch of the app also keeps the choice in a cookie the login page reads.
+    client.cookies.set("rag-lang", "ar")
+    page = client.get("/login", headers={"accept-language": "en-US"})
+    assert 'dir="rtl"' in page.text and "مفتاح الوصول" in page.text
+    assert 'href="/login?lang=en"' in page.text  # a link to the other language, no script
+    client.cookies.clear()
+    english = client.get("/login?lang=en", headers={"accept-language": "ar"})
+    assert 'dir="ltr"' in english.text and 'href="/login?lang=ar"' in english.text
+    # A wrong key answered in the language the form was shown in.
+    wrong = client.post("/login?lang=ar", data={"key": KEY + "x"}, headers={"accept-language": "en"})
+    assert wrong.status_code == 401 and "المفتاح غير صحيح" in wrong.text
+    assert 'action="/login?lang=ar"' in client.get("/login?lang=ar").text
+    assert 'dir="ltr"' in client.get("/login?lang=fr").text  # anything else: the browser's (none: English)
+
+
 def test_forged_expired_or_foreign_cookies_are_refused() -> None:
     now = [1_000_000.0]
     client = gated(clock=lambda: now[0])

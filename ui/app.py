@@ -119,6 +119,8 @@ HEAD = r"""<script>
   Object.defineProperty(navigator, 'language', {get: () => lang});
   Object.defineProperty(navigator, 'languages', {get: () => [lang]});
   document.documentElement.lang = lang;
+  // The login page is served without script: it reads the choice from this cookie (ui/gate.py).
+  document.cookie = 'rag-lang=' + lang + '; Path=/; Max-Age=31536000; SameSite=Strict';
   document.documentElement.dir = lang === 'ar' ? 'rtl' : 'ltr';
   // Gradio reads the browser language before it runs this script; a stored choice is applied
   // through the changeLocale export of its core module (what its own settings panel calls).

@@ -33,11 +33,13 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.security import FAILED_KEYS, Limits, RateLimiter, client_of, key_matches, refuse, retry_after, too_many
-from core.i18n import normalise_language, t
+from core.i18n import LANGUAGES, normalise_language, t
 
 COOKIE = "rag_session"
 SESSION_SECONDS = 7 * 24 * 3600  # a week: a person signs in once per browser, not per visit
 LOGIN_PATH = "/login"
+# The page language chosen in the app, kept where the login page (served without script) can read it.
+LANGUAGE_COOKIE = "rag-lang"
 MAX_LOGIN_BODY = 8192  # a form with one field; anything larger is not a login
 
 
@@ -93,9 +95,8 @@ class KeyGate:
             await self.app(scope, receive, send)
             return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
-        lang = normalise_language(headers.get("accept-language", "").split(",")[0])
         if path == LOGIN_PATH and scope["type"] == "http":
-            await self._login(scope, receive, send, headers, lang)
+            await self._login(scope, receive, send, headers, login_language(scope, headers))
             return
         given = headers.get("authorization")
         if key_matches(given, self.key) or self._cookie_ok(headers):
@@ -123,13 +124,8 @@ class KeyGate:
         await refuse(send, 401, message, "invalid_request_error", "invalid_api_key", {"www-authenticate": "Bearer"})
 
     def _cookie_ok(self, headers: dict[str, str]) -> bool:
-        jar: SimpleCookie = SimpleCookie()
-        try:
-            jar.load(headers.get("cookie", ""))
-        except Exception:  # a malformed Cookie header is no session
-            return False
-        morsel = jar.get(COOKIE)
-        return morsel is not None and session_valid(morsel.value, self.key, self.clock())
+        token = cookie_value(headers, COOKIE)
+        return token is not None and session_valid(token, self.key, self.clock())
 
     async def _login(self, scope: Scope, receive: Receive, send: Send, headers: dict[str, str], lang: str) -> None:
         if scope["method"] != "POST":
@@ -162,9 +158,34 @@ class KeyGate:
         await _redirect(send, "/", {"set-cookie": cookie})
 
 
+def cookie_value(headers: dict[str, str], name: str) -> str | None:
+    """The value of cookie `name`, None when absent or when the Cookie header is malformed."""
+    jar: SimpleCookie = SimpleCookie()
+    try:
+        jar.load(headers.get("cookie", ""))
+    except Exception:  # a malformed Cookie header carries nothing
+        return None
+    morsel = jar.get(name)
+    return morsel.value if morsel is not None else None
+
+
+def login_language(scope: Scope, headers: dict[str, str]) -> str:
+    """The login page's language: its own switch (?lang=), else the one chosen in the app (the
+    page's script keeps it in the LANGUAGE_COOKIE cookie), else the browser's."""
+    for choice in (
+        *parse_qs(scope.get("query_string", b"").decode("latin-1")).get("lang", []),
+        cookie_value(headers, LANGUAGE_COOKIE),
+    ):
+        if choice in LANGUAGES:
+            return choice
+    return normalise_language(headers.get("accept-language", "").split(",")[0])
+
+
 def login_page(lang: str, error: str) -> str:
-    """One field, in the browser's language; no script, nothing fetched from elsewhere."""
+    """One field, in the chosen language with a link to the other; no script, nothing fetched from
+    elsewhere."""
     direction = "rtl" if lang == "ar" else "ltr"
+    other = "en" if lang == "ar" else "ar"
     notice = f'<p class="error" role="alert">{html.escape(error)}</p>' if error else ""
     return f"""<!doctype html>
 <html lang="{lang}" dir="{direction}"><head><meta charset="utf-8">
@@ -179,9 +200,10 @@ button {{ margin-top: .8em; font-size: 1.05em; padding: .4em 1.2em; background: 
 .error {{ color: #b91c1c; }}
 *:focus-visible {{ outline: 2px solid #2563eb; outline-offset: 2px; }}
 </style></head><body>
+<p><a href="{LOGIN_PATH}?lang={other}" lang="{other}">{html.escape(t(other, "language_name"))}</a></p>
 <h1>{html.escape(t(lang, "login_title"))}</h1>
 <p>{html.escape(t(lang, "login_prompt"))}</p>{notice}
-<form method="post" action="{LOGIN_PATH}">
+<form method="post" action="{LOGIN_PATH}?lang={lang}">
 <label for="key">{html.escape(t(lang, "login_key"))}</label>
 <input id="key" name="key" type="password" autocomplete="current-password" required autofocus dir="ltr">
 <button type="submit">{html.escape(t(lang, "login_submit"))}</button>
