@@ -10,8 +10,10 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request, Response
 from fastapi.middleware.cors import CORSMiddleware
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from api.errors import install_handlers
 from api.openai_compat import router as openai_router
@@ -23,10 +25,27 @@ from index.library import plain_cap
 from rag.chain import Pipeline
 
 API_PREFIXES = ("/v1/", "/api/", "/healthz", "/docs", "/redoc", "/openapi.json")
+_ALL_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
 
 
 def is_api_path(path: str) -> bool:
     return path.startswith(API_PREFIXES) or path in {"/v1", "/api"}
+
+
+def _answer_unrouted_api_paths(app: FastAPI) -> None:
+    """An /api or /v1 path with no route here is a 404 (or 405) in the API's error shape. Without
+    this, on the UI's port, where the UI is mounted after these routes, it reached Gradio and got
+    Gradio's {"detail": "Not Found"}."""
+
+    async def unrouted(request: Request) -> Response:
+        # A route whose path matches under another method makes this a 405, as it would have been.
+        others = [route for route in app.router.routes if getattr(route, "endpoint", None) is not unrouted]
+        if any(route.matches(request.scope)[0] == Match.PARTIAL for route in others):
+            raise StarletteHTTPException(405)
+        raise StarletteHTTPException(404)
+
+    for prefix in ("/api", "/v1"):
+        app.add_api_route(f"{prefix}/{{rest:path}}", unrouted, methods=list(_ALL_METHODS), include_in_schema=False)
 
 
 def create_app(service: Service | Pipeline, config: Config | None = None, disabled: str = "") -> FastAPI:
@@ -54,6 +73,7 @@ def create_app(service: Service | Pipeline, config: Config | None = None, disabl
 
     app.include_router(openai_router)
     app.include_router(rest_router)
+    _answer_unrouted_api_paths(app)
     max_upload = MAX_UPLOAD_FILES * plain_cap(config) + 2**20
     limits = Limits(
         key=config.api_key,

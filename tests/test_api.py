@@ -586,6 +586,24 @@ def test_rate_limit_is_429_with_retry_after(pipeline: Pipeline) -> None:
         assert 1 <= int(refused.headers["retry-after"]) <= 20  # one request per 20 s refills
 
 
+def test_an_unknown_api_path_on_the_ui_port_answers_in_the_apis_shape(pipeline: Pipeline) -> None:
+    """On the UI's port the UI is mounted after the API's routes, so an /api or /v1 path the API
+    does not have reached Gradio, which answered {"detail": "Not Found"} (a new user's GET
+    /api/nonexistent). A stand-in for Gradio's mount, as `python -m ui` mounts it."""
+    app = create_app(pipeline)
+
+    async def ui(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 404, "headers": [(b"content-type", b"application/json")]})
+        await send({"type": "http.response.body", "body": b'{"detail":"Not Found"}'})
+
+    app.mount("/", ui)
+    with live(app) as url:
+        for path in ("/api/nonexistent", "/v1/nothing/here", "/api/nothing/deeper"):
+            assert "No such endpoint" in check_error(httpx.get(url + path, timeout=30), 404, "not_found"), path
+        check_error(httpx.get(url + "/api/ask", timeout=30), 405, "http_error")  # a route, another method
+        assert httpx.get(url + "/config", timeout=30).json() == {"detail": "Not Found"}  # the UI's own
+
+
 def test_upload_over_the_size_limit_is_rejected_by_name(pipeline: Pipeline) -> None:
     """The UI's per-file cap applies (RAG_UPLOAD_MAX_MB); the session index is left untouched."""
     before = dict(pipeline.index.files)
