@@ -90,10 +90,12 @@ html[dir="rtl"] .page-text, html[dir="rtl"] .page-text * { direction: rtl; text-
 [data-testid="upload-text"] { color: #4338ca !important; }
 [data-testid="upload-text"] .or { color: #4b5563 !important; }
 #heading { overflow: visible !important; }
-/* Gradio marks the settings' blocks dir="ltr"; in the Arabic page they read right-to-left too,
-   except the slider, whose filled track Gradio draws left to right. */
+/* Gradio marks an accordion's blocks dir="ltr" (the settings, the trash, whose row then ran the
+   other way from the remove row's); in the Arabic page they read right-to-left too, except the
+   slider, whose filled track Gradio draws left to right. */
 html[dir="rtl"] #settings [dir="ltr"]:not(:has(input[type="range"])):not(input),
-html[dir="rtl"] #settings > .label-wrap { direction: rtl; text-align: right; }
+html[dir="rtl"] #settings > .label-wrap, html[dir="rtl"] #trash[dir="ltr"],
+html[dir="rtl"] #trash [dir="ltr"]:not(input) { direction: rtl; text-align: right; }
 input[role="combobox"], input[role="combobox"]::placeholder, textarea::placeholder { color: #4b5563 !important; opacity: 1; }
 *:focus-visible { outline: 2px solid #2563eb !important; outline-offset: 2px; }
 @media (max-width: 700px) {
