@@ -10,6 +10,9 @@ language, and Gradio's own strings ("Drop File Here") follow with it.
 from __future__ import annotations
 
 LANGUAGES = ("ar", "en")
+# Each language named in itself, whatever the page's language: the switches in the header and on
+# the login page.
+LANGUAGE_NAMES = {"ar": "العربية", "en": "English"}
 
 MESSAGES: dict[str, dict[str, str]] = {
     "en": {
@@ -65,7 +68,6 @@ MESSAGES: dict[str, dict[str, str]] = {
         "choose_trashed": "Choose a document in the trash first.",
         "confirm_first": "Nothing was removed: confirm in the page first (the confirmation names the document).",
         "login_title": "Ask your documents: sign in",
-        "language_name": "English",  # a language named in itself: the login page's switch
         "login_prompt": "This server needs its access key (RAG_API_KEY). Type it once; this browser stays signed in for a week.",
         "login_key": "Access key",
         "login_submit": "Sign in",
@@ -232,7 +234,6 @@ MESSAGES: dict[str, dict[str, str]] = {
         "choose_trashed": "اختر مستندا من السلة أولا.",
         "confirm_first": "لم يحذف شيء: أكد الحذف في الصفحة أولا (رسالة التأكيد تسمي المستند).",
         "login_title": "اسأل مستنداتك: تسجيل الدخول",
-        "language_name": "العربية",
         "login_prompt": "يتطلب هذا الخادم مفتاح الوصول (RAG_API_KEY). اكتبه مرة واحدة، ويبقى هذا المتصفح مسجلا أسبوعا.",
         "login_key": "مفتاح الوصول",
         "login_submit": "دخول",

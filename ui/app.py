@@ -18,7 +18,7 @@ import gradio as gr
 
 from core.config import Config
 from core.errors import UserError
-from core.i18n import MESSAGES, normalise_language, t
+from core.i18n import LANGUAGE_NAMES, LANGUAGES, MESSAGES, normalise_language, t
 from index.library import DocumentLibrary, FileResult, UploadStep
 from index.store import IndexProblem
 from rag.answer import Answer
@@ -401,7 +401,7 @@ def build_app(pipeline: Pipeline, i18n: gr.I18n) -> gr.Blocks:
         with gr.Row(elem_id="header"):
             gr.Markdown(i18n("heading"), elem_id="heading")
             page_lang = gr.Radio(
-                [("العربية", "ar"), ("English", "en")],
+                [(LANGUAGE_NAMES[lang], lang) for lang in LANGUAGES],
                 value="en",
                 label=i18n("interface_language"),
                 elem_id="lang",

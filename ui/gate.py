@@ -33,7 +33,7 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.security import FAILED_KEYS, Limits, RateLimiter, client_of, key_matches, refuse, retry_after, too_many
-from core.i18n import LANGUAGES, normalise_language, t
+from core.i18n import LANGUAGE_NAMES, LANGUAGES, normalise_language, t
 
 COOKIE = "rag_session"
 SESSION_SECONDS = 7 * 24 * 3600  # a week: a person signs in once per browser, not per visit
@@ -200,7 +200,7 @@ button {{ margin-top: .8em; font-size: 1.05em; padding: .4em 1.2em; background: 
 .error {{ color: #b91c1c; }}
 *:focus-visible {{ outline: 2px solid #2563eb; outline-offset: 2px; }}
 </style></head><body>
-<p><a href="{LOGIN_PATH}?lang={other}" lang="{other}">{html.escape(t(other, "language_name"))}</a></p>
+<p><a href="{LOGIN_PATH}?lang={other}" lang="{other}">{LANGUAGE_NAMES[other]}</a></p>
 <h1>{html.escape(t(lang, "login_title"))}</h1>
 <p>{html.escape(t(lang, "login_prompt"))}</p>{notice}
 <form method="post" action="{LOGIN_PATH}?lang={lang}">
