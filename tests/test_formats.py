@@ -19,6 +19,7 @@ import pytest
 from langchain_core.documents import Document
 
 from core.config import Config
+from core.i18n import LANGUAGES, MESSAGES
 from eval.pdf_fixtures import Section, chromium, print_pdf, rtl_html
 from index import formats
 from index.arabic import normalize
@@ -565,3 +566,15 @@ def test_location_is_rendered_escaped_in_both_languages() -> None:
     assert formats.describe_location(3, None, "", False, arabic=False) == "p. 3"
     assert formats.describe_location(3, 4, "Intro", False, arabic=False) == "pp. 3–4 · Intro"
     assert formats.describe_location(None, None, "", False, arabic=True) == ""
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"<html><body>x</body></html>", b"PK\x03\x04rest", b"\xd0\xcf\x11\xe0rest", b"%PDF-1.7 rest", b"MZ\x90\x00"],
+)
+def test_what_the_bytes_look_like_is_said_in_both_languages(data: bytes) -> None:
+    """`sniff` names a catalogue key (the reason reads in the page's language, not English inside
+    Arabic): each one it can return has both messages."""
+    key = formats.sniff(data)
+    assert key.startswith("unreadable_looks_") and all(key in MESSAGES[lang] for lang in LANGUAGES)
+    assert (key == "unreadable_looks_other") == data.startswith(b"MZ")  # each known kind named as such
