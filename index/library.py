@@ -99,6 +99,11 @@ class FileResult:
         """'name: what happened', in `lang`."""
         return f"{self.name}: {self.text(lang)}"
 
+    def duplicate_entry(self, lang: str = "en") -> str:
+        """A duplicate as the report lists it: its name, with the document it repeats when that
+        has another name."""
+        return self.name if self.same_as == self.name else t(lang, "duplicate_of", name=self.name, same=self.same_as)
+
     def reject(self, key: str, **params: object) -> FileResult:
         """Marks the file rejected for the catalogue reason `key` (see `reason_key`)."""
         self.outcome, self.reason_key, self.reason = "rejected", key, {k: str(v) for k, v in params.items()}
@@ -139,11 +144,7 @@ class UploadReport:
 
     def message(self, lang: str = "en") -> str:
         """One line per kind of fate, in the page's language (file names as they are)."""
-        duplicates = [
-            f.name if f.name == f.same_as else t(lang, "duplicate_of", name=f.name, same=f.same_as)
-            for f in self.files
-            if f.outcome == "duplicate"
-        ]
+        duplicates = [f.duplicate_entry(lang) for f in self.files if f.outcome == "duplicate"]
         lines = [
             t(lang, key, names=", ".join(names))
             for key, names in (
@@ -309,8 +310,8 @@ class DocumentLibrary(Generic[S]):
                     (d.metadata["source"] for d, _ in accepted if d.metadata["sha256"] == sha), None
                 )
                 if same:
-                    report.duplicates.append(original if original == same else f"{original} (same content as {same})")
                     result.outcome, result.same_as = "duplicate", same
+                    report.duplicates.append(result.duplicate_entry())
                     report.files.append(result)
                     continue
                 # Two files of one batch that sanitise to one name both stay: the later gets a suffix.

@@ -25,6 +25,7 @@ from rag.answer import Answer
 from rag.chain import Pipeline, reader_available
 from rag.feedback import Feedback, FeedbackLog, answer_record
 from rag.llm import MAX_HISTORY_TURNS
+from ui.gate import LANGUAGE_COOKIE
 from ui.handover import HANDOVER_LIMIT, HANDOVER_SECONDS, Conversations, Handover, carried_values_fit
 from ui.i18n import for_question
 from ui.render import answer_message, escape_text, notice_message, stream_message, upload_results, user_message
@@ -122,7 +123,7 @@ HEAD = r"""<script>
   Object.defineProperty(navigator, 'languages', {get: () => [lang]});
   document.documentElement.lang = lang;
   // The login page is served without script: it reads the choice from this cookie (ui/gate.py).
-  document.cookie = 'rag-lang=' + lang + '; Path=/; Max-Age=31536000; SameSite=Strict';
+  document.cookie = '__LANGUAGE_COOKIE__=' + lang + '; Path=/; Max-Age=31536000; SameSite=Strict';
   document.documentElement.dir = lang === 'ar' ? 'rtl' : 'ltr';
   // Gradio reads the browser language before it runs this script; a stored choice is applied
   // through the changeLocale export of its core module (what its own settings panel calls).
@@ -229,7 +230,7 @@ HEAD = r"""<script>
     if (event.target.matches && event.target.matches('#question textarea')) event.target.setAttribute('dir', 'auto');
   });
 })();
-</script>""".replace("__LANGUAGE__", LANGUAGE_EXPRESSION)
+</script>""".replace("__LANGUAGE__", LANGUAGE_EXPRESSION).replace("__LANGUAGE_COOKIE__", LANGUAGE_COOKIE)
 # The page's language worked out again rather than read from <html lang>: Gradio injects HEAD
 # itself, and under load the page's first event ran before HEAD had set the attribute, so an Arabic
 # page was served English column headers and messages now and then (seen in a full browser run).
